@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.framing import LineSplitter
+
+
+def test_splits_and_keeps_partial() -> None:
+    s = LineSplitter(max_line=100)
+    assert s.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
+    assert s.buffered == 4
+    assert s.feed(b":2}\r\n\n") == [b'{"b":2}']
+    assert s.flush() is None
+
+
+def test_oversized_line_is_dropped_and_counted() -> None:
+    s = LineSplitter(max_line=8)
+    assert s.feed(b"0123456789") == []
+    assert s.oversized == 1
+    assert s.buffered == 0
+    assert s.feed(b"more-of-the-same\nok\n") == [b"ok"]
+    assert s.oversized == 1
+    assert s.feed(b"123456789\nfine\n") == [b"fine"]
+    assert s.oversized == 2
+
+
+lines_st = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").strip(b"\r")))
+
+
+@given(lines=lines_st, cuts=st.lists(st.integers(min_value=0, max_value=2000)), cap=st.integers(1, 50))
+def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int], cap: int) -> None:
+    data = b"".join(line + b"\n" for line in lines)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    s = LineSplitter(max_line=cap)
+    got: list[bytes] = []
+    for chunk in chunks:
+        got.extend(s.feed(chunk))
+    expected = [line for line in lines if line and len(line) <= cap]
+    assert got == expected
+    assert s.oversized == sum(1 for line in lines if len(line) > cap)
