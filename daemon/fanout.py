@@ -1,0 +1,160 @@
+"""Fan-out of a conversation's events and deltas to its subscribers.
+
+Nobody blocks a turn (DESIGN.md): `publish` is synchronous, takes a line encoded once, and
+offers it to every subscriber's bounded channel with `send_nowait`. A subscriber that would
+block is dropped; its iterator then yields one `conversation/lagged` notice naming the last
+event it was given, so the client can resubscribe from there with no gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from protocol.api import LAGGED_METHOD, LaggedParams
+from protocol.jsonrpc import Notification, encode_line
+
+__all__ = ["Fanout", "Subscription"]
+
+# Replay reads the store in pages of this many events.
+REPLAY_PAGE = 500
+
+# (after_seq, through_seq, limit) -> (notification lines, last seq covered)
+ReplayPage = Callable[[int, int, int], Awaitable[tuple[list[bytes], int]]]
+
+
+@attrs.define(eq=False)
+class _Sink:
+    send: trio.MemorySendChannel[bytes]
+    deltas: bool
+    # Seq of the last event handed to this subscriber's channel: where it must resume after lag.
+    last_seq: int
+    lagged: bool = False
+
+
+@attrs.define(eq=False)
+class Fanout:
+    conv_id: str
+    buffer: int
+    _sinks: set[_Sink] = attrs.field(factory=set)
+    dropped: int = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._sinks)
+
+    def open(
+        self,
+        *,
+        after_seq: int,
+        through_seq: int,
+        deltas: bool,
+        replay: ReplayPage,
+        on_close: Callable[[], None] | None = None,
+    ) -> Subscription:
+        """Register a subscriber now (no checkpoint), so nothing published after this is missed."""
+        send, recv = trio.open_memory_channel[bytes](self.buffer)
+        sink = _Sink(send, deltas, last_seq=through_seq)
+        self._sinks.add(sink)
+        return Subscription(
+            conv_id=self.conv_id,
+            through_seq=through_seq,
+            fanout=self,
+            sink=sink,
+            recv=recv,
+            replay_from=after_seq,
+            replay=replay,
+            on_close=on_close,
+        )
+
+    def publish_event(self, seq: int, line: bytes) -> None:
+        for sink in tuple(self._sinks):
+            if seq <= sink.last_seq:
+                continue  # already covered by this subscriber's replay
+            if self._offer(sink, line):
+                sink.last_seq = seq
+
+    def publish_delta(self, line: bytes) -> None:
+        for sink in tuple(self._sinks):
+            if sink.deltas:
+                self._offer(sink, line)
+
+    def _offer(self, sink: _Sink, line: bytes) -> bool:
+        try:
+            sink.send.send_nowait(line)
+        except trio.WouldBlock:
+            self._drop(sink, lagged=True)
+            return False
+        except trio.BrokenResourceError:  # the subscriber went away
+            self._drop(sink, lagged=False)
+            return False
+        return True
+
+    def _drop(self, sink: _Sink, *, lagged: bool) -> None:
+        self._sinks.discard(sink)
+        sink.lagged = lagged
+        if lagged:
+            self.dropped += 1
+        sink.send.close()
+
+    def discard(self, sink: _Sink) -> None:
+        self._drop(sink, lagged=False)
+
+    def close_all(self) -> None:
+        """The conversation is going away: end every subscription (no lag notice)."""
+        for sink in tuple(self._sinks):
+            self._drop(sink, lagged=False)
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """Replay from the store, then live lines; iteration yields complete notification lines."""
+
+    conv_id: str
+    through_seq: int
+    fanout: Fanout
+    sink: _Sink
+    recv: trio.MemoryReceiveChannel[bytes]
+    replay_from: int
+    replay: ReplayPage
+    on_close: Callable[[], None] | None = None
+    _pending: list[bytes] = attrs.field(factory=list)
+    _done: bool = False
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        if self._pending:
+            return self._pending.pop()
+        while self.replay_from < self.through_seq:
+            lines, upto = await self.replay(self.replay_from, self.through_seq, REPLAY_PAGE)
+            # Seqs may have gaps (removed queued messages): jump to what the page covered.
+            self.replay_from = upto if lines else self.through_seq
+            if lines:
+                self._pending = lines[::-1]
+                return self._pending.pop()
+        try:
+            return await self.recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._done = True
+            if self.sink.lagged:
+                return encode_lagged(self.conv_id, self.sink.last_seq)
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self.fanout.discard(self.sink)
+            self.recv.close()
+            if self.on_close is not None:
+                self.on_close()
+
+
+def encode_lagged(conv_id: str, last_seq: int) -> bytes:
+    params = LaggedParams(id=conv_id, last_seq=last_seq)
+    return bytes(encode_line(Notification(method=LAGGED_METHOD, params=params)))

@@ -1,0 +1,167 @@
+"""Turns a turn's stream of updates into deltas (fanned out) and durable events (stored).
+
+The agent's read loop hands updates over synchronously (`delta`, `durable`): no await on the
+per-chunk path. One recorder task per conversation drains them in order, so a subscriber sees
+text, tool calls and text again in the order the agent sent them. Consecutive text chunks are
+coalesced into one `conversation/delta` per batch (encoded once for every subscriber), and the
+text is persisted as a draft at least every `draft_interval` or `draft_bytes`, so a crash loses
+at most about a second of agent output. A message's text becomes one durable `agent_message`
+when something else durable follows it or the turn ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import trio
+
+from daemon.eventlog import EventLog
+from protocol import events as ev
+from protocol.api import DELTA_METHOD, DeltaParams
+from protocol.jsonrpc import Notification, encode_line
+
+__all__ = ["Recorder"]
+
+
+@attrs.define(eq=False, slots=True)
+class _Delta:
+    kind: str  # message | thought | tool
+    text: str
+    prompt_seq: int
+
+
+@attrs.define(eq=False, slots=True)
+class _Durable:
+    type: str
+    body: bytes
+
+
+@attrs.define(eq=False, slots=True)
+class _Flush:
+    done: trio.Event
+
+
+_Item = _Delta | _Durable | _Flush
+
+# Text kinds that accumulate into a stored event; "tool" progress is transient only.
+_STORED_KIND = {"message": "agent_message", "thought": "agent_thought"}
+
+
+@attrs.define(eq=False)
+class Recorder:
+    log: EventLog
+    draft_interval: float
+    draft_bytes: int
+    _items: list[_Item] = attrs.field(factory=list)
+    _kick: trio.Event = attrs.field(factory=trio.Event)
+    # Open text segments of the current message, in the order they began.
+    _segments: dict[str, list[str]] = attrs.field(factory=dict)
+    _seg_prompt: int = 0
+    _unsaved: int = 0
+    _draft_due: float = math.inf
+    deltas_published: int = 0
+
+    # --- the synchronous side, called from the agent's read loop ----------------------------
+
+    def delta(self, kind: str, text: str, prompt_seq: int) -> None:
+        if text:
+            self._items.append(_Delta(kind, text, prompt_seq))
+            self._kick.set()
+
+    def durable(self, type_: str, body: ev._Body) -> None:
+        self._items.append(_Durable(type_, ev.encode_body(body)))
+        self._kick.set()
+
+    async def flush(self) -> None:
+        """Wait until everything handed over so far is stored and published."""
+        done = trio.Event()
+        self._items.append(_Flush(done))
+        self._kick.set()
+        await done.wait()
+
+    # --- the task ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            with trio.move_on_at(self._draft_due):
+                await self._kick.wait()
+            self._kick = trio.Event()
+            items, self._items = self._items, []
+            await self._process(items)
+            if self._unsaved and (
+                trio.current_time() >= self._draft_due or self._unsaved >= self.draft_bytes
+            ):
+                await self._save_drafts()
+
+    async def _process(self, items: list[_Item]) -> None:
+        pending: list[tuple[str, bytes]] = []
+        run_kind, run_prompt = "", 0
+        run_parts: list[str] = []
+
+        def end_run() -> None:
+            nonlocal run_kind, run_parts
+            if run_parts:
+                text = "".join(run_parts)
+                params = DeltaParams(
+                    id=self.log.conv_id, prompt_seq=run_prompt, kind=run_kind, text=text
+                )
+                line = encode_line(Notification(method=DELTA_METHOD, params=params))
+                self.log.fanout.publish_delta(bytes(line))
+                self.deltas_published += 1
+            run_kind, run_parts = "", []
+
+        for item in items:
+            if isinstance(item, _Delta):
+                if pending:  # durable events that came first must be out first
+                    await self.log.append(pending, clear_drafts=True)
+                    pending = []
+                if item.kind != run_kind or item.prompt_seq != run_prompt:
+                    end_run()
+                    run_kind, run_prompt = item.kind, item.prompt_seq
+                run_parts.append(item.text)
+                if item.kind in _STORED_KIND:
+                    self._add_text(item.kind, item.text, item.prompt_seq)
+            else:
+                end_run()
+                pending.extend(self._close_segments())
+                if isinstance(item, _Durable):
+                    pending.append((item.type, item.body))
+                else:
+                    await self.log.append(pending, clear_drafts=True)
+                    pending = []
+                    item.done.set()
+        end_run()
+        if pending:
+            await self.log.append(pending, clear_drafts=True)
+
+    def _add_text(self, kind: str, text: str, prompt_seq: int) -> None:
+        if prompt_seq != self._seg_prompt and self._segments:
+            # A new turn's text: the old one was closed by its turn's flush; be safe anyway.
+            self._segments.clear()
+        self._seg_prompt = prompt_seq
+        self._segments.setdefault(kind, []).append(text)
+        if not self._unsaved:
+            self._draft_due = trio.current_time() + self.draft_interval
+        self._unsaved += len(text)
+
+    def _close_segments(self) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        for kind, parts in self._segments.items():
+            text = "".join(parts)
+            body: ev._Body
+            if kind == "message":
+                body = ev.AgentMessage(text=text, prompt_seq=self._seg_prompt)
+            else:
+                body = ev.AgentThought(text=text, prompt_seq=self._seg_prompt)
+            out.append((_STORED_KIND[kind], ev.encode_body(body)))
+        self._segments.clear()
+        self._unsaved = 0
+        self._draft_due = math.inf
+        return out
+
+    async def _save_drafts(self) -> None:
+        self._unsaved = 0
+        self._draft_due = math.inf
+        for kind, parts in list(self._segments.items()):
+            await self.log.save_draft(self._seg_prompt, kind, "".join(parts))

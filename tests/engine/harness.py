@@ -1,0 +1,146 @@
+"""An engine over a temp store, with in-process fake agents (tests/fakes/agent.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import msgspec
+import trio
+import trio.testing
+
+from daemon.agent import AgentConnection, AgentSpec, connect_agent
+from daemon.config import Config
+from daemon.engine import Engine, open_engine
+from daemon.fanout import Subscription
+from protocol.acp import SessionUpdate
+from tests.fakes.agent import FakeAgent, Step
+
+Event = dict[str, Any]
+
+
+@attrs.define(eq=False)
+class Harness:
+    tmp: Path
+    config: Config
+    agent_kwargs: dict[str, Any] = attrs.field(factory=dict)
+    # Scripts handed to the next agent started (agents restart; tests script ahead).
+    scripts: list[list[Step]] = attrs.field(factory=list)
+    agents: list[FakeAgent] = attrs.field(factory=list)
+    launches: int = 0
+    running: FakeAgent | None = None
+    engine: Engine | None = None
+
+    @property
+    def e(self) -> Engine:
+        assert self.engine is not None
+        return self.engine
+
+    @property
+    def agent(self) -> FakeAgent:
+        return self.agents[-1]
+
+    def script(self, *steps: Step) -> None:
+        if self.running is not None:
+            self.running.script(*steps)
+        else:
+            self.scripts.append(list(steps))
+
+    @asynccontextmanager
+    async def launch(
+        self,
+        spec: AgentSpec,
+        *,
+        on_update: Callable[[str, SessionUpdate], None],
+        on_request: Callable[[str, msgspec.Raw], Awaitable[object]],
+        on_batch_end: Callable[[], None],
+    ) -> AsyncIterator[AgentConnection]:
+        self.launches += 1
+        ours, theirs = trio.testing.memory_stream_pair()
+        agent = FakeAgent(theirs, **self.agent_kwargs)
+        for steps in self.scripts:
+            agent.script(*steps)
+        self.scripts.clear()
+        self.agents.append(agent)
+        self.running = agent
+        try:
+            async with trio.open_nursery() as nursery:
+                agent.start(nursery)
+                async with connect_agent(
+                    ours, on_update=on_update, on_request=on_request, on_batch_end=on_batch_end
+                ) as conn:
+                    yield conn
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.running is agent:
+                self.running = None
+
+    async def create(self, **kw: Any) -> str:
+        info = await self.e.create(
+            agent=kw.get("agent"), agent_cmd=None, cwd=str(self.tmp), title=kw.get("title")
+        )
+        return info.id
+
+    async def events(self, cid: str) -> list[Event]:
+        raw, _ = await self.e.events(cid, after_seq=0, limit=10_000)
+        return [json.loads(bytes(r)) for r in raw]
+
+    async def types(self, cid: str) -> list[str]:
+        return [e["type"] for e in await self.events(cid)]
+
+
+@asynccontextmanager
+async def harness(tmp: Path, **config: Any) -> AsyncIterator[Harness]:
+    defaults: dict[str, Any] = {
+        "drain_timeout": 5.0,
+        "turn_timeout": 60.0,
+        "idle_ttl": 600.0,
+        "permission_timeout": 120.0,
+    }
+    defaults.update(config)
+    h = Harness(tmp, Config(**defaults))
+    async with open_engine(h.config, tmp, launcher=h.launch, threads=False) as engine:
+        h.engine = engine
+        yield h
+
+
+def parse(line: bytes) -> dict[str, Any]:
+    msg: dict[str, Any] = json.loads(line)
+    return msg
+
+
+async def next_event(sub: Subscription, type_: str | None = None) -> Event:
+    """The next `conversation/event` (of `type_`) on `sub`, skipping deltas."""
+    async for line in sub:
+        msg = parse(line)
+        if msg["method"] == "conversation/event":
+            event: Event = msg["params"]["event"]
+            if type_ is None or event["type"] == type_:
+                return event
+    raise AssertionError(f"subscription ended before a {type_} event")
+
+
+async def wait_turn_ended(h: Harness, cid: str, n: int = 1) -> list[Event]:
+    """Block until `n` turns of `cid` have ended; returns the turn_ended events."""
+    sub = await h.e.subscribe(cid, after_seq=0, deltas=False)
+    ended: list[Event] = []
+    try:
+        while len(ended) < n:
+            ended.append(await next_event(sub, "turn_ended"))
+    finally:
+        sub.close()
+    return ended
+
+
+async def _agents_wait_prompt(self: Harness, n: int) -> None:
+    """Block until the running agent has received its `n`-th session/prompt."""
+    await trio.testing.wait_all_tasks_blocked()
+    assert self.running is not None, "no agent was started"
+    await self.running.wait_for("session/prompt", n)
+
+
+Harness.agents_wait_prompt = _agents_wait_prompt  # type: ignore[attr-defined]

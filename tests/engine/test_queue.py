@@ -1,0 +1,125 @@
+"""Behaviours 1-3: lazy hydration, send never waits, the durable FIFO queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from protocol.jsonrpc import CONFLICT, NOT_FOUND, RpcFailure
+from tests.engine.harness import harness, wait_turn_ended
+from tests.fakes.agent import Chunk, Reply, Sleep
+
+
+async def test_reads_do_not_hydrate(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with harness(tmp_path) as h:
+        ids = [await h.create(title=f"t{i}") for i in range(5)]
+        page, total, _ = await h.e.list(limit=50, before=None)
+        assert total == 5
+        assert [c.id for c in page] == ids[::-1]
+        assert await h.e.count() == 5
+        await h.e.get(ids[0])
+        await h.e.events(ids[0], after_seq=0, limit=10)
+        await h.e.queue(ids[0])
+        assert h.e.live_count() == 0
+        assert h.e.hydrations == 0
+        assert h.launches == 0
+
+
+async def test_racing_callers_share_one_supervisor(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        subs = []
+
+        async def subscribe() -> None:
+            subs.append(await h.e.subscribe(cid, after_seq=0, deltas=True))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(100):
+                nursery.start_soon(subscribe)
+        assert h.e.hydrations == 1
+        assert h.e.live_count() == 1
+        assert len(subs) == 100
+        for sub in subs:
+            sub.close()
+
+
+async def test_send_is_acknowledged_while_a_turn_streams(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        h.script(Chunk("a"), Sleep(30), Chunk("b"), Reply("end_turn"))
+        seq1, queued1 = await h.e.send(cid, "first", run=True, interrupt=False)
+        assert queued1 == 0
+        await h.agents_wait_prompt(1)
+        t0 = trio.current_time()
+        seq2, queued2 = await h.e.send(cid, "second", run=True, interrupt=False)
+        seq3, queued3 = await h.e.send(cid, "third", run=True, interrupt=False)
+        assert trio.current_time() == t0  # acknowledged without waiting for the turn
+        assert (queued2, queued3) == (1, 2)
+        assert seq1 < seq2 < seq3
+        await wait_turn_ended(h, cid, 3)
+        assert h.agent.prompts == ["first", "second", "third"]
+        types = await h.types(cid)
+        # One prompt outstanding at a time: each turn ends before the next starts.
+        starts = [i for i, t in enumerate(types) if t == "turn_started"]
+        ends = [i for i, t in enumerate(types) if t == "turn_ended"]
+        assert all(e < s for e, s in zip(ends, starts[1:], strict=False))
+        assert (await h.e.get(cid)).status == "idle"
+
+
+async def test_no_run_stages_until_resumed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        seq, _ = await h.e.send(cid, "later", run=False, interrupt=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.launches == 0
+        info = await h.e.get(cid)
+        assert (info.status, info.queued) == ("paused", 1)
+        assert await h.e.queue(cid) == [(seq, "later")]
+        await h.e.resume(cid)
+        await wait_turn_ended(h, cid)
+        assert h.agent.prompts == ["later"]
+        assert await h.e.queue(cid) == []
+
+
+async def test_queue_is_visible_and_editable(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        h.script(Sleep(10), Reply())
+        first, _ = await h.e.send(cid, "one", run=True, interrupt=False)
+        await h.agents_wait_prompt(1)
+        two, _ = await h.e.send(cid, "two", run=True, interrupt=False)
+        three, _ = await h.e.send(cid, "three", run=True, interrupt=False)
+        assert await h.e.queue(cid) == [(two, "two"), (three, "three")]
+        await h.e.remove(cid, two)
+        with pytest.raises(RpcFailure) as conflict:
+            await h.e.remove(cid, first)
+        assert conflict.value.code == CONFLICT
+        with pytest.raises(RpcFailure) as missing:
+            await h.e.remove(cid, 999)
+        assert missing.value.code == NOT_FOUND
+        await wait_turn_ended(h, cid, 2)
+        assert h.agent.prompts == ["one", "three"]
+
+
+async def test_unknown_conversation(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with harness(tmp_path) as h:
+        for call in (
+            h.e.get("nope"),
+            h.e.send("nope", "x", run=True, interrupt=False),
+            h.e.subscribe("nope", after_seq=0, deltas=True),
+        ):
+            with pytest.raises(RpcFailure) as err:
+                await call
+            assert err.value.code == NOT_FOUND
+        assert h.e.live_count() == 0
