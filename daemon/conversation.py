@@ -100,6 +100,7 @@ class Conversation:
     launcher: Launcher
     on_exit: Callable[[Conversation], None]
     record: ConversationRecord | None = None
+    daemon_started: float = 0.0  # wall-clock time this daemon started
     fanout: Fanout = attrs.field(init=False)
     log_: EventLog = attrs.field(init=False)
     recorder: Recorder = attrs.field(init=False)
@@ -256,7 +257,10 @@ class Conversation:
         self.failed = rec.status == "failed"
         self.acp_session_id = rec.acp_session_id
         if rec.acp_session_id:
-            self.restart_reason = "daemon_restarted"
+            # Its agent is not running: stopped before this daemon started, or for idleness
+            # since (every event bumps updated_at, and idleness follows the last event).
+            before = rec.updated_at < self.daemon_started
+            self.restart_reason = "daemon_restarted" if before else "idle"
 
     async def _turn_loop(self) -> None:
         while True:

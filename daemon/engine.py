@@ -58,6 +58,7 @@ class Engine:
     _live: dict[str, Conversation] = attrs.field(factory=dict)
     _deleting: set[str] = attrs.field(factory=set)
     started_at: float = attrs.field(factory=time.monotonic)
+    started_wall: float = attrs.field(factory=time.time)
     hydrations: int = 0
 
     # --- the registry ---------------------------------------------------------------------------
@@ -69,7 +70,14 @@ class Engine:
             conv = self._live.get(conv_id)
             if conv is None:
                 # No checkpoint between the lookup above and this insert: one supervisor.
-                conv = Conversation(conv_id, self.io, self.config, self.launcher, self._exited)
+                conv = Conversation(
+                    conv_id,
+                    self.io,
+                    self.config,
+                    self.launcher,
+                    self._exited,
+                    daemon_started=self.started_wall,
+                )
                 self._live[conv_id] = conv
                 self.hydrations += 1
                 self._nursery.start_soon(conv.run, name=f"conversation {conv_id}")

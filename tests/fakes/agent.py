@@ -1,0 +1,422 @@
+"""A scriptable, in-process fake ACP agent for deterministic engine tests.
+
+It speaks ACP over one end of `trio.testing.memory_stream_pair()` with our own codec (the
+agent side of an `AgentPeer`), so it runs under `autojump_clock` and tests control every step.
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    agent = FakeAgent(theirs, load_session=True)
+    agent.script(Chunk("hel"), Chunk("lo"), WaitForCancel())   # the next prompt's turn
+    agent.start(nursery)                                        # or: nursery.start_soon(agent.run)
+    async with connect_agent(ours, on_update=...) as conn: ...
+    await agent.wait_for("session/cancel")
+
+What it answers:
+* `initialize`: `protocol_version` (default 1); capabilities from `load_session`, `resume`,
+  `close`; or the error `init_error` if set.
+* `session/new`: ids "sess-1", "sess-2", ... (`sessions` lists them).
+* `session/load`: replays `load_replay` (`(role, text)` pairs, role "user" or "agent") as
+  message chunks, then answers `{}`; with `load_error` set, answers that error instead.
+  Any session id is accepted. `session/resume` likewise, with `resume_error`, no replay.
+* `session/close`: `{}`. `session/prompt`: runs the next script (see below).
+* `session/cancel` (a notification): cancels the running turn of that session.
+* Other requests: -32601. Other notifications: recorded and ignored.
+
+Scripts: `script(*steps)` queues one turn; each prompt takes the oldest queued script, or
+without one echoes the prompt's text in one chunk and ends the turn (`end_turn`). Steps:
+
+* `Chunk(text)`, `Thought(text)`: an agent_message_chunk / agent_thought_chunk.
+* `Tool(id, title, status)`: a `tool_call` the first time `id` is seen, `tool_call_update`
+  after.
+* `Update(update)`: any `acp.SessionUpdate`-like Struct, sent as is.
+* `Sleep(seconds)`: virtual time under autojump_clock.
+* `AskPermission(options, then_text, tool_call_id)`: sends `session/request_permission` and
+  waits for the answer, appended to `permission_answers` (the response, or the `RpcFailure`;
+  nothing if a cancel ended the turn first); then, if `then_text` is set, a chunk with it.
+* `WaitForCancel()`: blocks until `session/cancel` arrives for the session (returns at once if
+  it already has), then goes on with the next step.
+* `IgnoreCancel()`: from here on, `session/cancel` no longer interrupts this turn.
+* `Reply(stop_reason)`: answers the prompt. `ReplyError(code, message)`: answers an error.
+* `Exit()`: closes its end of the stream (the agent "crashed"): our side sees EOF.
+* `Hang()`: never answers (cancel ignored) until the connection ends.
+
+A cancel that lands while a turn is running (outside `WaitForCancel`, before
+`IgnoreCancel`) aborts the remaining steps and the prompt answers `cancelled`; a script that
+runs out of steps answers `cancelled` if a cancel arrived during the turn, else `end_turn`.
+
+Inspection: `received` lists every request and notification as `(method, params)` (params
+decoded to the acp Struct for known methods, else the raw dict), in arrival order;
+`count(method)`, `params(method)`, `wait_for(method, n)`; `prompts` the prompt texts;
+`cancels` how many `session/cancel` arrived; `turn_running` whether a prompt is in progress.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, TypeAlias
+
+import attrs
+import msgspec
+import trio
+
+from daemon.peer import AgentPeer
+from protocol import acp
+from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
+
+__all__ = [
+    "AskPermission",
+    "Chunk",
+    "Exit",
+    "FakeAgent",
+    "Hang",
+    "IgnoreCancel",
+    "Reply",
+    "ReplyError",
+    "Sleep",
+    "Step",
+    "Thought",
+    "Tool",
+    "Update",
+    "WaitForCancel",
+]
+
+DEFAULT_OPTIONS = (
+    acp.PermissionOption(option_id="allow", name="Allow", kind="allow_once"),
+    acp.PermissionOption(option_id="reject", name="Reject", kind="reject_once"),
+)
+
+
+@attrs.frozen
+class Chunk:
+    text: str
+
+
+@attrs.frozen
+class Thought:
+    text: str
+
+
+@attrs.frozen
+class Tool:
+    id: str
+    title: str = "a tool"
+    status: str = "completed"
+
+
+@attrs.frozen
+class Update:
+    update: acp.KnownUpdate
+
+
+@attrs.frozen
+class Sleep:
+    seconds: float
+
+
+@attrs.frozen
+class AskPermission:
+    options: tuple[acp.PermissionOption, ...] = DEFAULT_OPTIONS
+    then_text: str | None = None
+    tool_call_id: str = "perm-1"
+
+
+@attrs.frozen
+class WaitForCancel:
+    pass
+
+
+@attrs.frozen
+class IgnoreCancel:
+    pass
+
+
+@attrs.frozen
+class Reply:
+    stop_reason: str = "end_turn"
+
+
+@attrs.frozen
+class ReplyError:
+    code: int
+    message: str
+
+
+@attrs.frozen
+class Exit:
+    pass
+
+
+@attrs.frozen
+class Hang:
+    pass
+
+
+Step: TypeAlias = (
+    Chunk
+    | Thought
+    | Tool
+    | Update
+    | Sleep
+    | AskPermission
+    | WaitForCancel
+    | IgnoreCancel
+    | Reply
+    | ReplyError
+    | Exit
+    | Hang
+)
+
+_PARAMS: dict[str, type[msgspec.Struct]] = {
+    acp.INITIALIZE: acp.InitializeRequest,
+    acp.SESSION_NEW: acp.NewSessionRequest,
+    acp.SESSION_LOAD: acp.LoadSessionRequest,
+    acp.SESSION_RESUME: acp.ResumeSessionRequest,
+    acp.SESSION_CLOSE: acp.CloseSessionRequest,
+    acp.SESSION_PROMPT: acp.PromptRequest,
+    acp.SESSION_CANCEL: acp.CancelNotification,
+}
+
+
+@attrs.define(eq=False)
+class _Turn:
+    session_id: str
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    cancelled: trio.Event = attrs.field(factory=trio.Event)
+    waiting_for_cancel: bool = False
+    ignore_cancel: bool = False
+
+
+@attrs.define(eq=False)
+class FakeAgent:
+    stream: trio.abc.Stream
+    load_session: bool = True
+    resume: bool = False
+    close: bool = False
+    protocol_version: int = 1
+    init_error: RpcFailure | None = None
+    load_error: RpcFailure | None = None
+    resume_error: RpcFailure | None = None
+    load_replay: list[tuple[str, str]] = attrs.field(factory=list)
+
+    received: list[tuple[str, object]] = attrs.field(factory=list, init=False)
+    sessions: list[str] = attrs.field(factory=list, init=False)
+    prompts: list[str] = attrs.field(factory=list, init=False)
+    permission_answers: list[acp.RequestPermissionResponse | RpcFailure] = attrs.field(
+        factory=list, init=False
+    )
+    cancels: int = attrs.field(default=0, init=False)
+    scripts: collections.deque[list[Step]] = attrs.field(factory=collections.deque, init=False)
+    peer: AgentPeer = attrs.field(init=False)
+    _turns: dict[str, _Turn] = attrs.field(factory=dict, init=False)
+    _tools_seen: set[str] = attrs.field(factory=set, init=False)
+    _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.peer = AgentPeer(
+            self.stream,
+            on_update=lambda _sid, _update: None,
+            on_request=self._on_request,
+            on_notification=self._on_notification,
+        )
+
+    # --- control --------------------------------------------------------------------------------
+
+    def script(self, *steps: Step) -> None:
+        """Queue the steps of one prompt turn."""
+        self.scripts.append(list(steps))
+
+    def start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self.run)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until the stream ends (our side closed it, or an `Exit` step)."""
+        await self.peer.run(task_status=task_status)
+
+    async def exit(self) -> None:
+        """Close the agent's end now, as the `Exit` step does."""
+        await self.peer.aclose()
+
+    # --- inspection -----------------------------------------------------------------------------
+
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.received if m == method)
+
+    def params(self, method: str) -> list[object]:
+        return [p for m, p in self.received if m == method]
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m, _ in self.received]
+
+    @property
+    def turn_running(self) -> bool:
+        return bool(self._turns)
+
+    async def wait_for(self, method: str, n: int = 1) -> object:
+        """Block until `n` messages of `method` have arrived; returns the n-th one's params."""
+        while self.count(method) < n:
+            await self._changed.wait()
+        return self.params(method)[n - 1]
+
+    # --- serving --------------------------------------------------------------------------------
+
+    def _record(self, method: str, raw: msgspec.Raw) -> object:
+        tp = _PARAMS.get(method)
+        params: object
+        try:
+            params = msgspec.json.decode(raw or b"{}", type=tp) if tp else _loose(raw)
+        except msgspec.DecodeError as exc:
+            params = exc
+        self.received.append((method, params))
+        self._changed.set()
+        self._changed = trio.Event()
+        if isinstance(params, msgspec.DecodeError):
+            raise RpcFailure(INVALID_PARAMS, f"invalid params: {params}")
+        return params
+
+    def _on_notification(self, method: str, raw: msgspec.Raw) -> None:
+        try:
+            params = self._record(method, raw)
+        except RpcFailure:
+            return
+        if isinstance(params, acp.CancelNotification):
+            self.cancels += 1
+            turn = self._turns.get(params.session_id)
+            if turn is not None:
+                turn.cancelled.set()
+                if not (turn.waiting_for_cancel or turn.ignore_cancel):
+                    turn.scope.cancel(reason="session/cancel")
+
+    async def _on_request(self, method: str, raw: msgspec.Raw) -> object:
+        params = self._record(method, raw)
+        if isinstance(params, acp.InitializeRequest):
+            if self.init_error is not None:
+                raise self.init_error
+            caps = acp.AgentCapabilities(
+                load_session=self.load_session,
+                session_capabilities=acp.SessionCapabilities(
+                    resume={} if self.resume else msgspec.UNSET,
+                    close={} if self.close else msgspec.UNSET,
+                ),
+            )
+            return acp.InitializeResponse(
+                protocol_version=self.protocol_version,
+                agent_capabilities=caps,
+                agent_info=acp.Implementation(name="fake-agent", version="0"),
+            )
+        if isinstance(params, acp.NewSessionRequest):
+            self.sessions.append(f"sess-{len(self.sessions) + 1}")
+            return acp.NewSessionResponse(session_id=self.sessions[-1])
+        if isinstance(params, acp.LoadSessionRequest):
+            if self.load_error is not None:
+                raise self.load_error
+            for role, text in self.load_replay:
+                block = acp.TextContent(text=text)
+                update: acp.KnownUpdate = (
+                    acp.UserMessageChunk(content=block)
+                    if role == "user"
+                    else acp.AgentMessageChunk(content=block)
+                )
+                await self._send(params.session_id, update)
+            return acp.LoadSessionResponse()
+        if isinstance(params, acp.ResumeSessionRequest):
+            if self.resume_error is not None:
+                raise self.resume_error
+            return acp.ResumeSessionResponse()
+        if isinstance(params, acp.CloseSessionRequest):
+            return acp.EmptyResult()
+        if isinstance(params, acp.PromptRequest):
+            return await self._prompt(params)
+        raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
+
+    async def _send(self, session_id: str, update: acp.KnownUpdate) -> None:
+        note = acp.SessionNotification(session_id=session_id, update=update)
+        await self.peer.notify(acp.SESSION_UPDATE, note)
+
+    async def _prompt(self, params: acp.PromptRequest) -> acp.PromptResponse:
+        text = "".join(acp.content_text(block) for block in params.prompt)
+        self.prompts.append(text)
+        steps: list[Step] = self.scripts.popleft() if self.scripts else [Chunk(text), Reply()]
+        turn = _Turn(params.session_id)
+        self._turns[params.session_id] = turn
+        try:
+            with turn.scope:
+                for step in steps:
+                    result = await self._step(turn, step)
+                    if result is not None:
+                        return result
+        finally:
+            del self._turns[params.session_id]
+        cancelled = turn.scope.cancelled_caught or turn.cancelled.is_set()
+        return acp.PromptResponse(stop_reason="cancelled" if cancelled else "end_turn")
+
+    async def _step(self, turn: _Turn, step: Step) -> acp.PromptResponse | None:
+        sid = turn.session_id
+        match step:
+            case Chunk(text):
+                await self._send(sid, acp.AgentMessageChunk(content=acp.TextContent(text=text)))
+            case Thought(text):
+                await self._send(sid, acp.AgentThoughtChunk(content=acp.TextContent(text=text)))
+            case Tool(tool_id, title, status):
+                if tool_id in self._tools_seen:
+                    update: acp.KnownUpdate = acp.ToolCallUpdate(
+                        tool_call_id=tool_id, title=title, status=status
+                    )
+                else:
+                    self._tools_seen.add(tool_id)
+                    update = acp.ToolCall(tool_call_id=tool_id, title=title, status=status)
+                await self._send(sid, update)
+            case Update(update):
+                await self._send(sid, update)
+            case Sleep(seconds):
+                await trio.sleep(seconds)
+            case AskPermission(options, then_text, tool_call_id):
+                await self._ask(sid, options, tool_call_id)
+                if then_text is not None:
+                    await self._send(
+                        sid, acp.AgentMessageChunk(content=acp.TextContent(text=then_text))
+                    )
+            case WaitForCancel():
+                turn.waiting_for_cancel = True
+                try:
+                    await turn.cancelled.wait()
+                finally:
+                    turn.waiting_for_cancel = False
+            case IgnoreCancel():
+                turn.ignore_cancel = True
+            case Reply(stop_reason):
+                return acp.PromptResponse(stop_reason=stop_reason)
+            case ReplyError(code, message):
+                raise RpcFailure(code, message)
+            case Exit():
+                await self.peer.aclose()
+                await trio.sleep_forever()  # cancelled as the peer's run() ends
+            case Hang():
+                turn.ignore_cancel = True
+                await trio.sleep_forever()  # until the connection ends
+        return None
+
+    async def _ask(
+        self, sid: str, options: tuple[acp.PermissionOption, ...], tool_call_id: str
+    ) -> None:
+        request = acp.RequestPermissionRequest(
+            session_id=sid,
+            tool_call={"toolCallId": tool_call_id, "title": "May I?", "status": "pending"},
+            options=list(options),
+        )
+        try:
+            # The client MUST answer even when the turn is cancelled (ACP.md §9): keep waiting
+            # through our own cancel so tests see that answer.
+            with trio.CancelScope(shield=True), trio.move_on_after(3600):
+                answer = await self.peer.request(
+                    acp.REQUEST_PERMISSION, request, acp.RequestPermissionResponse
+                )
+        except RpcFailure as exc:
+            self.permission_answers.append(exc)
+        else:
+            self.permission_answers.append(answer)
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+def _loose(raw: msgspec.Raw) -> Any:
+    return msgspec.json.decode(raw) if raw else None
