@@ -1,0 +1,197 @@
+"""Conversation metadata: create, look up, list by activity, count, change, delete, recover.
+
+None of these reads events, so their cost does not grow with the history's length, and list,
+count and recovery use indexes or a counter, so it does not grow with the number stored either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ._base import Base, now_or, require
+from .records import POLICIES, STATUSES, ConversationRecord, new_conversation_id
+from .records import decode_page_cursor as _decode_cursor
+from .records import encode_page_cursor as _encode_cursor
+
+__all__ = [
+    "COLUMNS",
+    "LIST_AFTER_SQL",
+    "LIST_FIRST_SQL",
+    "RECOVERY_SQL",
+    "ConversationOps",
+    "conversation_from_row",
+]
+
+COLUMNS = (
+    "id, title, agent, agent_cmd, cwd, acp_session_id, acp_session_cwd, status, "
+    "created_at, updated_at, last_seq, cursor, queued, permission_policy"
+)
+_argv_decoder = msgspec.json.Decoder(list[str])
+_LIST_ORDER = "ORDER BY updated_at DESC, id DESC LIMIT ?"
+# INDEXED BY pins the plan: O(limit) at any depth must not depend on the planner's stats.
+_ACTIVITY = "conversations INDEXED BY conversations_activity"
+LIST_FIRST_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} {_LIST_ORDER}"
+LIST_AFTER_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE (updated_at, id) < (?, ?) {_LIST_ORDER}"
+# Each branch reads one partial index, so this is O(pending) however many are stored. INDEXED
+# BY because, for whole rows in id order, the planner would rather scan the whole table.
+RECOVERY_SQL = (
+    f"SELECT {COLUMNS} FROM conversations INDEXED BY conversations_running "
+    "WHERE status = 'running' UNION "
+    f"SELECT {COLUMNS} FROM conversations INDEXED BY conversations_queued "
+    "WHERE queued > 0 AND status NOT IN ('paused', 'failed') ORDER BY id"
+)
+
+
+def conversation_from_row(row: Any) -> ConversationRecord:
+    """A row selected as COLUMNS; `Any` because that is what sqlite3 gives."""
+    return ConversationRecord(
+        id=row[0],
+        title=row[1],
+        agent=row[2],
+        agent_cmd=_argv_decoder.decode(row[3]),
+        cwd=row[4],
+        acp_session_id=row[5],
+        acp_session_cwd=row[6],
+        status=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        last_seq=row[10],
+        cursor=row[11],
+        queued=row[12],
+        permission_policy=row[13],
+    )
+
+
+def _check_choice(name: str, value: str, allowed: frozenset[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(sorted(allowed))}, not {value!r}")
+
+
+class ConversationOps(Base):
+    def create_conversation(
+        self,
+        *,
+        title: str,
+        agent: str,
+        agent_cmd: list[str],
+        cwd: str,
+        permission_policy: str = "ask",
+        now: float | None = None,
+    ) -> ConversationRecord:
+        """Create an idle conversation with no events. Durable: the id may be acknowledged."""
+        _check_choice("permission_policy", permission_policy, POLICIES)
+        if not agent_cmd or not all(isinstance(arg, str) for arg in agent_cmd):
+            raise ValueError("agent_cmd must be a non-empty list of strings")
+        now = now_or(now)
+        rec = ConversationRecord(
+            id=new_conversation_id(now),
+            title=title,
+            agent=agent,
+            agent_cmd=list(agent_cmd),
+            cwd=cwd,
+            acp_session_id=None,
+            acp_session_cwd=None,
+            status="idle",
+            created_at=now,
+            updated_at=now,
+            last_seq=0,
+            cursor=0,
+            queued=0,
+            permission_policy=permission_policy,
+        )
+        argv, policy = msgspec.json.encode(rec.agent_cmd).decode(), permission_policy
+        with self._transaction(durable=True) as conn:
+            conn.execute(
+                f"INSERT INTO conversations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, 0, policy),
+            )
+        return rec
+
+    def get_conversation(self, conv_id: str) -> ConversationRecord | None:
+        rows = self._rows(f"SELECT {COLUMNS} FROM conversations WHERE id = ?", (conv_id,))
+        return conversation_from_row(rows[0]) if rows else None
+
+    def resolve_id(self, prefix: str) -> list[str]:
+        """Up to two ids starting with `prefix` (two means ambiguous): a primary-key range scan."""
+        prefix = prefix.lower()
+        # U+10FFFF encodes above any byte of an id, so [prefix, prefix + it) is the prefix range.
+        rows = self._rows(
+            "SELECT id FROM conversations WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+            (prefix, prefix + "\U0010ffff"),
+        )
+        return [row[0] for row in rows]
+
+    def list_conversations(
+        self, limit: int = 50, before: str | None = None
+    ) -> tuple[list[ConversationRecord], str | None]:
+        """A page, newest activity first, and the cursor of the next page (None at the end).
+
+        Keyset pagination on the (updated_at, id) index: any page costs O(limit), however deep.
+        A conversation active while someone pages moves to the front (it may be seen twice or,
+        if it was ahead, not at all); that is the usual price of keyset paging and is harmless
+        for a listing.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be positive, not {limit}")
+        if before is None:
+            rows = self._rows(LIST_FIRST_SQL, (limit + 1,))
+        else:
+            rows = self._rows(LIST_AFTER_SQL, (*_decode_cursor(before), limit + 1))
+        page = [conversation_from_row(row) for row in rows[:limit]]
+        nxt = _encode_cursor(page[-1].updated_at, page[-1].id) if len(rows) > limit else None
+        return page, nxt
+
+    def count_conversations(self) -> int:
+        """O(1): a counter row that triggers keep in step with the table."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'conversations'")
+        count: int = rows[0][0]
+        return count
+
+    def delete_conversation(self, conv_id: str) -> bool:
+        """Delete it with its events and drafts; False if there was no such conversation."""
+        with self._transaction(durable=True) as conn:
+            conn.execute("DELETE FROM drafts WHERE conversation_id = ?", (conv_id,))
+            conn.execute("DELETE FROM events WHERE conversation_id = ?", (conv_id,))
+            deleted = conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount
+        return deleted > 0
+
+    def set_status(self, conv_id: str, status: str, *, now: float | None = None) -> None:
+        """Set the status; a change (not a repeat) counts as activity for the list order."""
+        _check_choice("status", status, STATUSES)
+        self._update(
+            conv_id,
+            "status = ?1, updated_at = CASE WHEN status = ?1 THEN updated_at "
+            "ELSE max(updated_at, ?2) END",
+            (status, now_or(now)),
+        )
+
+    def set_acp_session(
+        self, conv_id: str, session_id: str | None, session_cwd: str | None
+    ) -> None:
+        """Remember (or, with None, forget) the agent's session, for session/load."""
+        args = (session_id, session_cwd)
+        self._update(conv_id, "acp_session_id = ?1, acp_session_cwd = ?2", args)
+
+    def set_title(self, conv_id: str, title: str) -> None:
+        self._update(conv_id, "title = ?1", (title,))
+
+    def set_permission_policy(self, conv_id: str, policy: str) -> None:
+        """Durable: a user who answered 'deny' must not find 'ask' or 'allow' after a crash."""
+        _check_choice("permission_policy", policy, POLICIES)
+        self._update(conv_id, "permission_policy = ?1", (policy,), durable=True)
+
+    def _update(
+        self, conv_id: str, assignments: str, args: tuple[object, ...], *, durable: bool = False
+    ) -> None:
+        n = len(args) + 1
+        with self._transaction(durable=durable) as conn:
+            sql = f"UPDATE conversations SET {assignments} WHERE id = ?{n} RETURNING 1"
+            require(conn.execute(sql, (*args, conv_id)).fetchall(), conv_id)
+
+    def conversations_needing_recovery(self) -> list[ConversationRecord]:
+        """Running (a turn died with the daemon) or with queued messages and not held back
+        (paused or failed), by id. O(pending): see RECOVERY_SQL."""
+        rows = self._rows(RECOVERY_SQL)
+        return [conversation_from_row(row) for row in rows]

@@ -1,0 +1,69 @@
+"""`Store`: the one file of durable state, opened for writing or read-only.
+
+Threading: a connection is used by one thread at a time (the daemon's capacity-1 limiters),
+not necessarily always the same one. In WAL mode the read-only connection never blocks the
+writer and the writer never blocks it; each read statement sees one committed snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from ._conversations import ConversationOps
+from ._events import EventOps
+from .schema import connect_reader, connect_writer
+
+__all__ = ["STORE_FILE", "Store"]
+
+STORE_FILE = "acpd.sqlite3"  # the store's name in the data dir
+
+
+class Store(ConversationOps, EventOps):
+    """Conversations, their events, the prompt queue and drafts, in one SQLite file.
+
+    Writes on a reader raise StoreError. Every sqlite3 error becomes a StoreError; bad
+    arguments raise ValueError; NotFound and Conflict are StoreErrors too.
+
+    Durable writes (fsynced before they return): create_conversation, delete_conversation,
+    set_permission_policy, append_user_message, remove_pending, start_turn, end_turn. The
+    others (append_event(s), drafts, status, title, ACP session) survive a crash of the
+    process at once and power loss from the next durable write on (the WAL is one file).
+    """
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open or create the store at `path` for writing; migrate it to the current schema.
+
+        Raises StoreError, naming the path, for a file that is not ours, is damaged, or was
+        written by a newer acpd; such a file is left as it was.
+        """
+        return cls(connect_writer(path), path, readonly=False)
+
+    @classmethod
+    def open_reader(cls, path: Path) -> Store:
+        """A read-only Store on an existing, current file (open the writer first)."""
+        return cls(connect_reader(path), path, readonly=True)
+
+    def reader(self) -> Store:
+        """A read-only Store on the same file, with its own connection."""
+        return self.open_reader(self.path)
+
+    def close(self) -> None:
+        """Close the connection (idempotent). The last one to close checkpoints the WAL.
+
+        No `PRAGMA optimize` here: it may ANALYZE a whole table, making shutdown O(stored);
+        the queries that must stay cheap name their index (INDEXED BY) instead.
+        """
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

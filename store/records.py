@@ -1,0 +1,103 @@
+"""What the store hands out: frozen records, the closed vocabularies, ids and page cursors.
+
+Records are msgspec Structs (they cross the disk boundary) that forbid unknown fields, so a
+typo in our own format fails loudly instead of silently dropping data.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import time
+
+import msgspec
+
+__all__ = [
+    "KINDS",
+    "POLICIES",
+    "STATUSES",
+    "USER_MESSAGE",
+    "ConversationRecord",
+    "EventRecord",
+    "new_conversation_id",
+]
+
+STATUSES = frozenset({"idle", "running", "paused", "failed"})
+POLICIES = frozenset({"ask", "allow", "deny"})
+KINDS = frozenset({"message", "thought"})  # draft kinds
+USER_MESSAGE = "user_message"  # the only event type the store gives meaning to (the queue)
+
+
+class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One row of `conversations`: metadata only, never events."""
+
+    id: str
+    title: str
+    agent: str
+    agent_cmd: list[str]
+    cwd: str
+    acp_session_id: str | None
+    acp_session_cwd: str | None
+    status: str  # one of STATUSES
+    created_at: float  # unix seconds
+    updated_at: float  # bumped by every event append and status change; never goes back
+    last_seq: int  # highest seq ever given out (0 = none); never decreases, never reused
+    cursor: int  # user messages with seq <= cursor have been prompted
+    queued: int  # user messages with seq > cursor
+    permission_policy: str  # one of POLICIES
+
+
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One durable event; `body` is a JSON object, so the wire form is a cheap splice."""
+
+    seq: int
+    type: str
+    ts: float
+    body: bytes
+
+
+# Crockford's base32, lowercase: in ASCII order, so ids sort by creation time as strings.
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def _base32(value: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        value, digit = divmod(value, 32)
+        out.append(_ALPHABET[digit])
+    return "".join(reversed(out))
+
+
+def new_conversation_id(now: float | None = None) -> str:
+    """'c' + 12 chars of milliseconds + 8 random chars (40 bits): sortable and unguessable."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return "c" + _base32(ms, 12) + _base32(secrets.randbits(40), 8)
+
+
+def check_event(type_: str, body: bytes) -> None:
+    """Refuse what would make a broken wire line; O(1), the caller encoded the body."""
+    if not type_:
+        raise ValueError("event type must not be empty")
+    if not isinstance(body, bytes) or body[:1] != b"{" or body[-1:] != b"}":
+        raise ValueError(f"event body must be a JSON object, got {body[:20]!r}")
+
+
+_CURSOR_ID_RE = re.compile(r"[0-9a-z]{1,64}")
+
+
+def encode_page_cursor(updated_at: float, conv_id: str) -> str:
+    # repr() of a float round-trips exactly, so the next page starts exactly after this row.
+    return f"{updated_at!r}:{conv_id}"
+
+
+def decode_page_cursor(cursor: str) -> tuple[float, str]:
+    """The inverse of `encode_page_cursor`; ValueError for anything we did not make."""
+    stamp, sep, conv_id = cursor.partition(":")
+    try:
+        updated_at = float(stamp)
+    except ValueError:
+        updated_at = math.nan
+    if not sep or not math.isfinite(updated_at) or not _CURSOR_ID_RE.fullmatch(conv_id):
+        raise ValueError(f"not a conversation list cursor: {cursor[:80]!r}")
+    return updated_at, conv_id

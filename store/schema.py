@@ -1,0 +1,215 @@
+"""Opening the SQLite file safely, and the schema as an ordered list of forward migrations.
+
+A file we do not understand is refused before anything is written to it: the header is read
+with plain file I/O first, then SQLite's own view (which includes the WAL) is checked, and
+only then is WAL mode switched on and are migrations run.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from .errors import StoreError
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect_reader", "connect_writer"]
+
+APPLICATION_ID = 0x61637064  # b"acpd" in the header: tells our files from other SQLite files
+BUSY_TIMEOUT_MS = 10_000
+WAL_SIZE_LIMIT = 32 * 1024 * 1024  # a burst may grow the WAL; it shrinks back to this
+# Pages in the WAL before a commit also checkpoints. A user message dirties about 6 pages, so
+# SQLite's 1,000 made every ~170th durable append pay for a checkpoint (and its fsync of the
+# main file); 4,000 (16 MB of WAL) keeps that out of the 99th percentile.
+WAL_AUTOCHECKPOINT = 4000
+# Read pages straight from the OS page cache: a fresh connection's first page of 50 rows is
+# 50 random row lookups, and mmap makes each a memory access instead of a pread.
+MMAP_SIZE = 256 * 1024 * 1024
+
+# Step N takes a file from user_version N to N + 1, in one transaction. Never edit a released
+# step: append a new one. Statuses and policies are checked in Python, not with CHECK
+# constraints, so adding a value never needs SQLite's table-rebuild dance.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO meta (key, value) VALUES ('conversations', 0)",
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            agent_cmd TEXT NOT NULL,
+            cwd TEXT NOT NULL,
+            acp_session_id TEXT,
+            acp_session_cwd TEXT,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            cursor INTEGER NOT NULL DEFAULT 0,
+            queued INTEGER NOT NULL DEFAULT 0,
+            permission_policy TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        # The list order, read backwards: keyset pages are O(limit) at any depth.
+        "CREATE INDEX conversations_activity ON conversations (updated_at, id)",
+        # Recovery reads only these: O(pending) at startup, not O(stored).
+        "CREATE INDEX conversations_running ON conversations (id) WHERE status = 'running'",
+        "CREATE INDEX conversations_queued ON conversations (id) WHERE queued > 0",
+        # count() must not scan: a counter kept by triggers cannot drift from the table.
+        """CREATE TRIGGER conversations_counted AFTER INSERT ON conversations BEGIN
+            UPDATE meta SET value = value + 1 WHERE key = 'conversations'; END""",
+        """CREATE TRIGGER conversations_uncounted AFTER DELETE ON conversations BEGIN
+            UPDATE meta SET value = value - 1 WHERE key = 'conversations'; END""",
+        """CREATE TABLE events (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            ts REAL NOT NULL,
+            body BLOB NOT NULL,
+            PRIMARY KEY (conversation_id, seq)
+        ) WITHOUT ROWID""",
+        # The queue: pending messages and the queued recount touch only user messages.
+        """CREATE INDEX events_user_messages ON events (conversation_id, seq)
+            WHERE type = 'user_message'""",
+        """CREATE TABLE drafts (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            prompt_seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, prompt_seq, kind)
+        ) WITHOUT ROWID""",
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _header_check(path: Path) -> None:
+    """Refuse a foreign or newer file from its 100-byte header, without SQLite touching it."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
+    if not header:
+        return  # an empty file is a new store
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise StoreError(f"{path} is not an SQLite database; refusing to touch it")
+    _check_ids(path, int.from_bytes(header[60:64], "big"), int.from_bytes(header[68:72], "big"))
+
+
+def _check_ids(path: Path, version: int, app_id: int) -> None:
+    if version == 0 and app_id == 0:
+        return
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{path} is an SQLite database of another program; refusing to touch it")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer acpd (schema {version}, this acpd knows up to "
+            f"{SCHEMA_VERSION}); refusing to open it"
+        )
+
+
+def _connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False: the
+        # daemon calls from worker threads, one at a time per connection.
+        return sqlite3.connect(
+            target,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            uri=uri,
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {path}: {exc}") from None
+
+
+def _probe(conn: sqlite3.Connection, path: Path) -> int:
+    """SQLite's own view (the WAL included); reading the schema finds a damaged first page."""
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id: int = conn.execute("PRAGMA application_id").fetchone()[0]
+        objects: int = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error as exc:
+        msg = f"{path} is damaged or not a database ({exc}); refusing to touch it"
+        raise StoreError(msg) from None
+    _check_ids(path, version, app_id)
+    if version == 0 and objects:
+        raise StoreError(f"{path} is an SQLite database of another program; refusing to touch it")
+    return version
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+    # NORMAL in WAL: a commit is atomic and survives a process crash; durable commits switch
+    # to FULL for themselves (see Base._transaction).
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    while version < len(MIGRATIONS):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another opener may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < len(MIGRATIONS):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """Open or create the store at `path`, in WAL mode, migrated to SCHEMA_VERSION."""
+    _header_check(path)
+    conn = _connect(str(path), path)
+    try:
+        version = _probe(conn, path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"cannot use WAL mode for store {path} (got {mode!r})")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            conn.execute("PRAGMA synchronous = FULL")  # a new or migrated file is durable at once
+            _migrate(conn, version)
+            _configure(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A query-only connection to an existing, current store; in WAL it never blocks the writer."""
+    _header_check(path)
+    if not os.path.exists(path):
+        raise StoreError(f"no store at {path} (open it for writing first)")
+    conn = _connect(path.absolute().as_uri() + "?mode=rw", path, uri=True)
+    try:
+        version = _probe(conn, path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            _configure(conn)
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+        if version != SCHEMA_VERSION or mode != "wal":
+            raise StoreError(f"store {path} is not ready (open it for writing first)")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,255 @@
+"""Store: startup reads at 100 vs 100,000 conversations; a durable append vs a bare fsync.
+
+(1) Startup reads: open the writer and a reader, count, read the first page of 50 and a page
+    deep in the list (after 50,000; after 50 in the small store), close. The same work on a
+    store of 100 and of 100,000 conversations, interleaved run by run. Target: 100k/100 <= 1.2.
+    The stores hold metadata only (events are never read here) and are built once with
+    executemany in one transaction, then cached under $TMPDIR/acpd-bench-store/.
+(2) Durable append: `append_user_message` (committed and fsynced before it returns) against
+    `os.write` + `os.fsync` of a record of the same size to a file in the same directory,
+    alternated call by call, after a warm-up that fills the WAL once (it is then reused, as in
+    a running daemon). p50 and p99 of single calls. Target: within 1.5x. Set TMPDIR to measure
+    another disk; on tmpfs both sides are free and the ratio means nothing (the note says).
+
+Run: `python -m tests.bench.run --only store`, or `python -m tests.bench.bench_store`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from store import SCHEMA_VERSION, Store, new_conversation_id
+from store.records import encode_page_cursor
+
+BIG, SMALL, PAGE = 100_000, 100, 50
+PENDING = 10  # conversations the recovery query must find in the big store
+
+
+def _cache_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / "acpd-bench-store"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _build(path: Path, n: int) -> None:
+    """A store of `n` conversations with spread-out activity, written in one transaction."""
+    tmp = path.with_suffix(".building")
+    for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        stale.unlink(missing_ok=True)
+    Store.open(tmp).close()  # the real schema, via the real migrations
+    start = 1_700_000_000.0
+    rows = []
+    for i in range(n):
+        created = start + i * 30.0
+        updated = created + (i * 7919 % 86_400)  # activity order differs from creation order
+        queued = 1 if i % (n // PENDING) == 0 else 0
+        argv = msgspec.json.encode(["claude-code-acp", "--model", "sonnet"]).decode()
+        rows.append(
+            (new_conversation_id(created), f"conversation {i}: fix the flaky test", "claude",
+             argv, f"/home/dev/src/project-{i % 37}", f"sess-{i}", "/home/dev", "idle",
+             created, updated, 40 + i % 200, 30 + i % 150, queued, "ask")
+        )  # fmt: skip
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO conversations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()  # the last connection: checkpoints and removes the WAL
+    os.replace(tmp, path)  # a half-built store is never mistaken for a cached one
+
+
+def _store_of(n: int) -> Path:
+    path = _cache_dir() / f"v{SCHEMA_VERSION}-{n}.sqlite3"
+    try:
+        with Store.open(path) as s:
+            if s.count_conversations() == n:
+                return path
+    except Exception:
+        pass  # damaged or from an older layout: build it again
+    path.unlink(missing_ok=True)
+    _build(path, n)
+    return path
+
+
+def _deep_cursor(path: Path, offset: int) -> str:
+    with Store.open_reader(path) as r:
+        row = r._conn.execute(
+            "SELECT updated_at, id FROM conversations ORDER BY updated_at DESC, id DESC "
+            "LIMIT 1 OFFSET ?",
+            (offset - 1,),
+        ).fetchone()
+    return encode_page_cursor(row[0], row[1])
+
+
+def _startup(path: Path, deep: str) -> Callable[[], None]:
+    def run() -> None:
+        with Store.open(path), Store.open_reader(path) as reader:
+            reader.count_conversations()
+            page, nxt = reader.list_conversations(PAGE)
+            deeper, _ = reader.list_conversations(PAGE, before=deep)
+            assert len(page) == PAGE == len(deeper)
+            assert nxt is not None
+
+    return run
+
+
+def _stats(samples_ns: list[int], unit_ns: float) -> dict[str, Any]:
+    xs = sorted(s / unit_ns for s in samples_ns)
+    return {
+        "median": statistics.median(xs),
+        "min": xs[0],
+        "max": xs[-1],
+        "runs": len(xs),
+        "p99": xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))],
+    }
+
+
+def _row(name: str, unit: str, stats: dict[str, Any], note: str = "") -> dict[str, Any]:
+    keys = ("median", "min", "max", "runs")
+    return {"name": name, "unit": unit, **{k: stats.get(k) for k in keys}, "note": note}
+
+
+def _ratio(name: str, slow: float, fast: float, runs: int, note: str) -> dict[str, Any]:
+    return _row(name, "x", {"median": slow / fast, "runs": runs}, note)
+
+
+def _timed(fn: Callable[[], object], runs: int) -> list[int]:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return samples
+
+
+def bench_startup(quick: bool) -> list[dict[str, Any]]:
+    runs = 20 if quick else 200
+    paths = {n: _store_of(n) for n in (SMALL, BIG)}
+    deep = {n: _deep_cursor(p, min(n // 2, 50_000)) for n, p in paths.items()}
+    ops = {n: _startup(p, deep[n]) for n, p in paths.items()}
+    samples: dict[int, list[int]] = {n: [] for n in paths}
+    for _ in range(3):  # warm the page cache and the code paths
+        for op in ops.values():
+            op()
+    for _ in range(runs):  # interleaved, so both sizes see the same machine
+        for n, op in ops.items():
+            samples[n] += _timed(op, 1)
+    stats = {n: _stats(s, 1e3) for n, s in samples.items()}
+    what = "open writer+reader, count, page 1, deep page, close"
+    rows = [_row(f"startup reads @{n:,}", "us", stats[n], what) for n in paths]
+    ratio = stats[BIG]["median"] / stats[SMALL]["median"]
+    rows.append(_ratio(f"startup reads {BIG:,}/{SMALL}", ratio, 1.0, runs, "target <= 1.2"))
+    with Store.open_reader(paths[BIG]) as big:
+        parts: dict[str, tuple[Callable[[], object], str]] = {
+            "count_conversations": (big.count_conversations, "a counter row"),
+            "list_conversations after 50,000": (
+                lambda: big.list_conversations(PAGE, before=deep[BIG]),
+                f"{PAGE} rows, keyset",
+            ),
+            "conversations_needing_recovery": (
+                big.conversations_needing_recovery,
+                f"{PENDING} pending, partial indexes",
+            ),
+        }
+        for name, (fn, note) in parts.items():
+            st = _stats(_timed(fn, runs * 5), 1e3)
+            rows.append(_row(f"{name} @{BIG:,}", "us", st, note))
+    return rows
+
+
+def _fs_type(path: Path) -> str:
+    """The filesystem under `path`, from /proc/self/mounts (Linux); '?' elsewhere."""
+    best, fstype = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                _, mount, kind, *_ = line.split()
+                if str(path).startswith(mount) and len(mount) > len(best):
+                    best, fstype = mount, kind
+    except OSError:
+        pass
+    return fstype
+
+
+def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
+    warmup, runs = (800, 300) if quick else (800, 2000)
+    work = Path(tempfile.mkdtemp(prefix="append-", dir=_cache_dir()))
+    record = b'{"text":"' + b"please also run the linters and fix what they report " * 3 + b'"}'
+    try:
+        with Store.open(work / "acpd.sqlite3") as store:
+            conv = store.create_conversation(title="b", agent="demo", agent_cmd=["x"], cwd="/")
+            fd = os.open(work / "baseline.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+
+                def raw() -> None:
+                    os.write(fd, record + b"\n")
+                    os.fsync(fd)
+
+                def durable() -> None:
+                    store.append_user_message(conv.id, record)
+
+                def plain() -> None:
+                    store.append_event(conv.id, "agent_message", record)
+
+                for _ in range(warmup):
+                    durable()
+                    raw()
+                samples: dict[str, list[int]] = {"durable": [], "raw": [], "plain": []}
+                fns = {"durable": durable, "raw": raw, "plain": plain}
+                for _ in range(runs):
+                    for name, fn in fns.items():
+                        t0 = time.perf_counter_ns()
+                        fn()
+                        samples[name].append(time.perf_counter_ns() - t0)
+            finally:
+                os.close(fd)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    fs = _fs_type(work)
+    st = {name: _stats(xs, 1e3) for name, xs in samples.items()}
+    size = f"{len(record)} B"
+    return [
+        _row("append_user_message (durable)", "us", st["durable"],
+             f"p99 {st['durable']['p99']:.0f} us; {size} body; {fs}"),
+        _row("os.write + os.fsync (baseline)", "us", st["raw"],
+             f"p99 {st['raw']['p99']:.0f} us; {size} record; same dir"),
+        _ratio("durable append / fsync, p50", st["durable"]["median"], st["raw"]["median"], runs,
+               "target <= 1.5" + (" (tmpfs: meaningless)" if fs == "tmpfs" else "")),
+        _ratio("durable append / fsync, p99", st["durable"]["p99"], st["raw"]["p99"], runs,
+               "target <= 1.5"),
+        _row("append_event (not durable)", "us", st["plain"],
+             f"p99 {st['plain']['p99']:.0f} us; survives a crash, not power loss"),
+    ]  # fmt: skip
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    return bench_startup(quick) + bench_durable_append(quick)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols = ("name", "unit", "median", "min", "max", "runs", "note")
+
+    def cell(v: object) -> str:
+        return "-" if v is None else f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    lines = [list(cols), ["-" * w for w in widths], *cells]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)) for x in lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(_table(run(quick="--quick" in sys.argv)))

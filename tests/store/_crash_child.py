@@ -1,0 +1,33 @@
+"""The crash test's child: queue user messages as fast as it can, acknowledging each one.
+
+Run as `python -m tests.store._crash_child DB CONV...` from the repo root. A line "CONV SEQ"
+is written (one write(2), so it arrives whole or not at all) only after append_user_message
+has returned, i.e. after the commit was fsynced: exactly what the daemon would acknowledge.
+Every third round also group-commits some non-durable agent output, as a turn would.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from store import Store
+
+
+def main() -> None:
+    path, conv_ids = Path(sys.argv[1]), sys.argv[2:]
+    with Store.open(path) as store:
+        i = 0
+        while True:
+            conv_id = conv_ids[i % len(conv_ids)]
+            rec = store.append_user_message(conv_id, b'{"text":"m%d"}' % i)
+            os.write(1, f"{conv_id} {rec.seq}\n".encode())
+            if i % 3 == 0:
+                chunk = b'{"text":"' + b"x" * (i % 700) + b'"}'
+                store.append_events(conv_id, [("agent_message", chunk), ("turn_ended", b"{}")])
+            i += 1
+
+
+if __name__ == "__main__":
+    main()

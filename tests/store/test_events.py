@@ -1,0 +1,260 @@
+"""The event log, the queue (append, pending, remove), turns and drafts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from store import Conflict, ConversationRecord, EventRecord, NotFound, Store, StoreError
+
+from ._util import body
+
+
+def _rec(store: Store, conv_id: str) -> ConversationRecord:
+    rec = store.get_conversation(conv_id)
+    assert rec is not None
+    return rec
+
+
+def test_append_event_assigns_seq_and_bumps_activity(
+    store: Store, conv: ConversationRecord
+) -> None:
+    ev = store.append_event(conv.id, "agent_message", b'{"text":"x"}', now=conv.created_at + 5)
+    assert ev == EventRecord(
+        seq=1, type="agent_message", ts=conv.created_at + 5, body=b'{"text":"x"}'
+    )
+    rec = _rec(store, conv.id)
+    assert (rec.last_seq, rec.queued, rec.updated_at) == (1, 0, conv.created_at + 5)
+
+
+def test_append_events_is_one_group_with_consecutive_seqs(
+    store: Store, conv: ConversationRecord
+) -> None:
+    store.append_event(conv.id, "a", b"{}")
+    recs = store.append_events(conv.id, [("b", b'{"n":1}'), ("user_message", body("q"))], now=9.0)
+    assert [(r.seq, r.type, r.ts) for r in recs] == [(2, "b", 9.0), (3, "user_message", 9.0)]
+    assert _rec(store, conv.id).queued == 1  # a user message queues whichever call adds it
+    assert store.append_events(conv.id, []) == []
+    assert store.read_events(conv.id) == [store.read_events(conv.id)[0], *recs]
+
+
+def test_append_rejects_bodies_that_are_not_objects(store: Store, conv: ConversationRecord) -> None:
+    for bad in [b"", b"[]", b'"s"', b"{", b"}", b"1", b" {}"]:
+        with pytest.raises(ValueError, match="JSON object"):
+            store.append_event(conv.id, "x", bad)
+        with pytest.raises(ValueError, match="JSON object"):
+            store.append_user_message(conv.id, bad)
+    with pytest.raises(ValueError, match="JSON object"):
+        store.append_events(conv.id, [("ok", b"{}"), ("bad", b"[]")])
+    with pytest.raises(ValueError, match="JSON object"):
+        store.append_event(conv.id, "x", bytearray(b"{}"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="type"):
+        store.append_event(conv.id, "", b"{}")
+    assert _rec(store, conv.id).last_seq == 0  # nothing half-written
+
+
+def test_appends_to_missing_conversation(store: Store) -> None:
+    with pytest.raises(NotFound, match="no conversation cnope"):
+        store.append_event("cnope", "x", b"{}")
+    with pytest.raises(NotFound):
+        store.append_user_message("cnope", body("x"))
+    with pytest.raises(NotFound):
+        store.append_events("cnope", [("x", b"{}")])
+
+
+def test_seqs_are_per_conversation(store: Store, conv: ConversationRecord) -> None:
+    other = store.create_conversation(title="o", agent="demo", agent_cmd=["a"], cwd="/")
+    assert store.append_user_message(conv.id, body("a")).seq == 1
+    assert store.append_user_message(other.id, body("b")).seq == 1
+    assert store.append_user_message(conv.id, body("c")).seq == 2
+
+
+def test_read_events_pages_by_seq(store: Store, conv: ConversationRecord) -> None:
+    recs = store.append_events(conv.id, [("e", b'{"i":%d}' % i) for i in range(10)])
+    assert store.read_events(conv.id) == recs
+    assert store.read_events(conv.id, after_seq=3, limit=4) == recs[3:7]
+    assert store.read_events(conv.id, 10) == []
+    assert store.read_events("cnope") == []
+    with pytest.raises(ValueError, match="limit"):
+        store.read_events(conv.id, limit=0)
+
+
+def test_user_messages_queue_and_pending(store: Store, conv: ConversationRecord) -> None:
+    m1 = store.append_user_message(conv.id, body("one"), now=50.0)
+    store.append_event(conv.id, "note", b"{}")
+    m3 = store.append_user_message(conv.id, body("three"))
+    assert (m1.seq, m1.type, m1.ts, m1.body) == (1, "user_message", 50.0, body("one"))
+    assert store.pending_messages(conv.id) == [m1, m3]
+    assert _rec(store, conv.id).queued == 2
+    assert store.pending_messages("cnope") == []
+
+
+def test_remove_pending(store: Store, conv: ConversationRecord) -> None:
+    m1, m2, m3 = (store.append_user_message(conv.id, body(t)) for t in "abc")
+    store.remove_pending(conv.id, m2.seq)
+    assert store.pending_messages(conv.id) == [m1, m3]
+    rec = _rec(store, conv.id)
+    assert (rec.queued, rec.last_seq) == (2, 3)
+    store.remove_pending(conv.id, m3.seq)  # the newest: last_seq still never goes back
+    assert store.append_user_message(conv.id, body("d")).seq == 4
+    assert [e.seq for e in store.read_events(conv.id)] == [1, 4]  # gaps, never reuse
+
+
+def test_remove_pending_errors(store: Store, conv: ConversationRecord) -> None:
+    m1 = store.append_user_message(conv.id, body("a"))
+    note = store.append_event(conv.id, "note", b"{}")
+    m3 = store.append_user_message(conv.id, body("b"))
+    store.start_turn(conv.id, m1.seq, b"{}")
+    with pytest.raises(Conflict, match="already prompted"):
+        store.remove_pending(conv.id, m1.seq)
+    with pytest.raises(NotFound, match="no queued message"):
+        store.remove_pending(conv.id, note.seq)  # not a user message
+    with pytest.raises(NotFound, match="no queued message 99"):
+        store.remove_pending(conv.id, 99)
+    with pytest.raises(NotFound, match="no conversation"):
+        store.remove_pending("cnope", 1)
+    store.remove_pending(conv.id, m3.seq)
+    with pytest.raises(NotFound):
+        store.remove_pending(conv.id, m3.seq)  # already removed
+    assert _rec(store, conv.id).queued == 0
+
+
+def test_start_turn(store: Store, conv: ConversationRecord) -> None:
+    m1, m2 = (store.append_user_message(conv.id, body(t)) for t in "ab")
+    ev = store.start_turn(conv.id, m1.seq, b'{"prompt_seq":1}', now=77.0)
+    assert ev == EventRecord(seq=3, type="turn_started", ts=77.0, body=b'{"prompt_seq":1}')
+    rec = _rec(store, conv.id)
+    assert (rec.cursor, rec.queued, rec.status, rec.last_seq) == (1, 1, "running", 3)
+    assert store.pending_messages(conv.id) == [m2]
+
+
+def test_start_turn_skipping_messages_recounts_queued(
+    store: Store, conv: ConversationRecord
+) -> None:
+    seqs = [store.append_user_message(conv.id, body(t)).seq for t in "abcd"]
+    store.start_turn(conv.id, seqs[2], b"{}")
+    rec = _rec(store, conv.id)
+    assert (rec.cursor, rec.queued) == (3, 1)
+    assert [e.seq for e in store.pending_messages(conv.id)] == [4]
+
+
+def test_start_turn_conflicts(store: Store, conv: ConversationRecord) -> None:
+    m1 = store.append_user_message(conv.id, body("a"))
+    note = store.append_event(conv.id, "note", b"{}")
+    store.start_turn(conv.id, m1.seq, b"{}")
+    with pytest.raises(Conflict, match="already prompted"):
+        store.start_turn(conv.id, m1.seq, b"{}")  # at most once
+    with pytest.raises(Conflict, match="no queued message"):
+        store.start_turn(conv.id, note.seq, b"{}")
+    with pytest.raises(Conflict, match="no queued message"):
+        store.start_turn(conv.id, 99, b"{}")
+    with pytest.raises(NotFound):
+        store.start_turn("cnope", 1, b"{}")
+    with pytest.raises(ValueError, match="JSON object"):
+        store.start_turn(conv.id, 99, b"nope")
+    rec = _rec(store, conv.id)
+    assert (rec.cursor, rec.last_seq) == (1, 3)  # the failed attempts changed nothing
+
+
+def test_end_turn_appends_clears_drafts_and_sets_status(
+    store: Store, conv: ConversationRecord
+) -> None:
+    m1 = store.append_user_message(conv.id, body("a"))
+    store.start_turn(conv.id, m1.seq, b"{}")
+    store.save_draft(conv.id, m1.seq, "message", "Hel")
+    later = conv.created_at + 60
+    recs = store.end_turn(
+        conv.id, [("agent_message", b'{"text":"Hello"}'), ("turn_ended", b"{}")], "idle", now=later
+    )
+    assert [(r.seq, r.type) for r in recs] == [(3, "agent_message"), (4, "turn_ended")]
+    rec = _rec(store, conv.id)
+    assert (rec.status, rec.last_seq, rec.updated_at) == ("idle", 4, later)
+    assert store.drafts(conv.id) == []
+    assert store.end_turn(conv.id, [], "paused") == []
+    assert _rec(store, conv.id).status == "paused"
+
+
+def test_end_turn_errors_change_nothing(store: Store, conv: ConversationRecord) -> None:
+    store.save_draft(conv.id, 1, "message", "x")
+    with pytest.raises(ValueError, match="status"):
+        store.end_turn(conv.id, [("turn_ended", b"{}")], "done")
+    with pytest.raises(ValueError, match="JSON object"):
+        store.end_turn(conv.id, [("turn_ended", b"")], "idle")
+    with pytest.raises(NotFound):
+        store.end_turn("cnope", [("turn_ended", b"{}")], "idle")
+    with pytest.raises(NotFound):
+        store.end_turn("cnope", [], "idle")
+    assert _rec(store, conv.id).last_seq == 0
+    assert store.drafts(conv.id) == [(1, "message", "x")]
+
+
+def test_drafts_upsert_list_clear(store: Store, conv: ConversationRecord) -> None:
+    store.save_draft(conv.id, 3, "thought", "hmm")
+    store.save_draft(conv.id, 3, "message", "Hel")
+    store.save_draft(conv.id, 3, "message", "Hello")
+    store.save_draft(conv.id, 1, "message", "old")
+    expected = [(1, "message", "old"), (3, "message", "Hello"), (3, "thought", "hmm")]
+    assert store.drafts(conv.id) == expected
+    store.clear_drafts(conv.id)
+    assert store.drafts(conv.id) == []
+    store.clear_drafts(conv.id)  # idempotent
+    store.clear_drafts("cnope")
+    with pytest.raises(ValueError, match="kind"):
+        store.save_draft(conv.id, 3, "tool", "x")
+    with pytest.raises(NotFound):
+        store.save_draft("cnope", 1, "message", "x")
+
+
+def test_failed_transaction_rolls_back_and_store_stays_usable(
+    store: Store, conv: ConversationRecord
+) -> None:
+    store.append_user_message(conv.id, body("a"))
+    store._conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
+    with pytest.raises(StoreError, match="boom"):
+        store.append_events(conv.id, [("x", b"{}"), ("y", b"{}")])
+    rec = _rec(store, conv.id)
+    assert (rec.last_seq, rec.queued) == (1, 1)  # the seq bump was rolled back too
+    assert not store._conn.in_transaction
+    store._conn.execute("DROP TRIGGER boom")
+    assert store.append_event(conv.id, "x", b"{}").seq == 2
+
+
+def test_durable_commits_restore_normal_sync(store: Store, conv: ConversationRecord) -> None:
+    def sync() -> int:
+        value: int = store._conn.execute("PRAGMA synchronous").fetchone()[0]
+        return value
+
+    assert sync() == 1  # NORMAL
+    store.append_user_message(conv.id, body("a"))
+    assert sync() == 1
+    with pytest.raises(Conflict):
+        store.start_turn(conv.id, 5, b"{}")
+    assert sync() == 1
+
+
+def _statements(store: Store, fn: Callable[[], object]) -> list[str]:
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        fn()
+    finally:
+        store._conn.set_trace_callback(None)
+    return [s.split()[0] + (" " + s.split()[-1] if s.startswith("PRAGMA") else "") for s in seen]
+
+
+def test_which_commits_are_durable(store: Store, conv: ConversationRecord) -> None:
+    durable = ["PRAGMA FULL", "BEGIN", "UPDATE", "INSERT", "COMMIT", "PRAGMA NORMAL"]
+    assert _statements(store, lambda: store.append_user_message(conv.id, body("a"))) == durable
+    assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
+        "BEGIN",
+        "UPDATE",
+        "INSERT",
+        "COMMIT",
+    ]
+    started = _statements(store, lambda: store.start_turn(conv.id, 1, b"{}"))
+    assert (started[0], started[-2], started[-1]) == ("PRAGMA FULL", "COMMIT", "PRAGMA NORMAL")
+    ended = _statements(store, lambda: store.end_turn(conv.id, [("turn_ended", b"{}")], "idle"))
+    assert (ended[0], ended[-2], ended[-1]) == ("PRAGMA FULL", "COMMIT", "PRAGMA NORMAL")
