@@ -1,11 +1,15 @@
 """acpd's own socket/websocket API (CONTRACT.md): params, results and notifications.
 
-Our own formats: params forbid unknown fields so a typo in a script is an error, not a no-op.
+Our own formats: params forbid unknown fields so a typo in a script is an error, not a no-op,
+and carry their bounds as msgspec constraints, so a decoded params object is already valid.
+`METHODS` maps each method to its params and result types; `params_decoder` hands out the
+decoders built once at import (msgspec `perf-tips`).
 """
 
 from __future__ import annotations
 
-from typing import Final
+import os
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -13,14 +17,49 @@ __all__ = [
     "DELTA_METHOD",
     "EVENT_METHOD",
     "LAGGED_METHOD",
+    "MAX_TEXT",
+    "METHODS",
+    "AgentInfo",
+    "AgentsResult",
     "ConversationInfo",
+    "ConversationResult",
+    "CountResult",
+    "CreateParams",
     "DeltaParams",
+    "EmptyResult",
+    "EventParams",
+    "EventsParams",
+    "EventsResult",
+    "IdParams",
+    "InterruptResult",
     "LaggedParams",
+    "ListParams",
+    "ListResult",
+    "MethodSpec",
+    "NoParams",
+    "PendingMessage",
+    "PermitParams",
+    "QueueResult",
+    "RemoveParams",
+    "SendParams",
+    "SendResult",
+    "StatusResult",
+    "SubscribeParams",
+    "SubscribeResult",
+    "params_decoder",
 ]
 
 EVENT_METHOD: Final = "conversation/event"
 DELTA_METHOD: Final = "conversation/delta"
 LAGGED_METHOD: Final = "conversation/lagged"
+
+# A user message: non-empty, and far below the line cap so the JSON escaping of a maximal
+# text (up to 6 bytes per character) still has room.
+MAX_TEXT: Final = 256 * 1024
+# Ids are short (store-generated); titles and names are for people.
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Seq = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +75,14 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     live: bool
 
 
+# --- notifications on a subscription -----------------------------------------------------------
+
+
+class EventParams(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    event: msgspec.Raw  # `{seq, type, ts, ...}`, rendered once by the engine
+
+
 class DeltaParams(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     prompt_seq: int
@@ -46,3 +93,185 @@ class DeltaParams(msgspec.Struct, frozen=True, kw_only=True):
 class LaggedParams(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     last_seq: int
+
+
+# --- params ----------------------------------------------------------------------------------
+
+
+class _Params(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base for every method's params."""
+
+
+class NoParams(_Params, frozen=True):
+    """`daemon/status`, `agents/list`, `conversations/count`: nothing (or `{}`)."""
+
+
+class IdParams(_Params, frozen=True):
+    """Any method addressing one conversation; `id` may be a unique prefix."""
+
+    id: _Id
+
+
+class CreateParams(_Params, frozen=True):
+    agent: _Name | None = None
+    agent_cmd: (
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(min_length=1)]
+        | None
+    ) = None
+    cwd: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    title: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+    def __post_init__(self) -> None:  # ValueError here becomes msgspec's ValidationError
+        if self.agent is not None and self.agent_cmd is not None:
+            raise ValueError("give `agent` or `agent_cmd`, not both")
+        if self.agent_cmd is not None and not self.agent_cmd[0]:
+            raise ValueError("`agent_cmd[0]` must not be empty")
+        if self.cwd is not None and not os.path.isabs(self.cwd):
+            raise ValueError("`cwd` must be an absolute path")
+
+
+class ListParams(_Params, frozen=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    before: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class EventsParams(IdParams, frozen=True):
+    after_seq: _Seq = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+
+
+class SubscribeParams(IdParams, frozen=True):
+    after_seq: _Seq = 0
+    deltas: bool = True
+
+
+class SendParams(IdParams, frozen=True):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    run: bool = True
+    interrupt: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise ValueError("`text` must not be blank")
+
+
+class RemoveParams(IdParams, frozen=True):
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class PermitParams(IdParams, frozen=True):
+    request: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    option: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.option is None) != self.cancelled:
+            raise ValueError("give exactly one of `option` or `cancelled: true`")
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+class EmptyResult(msgspec.Struct, frozen=True):
+    """`{}`"""
+
+
+class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
+    version: str
+    pid: int
+    uptime_s: float
+    data_dir: str
+    conversations_stored: int
+    conversations_live: int
+    agents_running: int
+    # The dashboard page as bound (`http://127.0.0.1:7421/`), without its token; null when
+    # the daemon serves none. `acpd dashboard` adds the token from the data dir.
+    dashboard_url: str | None = None
+
+
+class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    command: list[str]
+
+
+class AgentsResult(msgspec.Struct, frozen=True, kw_only=True):
+    agents: list[AgentInfo]
+
+
+class ConversationResult(msgspec.Struct, frozen=True, kw_only=True):
+    conversation: ConversationInfo
+
+
+class ListResult(msgspec.Struct, frozen=True, kw_only=True):
+    conversations: list[ConversationInfo]
+    total: int
+    next: str | None
+
+
+class CountResult(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+
+
+class EventsResult(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[msgspec.Raw]  # each `{seq, type, ts, ...}`
+    last_seq: int
+
+
+class SubscribeResult(msgspec.Struct, frozen=True, kw_only=True):
+    through_seq: int
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    queued: int  # turns that run before this message's, the running one included
+
+
+class PendingMessage(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    text: str
+
+
+class QueueResult(msgspec.Struct, frozen=True, kw_only=True):
+    pending: list[PendingMessage]
+
+
+class InterruptResult(msgspec.Struct, frozen=True, kw_only=True):
+    interrupted: bool
+
+
+# --- the method table ------------------------------------------------------------------------
+
+
+class MethodSpec(msgspec.Struct, frozen=True):
+    params: type[_Params]
+    result: type[msgspec.Struct]
+
+
+METHODS: Final[dict[str, MethodSpec]] = {
+    "daemon/status": MethodSpec(NoParams, StatusResult),
+    "agents/list": MethodSpec(NoParams, AgentsResult),
+    "conversations/create": MethodSpec(CreateParams, ConversationResult),
+    "conversations/list": MethodSpec(ListParams, ListResult),
+    "conversations/count": MethodSpec(NoParams, CountResult),
+    "conversations/get": MethodSpec(IdParams, ConversationResult),
+    "conversations/delete": MethodSpec(IdParams, EmptyResult),
+    "conversations/events": MethodSpec(EventsParams, EventsResult),
+    "conversations/subscribe": MethodSpec(SubscribeParams, SubscribeResult),
+    # Extension: end this connection's subscriptions to a conversation.
+    "conversations/unsubscribe": MethodSpec(IdParams, EmptyResult),
+    "messages/send": MethodSpec(SendParams, SendResult),
+    "messages/queue": MethodSpec(IdParams, QueueResult),
+    "messages/remove": MethodSpec(RemoveParams, EmptyResult),
+    "turns/interrupt": MethodSpec(IdParams, InterruptResult),
+    "conversations/resume": MethodSpec(IdParams, EmptyResult),
+    "permissions/respond": MethodSpec(PermitParams, EmptyResult),
+}
+
+_DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
+    name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()
+}
+
+
+def params_decoder(method: str) -> msgspec.json.Decoder[Any] | None:
+    """The params decoder for `method`, or None if there is no such method."""
+    return _DECODERS.get(method)

@@ -60,7 +60,8 @@ class LineSplitter:
             nl = buf.find(b"\n", pos)
         if pos:
             del buf[:pos]
-        if len(buf) > self.max_line:
+        # +1: the CR of a CRLF may arrive before its LF, and a line's CR does not count.
+        if len(buf) > self.max_line + 1 or (len(buf) > self.max_line and buf[-1] != 0x0D):
             # Unterminated and already too long: drop it now rather than keep buffering.
             if not self._discarding:
                 self.oversized += 1
@@ -72,6 +73,8 @@ class LineSplitter:
         """At end of stream: the unterminated last line, if any (and not oversized)."""
         rest, self._buf = bytes(self._buf), bytearray()
         discarding, self._discarding = self._discarding, False
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
         if discarding or not rest.strip():
             return None
-        return rest.rstrip(b"\r")
+        return rest  # within the cap: `feed` drops anything longer

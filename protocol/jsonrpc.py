@@ -28,6 +28,7 @@ __all__ = [
     "UNAUTHORIZED",
     "Envelope",
     "ErrorResponse",
+    "InvalidResult",
     "Notification",
     "Request",
     "RequestId",
@@ -36,6 +37,7 @@ __all__ = [
     "RpcFailure",
     "decode_envelope",
     "decode_params",
+    "decode_result",
     "encode",
     "encode_line",
 ]
@@ -65,13 +67,13 @@ UNAUTHORIZED: Final = -32004
 NO_RAW: Final = msgspec.Raw()
 
 
-class RpcError(msgspec.Struct, omit_defaults=True, frozen=True):
+class RpcError(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
     code: int
     message: str
     data: Any = UNSET
 
 
-class Envelope(msgspec.Struct, frozen=True):
+class Envelope(msgspec.Struct, frozen=True, gc=False):
     """Any incoming JSON-RPC message, first pass."""
 
     jsonrpc: str | UnsetType = UNSET
@@ -95,27 +97,28 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 # Outgoing messages. No omit_defaults here: "jsonrpc": "2.0" is a default and must stay.
-# UNSET members are always omitted.
-class Request(msgspec.Struct, frozen=True, kw_only=True):
+# UNSET members are always omitted. gc=False (here and above): messages hold no reference
+# cycles, and untracked Structs are cheaper to create on the hot path (msgspec perf tips).
+class Request(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     jsonrpc: str = "2.0"
     id: int | str
     method: str
     params: Any = UNSET
 
 
-class Notification(msgspec.Struct, frozen=True, kw_only=True):
+class Notification(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     jsonrpc: str = "2.0"
     method: str
     params: Any = UNSET
 
 
-class Response(msgspec.Struct, frozen=True, kw_only=True):
+class Response(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     jsonrpc: str = "2.0"
     id: int | str | None
     result: Any
 
 
-class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True):
+class ErrorResponse(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     jsonrpc: str = "2.0"
     id: int | str | None
     error: RpcError
@@ -138,7 +141,7 @@ class RpcFailure(Exception):
         return cls(err.code, err.message, err.data)
 
     def __repr__(self) -> str:
-        return f"RpcFailure({self.code}, {self.message!r})"
+        return f"{type(self).__name__}({self.code}, {self.message!r})"
 
 
 _encoder = msgspec.json.Encoder()
@@ -162,18 +165,71 @@ def encode_line(msg: object, buf: bytearray | None = None) -> bytes | bytearray:
 
 
 def decode_envelope(line: bytes | bytearray | memoryview) -> Envelope:
-    """First pass. Raises `RpcFailure` with PARSE_ERROR or INVALID_REQUEST."""
+    """First pass. Raises `RpcFailure` with PARSE_ERROR (not JSON) or INVALID_REQUEST (not an
+    object, or a member of the wrong type).
+
+    Classification is the caller's, with `is_request`/`is_notification`/`is_response`: it
+    knows the id to answer with. A message that is none of them (`{"id": 1}`) is an invalid
+    request; a response without an `id` (codex-acp sends one, ACP.md §16) is to be dropped;
+    whether to insist on `"jsonrpc": "2.0"` is its policy too (agents are tolerated, clients
+    are not).
+    """
     try:
         return _envelope_decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise RpcFailure(INVALID_REQUEST, f"invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
+    # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in a string.
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RpcFailure(PARSE_ERROR, f"parse error: {exc}") from None
 
 
+_NULL: Final = msgspec.Raw(b"null")
+
+
 def decode_params(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw) -> T:
-    """Second pass. Absent params decode as `{}`. Raises `RpcFailure(INVALID_PARAMS)`."""
+    """Second pass. Absent or `null` params decode as `{}`. Raises `RpcFailure(INVALID_PARAMS)`."""
     try:
-        return decoder.decode(raw if raw else b"{}")
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass: both mean bad params
+        return decoder.decode(raw if raw and raw != _NULL else b"{}")
+    # ValidationError is a DecodeError. `Raw` skips UTF-8 checks, so bad UTF-8 shows up here.
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RpcFailure(INVALID_PARAMS, f"invalid params: {exc}") from None
+
+
+class InvalidResult(RpcFailure):
+    """The peer answered our request with a `result` we cannot decode: a protocol violation on
+    its side (code INTERNAL_ERROR), told apart from an error the peer itself sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INTERNAL_ERROR, message)
+
+
+_result_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_null_defaults: dict[Any, Any] = {}
+
+
+def decode_result(tp: type[T], raw: msgspec.Raw | bytes) -> T:
+    """Decode a response's `result` as `tp` (the waiter's job: only it knows the type).
+
+    A `null` (or absent) result decodes as `tp()` when every field of `tp` has a default: the
+    ACP docs show `null` where the schema has an all-optional object (`session/load`,
+    `fs/write_text_file`, ACP.md §18). Raises `InvalidResult`.
+    """
+    dec = _result_decoders.get(tp)
+    if dec is None:
+        dec = _result_decoders[tp] = msgspec.json.Decoder(tp)
+        try:
+            _null_defaults[tp] = tp()
+        except TypeError:  # a required field, or not a class at all: null stays an error
+            pass
+    if not raw or raw == _NULL or raw == b"null":
+        default = _null_defaults.get(tp, _MISSING)
+        if default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        raw = _NULL
+    try:
+        return dec.decode(raw)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidResult(f"invalid result: {exc}") from None
+
+
+_MISSING: Final = object()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +29,9 @@ def test_oversized_line_is_dropped_and_counted() -> None:
 lines_st = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").strip(b"\r")))
 
 
-@given(lines=lines_st, cuts=st.lists(st.integers(min_value=0, max_value=2000)), cap=st.integers(1, 50))
+@given(
+    lines=lines_st, cuts=st.lists(st.integers(min_value=0, max_value=2000)), cap=st.integers(1, 50)
+)
 def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int], cap: int) -> None:
     data = b"".join(line + b"\n" for line in lines)
     points = sorted({c % (len(data) + 1) for c in cuts})
@@ -40,3 +43,60 @@ def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int], 
     expected = [line for line in lines if line and len(line) <= cap]
     assert got == expected
     assert s.oversized == sum(1 for line in lines if len(line) > cap)
+
+
+@given(
+    lines=lines_st,
+    cuts=st.lists(st.integers(min_value=0, max_value=2000)),
+    cap=st.integers(1, 50),
+)
+def test_crlf_lines_split_anywhere_give_the_same_lines(
+    lines: list[bytes], cuts: list[int], cap: int
+) -> None:
+    data = b"".join(line + b"\r\n" for line in lines)
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    s = LineSplitter(max_line=cap)
+    got: list[bytes] = []
+    for chunk in chunks:
+        got.extend(s.feed(memoryview(chunk)))
+    assert got == [line for line in lines if line and len(line) <= cap]
+    assert s.oversized == sum(1 for line in lines if len(line) > cap)
+    assert s.flush() is None
+
+
+def test_line_of_exactly_max_line_is_kept() -> None:
+    s = LineSplitter(max_line=4)
+    assert s.feed(b"abcd") == []
+    assert s.feed(b"\r") == []  # the CR of a CRLF may arrive alone
+    assert s.feed(b"\nabcde\n") == [b"abcd"]
+    assert s.oversized == 1
+
+
+def test_flush_returns_the_unterminated_last_line_within_the_cap() -> None:
+    s = LineSplitter(max_line=4)
+    assert s.feed(bytearray(b"ok\nlast")) == [b"ok"]
+    assert s.flush() == b"last"
+    assert s.buffered == 0
+    assert s.flush() is None
+    s.feed(b"abcd\r")
+    assert s.flush() == b"abcd"
+    s.feed(b"abcde")  # over the cap: dropped, not returned at EOF
+    assert s.flush() is None
+    assert s.oversized == 1
+    s.feed(b"  \r")
+    assert s.flush() is None  # blank
+
+
+def test_discarding_spans_feeds_until_the_newline() -> None:
+    s = LineSplitter(max_line=3)
+    assert s.feed(b"0123") == []
+    assert s.feed(b"4567") == []
+    assert s.feed(b"89") == []
+    assert s.oversized == 1  # one line, counted once
+    assert s.feed(b"\nab\n") == [b"ab"]
+
+
+def test_max_line_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        LineSplitter(max_line=0)
