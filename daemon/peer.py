@@ -1,0 +1,390 @@
+"""JSON-RPC 2.0 over a byte stream: the connection to one ACP agent.
+
+`AgentPeer` knows nothing about processes: it runs over any `trio.abc.Stream` (a child's
+stdio in production, one end of `trio.testing.memory_stream_pair()` in tests). It is symmetric
+enough that the demo agent and the test fake use it for the agent's side too.
+
+Shape (STYLE.md §5): one read loop feeding a length-capped `LineSplitter`; writes serialised by
+one `StrictFIFOLock`; each of our requests waits on a one-shot memory channel keyed by id. The
+agent numbers its own requests from 0 just as we do (ACP.md §1), so incoming and outgoing
+requests live in separate tables and never meet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+
+import attrs
+import msgspec
+import trio
+
+from protocol import acp
+from protocol.framing import LineSplitter
+from protocol.jsonrpc import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    REQUEST_CANCELLED,
+    Envelope,
+    ErrorResponse,
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    RpcError,
+    RpcFailure,
+    decode_envelope,
+    decode_result,
+    encode_line,
+)
+
+__all__ = ["DEFAULT_MAX_LINE", "AgentExited", "AgentPeer", "PeerStats"]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_LINE: Final = 16 * 1024 * 1024
+READ_SIZE: Final = 65536
+# How long one write may block on an agent that does not read its input (see `_write`).
+WRITE_BOUND: Final = 5.0
+# Bad input is logged at WARNING this many times per peer, then at DEBUG: a broken agent must
+# not flood the daemon's log, but the first occurrences are what someone debugging needs.
+LOUD_ERRORS: Final = 10
+
+UpdateHandler = Callable[[str, acp.SessionUpdate], None]
+RequestHandler = Callable[[str, msgspec.Raw], Awaitable[object]]
+NotificationHandler = Callable[[str, msgspec.Raw], None]
+
+
+class AgentExited(Exception):
+    """The peer's stream ended or broke: nothing more can be sent to or received from it."""
+
+
+@attrs.define(eq=False)
+class PeerStats:
+    lines: int = 0  # complete lines received
+    notifications: int = 0  # incoming notifications of any method (malformed ones included)
+    malformed: int = 0  # undecodable lines, and known session/update variants that don't fit
+    oversized: int = 0  # lines over max_line, dropped
+    unknown_responses: int = 0  # responses with a missing id or one we are not waiting for
+    requests_in: int = 0  # requests from the peer
+    callback_errors: int = 0  # on_update/on_notification/on_batch_end raised (a bug: logged)
+
+
+class AgentPeer:
+    """A JSON-RPC 2.0 connection over `stream`, one message per line.
+
+    Callbacks run in the read loop, in arrival order: `on_update(session_id, update)` for every
+    `session/update` (unknown variants as `acp.UnknownUpdate`), `on_notification(method, raw)`
+    for other notifications (ignored without it), and `on_batch_end()` after the lines of each
+    received chunk, so a consumer can coalesce deltas and act once per batch. They are
+    synchronous. One that raises is a bug, but one message must not cost the whole
+    connection: the exception is logged with its traceback and counted, and the loop goes on.
+
+    `on_request(method, raw_params)` serves each incoming request in its own task (a
+    permission request may wait minutes for a person): its return value is the result (a
+    Struct, or anything msgspec encodes); raising `RpcFailure` answers with that error (its
+    METHOD_NOT_FOUND for methods it does not handle), any other exception with -32603.
+    Without `on_request`, every request gets -32601. `$/cancel_request` naming a request still
+    being served cancels its task and answers it -32800.
+
+    Resource handling: `run()` owns the nursery of request tasks and returns at end of
+    stream; every `request()` still waiting then raises `AgentExited`, and handler tasks are
+    cancelled. `aclose()` closes the stream, which ends `run()`.
+
+    Error handling: malformed and oversized lines are logged and counted in `stats`, never
+    fatal. Each write is shielded from cancellation, so no partial line ever goes out, and
+    bounded by `WRITE_BOUND` seconds; a write that fails or times out makes this and every
+    later write raise `AgentExited`.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        on_update: UpdateHandler,
+        on_request: RequestHandler | None = None,
+        on_notification: NotificationHandler | None = None,
+        on_batch_end: Callable[[], None] | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self._stream = stream
+        self._on_update = on_update
+        self._on_request = on_request
+        self._on_notification = on_notification
+        self._on_batch_end = on_batch_end
+        self._splitter = LineSplitter(max_line)
+        self._log = log or logging.getLogger("acpd.peer")
+        self.stats = PeerStats()
+        self._next_id = 0
+        self._pending: dict[int, trio.MemorySendChannel[Envelope]] = {}
+        self._serving: dict[RequestId, trio.CancelScope] = {}
+        self._send_lock = trio.StrictFIFOLock()
+        self._write_broken = False
+        self._started = False
+        self._ended = False  # no response can arrive any more
+        self._finished = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the read loop has started and not yet ended."""
+        return self._started and not self._ended
+
+    async def wait_finished(self) -> None:
+        """Block until `run()` has returned."""
+        await self._finished.wait()
+
+    # --- outgoing -----------------------------------------------------------------------------
+
+    async def request(self, method: str, params: msgspec.Struct, result_type: type[T]) -> T:
+        """Send a request and wait for its response, decoded as `result_type`.
+
+        Raises `RpcFailure` if the peer answered with an error (`InvalidResult` if its result
+        does not decode), `AgentExited` if the connection ends first. Cancelling this call
+        abandons the wait; a late response is then dropped and counted as unknown.
+        """
+        req_id = self._next_id
+        self._next_id += 1
+        data = encode_line(Request(id=req_id, method=method, params=params))
+        if self._ended:
+            raise AgentExited(f"agent connection closed; cannot send {method}")
+        send, recv = trio.open_memory_channel[Envelope](1)
+        self._pending[req_id] = send
+        try:
+            await self._write(data)
+            try:
+                env = await recv.receive()
+            except trio.EndOfChannel:
+                raise AgentExited(f"agent exited before answering {method}") from None
+        finally:
+            self._pending.pop(req_id, None)
+            recv.close()
+        if isinstance(env.error, RpcError):
+            raise RpcFailure.from_error(env.error)
+        return decode_result(result_type, env.result)
+
+    async def notify(self, method: str, params: msgspec.Struct) -> None:
+        """Send a notification. Raises `AgentExited` if the connection is gone."""
+        data = encode_line(Notification(method=method, params=params))
+        if self._ended:
+            raise AgentExited(f"agent connection closed; cannot send {method}")
+        await self._write(data)
+
+    async def aclose(self) -> None:
+        """Close the stream: `run()` returns and every waiting `request()` raises `AgentExited`."""
+        self._end()
+        await self._stream.aclose()
+
+    async def _write(self, data: bytes | bytearray) -> None:
+        async with self._send_lock:
+            if self._write_broken:
+                raise AgentExited("the agent's input is closed or no longer framed")
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # Shielded, so a cancellation never leaves half a line on the wire (the next line
+            # would be garbage too); bounded, so an agent that stops reading its input cannot
+            # hold a caller, or a shutdown, for long.
+            deadline = trio.current_time() + WRITE_BOUND
+            with trio.CancelScope(shield=True, deadline=deadline) as scope:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._write_broken = True
+                    raise AgentExited("the agent's input is closed") from None
+            if scope.cancelled_caught:
+                self._write_broken = True
+                raise AgentExited(f"the agent did not read its input for {WRITE_BOUND:g}s")
+
+    # --- the read loop ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The read loop. Start it with `nursery.start`; it returns at end of stream."""
+        if self._started:
+            raise RuntimeError("AgentPeer.run() can only be called once")
+        self._started = True
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                try:
+                    await self._read_loop()
+                finally:
+                    self._end()  # wake waiters now, not after handler tasks unwind
+                    nursery.cancel_scope.cancel(reason="agent stream ended")
+        finally:
+            self._nursery = None
+            self._end()
+            self._finished.set()
+
+    def _end(self) -> None:
+        self._ended = True
+        pending, self._pending = self._pending, {}
+        for send in pending.values():
+            send.close()  # the waiter's receive() raises EndOfChannel -> AgentExited
+
+    async def _read_loop(self) -> None:
+        splitter = self._splitter
+        receive_some = self._stream.receive_some
+        while True:
+            try:
+                data = await receive_some(READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                last = splitter.flush()
+                if last is not None:
+                    self._dispatch_batch([last])
+                return
+            lines = splitter.feed(data)
+            if splitter.oversized != self.stats.oversized:
+                self.stats.oversized = splitter.oversized
+                self._complain("dropped a line over %d bytes", splitter.max_line)
+            if lines:
+                self._dispatch_batch(lines)
+
+    def _dispatch_batch(self, lines: list[bytes]) -> None:
+        self.stats.lines += len(lines)
+        # The commonest line by far is a well-formed, known update: decoded in one pass, with
+        # the per-line work kept inline (this loop is the daemon's hot path).
+        decode_update = acp.decode_update_line
+        on_update = self._on_update
+        updates = 0
+        for line in lines:
+            note = decode_update(line)
+            if note is not None:
+                updates += 1
+                try:
+                    on_update(note.session_id, note.update)
+                except Exception:
+                    self._callback_failed("on_update")
+            else:
+                self._dispatch(line)
+        self.stats.notifications += updates
+        if self._on_batch_end is not None:
+            try:
+                self._on_batch_end()
+            except Exception:
+                self._callback_failed("on_batch_end")
+
+    def _dispatch(self, line: bytes) -> None:
+        """Any line but a well-formed known update."""
+        try:
+            env = decode_envelope(line)
+        except RpcFailure as exc:
+            self._malformed(exc.message, line)
+            return
+        if isinstance(env.method, str):
+            if isinstance(env.id, msgspec.UnsetType):
+                self._notification(env.method, env.params, line)
+            else:
+                self._request(env.id, env.method, env.params, line)
+        elif env.is_response:
+            self._response(env)
+        else:
+            self._malformed("neither a request, a notification nor a response", line)
+
+    def _notification(self, method: str, params: msgspec.Raw, line: bytes) -> None:
+        self.stats.notifications += 1
+        if method == acp.SESSION_UPDATE:
+            try:
+                session_id, update = acp.decode_session_notification(params)
+            except msgspec.DecodeError as exc:
+                self._malformed(f"bad session/update: {exc}", line)
+                return
+            try:
+                self._on_update(session_id, update)
+            except Exception:
+                self._callback_failed("on_update")
+        elif method == acp.CANCEL_REQUEST:
+            self._cancel_serving(params, line)
+        elif self._on_notification is not None:
+            try:
+                self._on_notification(method, params)
+            except Exception:
+                self._callback_failed("on_notification")
+        else:
+            self._log.debug("ignoring notification %s", method)
+
+    def _response(self, env: Envelope) -> None:
+        rid = env.id
+        send = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if send is None:
+            # Missing id (codex-acp answers notifications so, ACP.md §16), or a request we
+            # stopped waiting for.
+            self.stats.unknown_responses += 1
+            self._log.debug("dropping a response with unknown id %r", rid)
+            return
+        try:
+            send.send_nowait(env)
+        except trio.BrokenResourceError:  # the waiter is gone already
+            pass
+        send.close()
+
+    # --- incoming requests --------------------------------------------------------------------
+
+    def _request(self, req_id: RequestId, method: str, params: msgspec.Raw, line: bytes) -> None:
+        self.stats.requests_in += 1
+        if req_id in self._serving:
+            # Answering would look like an answer to the first one: drop it.
+            self._malformed(f"request id {req_id!r} is already in use", line)
+            return
+        assert self._nursery is not None  # only called from the read loop, inside run()
+        scope = trio.CancelScope()
+        self._serving[req_id] = scope
+        self._nursery.start_soon(self._serve, req_id, method, params, scope)
+
+    async def _serve(
+        self, req_id: RequestId, method: str, params: msgspec.Raw, scope: trio.CancelScope
+    ) -> None:
+        data: bytes | bytearray | None = None
+        try:
+            with scope:
+                if self._on_request is None:
+                    raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
+                result = await self._on_request(method, params)
+                data = encode_line(Response(id=req_id, result=result))
+        except RpcFailure as exc:
+            data = encode_line(ErrorResponse(id=req_id, error=exc.to_error()))
+        except AgentExited:
+            return  # the handler found the connection gone: nobody to answer
+        except Exception:
+            self._log.exception("handler for %s failed", method)
+            error = RpcError(INTERNAL_ERROR, f"internal error handling {method}")
+            data = encode_line(ErrorResponse(id=req_id, error=error))
+        finally:
+            self._serving.pop(req_id, None)
+        if scope.cancelled_caught:
+            error = RpcError(REQUEST_CANCELLED, "request cancelled")
+            data = encode_line(ErrorResponse(id=req_id, error=error))
+        assert data is not None
+        try:
+            await self._write(data)
+        except AgentExited:
+            pass
+
+    def _cancel_serving(self, params: msgspec.Raw, line: bytes) -> None:
+        try:
+            note = msgspec.json.decode(params or b"null", type=acp.CancelRequestNotification)
+        except msgspec.DecodeError as exc:
+            self._malformed(f"bad $/cancel_request: {exc}", line)
+            return
+        scope = self._serving.get(note.request_id)
+        if scope is not None:
+            scope.cancel(reason="$/cancel_request")
+
+    # --- bad input ----------------------------------------------------------------------------
+
+    def _malformed(self, why: str, line: bytes) -> None:
+        self.stats.malformed += 1
+        self._complain("malformed line (%s): %.200r", why, line)
+
+    def _callback_failed(self, name: str) -> None:
+        self.stats.callback_errors += 1
+        level = logging.ERROR if self.stats.callback_errors <= LOUD_ERRORS else logging.DEBUG
+        self._log.log(level, "%s raised; the message is dropped", name, exc_info=True)
+
+    def _complain(self, msg: str, *args: object) -> None:
+        count = self.stats.malformed + self.stats.oversized
+        level = logging.WARNING if count <= LOUD_ERRORS else logging.DEBUG
+        self._log.log(level, msg, *args)
