@@ -1,0 +1,133 @@
+"""The pieces of `acpd serve` that need no daemon: paths, logging, systemd notify."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import logs
+from daemon.paths import default_data_dir, default_socket_path
+
+
+def test_default_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ACPD_SOCKET", "XDG_RUNTIME_DIR", "ACPD_DATA_DIR", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/home/u")
+    assert default_socket_path() == Path(f"/tmp/acpd-{os.getuid()}/acpd.sock")
+    assert default_data_dir() == Path("/home/u/.local/share/acpd")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "relative/ignored")
+    monkeypatch.setenv("XDG_DATA_HOME", "")
+    assert default_socket_path() == Path(f"/tmp/acpd-{os.getuid()}/acpd.sock")
+    assert default_data_dir() == Path("/home/u/.local/share/acpd")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg/data")
+    assert default_socket_path() == Path("/run/user/7/acpd/acpd.sock")
+    assert default_data_dir() == Path("/xdg/data/acpd")
+    monkeypatch.setenv("ACPD_SOCKET", "/s.sock")
+    monkeypatch.setenv("ACPD_DATA_DIR", "/d")
+    assert default_socket_path() == Path("/s.sock")
+    assert default_data_dir() == Path("/d")
+
+
+@pytest.mark.subprocess
+def test_paths_does_not_import_trio() -> None:
+    code = "import sys, daemon.paths; sys.exit('trio' in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _record(level: int, msg: str, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord("acpd.x", level, __file__, 1, msg, (), exc_info)
+
+
+def test_journal_format() -> None:
+    fmt = logs.JournalFormatter()
+    assert fmt.format(_record(logging.INFO, "ready")) == "<6>acpd.x: ready"
+    assert fmt.format(_record(logging.DEBUG, "d")) == "<7>acpd.x: d"
+    assert fmt.format(_record(logging.WARNING, "w")) == "<4>acpd.x: w"
+    assert fmt.format(_record(logging.CRITICAL, "c")) == "<2>acpd.x: c"
+    lines = fmt.format(_record(logging.ERROR, "failed", exc=True)).splitlines()
+    assert lines[0] == "<3>acpd.x: failed"
+    assert len(lines) > 2
+    assert all(line.startswith("<3>") for line in lines)
+    assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_stderr_is_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with open(tmp_path / "stream", "w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+        assert not logs.stderr_is_journal(stream)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.stderr_is_journal(stream)
+        # Inherited by a shell, but our stderr is somewhere else (a terminal): not the journal.
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        assert not logs.stderr_is_journal(stream)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:9")
+    assert not logs.stderr_is_journal(io.StringIO())  # no file descriptor at all
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in logs._installed:
+        root.removeHandler(handler)
+        handler.close()
+    logs._installed.clear()
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_setup_logging(tmp_path: Path) -> None:
+    human, journal = io.StringIO(), io.StringIO()
+    logs.setup_logging(tmp_path, stream=human, journal=False)
+    logging.getLogger("acpd.t").info("hello")
+    assert human.getvalue().endswith(" INFO    acpd.t: hello\n")
+    assert human.getvalue()[:4].isdigit()  # a timestamp first
+    # Set up again: replaced, not doubled.
+    logs.setup_logging(tmp_path, stream=journal, journal=True)
+    logging.getLogger("acpd.t").warning("again")
+    assert journal.getvalue() == "<4>acpd.t: again\n"
+    assert human.getvalue().count("\n") == 1
+    log_file = tmp_path / "logs" / "acpd.log"
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert log_file.read_text().count("acpd.t:") == 2
+    handler = next(h for h in logs._installed if isinstance(h, logging.FileHandler))
+    assert isinstance(handler, logging.handlers.RotatingFileHandler)
+    assert (handler.maxBytes, handler.backupCount) == (5 * 1024 * 1024, 3)
+
+
+def test_notify(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from daemon.main import notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
+        sd.bind(str(tmp_path / "notify"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        assert notify("READY=1") is True
+        assert sd.recv(100) == b"READY=1"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
+        name = f"acpd-test-{os.getpid()}"
+        sd.bind("\0" + name)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert notify("STOPPING=1") is True
+        assert sd.recv(100) == b"STOPPING=1"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
+    assert notify("READY=1") is False  # logged, never fatal
