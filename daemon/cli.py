@@ -1,0 +1,463 @@
+"""`acpd`: the command line (CONTRACT.md "Command line").
+
+Client commands start fast: they import only the standard library and `daemon.client`; trio
+and the engine load only for `acpd serve`. Each command is a function registered with
+`@command`, which also declares its arguments, so adding one is a single decorated function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from daemon import render
+from daemon.client import ApiError, Client, ClientError, dumps, resolve_socket
+
+# `typing` is not imported at run time: it alone costs ~10% of a client command's start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO, TypeAlias
+
+    Arg: TypeAlias = tuple[tuple[str, ...], dict[str, Any]]
+    Human: TypeAlias = Callable[[dict[str, Any]], str]
+    Run: TypeAlias = Callable[["Ctx", argparse.Namespace], int]
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+EPILOG = """\
+ids may be abbreviated to any unique prefix.
+
+--json prints the daemon's JSON-RPC `result` exactly as returned, one JSON document. Streams
+(`follow`, `send --follow`) print one JSON object per line: each notification as
+{"method": ..., "params": ...} (the JSON-RPC notification minus "jsonrpc"); `send --follow`
+prints its {"seq", "queued"} result first.
+
+socket: --socket PATH, else $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else
+/tmp/acpd-$UID/acpd.sock. Exit status: 0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe.
+"""
+
+
+class UsageError(Exception):
+    """A bad combination of arguments that argparse cannot express: exit 2."""
+
+
+def arg(*flags: str, **kwargs: Any) -> Arg:
+    return flags, kwargs
+
+
+class _Command:
+    __slots__ = ("args", "client", "help", "name", "run")
+
+    def __init__(self, name: str, help: str, args: tuple[Arg, ...], client: bool, run: Run) -> None:
+        self.name, self.help, self.args, self.client, self.run = name, help, args, client, run
+
+
+COMMANDS: dict[str, _Command] = {}
+
+
+def command(name: str, help: str, *args: Arg, client: bool = True) -> Callable[[Run], Run]:
+    """Register a subcommand; `client=True` adds `--socket` and `--json` and a connection."""
+
+    def register(run: Run) -> Run:
+        COMMANDS[name] = _Command(name, help, args, client, run)
+        return run
+
+    return register
+
+
+class Ctx:
+    """What a command runs with: its output streams and, for client commands, a connection."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.args = args
+        self.out = out
+        self.err = err
+        self.json: bool = getattr(args, "json", False)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(resolve_socket(self.args.socket))
+        return self._client
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.client.call(method, params)
+
+    def emit(self, result: object) -> None:
+        print(dumps(result), file=self.out)
+
+    def finish(self, result: dict[str, Any], human: Human | None = None) -> int:
+        """Print a command's result: as JSON, or for people with `human` (nothing if None)."""
+        if self.json:
+            self.emit(result)
+        elif human is not None and (text := human(result)):
+            self.say(text)
+        return 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out)
+
+    def note(self, text: str) -> None:
+        """Information for people that is not the command's output."""
+        print(text, file=self.err)
+
+    def renderer(self) -> render.Renderer:
+        return render.Renderer(self.out, render.Style.for_stream(self.out))
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+# --- the daemon --------------------------------------------------------------------------------
+
+
+@command(
+    "serve",
+    "run the daemon in the foreground (what systemd runs)",
+    arg("--data-dir", metavar="DIR", help="default $ACPD_DATA_DIR, else $XDG_DATA_HOME/acpd"),
+    arg("--socket", metavar="PATH", help="default as for the client commands"),
+    arg("--ws", metavar="HOST:PORT", help="dashboard address (127.0.0.1:0 picks a free port)"),
+    arg("--no-ws", action="store_true", help="no dashboard"),
+    arg("--config", metavar="FILE", help="default $ACPD_CONFIG, else ~/.config/acpd/config.toml"),
+    client=False,
+)
+def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:
+    if a.ws is not None and a.no_ws:
+        raise UsageError("--ws and --no-ws exclude each other")
+    from pathlib import Path
+
+    from daemon.main import serve_main
+
+    def path(value: str | None) -> Path | None:
+        return Path(value).expanduser() if value else None
+
+    return serve_main(
+        data_dir=path(a.data_dir),
+        socket=path(a.socket),
+        ws=a.ws,
+        no_ws=a.no_ws,
+        config_path=path(a.config),
+    )
+
+
+@command("status", "daemon health and figures")
+def cmd_status(ctx: Ctx, a: argparse.Namespace) -> int:
+    return ctx.finish(ctx.call("daemon/status"), lambda r: render.status(r, ctx.client.path))
+
+
+@command(
+    "dashboard",
+    "print the dashboard's link, which carries its access token",
+    arg("--open", action="store_true", help="also open it in the default web browser"),
+)
+def cmd_dashboard(ctx: Ctx, a: argparse.Namespace) -> int:
+    status = ctx.call("daemon/status")
+    url = status.get("dashboard_url")
+    if not url:
+        raise ClientError('this daemon serves no dashboard (it runs with --no-ws or ws = "")')
+    from pathlib import Path
+
+    # The token file is readable by the daemon's user only. The link carries the token in its
+    # fragment, which the browser never sends to a server: the page reads it and forgets it.
+    token = (Path(status["data_dir"]) / "dashboard.token").read_text(encoding="ascii").strip()
+    link = f"{url}#token={token}"
+    if ctx.json:
+        ctx.emit({"url": url, "link": link})
+    else:
+        ctx.say(link)
+    if a.open:
+        import webbrowser
+
+        if not webbrowser.open(link):
+            ctx.note("acpd: found no web browser to open; open the link above")
+    return 0
+
+
+@command("agents", "configured agents")
+def cmd_agents(ctx: Ctx, a: argparse.Namespace) -> int:
+    return ctx.finish(ctx.call("agents/list"), render.agents)
+
+
+# --- conversations -----------------------------------------------------------------------------
+
+
+@command(
+    "new",
+    "create a conversation; prints its id",
+    arg("--agent", metavar="NAME", help="a configured agent (see `acpd agents`)"),
+    arg("--agent-cmd", metavar="'CMD ARG…'", help="run this command as the agent"),
+    arg("--cwd", metavar="DIR", help="the agent's working directory (default: here)"),
+    arg("--title", metavar="T"),
+)
+def cmd_new(ctx: Ctx, a: argparse.Namespace) -> int:
+    params = create_params(a.agent, a.agent_cmd, a.cwd, a.title)
+    return ctx.finish(ctx.call("conversations/create", params), lambda r: r["conversation"]["id"])
+
+
+def create_params(
+    agent: str | None, agent_cmd: str | None, cwd: str | None, title: str | None
+) -> dict[str, Any]:
+    if agent and agent_cmd:
+        raise UsageError("--agent and --agent-cmd exclude each other")
+    directory = os.path.abspath(os.path.expanduser(cwd) if cwd else os.getcwd())
+    if not os.path.isdir(directory):
+        raise UsageError(f"--cwd: not a directory: {directory}")
+    params: dict[str, Any] = {"cwd": directory}
+    if agent:
+        params["agent"] = agent
+    if agent_cmd is not None:
+        import shlex
+
+        try:
+            argv = shlex.split(agent_cmd)
+        except ValueError as exc:
+            raise UsageError(f"--agent-cmd: {exc}") from None
+        if not argv:
+            raise UsageError("--agent-cmd: empty command")
+        params["agent_cmd"] = argv
+    if title is not None:
+        params["title"] = title
+    return params
+
+
+@command(
+    "ls",
+    "list conversations, newest activity first",
+    arg("--limit", type=int, default=50, metavar="N", help="at most N (default 50)"),
+    arg("--before", metavar="CURSOR", help="the page after this one (`next` of --json)"),
+)
+def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
+    if a.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    params: dict[str, Any] = {"limit": a.limit}
+    if a.before:
+        params["before"] = a.before
+    result = ctx.call("conversations/list", params)
+    if ctx.json or not result.get("conversations"):
+        if not ctx.json:
+            ctx.note("no conversations (start one with `acpd new` or `acpd chat`)")
+        return ctx.finish(result)
+    width = os.get_terminal_size(ctx.out.fileno()).columns if ctx.out.isatty() else None
+    ctx.say(render.conversations(result["conversations"], width))
+    shown, total = len(result["conversations"]), result.get("total")
+    if isinstance(total, int) and total > shown:
+        ctx.note(f"({shown} of {total} shown; see --limit, and --before {result.get('next')})")
+    return 0
+
+
+@command("show", "a conversation's details", arg("id", metavar="ID"))
+def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
+    return ctx.finish(ctx.call("conversations/get", {"id": a.id}), render.conversation)
+
+
+@command(
+    "queue",
+    "messages waiting for their turn",
+    arg("id", metavar="ID"),
+    arg("--remove", type=int, metavar="SEQ", help="take the queued message SEQ out instead"),
+)
+def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
+    if a.remove is not None:
+        return ctx.finish(ctx.call("messages/remove", {"id": a.id, "seq": a.remove}))
+    return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
+
+
+@command("rm", "delete a conversation", arg("id", metavar="ID"))
+def cmd_rm(ctx: Ctx, a: argparse.Namespace) -> int:
+    return ctx.finish(ctx.call("conversations/delete", {"id": a.id}))
+
+
+@command("interrupt", "cancel the running turn (the queue pauses)", arg("id", metavar="ID"))
+def cmd_interrupt(ctx: Ctx, a: argparse.Namespace) -> int:
+    def human(result: dict[str, Any]) -> str:
+        if result.get("interrupted"):
+            return f"interrupted; the queue is paused until `acpd resume {a.id}`"
+        return "no turn was running"
+
+    return ctx.finish(ctx.call("turns/interrupt", {"id": a.id}), human)
+
+
+@command("resume", "resume a paused queue", arg("id", metavar="ID"))
+def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
+    return ctx.finish(ctx.call("conversations/resume", {"id": a.id}))
+
+
+@command(
+    "permit",
+    "answer a pending permission request",
+    arg("id", metavar="ID"),
+    arg("request", metavar="REQUEST"),
+    arg("option", metavar="OPTION", nargs="?", help="the option id to select"),
+    arg("--cancel", action="store_true", help="answer `cancelled` instead of an option"),
+)
+def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
+    if (a.option is None) == (not a.cancel):
+        raise UsageError("give OPTION or --cancel, not both or neither")
+    params: dict[str, Any] = {"id": a.id, "request": a.request}
+    if a.cancel:
+        params["cancelled"] = True
+    else:
+        params["option"] = a.option
+    return ctx.finish(ctx.call("permissions/respond", params))
+
+
+# --- messages and streams (daemon.follow holds the loops) --------------------------------------
+
+
+@command(
+    "send",
+    "append a user message; `-` reads it from stdin",
+    arg("id", metavar="ID"),
+    arg("text", metavar="TEXT", nargs="+"),
+    arg("--no-run", action="store_true", help="queue it without starting the queue"),
+    arg("--interrupt", action="store_true", help="cancel the running turn first"),
+    arg("--follow", action="store_true", help="stream until this message's turn ends"),
+)
+def cmd_send(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.chat import send_and_follow
+
+    text = read_text(a.text, sys.stdin)
+    return send_and_follow(
+        ctx, a.id, text, run=not a.no_run, interrupt=a.interrupt, follow=a.follow
+    )
+
+
+def read_text(words: list[str], stdin: TextIO) -> str:
+    """The message: the words joined, or stdin for a lone `-` (trailing newlines dropped)."""
+    text = stdin.read().rstrip("\n") if words == ["-"] else " ".join(words)
+    if not text.strip():
+        raise UsageError("the message is empty")
+    return text
+
+
+@command(
+    "follow",
+    "replay events after SEQ, then stream live until Ctrl-C",
+    arg("id", metavar="ID"),
+    arg("--from", dest="from_seq", type=int, default=0, metavar="SEQ",
+        help="replay after SEQ (default 0: everything; negative: the last -SEQ events)"),
+)  # fmt: skip
+def cmd_follow(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.chat import follow
+
+    return follow(ctx, a.id, a.from_seq)
+
+
+@command(
+    "chat",
+    "interactive: type to send (queued while a turn runs); Ctrl-C interrupts the turn",
+    arg("id", metavar="ID", nargs="?", help="default: a new conversation"),
+    arg("--agent", metavar="NAME", help="for a new conversation"),
+    arg("--agent-cmd", metavar="'CMD ARG…'", help="for a new conversation"),
+    arg("--cwd", metavar="DIR", help="for a new conversation (default: here)"),
+    arg("--title", metavar="T", help="for a new conversation"),
+    arg("--from", dest="from_seq", type=int, default=-20, metavar="SEQ",
+        help="history to show first: after SEQ, or the last -SEQ events (default -20)"),
+)  # fmt: skip
+def cmd_chat(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.chat import chat
+
+    if a.id is not None and (a.agent or a.agent_cmd or a.cwd or a.title is not None):
+        raise UsageError("--agent, --agent-cmd, --cwd and --title are for a new conversation")
+    params = None if a.id else create_params(a.agent, a.agent_cmd, a.cwd, a.title)
+    return chat(ctx, a.id, params, a.from_seq)
+
+
+# --- parsing and main --------------------------------------------------------------------------
+
+
+_ORDER = ("serve", "new", "send", "follow", "chat", "ls", "show", "queue", "rm", "interrupt",
+          "resume", "permit", "status", "agents")  # fmt: skip
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, sized without `shutil` (whose import argparse would pay for)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+            except (ValueError, OSError):
+                width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's (the one about to run: faster to build)."""
+    parser = argparse.ArgumentParser(
+        prog="acpd",
+        description="Durable conversations with ACP coding agents.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    common.add_argument("--socket", metavar="PATH", help="the daemon's socket")
+    common.add_argument("--json", action="store_true", help="print JSON (see `acpd --help`)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Help lists CONTRACT.md's order; commands registered elsewhere follow.
+    names = [n for n in _ORDER if n in COMMANDS] + [n for n in COMMANDS if n not in _ORDER]
+    for cmd in (COMMANDS[n] for n in names if only in (None, n)):
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.help,
+            parents=[common] if cmd.client else [],
+            epilog=EPILOG if cmd.client else None,
+            formatter_class=_Formatter,
+        )
+        for flags, kwargs in cmd.args:
+            p.add_argument(*flags, **kwargs)
+        p.set_defaults(handler=cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    args = parser.parse_args(argv)  # exits 2 on a usage error
+    ctx = Ctx(args, sys.stdout, sys.stderr)
+    try:
+        try:
+            return int(args.handler.run(ctx, args))
+        finally:
+            ctx.close()
+            sys.stdout.flush()  # here, so a closed pipe is caught below
+    except UsageError as exc:
+        parser.exit(2, f"acpd {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing, and keep the interpreter's own flush
+        # at exit from failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (ApiError, ClientError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}")
+    except Exception as exc:  # a bug: still one line, with the traceback only on request
+        if os.environ.get("ACPD_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (ACPD_DEBUG=1 for details)")
+
+
+def _fail(message: str) -> int:
+    print(f"acpd: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

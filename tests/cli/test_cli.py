@@ -1,0 +1,329 @@
+"""Argument parsing, one-shot commands against a fake socket, and error formatting."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from daemon import cli, render
+from tests.cli.fakeserver import Conn, Fail, conv, hang_guard, serving
+
+HANG_GUARD = 30
+
+
+def acpd(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with hang_guard():
+        code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def test_every_contract_command_is_there() -> None:
+    names = set(cli.COMMANDS)
+    for name in ("serve", "new", "send", "follow", "chat", "ls", "show", "queue", "rm",
+                 "interrupt", "resume", "permit", "status", "agents"):  # fmt: skip
+        assert name in names
+
+
+def test_client_commands_take_socket_and_json_after_the_command() -> None:
+    args = cli.build_parser().parse_args(["ls", "--json", "--socket", "/x.sock", "--limit", "3"])
+    assert (args.json, args.socket, args.limit) == (True, "/x.sock", 3)
+    args = cli.build_parser().parse_args(["send", "abc", "hello", "world", "--follow"])
+    assert (args.id, args.text, args.follow, args.no_run, args.interrupt) == (
+        "abc",
+        ["hello", "world"],
+        True,
+        False,
+        False,
+    )
+    args = cli.build_parser().parse_args(["follow", "abc", "--from", "-5"])
+    assert args.from_seq == -5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["nope"], ["send", "abc"], ["ls", "--limit", "x"], ["serve", "--json"], ["show"]],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["permit", "abc", "r1"], "give OPTION or --cancel"),
+        (["permit", "abc", "r1", "opt", "--cancel"], "give OPTION or --cancel"),
+        (["new", "--agent", "a", "--agent-cmd", "b"], "exclude each other"),
+        (["new", "--agent-cmd", "'unclosed"], "--agent-cmd: No closing quotation"),
+        (["new", "--cwd", "/definitely/not/here"], "not a directory"),
+        (["ls", "--limit", "0"], "--limit must be at least 1"),
+        (["serve", "--ws", "127.0.0.1:0", "--no-ws"], "exclude each other"),
+        (["chat", "abc", "--agent", "demo"], "are for a new conversation"),
+    ],
+)
+def test_checked_usage_errors_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--socket", str(tmp_path / "s")] if argv[0] != "serve" else argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert err.startswith(f"acpd {argv[0]}: error:")
+
+
+def test_read_text_joins_words_or_reads_stdin() -> None:
+    assert cli.read_text(["hello", "world"], io.StringIO("unused")) == "hello world"
+    assert cli.read_text(["-"], io.StringIO("from\nstdin\n\n")) == "from\nstdin"
+    assert cli.read_text(["a", "-"], io.StringIO("x")) == "a -"
+    with pytest.raises(cli.UsageError, match="empty"):
+        cli.read_text(["-"], io.StringIO(" \n"))
+
+
+def test_create_params_sends_an_absolute_cwd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    assert cli.create_params(None, None, None, None) == {"cwd": str(tmp_path)}
+    assert cli.create_params(None, "my-agent --flag 'a b'", "sub", "T") == {
+        "cwd": str(tmp_path / "sub"),
+        "agent_cmd": ["my-agent", "--flag", "a b"],
+        "title": "T",
+    }
+
+
+# --- commands against the fake daemon -----------------------------------------------------------
+
+
+def test_json_prints_the_result_as_one_document(capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"conversations": [conv()], "total": 1, "next": None}
+    with serving({"conversations/list": lambda c, p: result}) as server:
+        code, out, err = acpd(capsys, "ls", "--json", "--socket", server.path)
+    assert (code, err) == (0, "")
+    assert json.loads(out) == result
+    assert out.count("\n") == 1
+    assert server.requests == [("conversations/list", {"limit": 50})]
+
+
+def test_ls_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"conversations": [conv("c1"), conv("c2", status="running")], "total": 9, "next": "k"}
+    with serving({"conversations/list": lambda c, p: result}) as server:
+        code, out, err = acpd(
+            capsys, "ls", "--limit", "2", "--before", "z", "--socket", server.path
+        )
+    assert code == 0
+    assert out.splitlines()[0].split() == ["ID", "STATUS", "QUEUED", "UPDATED", "AGENT", "TITLE"]
+    assert out.splitlines()[2].split()[:2] == ["c2", "running"]
+    assert err == "(2 of 9 shown; see --limit, and --before k)\n"
+    assert server.requests == [("conversations/list", {"limit": 2, "before": "z"})]
+
+
+def test_ls_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"conversations": [], "total": 0, "next": None}
+    with serving({"conversations/list": lambda c, p: result}) as server:
+        code, out, err = acpd(capsys, "ls", "--socket", server.path)
+    assert (code, out) == (0, "")
+    assert "no conversations" in err
+
+
+def test_new_prints_the_id_and_sends_cwd(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with serving({"conversations/create": lambda c, p: {"conversation": conv("new1")}}) as server:
+        code, out, _ = acpd(
+            capsys, "new", "--agent", "demo", "--title", "T", "--socket", server.path
+        )
+    assert (code, out) == (0, "new1\n")
+    assert server.requests == [
+        ("conversations/create", {"cwd": str(tmp_path), "agent": "demo", "title": "T"})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "method", "params", "result", "shown"),
+    [
+        (["show", "c1"], "conversations/get", {"id": "c1"}, {"conversation": conv("c1")}, "id:"),
+        (["queue", "c1"], "messages/queue", {"id": "c1"}, {"pending": [{"seq": 3, "text": "t"}]},
+         "     3  t\n"),
+        (["queue", "c1", "--remove", "3"], "messages/remove", {"id": "c1", "seq": 3}, {}, ""),
+        (["rm", "c1"], "conversations/delete", {"id": "c1"}, {}, ""),
+        (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": True},
+         "interrupted; the queue is paused until `acpd resume c1`\n"),
+        (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": False},
+         "no turn was running\n"),
+        (["resume", "c1"], "conversations/resume", {"id": "c1"}, {}, ""),
+        (["permit", "c1", "r1", "allow"], "permissions/respond",
+         {"id": "c1", "request": "r1", "option": "allow"}, {}, ""),
+        (["permit", "c1", "r1", "--cancel"], "permissions/respond",
+         {"id": "c1", "request": "r1", "cancelled": True}, {}, ""),
+        (["status"], "daemon/status", None, {"version": "0.1.0", "pid": 4, "uptime_s": 2.5},
+         "version:  0.1.0\n"),
+        (["agents"], "agents/list", None, {"agents": [{"name": "demo", "command": ["py"]}]},
+         "AGENT  COMMAND\ndemo   py\n"),
+        (["send", "c1", "hi", "there", "--no-run"], "messages/send",
+         {"id": "c1", "text": "hi there", "run": False, "interrupt": False},
+         {"seq": 7, "queued": 2}, "queued (message 7): 2 turns ahead of it\n"),
+        (["send", "c1", "hi", "--interrupt"], "messages/send",
+         {"id": "c1", "text": "hi", "run": True, "interrupt": True}, {"seq": 7, "queued": 0}, ""),
+    ],
+)  # fmt: skip
+def test_one_shot_commands(
+    argv: list[str],
+    method: str,
+    params: dict[str, Any] | None,
+    result: dict[str, Any],
+    shown: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serving({method: lambda c, p: result}) as server:
+        code, out, err = acpd(capsys, *argv, "--socket", server.path)
+        assert (code, err) == (0, "")
+        assert out.startswith(shown) if shown else out == ""
+        code, out, _ = acpd(capsys, *argv, "--socket", server.path, "--json")
+        assert code == 0
+        assert json.loads(out) == result
+    assert server.requests == [(method, params if params is not None else {})] * 2
+
+
+def test_send_reads_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("line one\nline two\n"))
+    with serving({"messages/send": lambda c, p: {"seq": 1, "queued": 0}}) as server:
+        code, _, _ = acpd(capsys, "send", "c1", "-", "--socket", server.path)
+    assert code == 0
+    assert server.requests[0][1]["text"] == "line one\nline two"
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def test_api_error_is_one_line_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    def get(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        raise Fail(-32001, "no such conversation: zz")
+
+    with serving({"conversations/get": get}) as server:
+        code, out, err = acpd(capsys, "show", "zz", "--socket", server.path)
+    assert (code, out, err) == (1, "", "acpd: error: no such conversation: zz\n")
+
+
+def test_not_running_is_one_line_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    path = str(tmp_path / "s.sock")
+    code, out, err = acpd(capsys, "status", "--socket", path)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"acpd: error: acpd is not running (no socket at {path}): start it with `acpd serve`\n"
+    )
+
+
+def test_default_socket_from_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving({"daemon/status": lambda c, p: {"pid": 1}}) as server:
+        monkeypatch.setenv("ACPD_SOCKET", server.path)
+        code, out, _ = acpd(capsys, "status", "--json")
+    assert (code, out) == (0, '{"pid":1}\n')
+
+
+def test_internal_error_has_no_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ACPD_DEBUG", raising=False)
+    with serving({"daemon/status": lambda c, p: {"uptime_s": 1}}) as server:
+        monkeypatch.setattr(render, "status", lambda r, s: 1 / 0)
+        code, _, err = acpd(capsys, "status", "--socket", server.path)
+    assert code == 1
+    assert err.startswith("acpd: error: internal error: ZeroDivisionError")
+    assert err.count("\n") == 1
+
+
+def test_keyboard_interrupt_exits_130_quietly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(ctx: cli.Ctx, a: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.COMMANDS["status"], "run", interrupted)
+    assert acpd(capsys, "status") == (130, "", "")
+
+
+def _run_cli(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        **kwargs,
+    )
+
+
+@pytest.mark.subprocess
+def test_real_process_errors_and_usage(tmp_path: Any) -> None:
+    proc = _run_cli("ls", "--socket", str(tmp_path / "s.sock"))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("acpd: error: acpd is not running")
+    assert "Traceback" not in proc.stderr
+    proc = _run_cli("send")
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
+    proc = _run_cli("--help")
+    assert proc.returncode == 0
+    assert '{"method": ..., "params": ...}' in proc.stdout
+
+
+@pytest.mark.subprocess
+def test_closed_pipe_is_quiet() -> None:
+    many = [conv(f"c{i:05}", title="t" * 200) for i in range(2000)]  # far beyond a pipe buffer
+    result = {"conversations": many, "total": len(many), "next": None}
+    with (
+        serving({"conversations/list": lambda c, p: result}) as server,
+        subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "ls", "--limit", "1000", "--socket", server.path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"ID")
+        proc.stdout.close()  # like `| head -1`
+        err = proc.stderr.read()
+        assert proc.wait(timeout=HANG_GUARD) == 141
+    assert err == b""
+
+
+def test_module_is_runnable() -> None:
+    assert os.path.exists(cli.__file__)
+    assert cli.__name__ == "daemon.cli"
+
+
+@pytest.mark.subprocess
+def test_client_commands_import_no_heavy_modules() -> None:
+    """`acpd ls` must start fast: no trio, msgspec, attrs or engine behind the client commands."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys, daemon.cli, daemon.chat; "
+        "print(sorted(m for m in ('trio', 'msgspec', 'attrs', 'cattrs', 'daemon.engine') "
+        "if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD, cwd=root
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[]\n", "a client command imports heavy modules (daemon/__init__.py?)"
