@@ -1,0 +1,392 @@
+"""The dashboard: a static page and a JSON-RPC websocket on one loopback port.
+
+```
+serve_dashboard(address, dispatcher, data_dir)
+└─ serve_listeners: one task per TCP connection
+   ├─ read the request head with h11 (bounded in size and time: slowloris)
+   ├─ GET /, /app.js, ...       → the file, with CSP and friends; then close
+   └─ GET /ws + Upgrade         → Host and Origin checked (403 before any handshake), then
+                                  trio-websocket over a stream that replays the bytes read;
+                                  first message must be `auth` with the token, then the
+                                  dispatcher serves the connection, one message per text frame
+```
+
+Who may talk to it: anyone on this machine can connect to a loopback port, and any web page in
+the user's browser can try. So the websocket needs both the `Origin` of the page we serve
+(other pages cannot forge it; DNS rebinding is caught by the `Host` check) and the secret in
+`dashboard.token` (0600 in the data dir, readable only by the user who may use the daemon),
+presented as the first message. Until then no API call runs. The token never travels in a URL
+query: `acpd dashboard` hands it to the page in the fragment, which browsers never send.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.resources
+import ipaddress
+import logging
+import os
+import secrets
+from functools import partial
+from pathlib import Path
+from typing import Final, NoReturn
+
+import attrs
+import msgspec
+import trio
+import trio_websocket
+from msgspec import UNSET
+
+from daemon._http import ClientClosed, HttpError, HttpExchange, ReplayStream, RequestHead, linger
+from daemon.dispatch import ClientGone, Dispatcher
+from daemon.unix_server import ListenError
+from protocol.api import EmptyResult
+from protocol.jsonrpc import (
+    UNAUTHORIZED,
+    ErrorResponse,
+    RequestId,
+    Response,
+    RpcError,
+    RpcFailure,
+    decode_envelope,
+    decode_params,
+    encode,
+)
+
+__all__ = [
+    "AUTH_METHOD",
+    "TOKEN_FILE",
+    "load_or_create_token",
+    "parse_address",
+    "serve_dashboard",
+]
+
+log = logging.getLogger("acpd.dashboard")
+
+TOKEN_FILE: Final = "dashboard.token"
+AUTH_METHOD: Final = "auth"
+HEAD_TIMEOUT_S: Final = 10.0  # to send a request head, and to finish the websocket handshake
+AUTH_TIMEOUT_S: Final = 10.0  # from the handshake to the `auth` message
+CLOSE_TIMEOUT_S: Final = 2.0  # for the websocket closing handshake
+LINGER_S: Final = 1.0  # after a response, for the client to close its side
+MAX_CONNECTIONS: Final = 256  # open TCP connections; past that new ones are closed at once
+_WS_PATH: Final = "/ws"
+# What the page is made of; anything else in static/ is not served.
+_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+# --- the token ---------------------------------------------------------------------------------
+
+
+def _usable(token: str) -> bool:
+    return len(token) >= 32 and all(c.isascii() and (c.isalnum() or c in "-_") for c in token)
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The token in `data_dir/dashboard.token`, created (0600) at first use and reused after.
+
+    A token file that others could read, or that is damaged, is replaced by a new one.
+    Raises OSError.
+    """
+    path = data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    else:
+        with open(fd, encoding="ascii", errors="replace") as file:
+            st = os.fstat(file.fileno())
+            token = file.read(4096).strip()
+        if st.st_uid == os.getuid() and not st.st_mode & 0o077 and _usable(token):
+            return token
+        log.warning("%s was damaged or readable by others: replacing it", path)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{TOKEN_FILE}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover tmp file keeps its old mode through O_CREAT
+        os.write(fd, f"{token}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)  # whole or not at all: a crash never leaves half a token
+    return token
+
+
+# --- the address -------------------------------------------------------------------------------
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """`HOST:PORT` → (IP to bind, host as written in URLs, port). Loopback only: `127.0.0.1`,
+    `[::1]`, `localhost` (bound on 127.0.0.1). Raises ValueError."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    ip_text = "127.0.0.1" if host == "localhost" else host.removeprefix("[").removesuffix("]")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address or localhost") from None
+    if not ip.is_loopback:
+        # The token is the only thing between the network and the agents' shells.
+        raise ValueError(f"{host} is not a loopback address; the dashboard serves this host only")
+    url_host = host if host == "localhost" else f"[{ip}]" if ip.version == 6 else str(ip)
+    return str(ip), url_host, int(port_text)
+
+
+# --- the site ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _File:
+    body: bytes
+    content_type: str
+
+
+def _load_files() -> dict[str, _File]:
+    files: dict[str, _File] = {}
+    for entry in importlib.resources.files("daemon").joinpath("static").iterdir():
+        content_type = _TYPES.get(os.path.splitext(entry.name)[1])
+        if content_type is not None and entry.is_file():
+            files[f"/{entry.name}"] = _File(entry.read_bytes(), content_type)
+    if "/index.html" not in files:
+        raise ListenError("the dashboard page is missing from the installation (daemon/static)")
+    files["/"] = files["/index.html"]
+    return files
+
+
+@attrs.define(eq=False)
+class _Site:
+    dispatcher: Dispatcher
+    token: bytes
+    files: dict[str, _File]
+    url_host: str
+    port: int
+    head_timeout: float
+    auth_timeout: float
+    connections: int = 0
+    hosts: frozenset[str] = attrs.field(init=False)
+    origins: frozenset[str] = attrs.field(init=False)
+    page_headers: tuple[tuple[str, str], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        host = f"{self.url_host}:{self.port}"
+        # A browser leaves out the default port, in `Host` and in `Origin`.
+        bare = {self.url_host} if self.port == 80 else set()
+        self.hosts = frozenset({host, *bare})
+        self.origins = frozenset(f"http://{h}" for h in self.hosts)
+        csp = (
+            f"default-src 'self'; connect-src 'self' ws://{host}; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'"
+        )
+        self.page_headers = (
+            ("Content-Security-Policy", csp),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Frame-Options", "DENY"),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.url_host}:{self.port}/"
+
+
+async def serve_dashboard(
+    address: str,
+    dispatcher: Dispatcher,
+    data_dir: Path,
+    *,
+    head_timeout: float = HEAD_TIMEOUT_S,
+    auth_timeout: float = AUTH_TIMEOUT_S,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the dashboard on `address` (`HOST:PORT`, loopback; port 0 picks a free one).
+
+    `task_status.started(url)` reports the page's URL as bound, without the token (e.g.
+    `http://127.0.0.1:7421/`), once the port accepts connections.
+
+    Error handling: a bad address, a port in use, or an unusable token file raise
+    `ListenError` (one line) from `nursery.start`; a failing connection ends only itself.
+    Resource handling: cancelling this task closes the listener and every connection.
+    """
+    try:
+        bind_ip, url_host, port = parse_address(address)
+    except ValueError as exc:
+        raise ListenError(f"dashboard address: {exc}") from None
+    try:
+        token = await trio.to_thread.run_sync(load_or_create_token, data_dir)
+    except OSError as exc:
+        raise ListenError(f"cannot use {data_dir / TOKEN_FILE}: {exc.strerror}") from None
+    files = await trio.to_thread.run_sync(_load_files)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=bind_ip)
+    except OSError as exc:
+        raise ListenError(f"cannot serve the dashboard on {address}: {exc.strerror}") from None
+    port = listeners[0].socket.getsockname()[1]  # the one picked, for port 0
+    site = _Site(dispatcher, token.encode(), files, url_host, port, head_timeout, auth_timeout)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, partial(_handle, site), listeners)
+        log.info("dashboard at %s", site.url)
+        task_status.started(site.url)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _handle(site: _Site, stream: trio.SocketStream) -> None:
+    async with stream:
+        if site.connections >= MAX_CONNECTIONS:
+            log.warning("dashboard: %d connections open; refusing another", site.connections)
+            return
+        site.connections += 1
+        try:
+            await _serve_connection(site, stream)
+        except Exception:  # a bug here must cost one connection, not the listener
+            log.exception("dashboard connection failed")
+        finally:
+            site.connections -= 1
+
+
+async def _serve_connection(site: _Site, stream: trio.SocketStream) -> None:
+    http = HttpExchange(stream)
+    upgrade = False
+    with trio.move_on_after(site.head_timeout):
+        try:
+            head = await http.read_head()
+            upgrade = await _route(site, http, head)
+        except HttpError as exc:
+            await http.respond_text(exc.status, "bad request")
+        except (ClientClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    if upgrade:
+        await _serve_websocket(site, stream, bytes(http.raw))
+    else:
+        with trio.move_on_after(LINGER_S):
+            await linger(stream)
+
+
+async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
+    """Answer `head`, or return True to hand the connection to the websocket."""
+    get_or_head = head.method in ("GET", "HEAD")
+    only_head = head.method == "HEAD"
+    if head.header("host") not in site.hosts:
+        # DNS rebinding: a foreign name resolving to us. Say where the dashboard lives.
+        await http.respond_text(403, f"open the dashboard at {site.url}", head_only=only_head)
+        return False
+    if head.path == _WS_PATH:
+        if head.method != "GET":
+            await http.respond(405, [("Allow", "GET")])
+        elif not (
+            head.has_token("upgrade", "websocket") and head.has_token("connection", "upgrade")
+        ):
+            await http.respond(426, [("Upgrade", "websocket")])
+        elif head.header("origin") not in site.origins:
+            # Refused before the handshake: another page in the browser never gets a socket.
+            log.warning("dashboard: refused a websocket from origin %r", head.header("origin"))
+            await http.respond_text(403, "origin not allowed")
+        elif not head.header("sec-websocket-key") or head.header("sec-websocket-version") != "13":
+            await http.respond(400, [("Sec-WebSocket-Version", "13")])
+        else:
+            return True
+        return False
+    file = site.files.get(head.path)
+    if file is None:
+        await http.respond_text(404, "not found", head_only=only_head)
+    elif not get_or_head:
+        await http.respond(405, [("Allow", "GET, HEAD")])
+    else:
+        headers = [("Content-Type", file.content_type), *site.page_headers]
+        await http.respond(200, headers, file.body, head_only=only_head)
+    return False
+
+
+# --- the websocket -----------------------------------------------------------------------------
+
+
+async def _serve_websocket(site: _Site, stream: trio.SocketStream, head_bytes: bytes) -> None:
+    async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
+        try:
+            ws: trio_websocket.WebSocketConnection | None = None
+            with trio.move_on_after(site.head_timeout):
+                request = await trio_websocket.wrap_server_stream(
+                    nursery,
+                    ReplayStream(stream, head_bytes),
+                    max_message_size=site.dispatcher.max_message_bytes,
+                )
+                ws = await request.accept()
+            if ws is not None:
+                try:
+                    await _session(site, ws)
+                finally:
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await ws.aclose()
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            nursery.cancel_scope.cancel(reason="websocket done")
+
+
+class _AuthParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str
+
+
+_auth_params = msgspec.json.Decoder(_AuthParams)
+
+
+def _error(req_id: RequestId, message: str) -> str:
+    return encode(ErrorResponse(id=req_id, error=RpcError(UNAUTHORIZED, message))).decode()
+
+
+def _check_auth(message: str | bytes, token: bytes) -> tuple[bool, str]:
+    """Whether `message` is `auth` with the right token, and the reply to send."""
+    try:
+        env = decode_envelope(message.encode() if isinstance(message, str) else message)
+    except RpcFailure:
+        return False, _error(None, "unauthorized: send `auth` with the dashboard token first")
+    req_id: RequestId = None if env.id is UNSET else env.id
+    if env.method != AUTH_METHOD:
+        return False, _error(req_id, "unauthorized: send `auth` with the dashboard token first")
+    try:
+        params = decode_params(_auth_params, env.params)
+    except RpcFailure:
+        return False, _error(req_id, "unauthorized: `auth` takes {token}")
+    if not hmac.compare_digest(params.token.encode(), token):
+        return False, _error(req_id, "unauthorized: wrong token")
+    return True, encode(Response(id=req_id, result=EmptyResult())).decode()
+
+
+async def _session(site: _Site, ws: trio_websocket.WebSocketConnection) -> None:
+    """Authenticate, then relay frames to and from the dispatcher until either side closes."""
+    first: str | bytes | None = None
+    with trio.move_on_after(site.auth_timeout):
+        first = await ws.get_message()
+    if first is None:
+        await ws.aclose(1008, "authentication timed out")
+        return
+    ok, reply = _check_auth(first, site.token)
+    await ws.send_message(reply)
+    if not ok:
+        log.warning("dashboard: refused a websocket client: %s", reply)
+        await ws.aclose(1008, "unauthorized")
+        return
+
+    async def send(line: bytes) -> None:
+        try:
+            # The dispatcher's lines end in a newline; a frame needs none.
+            await ws.send_message(line.rstrip(b"\n").decode())
+        except trio_websocket.ConnectionClosed:
+            raise ClientGone from None
+
+    async with site.dispatcher.open_connection(send) as conn:
+        while True:
+            try:
+                message = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                break
+            await conn.handle(message.encode() if isinstance(message, str) else message)

@@ -1,0 +1,529 @@
+// One open conversation: its history (paged backwards), the live turn, the queue, the actions.
+//
+// Stored events are shown in seq order, each seq once: history pages are prepended, the
+// subscription appends, and anything at or below the last seq seen is a duplicate (a replay
+// after reconnect or lag). Deltas stream into "live" blocks below the events; the stored
+// agent_message / agent_thought that completes a block replaces it, so each message shows once.
+// All agent text goes through textContent, never innerHTML.
+
+const PAGE = 100;
+
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function clockTime(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime())
+    ? ""
+    : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function countdown(ms) {
+  if (ms <= 0) return "deadline passed";
+  const s = Math.ceil(ms / 1000);
+  const m = Math.floor(s / 60);
+  return `default answer in ${m}:${String(s % 60).padStart(2, "0")}`;
+}
+
+const TOOL_MARK = { pending: "○", in_progress: "◐", completed: "●", failed: "✕" };
+const PLAN_MARK = { pending: "○", in_progress: "◐", completed: "●" };
+
+export class ConversationView {
+  constructor(rpc, dom, { onInfo }) {
+    this.rpc = rpc;
+    this.dom = dom;
+    this.onInfo = onInfo; // (conversation info) => void: keeps the list in step
+    this.id = null;
+    this.gen = 0; // bumped on every open/close: late answers for an old view are dropped
+    this.refreshTimer = null;
+    this.stick = true; // follow the end of the timeline until the reader scrolls up
+    dom.timeline.addEventListener("scroll", () => {
+      this.stick = this.atEnd();
+    });
+    // The queue panel or the window changing size must not unstick the reader either.
+    new ResizeObserver(() => {
+      if (this.stick) this.scrollToEnd();
+    }).observe(dom.timeline);
+    this.reset();
+    setInterval(() => this.tickDeadlines(), 1000);
+  }
+
+  reset() {
+    this.info = null;
+    this.lastSeq = 0; // highest event seq shown
+    this.loadedFrom = 0; // every event with seq > loadedFrom is shown (or on its way)
+    this.users = new Map(); // seq -> user message <li>
+    this.tools = new Map(); // tool_call_id -> {li, mark, title}
+    this.plans = new Map(); // prompt_seq -> <li>
+    this.permissions = new Map(); // request -> {li, event}
+    this.resolved = new Map(); // request -> permission_resolved event
+    this.pending = new Map(); // queued seq -> text
+    this.removed = new Set();
+    this.live = {}; // kind -> {block, body, promptSeq}
+    this.dom.events.replaceChildren();
+    this.dom.live.replaceChildren();
+    this.dom.queueList.replaceChildren();
+    this.dom.queue.hidden = true;
+    this.dom.earlier.hidden = true;
+    this.showError("");
+  }
+
+  // --- opening, subscribing ---------------------------------------------------------------
+
+  async open(id) {
+    const previous = this.id;
+    const gen = ++this.gen;
+    this.id = id;
+    this.reset();
+    if (previous && previous !== id) {
+      this.rpc.call("conversations/unsubscribe", { id: previous }).catch(() => {});
+    }
+    try {
+      const { conversation } = await this.rpc.call("conversations/get", { id });
+      if (gen !== this.gen) return;
+      this.setInfo(conversation);
+      const after = Math.max(0, conversation.last_seq - PAGE);
+      const page = await this.rpc.call("conversations/events", {
+        id,
+        after_seq: after,
+        limit: PAGE,
+      });
+      if (gen !== this.gen) return;
+      this.loadedFrom = after;
+      this.dom.earlier.hidden = after === 0;
+      this.lastSeq = after;
+      for (const event of page.events) this.addEvent(event);
+      this.scrollToEnd();
+      await this.subscribe(gen);
+      await this.refreshQueue();
+    } catch (err) {
+      if (gen === this.gen) this.showError(err.message);
+    }
+  }
+
+  close() {
+    if (this.id) this.rpc.call("conversations/unsubscribe", { id: this.id }).catch(() => {});
+    this.gen++;
+    this.id = null;
+    this.reset();
+  }
+
+  /** Subscribe from the last seq shown: the daemon replays what we missed, then goes live. */
+  async subscribe(gen = this.gen) {
+    if (this.id === null) return;
+    this.clearLive(); // deltas missed meanwhile cannot be recovered; the stored event will come
+    try {
+      await this.rpc.call("conversations/subscribe", {
+        id: this.id,
+        after_seq: this.lastSeq,
+        deltas: true,
+      });
+    } catch (err) {
+      if (gen === this.gen) this.showError(err.message);
+    }
+  }
+
+  /** After a reconnect: catch up from where we were. */
+  async resume() {
+    if (this.id === null) return;
+    if (this.info === null) return this.open(this.id);
+    await this.subscribe();
+    this.refreshSoon(0);
+  }
+
+  async loadEarlier() {
+    const id = this.id;
+    const gen = this.gen;
+    const upto = this.loadedFrom;
+    const from = Math.max(0, upto - PAGE);
+    this.dom.earlier.disabled = true;
+    try {
+      const page = await this.rpc.call("conversations/events", {
+        id,
+        after_seq: from,
+        limit: upto - from,
+      });
+      if (gen !== this.gen) return;
+      const timeline = this.dom.timeline;
+      const before = timeline.scrollHeight;
+      const frag = document.createDocumentFragment();
+      for (const event of page.events) {
+        if (event.seq > upto) break;
+        const node = this.render(event, true);
+        if (node) frag.append(node);
+      }
+      this.dom.events.prepend(frag);
+      this.loadedFrom = from;
+      this.dom.earlier.hidden = from === 0;
+      timeline.scrollTop += timeline.scrollHeight - before; // keep the reader's place
+    } catch (err) {
+      this.showError(err.message);
+    } finally {
+      this.dom.earlier.disabled = false;
+    }
+  }
+
+  // --- notifications ----------------------------------------------------------------------
+
+  notify(method, params) {
+    if (this.id === null || params.id !== this.id) return false;
+    if (method === "conversation/event") {
+      this.addEvent(params.event);
+      if (this.stick) this.scrollToEnd();
+    } else if (method === "conversation/delta") {
+      this.addDelta(params);
+      if (this.stick) this.scrollToEnd();
+    } else if (method === "conversation/lagged") {
+      // Dropped for falling behind: pick up again from the last event we were given.
+      this.lastSeq = Math.min(this.lastSeq, params.last_seq);
+      this.subscribe();
+    }
+    return method === "conversation/event";
+  }
+
+  addEvent(event) {
+    if (event.seq <= this.lastSeq) return; // seen already: a replay overlapping what we have
+    this.lastSeq = event.seq;
+    const node = this.render(event, false);
+    if (node) this.dom.events.append(node);
+    if (["user_message", "turn_started", "turn_ended", "agent_restarted", "error"].includes(event.type)) {
+      this.refreshSoon();
+    }
+  }
+
+  addDelta({ prompt_seq: promptSeq, kind, text }) {
+    let live = this.live[kind];
+    if (live === undefined || live.promptSeq !== promptSeq) {
+      this.clearLive(kind);
+      live = this.live[kind] = this.liveBlock(kind, promptSeq);
+      this.dom.live.append(live.block);
+    }
+    live.body.append(document.createTextNode(text)); // appending: no O(n²) re-render
+  }
+
+  liveBlock(kind, promptSeq) {
+    if (kind === "thought") {
+      const block = el("details", "thought streaming");
+      block.open = true;
+      block.append(el("summary", "", "Thinking…"));
+      const body = el("div", "text");
+      block.append(body);
+      return { block, body, promptSeq };
+    }
+    if (kind === "tool") {
+      const block = el("details", "tool-output streaming");
+      block.append(el("summary", "", "Tool output"));
+      const body = el("pre", "text");
+      block.append(body);
+      return { block, body, promptSeq };
+    }
+    const block = el("div", "msg agent streaming");
+    block.append(el("div", "who", this.info ? this.info.agent : "agent"));
+    const body = el("div", "text");
+    block.append(body);
+    return { block, body, promptSeq };
+  }
+
+  clearLive(kind) {
+    for (const k of kind === undefined ? Object.keys(this.live) : [kind]) {
+      this.live[k]?.block.remove();
+      delete this.live[k];
+    }
+  }
+
+  // --- rendering stored events ------------------------------------------------------------
+
+  /** The <li> for `event`, or null when it only updates something shown already. */
+  render(event, older) {
+    switch (event.type) {
+      case "user_message":
+        return this.renderUser(event);
+      case "turn_started": {
+        const user = this.users.get(event.prompt_seq);
+        if (user) user.classList.remove("queued");
+        return null;
+      }
+      case "agent_message":
+        if (!older) this.clearLive("message");
+        return this.renderText(event, "msg agent", this.info ? this.info.agent : "agent");
+      case "agent_thought": {
+        if (!older) this.clearLive("thought");
+        const li = el("li", "thought");
+        li.dataset.seq = event.seq;
+        const details = el("details");
+        details.append(el("summary", "", "Thought"), el("div", "text", event.text));
+        li.append(details);
+        return li;
+      }
+      case "tool_call":
+        return this.renderTool(event, older);
+      case "plan":
+        return this.renderPlan(event, older);
+      case "permission_requested":
+        return this.renderPermission(event);
+      case "permission_resolved":
+        return this.renderResolved(event, older);
+      case "turn_ended": {
+        if (!older) this.clearLive();
+        const ok = event.stop_reason === "end_turn";
+        const li = el("li", ok ? "meta" : "meta warn");
+        let text = ok ? "turn ended" : `turn ended: ${event.stop_reason.replaceAll("_", " ")}`;
+        if (event.detail) text += ` (${event.detail})`;
+        li.append(el("span", "", text), el("time", "ts", clockTime(event.ts)));
+        return li;
+      }
+      case "agent_restarted": {
+        const how = event.session_loaded ? "session restored" : "new session";
+        return el("li", "meta warn", `agent restarted: ${event.reason} (${how})`);
+      }
+      case "error": {
+        const li = el("li", "error-event");
+        li.append(el("div", "", event.message));
+        if (event.stderr) {
+          const details = el("details");
+          details.append(el("summary", "", "stderr"), el("pre", "text", event.stderr));
+          li.append(details);
+        }
+        return li;
+      }
+      default:
+        return el("li", "meta", event.type);
+    }
+  }
+
+  renderText(event, className, who) {
+    const li = el("li", className);
+    li.dataset.seq = event.seq;
+    const head = el("div", "who");
+    head.append(el("span", "", who), el("time", "ts", clockTime(event.ts)));
+    li.append(head, el("div", "text", event.text));
+    if (event.partial) li.append(el("div", "note", "recovered after a crash; may be incomplete"));
+    return li;
+  }
+
+  renderUser(event) {
+    const li = this.renderText(event, "msg user", "you");
+    this.users.set(event.seq, li);
+    this.markQueued(event.seq);
+    return li;
+  }
+
+  renderTool(event, older) {
+    const known = this.tools.get(event.tool_call_id);
+    if (known) {
+      if (older) return null; // an older status than the one shown
+      known.li.dataset.status = event.status;
+      known.mark.textContent = TOOL_MARK[event.status] ?? "·";
+      known.status.textContent = event.status.replaceAll("_", " ");
+      if (event.title) known.title.textContent = event.title;
+      return null;
+    }
+    const li = el("li", "tool");
+    li.dataset.status = event.status;
+    const mark = el("span", "mark", TOOL_MARK[event.status] ?? "·");
+    mark.setAttribute("aria-hidden", "true");
+    const title = el("span", "title", event.title || event.tool_call_id);
+    const status = el("span", "status", event.status.replaceAll("_", " "));
+    li.append(mark, title, status);
+    this.tools.set(event.tool_call_id, { li, mark, title, status });
+    return li;
+  }
+
+  renderPlan(event, older) {
+    const known = this.plans.get(event.prompt_seq);
+    if (known && older) return null;
+    const li = known ?? el("li", "plan");
+    li.replaceChildren(el("div", "who", "plan"));
+    const list = el("ol");
+    for (const entry of event.entries) {
+      const item = el("li");
+      item.dataset.status = entry.status ?? "pending";
+      const mark = el("span", "mark", PLAN_MARK[entry.status] ?? "○");
+      mark.setAttribute("aria-hidden", "true");
+      item.append(mark, el("span", "", entry.content ?? JSON.stringify(entry)));
+      list.append(item);
+    }
+    li.append(list);
+    this.plans.set(event.prompt_seq, li);
+    return known ? null : li;
+  }
+
+  renderPermission(event) {
+    const li = el("li", "permission");
+    li.dataset.request = event.request;
+    li.append(el("div", "who", "permission requested"), el("div", "title", event.title));
+    const actions = el("div", "row actions");
+    for (const option of event.options) {
+      const button = el("button", option.kind.startsWith("allow") ? "allow" : "reject", option.name);
+      button.type = "button";
+      button.setAttribute("aria-label", `${option.name}: ${event.title}`);
+      button.addEventListener("click", () => this.answer(event.request, option.option_id, li));
+      actions.append(button);
+    }
+    const deadline = el("div", "deadline small");
+    li.append(actions, deadline);
+    const entry = { li, event, deadline, actions };
+    this.permissions.set(event.request, entry);
+    const resolved = this.resolved.get(event.request);
+    if (resolved) this.settle(entry, resolved);
+    else this.tickDeadlines();
+    return li;
+  }
+
+  renderResolved(event, older) {
+    this.resolved.set(event.request, event);
+    const entry = this.permissions.get(event.request);
+    if (entry) {
+      this.settle(entry, event);
+      return null;
+    }
+    return older ? null : el("li", "meta", `permission ${event.request}: ${event.outcome}`);
+  }
+
+  settle(entry, resolved) {
+    entry.li.classList.add("settled");
+    entry.actions.remove();
+    const option = entry.event.options.find((o) => o.option_id === resolved.option);
+    const what = resolved.outcome === "selected" && option ? option.name : resolved.outcome;
+    entry.deadline.textContent = `answered: ${what} (by ${resolved.by})`;
+  }
+
+  tickDeadlines() {
+    const now = Date.now();
+    for (const entry of this.permissions?.values() ?? []) {
+      if (entry.li.classList.contains("settled")) continue;
+      const at = new Date(entry.event.deadline);
+      entry.deadline.textContent = `answer by ${clockTime(entry.event.deadline)} · ${countdown(at - now)}`;
+    }
+  }
+
+  async answer(request, option, li) {
+    for (const button of li.querySelectorAll("button")) button.disabled = true;
+    try {
+      await this.rpc.call("permissions/respond", { id: this.id, request, option });
+    } catch (err) {
+      this.showError(err.message);
+      for (const button of li.querySelectorAll("button")) button.disabled = false;
+    }
+  }
+
+  // --- head, queue, actions ---------------------------------------------------------------
+
+  setInfo(info) {
+    this.info = info;
+    const d = this.dom;
+    d.title.textContent = info.title || "Untitled";
+    d.meta.textContent = `${info.agent} · ${info.cwd} · ${info.id}`;
+    d.status.textContent = info.status;
+    d.status.dataset.status = info.status;
+    d.interrupt.disabled = info.status !== "running";
+    d.resume.disabled = !(info.status === "paused" || info.status === "failed");
+    this.onInfo(info);
+  }
+
+  refreshSoon(delay = 150) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => this.refresh(), delay);
+  }
+
+  async refresh() {
+    if (this.id === null) return;
+    const gen = this.gen;
+    try {
+      const { conversation } = await this.rpc.call("conversations/get", { id: this.id });
+      if (gen !== this.gen) return;
+      this.setInfo(conversation);
+      await this.refreshQueue();
+    } catch {
+      // Offline or deleted: the next tick or reconnect tries again.
+    }
+  }
+
+  async refreshQueue() {
+    const gen = this.gen;
+    const { pending } = await this.rpc.call("messages/queue", { id: this.id });
+    if (gen !== this.gen) return;
+    const old = this.pending;
+    this.pending = new Map(pending.map((m) => [m.seq, m.text]));
+    for (const seq of new Set([...old.keys(), ...this.pending.keys()])) this.markQueued(seq);
+    const list = this.dom.queueList;
+    list.replaceChildren();
+    for (const { seq, text } of pending) {
+      const li = el("li");
+      li.append(el("span", "text", text));
+      const remove = el("button", "remove", "Remove");
+      remove.type = "button";
+      remove.setAttribute("aria-label", `Remove queued message: ${text.slice(0, 60)}`);
+      remove.addEventListener("click", () => this.removeQueued(seq));
+      li.append(remove);
+      list.append(li);
+    }
+    this.dom.queue.hidden = pending.length === 0;
+  }
+
+  markQueued(seq) {
+    const li = this.users.get(seq);
+    if (!li) return;
+    li.classList.toggle("queued", this.pending.has(seq));
+    li.classList.toggle("removed", this.removed.has(seq));
+  }
+
+  async removeQueued(seq) {
+    try {
+      await this.rpc.call("messages/remove", { id: this.id, seq });
+      this.removed.add(seq);
+    } catch (err) {
+      this.showError(err.message);
+    }
+    await this.refreshQueue().catch(() => {});
+    this.refreshSoon();
+  }
+
+  async send(text) {
+    const { seq, queued } = await this.rpc.call("messages/send", { id: this.id, text });
+    if (queued > 0) this.pending.set(seq, text);
+    this.refreshSoon(0);
+    return { seq, queued };
+  }
+
+  async interrupt() {
+    if (this.id === null) return;
+    try {
+      await this.rpc.call("turns/interrupt", { id: this.id });
+    } catch (err) {
+      this.showError(err.message);
+    }
+    this.refreshSoon(0);
+  }
+
+  async resumeQueue() {
+    try {
+      await this.rpc.call("conversations/resume", { id: this.id });
+    } catch (err) {
+      this.showError(err.message);
+    }
+    this.refreshSoon(0);
+  }
+
+  // --- bits -------------------------------------------------------------------------------
+
+  showError(message) {
+    this.dom.error.textContent = message;
+    this.dom.error.hidden = !message;
+  }
+
+  atEnd() {
+    const t = this.dom.timeline;
+    return t.scrollHeight - t.scrollTop - t.clientHeight < 48;
+  }
+
+  scrollToEnd() {
+    const t = this.dom.timeline;
+    t.scrollTop = t.scrollHeight;
+    this.stick = true;
+  }
+}

@@ -1,0 +1,346 @@
+"""The dashboard end to end: a real daemon process, the demo agent, headless Chromium.
+
+Playwright's sync API drives the browser from a worker thread (`trio.to_thread`), so the trio
+side can manage the daemon meanwhile; the browser thread asks it to stop and restart the daemon
+through `trio.from_thread`. Every browser wait is an event-driven Playwright wait with its own
+timeout (no sleeps); `fail_after` guards the daemon's side. Chromium is Debian's
+(`scripts/install-browser`); without it the test skips and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgspec
+import pytest
+import trio
+
+from daemon.dashboard import serve_dashboard
+from daemon.dispatch import DaemonInfo, Dispatcher
+from tests.daemon.conftest import FakeEngine, LineClient
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.subprocess
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+WAIT_MS = 15_000  # each browser wait; the whole test stays well under a minute
+EXTRA_CONVERSATIONS = 55  # more than one page of the list (50)
+
+
+def _require_browser() -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no chromium: run scripts/install-browser (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="no playwright: run scripts/install-browser")
+
+
+@attrs.define(eq=False)
+class Daemon:
+    tmp: Path
+    port: int = 0  # 0 until the first start: then the same port again, so the page reconnects
+    proc: trio.Process | None = None
+    stderr: bytearray = attrs.field(factory=bytearray)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "run" / "acpd.sock"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+        env.update(
+            ACPD_CONFIG=str(self.tmp / "absent.toml"),  # the defaults, whatever the host has
+            ACPD_DEMO_DIR=str(self.tmp / "demo"),
+            ACPD_DEMO_DELAY="0.1",
+        )
+        return env
+
+    async def start(self, nursery: trio.Nursery) -> str:
+        """Start the daemon; returns the dashboard URL it logged."""
+        cmd = [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(self.data_dir),
+               "--socket", str(self.socket), "--ws", f"127.0.0.1:{self.port}"]  # fmt: skip
+        self.stderr = bytearray()
+        self.proc = await nursery.start(partial(
+            trio.run_process, cmd, stderr=subprocess.PIPE, check=False, env=self.env(), cwd=REPO,
+        ))  # fmt: skip
+        nursery.start_soon(self._drain, self.proc)
+        await self.wait_for(b"ready")
+        found = re.search(rb"dashboard at (http://127\.0\.0\.1:(\d+)/)", self.stderr)
+        if found is None:
+            raise AssertionError(
+                "the daemon did not start the dashboard (is main.py wired up? see "
+                f"tests/dashboard/INTEGRATION.md); its log:\n{self.stderr.decode()}"
+            )
+        self.port = int(found[2])
+        return found[1].decode()
+
+    async def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        assert await self.proc.wait() == 0, self.stderr.decode()
+
+    async def _drain(self, proc: trio.Process) -> None:
+        assert proc.stderr is not None
+        async for chunk in proc.stderr:
+            self.stderr += chunk
+            self._changed.set()
+            self._changed = trio.Event()
+        self._changed.set()
+
+    async def wait_for(self, needle: bytes) -> None:
+        assert self.proc is not None
+        while needle not in self.stderr:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited: {self.stderr.decode()}")
+            await self._changed.wait()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        client = LineClient(await trio.open_unix_socket(str(self.socket)))
+        async with client.stream:
+            reply = await client.call(method, params)
+        assert "result" in reply, reply
+        return reply["result"]
+
+
+@asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Daemon, trio.Nursery]]:
+    daemon = Daemon(tmp_path)
+    async with trio.open_nursery() as nursery:
+        try:
+            yield daemon, nursery
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:
+                daemon.proc.send_signal(signal.SIGTERM)
+                with trio.move_on_after(15) as cleanup:
+                    cleanup.shield = True
+                    await daemon.proc.wait()
+
+
+async def test_dashboard_end_to_end(tmp_path: Path) -> None:
+    _require_browser()
+    async with running(tmp_path) as (daemon, nursery):
+        with trio.fail_after(20):
+            url = await daemon.start(nursery)
+            status = await daemon.call("daemon/status")
+            if "dashboard_url" in status:  # once dispatch.py reports it (INTEGRATION.md)
+                assert status["dashboard_url"] == url
+            for i in range(EXTRA_CONVERSATIONS):  # so that the list has a second page
+                params = {"cwd": str(tmp_path), "title": f"old {i}"}
+                await daemon.call("conversations/create", params)
+        token = (daemon.data_dir / "dashboard.token").read_text().strip()
+
+        async def restart() -> None:
+            with trio.fail_after(20):
+                await daemon.stop()
+                await daemon.start(nursery)
+
+        def stop_and_start() -> None:
+            trio.from_thread.run(restart)
+
+        await trio.to_thread.run_sync(
+            partial(browse, f"{url}#token={token}", token, tmp_path, stop_and_start)
+        )
+
+
+def browse(link: str, token: str, cwd: Path, restart: Callable[[], None]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(WAIT_MS)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # CSP violations and failed loads show up as console errors; refused reconnects
+            # while the daemon restarts are expected.
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+                    and "ERR_CONNECTION_REFUSED" not in m.text else None)  # fmt: skip
+            try:
+                _scenario(page, link, token, cwd, restart)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "dashboard-e2e.png"))
+        finally:
+            browser.close()
+    assert errors == [], errors
+
+
+def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[], None]) -> None:
+    from playwright.sync_api import expect
+
+    # The token moves from the fragment to sessionStorage and leaves the address bar.
+    page.goto(link)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    assert token not in page.url
+    assert page.evaluate("sessionStorage.getItem('acpd.token')") == token
+
+    # The list is paged: 50 first, the rest behind "More".
+    items = page.locator("#list li")
+    expect(items).to_have_count(50)
+    page.get_by_role("button", name="More").click()
+    expect(items).to_have_count(EXTRA_CONVERSATIONS)
+    expect(page.locator("#more")).to_be_hidden()
+
+    # A new conversation with the demo agent.
+    page.get_by_role("button", name="New conversation").click()
+    page.locator("#new-agent").select_option("demo")
+    page.locator("#new-cwd").fill(str(cwd))
+    page.locator("#new-title").fill("Dashboard test")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#conv-title")).to_have_text("Dashboard test")
+    expect(items.first).to_contain_text("Dashboard test")  # newest activity first
+    composer = page.get_by_role("textbox", name="Message")
+    expect(composer).to_be_focused()
+
+    # Send with Enter; the reply streams in and is then shown once, as the stored message.
+    composer.fill("hello dashboard")
+    composer.press("Enter")
+    expect(composer).to_have_value("")
+    agent_messages = page.locator("#events li.msg.agent")
+    expect(agent_messages).to_have_count(1)
+    expect(agent_messages.first).to_contain_text("hello dashboard")
+    expect(page.locator("#conv-status")).to_have_text("idle")
+    expect(page.locator("#live > *")).to_have_count(0)
+
+    # A slow turn streams; a message sent meanwhile is queued, shown, and removable.
+    composer.fill("/slow 60")
+    composer.press("Enter")
+    streaming = page.locator("#live .msg.streaming .text")
+    expect(streaming).to_contain_text("3 ")
+    expect(page.locator("#conv-status")).to_have_text("running")
+    composer.fill("first queued")
+    composer.press("Enter")
+    composer.fill("second queued, then removed")
+    composer.press("Enter")
+    queue = page.locator("#queue-list li")
+    expect(queue).to_have_count(2)
+    expect(page.locator("#events li.msg.user.queued")).to_have_count(2)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-running.png"))
+    page.get_by_role("button", name="Remove queued message: second queued").click()
+    expect(queue).to_have_count(1)
+    expect(queue.first).to_contain_text("first queued")
+
+    # Esc interrupts: the turn ends cancelled, the queue pauses, the partial reply shows once.
+    composer.press("Escape")
+    expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_be_visible()
+    expect(page.locator("#conv-status")).to_have_text("paused")
+    expect(page.locator("#live > *")).to_have_count(0)
+    expect(agent_messages).to_have_count(2)
+    expect(agent_messages.nth(1)).to_contain_text("1 2 3")
+    expect(queue).to_have_count(1)
+
+    # Resume: the queued message runs.
+    page.get_by_role("button", name="Resume").click()
+    expect(agent_messages).to_have_count(3)
+    expect(agent_messages.nth(2)).to_contain_text("first queued")
+    expect(page.locator("#queue")).to_be_hidden()
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
+    # A permission request: buttons with a deadline; the answer reaches the agent.
+    composer.fill("may I have your permission?")
+    composer.press("Enter")
+    card = page.locator("#events li.permission")
+    expect(card.locator(".deadline")).to_contain_text("answer by")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-permission.png"))
+    card.get_by_role("button", name=re.compile("^Allow")).click()
+    expect(card).to_have_class(re.compile("settled"))
+    expect(card.locator(".deadline")).to_contain_text("answered: Allow")
+    expect(agent_messages).to_have_count(4)
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
+    # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
+    seqs_before = _seqs(page)
+    restart()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    composer.fill("/echo after the restart")
+    composer.press("Enter")
+    expect(agent_messages).to_have_count(5)
+    expect(agent_messages.nth(4)).to_contain_text("after the restart")
+    expect(page.locator("#conv-status")).to_have_text("idle")
+    expect(page.locator("#queue")).to_be_hidden()
+    seqs = _seqs(page)
+    assert seqs[: len(seqs_before)] == seqs_before
+    assert seqs == sorted(set(seqs)), "an event was shown twice or out of order"
+
+
+def _seqs(page: Page) -> list[int]:
+    return [int(s) for s in page.eval_on_selector_all(
+        "#events li[data-seq]", "els => els.map(e => e.dataset.seq)")]  # fmt: skip
+
+
+async def test_history_paging_and_lag_recovery(tmp_path: Path) -> None:
+    """Against the in-process server and the fake engine, so the test controls the stream: a
+    long history is paged backwards, and a burst that overflows the subscriber's buffer makes
+    the page resubscribe after `lagged`, ending with every event shown exactly once."""
+    _require_browser()
+    engine = FakeEngine()  # subscriber buffer: 8 messages
+    info = engine.add("conv0001", n_events=250)
+    engine.convs["conv0001"] = msgspec.structs.replace(info, title="Long one", last_seq=250)
+    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
+        token = (tmp_path / "dashboard.token").read_text().strip()
+
+        def burst(n: int) -> None:
+            # One synchronous burst on the trio thread: nothing is sent until it is over.
+            trio.from_thread.run_sync(lambda: [engine.publish("conv0001") for _ in range(n)])
+
+        await trio.to_thread.run_sync(
+            partial(_browse_fake, f"{url}#c=conv0001&token={token}", burst)
+        )
+        nursery.cancel_scope.cancel()
+    subscribes = [c for c in engine.calls if c[0] == "subscribe"]
+    assert len(subscribes) >= 2, "the page did not resubscribe after lagging"
+    assert subscribes[0][2] == 250
+
+
+def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(link)  # `#c=` opens the conversation once connected
+            expect(page.locator("#conv-title")).to_have_text("Long one")
+            events = page.locator("#events > li")
+            expect(events).to_have_count(100)  # the last page only
+            assert _seqs(page) == list(range(151, 251))
+            earlier = page.get_by_role("button", name="Load earlier")
+            earlier.click()
+            expect(events).to_have_count(200)
+            earlier.click()
+            expect(events).to_have_count(250)
+            expect(earlier).to_be_hidden()
+            assert _seqs(page) == list(range(1, 251))
+            burst(40)  # far past the subscriber's buffer of 8: lagged, then resubscribed
+            expect(events).to_have_count(290)
+            assert _seqs(page) == list(range(1, 291))
+        finally:
+            browser.close()
