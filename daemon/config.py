@@ -72,9 +72,8 @@ class Config:
     # Client side: cap on one request line / frame, and each subscriber's buffer (messages).
     max_line_bytes: int = 4 * 1024 * 1024
     subscriber_buffer: int = 1024
-    # Persist the streaming text of a turn at least this often / every this many bytes.
+    # Persist the streaming text of a turn at least this often (a crash loses at most this).
     draft_interval: float = 1.0
-    draft_bytes: int = 64 * 1024
     # Dashboard listen address ("" disables it).
     ws: str = "127.0.0.1:7421"
 
@@ -112,7 +111,7 @@ def _validate(cfg: Config) -> None:
                 "draft_interval"):  # fmt: skip
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}: must be positive")
-    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer", "draft_bytes"):
+    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
 

@@ -127,7 +127,7 @@ class Conversation:
     def __attrs_post_init__(self) -> None:
         self.fanout = Fanout(self.conv_id, self.config.subscriber_buffer)
         self.log_ = EventLog(self.conv_id, self.io, self.fanout, last_seq=0)
-        self.recorder = Recorder(self.log_, self.config.draft_interval, self.config.draft_bytes)
+        self.recorder = Recorder(self.log_, self.config.draft_interval)
         self.permissions = Permissions(
             self.recorder,
             policy=self._policy,
@@ -584,7 +584,7 @@ class Conversation:
                     if isinstance(item, acp.Content):
                         rec.delta("tool", acp.content_text(item.content), seq)
         elif isinstance(update, acp.Plan):
-            entries = [msgspec.structs.asdict(e) for e in update.entries]
+            entries = [msgspec.to_builtins(e) for e in update.entries]
             rec.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
 
     async def _on_request(self, method: str, raw: msgspec.Raw) -> object:

@@ -4,7 +4,7 @@ The agent's read loop hands updates over synchronously (`delta`, `durable`): no 
 per-chunk path. One recorder task per conversation drains them in order, so a subscriber sees
 text, tool calls and text again in the order the agent sent them. Consecutive text chunks are
 coalesced into one `conversation/delta` per batch (encoded once for every subscriber), and the
-text is persisted as a draft at least every `draft_interval` or `draft_bytes`, so a crash loses
+text is persisted as a draft at least every `draft_interval`, so a crash loses
 at most about a second of agent output. A message's text becomes one durable `agent_message`
 when something else durable follows it or the turn ends.
 """
@@ -52,7 +52,6 @@ _STORED_KIND = {"message": "agent_message", "thought": "agent_thought"}
 class Recorder:
     log: EventLog
     draft_interval: float
-    draft_bytes: int
     _items: list[_Item] = attrs.field(factory=list)
     _kick: trio.Event = attrs.field(factory=trio.Event)
     # Open text segments of the current message, in the order they began.
@@ -89,9 +88,9 @@ class Recorder:
             self._kick = trio.Event()
             items, self._items = self._items, []
             await self._process(items)
-            if self._unsaved and (
-                trio.current_time() >= self._draft_due or self._unsaved >= self.draft_bytes
-            ):
+            # Each save rewrites the message so far, so saves are paced by time (bounding the
+            # loss after a crash), not by bytes, which would make a long message quadratic.
+            if self._unsaved and trio.current_time() >= self._draft_due:
                 await self._save_drafts()
 
     async def _process(self, items: list[_Item]) -> None:

@@ -259,7 +259,7 @@ async def test_recovery_after_a_crash_closes_the_turn_and_continues_the_queue(
     async with harness(tmp_path) as h:
         await wait_turn_ended(h, rec.id, 2)
         events = await h.events(rec.id)
-        partial = [e for e in events if e["type"] == "agent_message"][0]
+        partial = next(e for e in events if e["type"] == "agent_message")
         assert (partial["text"], partial["partial"]) == ("half a rep", True)
         ended = [e for e in events if e["type"] == "turn_ended"]
         assert [e["stop_reason"] for e in ended] == ["daemon_restarted", "end_turn"]
