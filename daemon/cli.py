@@ -144,6 +144,24 @@ def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:
     )
 
 
+@command(
+    "install-systemd",
+    "write systemd user units that run this acpd (socket activation, notify, watchdog)",
+    arg("--dry-run", action="store_true", help="print the units and commands; write nothing"),
+    arg("--no-socket", action="store_true",
+        help="no socket activation: the service binds its socket itself"),
+    arg("--force", action="store_true", help="replace units that differ from these"),
+    client=False,
+)  # fmt: skip
+def cmd_install_systemd(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.systemd import InstallError, run_install
+
+    try:
+        return run_install(ctx.out, socket=not a.no_socket, force=a.force, dry_run=a.dry_run)
+    except InstallError as exc:
+        raise ClientError(str(exc)) from None
+
+
 @command("status", "daemon health and figures")
 def cmd_status(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("daemon/status"), lambda r: render.status(r, ctx.client.path))
