@@ -292,6 +292,9 @@ class Engine:
         for rec in recs:
             if rec.status == "running":
                 await self.io.write(functools.partial(_close_dead_turn, rec=rec))
+        # Closing a turn bumped its conversation's activity time; a supervisor tells "the agent
+        # died with the old daemon" from "stopped for idleness" by activity before this time.
+        self.started_wall = time.time()
         for rec in recs:
             if rec.queued > 0 and rec.status not in ("paused", "failed"):
                 await self._conversation(rec.id)

@@ -40,6 +40,39 @@ def process_start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _left_running(pgid: int, start: str) -> bool:
+    """Whether agent group `pgid`, whose leader started at `start`, still has a live process.
+
+    The leader may be gone while its children live on in the group (the demo agent exits at
+    stdin EOF when the daemon dies; `sleep` it started does not). Linux does not reuse a pid
+    while a group is named after it, so a leaderless group `pgid` is ours unless all of it
+    died and the pid came round again since; as a sanity check, its members must have started
+    no earlier than our leader.
+    """
+    leader = process_start_time(pgid)
+    if leader is not None:
+        return leader == start  # the leader itself, or a process that reused its pid
+    try:
+        since = int(start)
+        names = [n for n in os.listdir("/proc") if n.isdigit()]
+    except (ValueError, OSError):
+        return False
+    for name in names:
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ..., starttime
+        if (
+            len(fields) > 19
+            and int(fields[2]) == pgid
+            and fields[0] not in (b"Z", b"X")
+            and int(fields[19]) >= since
+        ):
+            return True
+    return False
+
+
 @attrs.define(eq=False)
 class AgentTracker:
     run_dir: Path
@@ -59,7 +92,7 @@ class AgentTracker:
                 pid = int(pid_s)
             except (OSError, ValueError):
                 pid, start = 0, ""
-            if pid > 0 and process_start_time(pid) == start:
+            if pid > 0 and _left_running(pid, start):
                 log.warning("stopping agent process group %d left by a previous acpd", pid)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
