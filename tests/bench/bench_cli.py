@@ -1,0 +1,175 @@
+"""CLI: `acpd ls --json` against a daemon holding 100,000 conversations vs `python -c pass`.
+
+A real daemon (`python -m daemon.main serve --no-ws`) serves a data dir holding a copy of
+bench_store's cached 100k store, with `queued` cleared so start-up has no recovery work. Then,
+interleaved run by run so all three see the same machine: `python -c pass` (the floor: an
+interpreter start), `python -m daemon.cli ls --json --socket S`, and the installed `acpd`
+script with the same arguments when there is one. Wall time of the whole process, spawn to
+exit. Target: `acpd ls --json` within 2x of `python -c pass`. Last, the daemon's share: the same
+`conversations/list` call from an already connected client.
+
+Run: `python -m tests.bench.run --only cli`, or `python -m tests.bench.bench_cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from daemon.client import Client, ClientError
+from tests.bench._common import ratio_row, row
+from tests.bench.bench_store import BIG, _store_of
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60.0  # any one process; a hang guard
+
+
+def _acpd_script() -> str | None:
+    """The `acpd` console script of this interpreter's environment, else on PATH."""
+    beside = Path(sys.executable).parent / "acpd"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("acpd")
+
+
+def _data_dir(tmp: Path) -> Path:
+    data = tmp / "data"
+    data.mkdir(mode=0o700)
+    db = data / "acpd.sqlite3"
+    shutil.copyfile(_store_of(BIG), db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("UPDATE conversations SET queued = 0")  # nothing for startup to recover
+    finally:
+        conn.close()
+    return data
+
+
+@contextmanager
+def _daemon(tmp: Path) -> Iterator[str]:
+    """A real daemon over the 100k data dir; yields its socket path once it answers."""
+    data, sock = _data_dir(tmp), tmp / "acpd.sock"
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    env["ACPD_CONFIG"] = str(tmp / "absent.toml")  # the defaults, whatever the host has
+    log = tmp / "daemon.stderr"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(data),
+             "--socket", str(sock), "--no-ws"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                with Client(str(sock)) as client:
+                    status = client.call("daemon/status")
+                break
+            except ClientError:
+                pass
+            try:  # the pause between polls, which also notices a daemon that died
+                proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                raise RuntimeError(
+                    f"acpd serve exited {proc.returncode}: {log.read_text()[-2000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError("acpd serve did not answer daemon/status in time")
+        if status["conversations_stored"] != BIG:
+            raise RuntimeError(f"daemon holds {status['conversations_stored']} conversations")
+        yield str(sock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _timed(argv: list[str]) -> tuple[float, bytes]:
+    """Wall time (ms) of one process, spawn to exit, and its stdout."""
+    start = time.perf_counter_ns()
+    proc = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, cwd=ROOT, check=False)
+    took = (time.perf_counter_ns() - start) / 1e6
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv}: exit {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return took, proc.stdout
+
+
+def _stats(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "runs": len(samples),
+    }
+
+
+def _check_listing(out: bytes) -> None:
+    result = json.loads(out)
+    if result["total"] != BIG or len(result["conversations"]) != 50:
+        raise RuntimeError(f"unexpected listing: total {result['total']}")
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    runs = 5 if quick else 30
+    with tempfile.TemporaryDirectory(prefix="acpd-bench-cli-") as tmp, _daemon(Path(tmp)) as sock:
+        ls = ["ls", "--json", "--socket", sock]
+        commands: dict[str, list[str]] = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "python -m daemon.cli ls --json": [sys.executable, "-m", "daemon.cli", *ls],
+        }
+        script = _acpd_script()
+        if script is not None:
+            commands["acpd ls --json (script)"] = [script, *ls]
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        for argv in commands.values():  # warm the page cache and the daemon's code paths
+            for _ in range(2):
+                _, out = _timed(argv)
+                if "ls" in argv:
+                    _check_listing(out)
+        for _ in range(runs):  # interleaved: every command sees the same machine
+            for name, argv in commands.items():
+                samples[name].append(_timed(argv)[0])
+        # The daemon's share: the same request from a connected client, no process start.
+        with Client(sock) as client:
+            rtt = []
+            for _ in range(runs * 5):
+                start = time.perf_counter_ns()
+                client.call("conversations/list", {"limit": 50})
+                rtt.append((time.perf_counter_ns() - start) / 1e6)
+    stats = {name: _stats(s) for name, s in samples.items()}
+    floor = stats["python -c pass"]
+    rows = [
+        row(name, "ms", st, f"{BIG:,} stored, 50 listed" if name != "python -c pass" else "floor")
+        for name, st in stats.items()
+    ]
+    for name in commands:
+        if name != "python -c pass":
+            rows.append(ratio_row(f"{name} / python -c pass", stats[name], floor, "goal <= 2x"))
+    rows.append(row("conversations/list round trip", "ms", _stats(rtt),
+                    "the daemon's share: one connected client, limit 50"))  # fmt: skip
+    if script is None:
+        rows.append(row("acpd ls --json (script)", "ms", {}, "no `acpd` script installed"))
+    return rows
+
+
+if __name__ == "__main__":
+    from tests.bench.run import table
+
+    print(table(run(quick="--quick" in sys.argv)))
