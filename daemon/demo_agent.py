@@ -182,24 +182,29 @@ class DemoAgent:
         if command == "/crash":
             print("acpd-demo: crashing on request (/crash)", file=sys.stderr, flush=True)
             os._exit(3)
-        session.busy = True
         said: list[str] = []
+        # The turn is cancellable from here, before the first await: a session/cancel that
+        # arrives while the prompt is saved cancels the scope before it is entered.
         scope = trio.CancelScope()
+        session.busy = True
+        session.turn = scope
         try:
             session.file.history.append(store.Entry(role="user", text=text))
             await self._save(session.file)
             if command == "/hang":
                 await trio.sleep_forever()  # outside the turn's scope: cancel has no effect
             with scope:
-                session.turn = scope
-                await self._turn(session.file.session_id, text, command, arg, said)
+                if not scope.cancel_called:
+                    await self._turn(session.file.session_id, text, command, arg, said)
         finally:
             session.turn = None
             session.busy = False
         if said:
             session.file.history.append(store.Entry(role="agent", text="".join(said)))
             await self._save(session.file)
-        return acp.PromptResponse(stop_reason="cancelled" if scope.cancelled_caught else "end_turn")
+        # Any cancel received during the turn makes it `cancelled` (ACP.md §9), even one that
+        # came while its last chunk was being written.
+        return acp.PromptResponse(stop_reason="cancelled" if scope.cancel_called else "end_turn")
 
     async def _say(self, session_id: str, text: str, said: list[str]) -> None:
         await self._update(session_id, acp.AgentMessageChunk(content=acp.TextContent(text=text)))

@@ -5,6 +5,9 @@ has hooks to block (`gates`) or fail (`failures`) a method, so dispatcher and so
 need no store or agent. Its subscriptions replay stored events, then stream live ones from a
 bounded buffer, and are dropped with one `lagged` line when the buffer is full, as the real
 fan-out does. `LineClient` reads JSON lines from a real socket.
+
+`wire_taps` records the bytes every agent connection (`open_agent`, `connect_agent`) writes
+and reads, for checking what acpd sends against the schema.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import msgspec
 import pytest
 import trio
 
+import daemon.agent
 from daemon.config import Config
+from daemon.peer import AgentPeer
 from protocol.api import (
     EVENT_METHOD,
     LAGGED_METHOD,
@@ -235,3 +240,41 @@ def engine() -> FakeEngine:
     fake.add("abc123", n_events=2)
     fake.add("abd456")
     return fake
+
+
+class WireTap(trio.abc.Stream):
+    """A stream that records what passes through it, each way."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sent = bytearray()
+        self.received = bytearray()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent += data
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        self.received += data
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+def wire_taps(monkeypatch: pytest.MonkeyPatch) -> list[WireTap]:
+    """One `WireTap` per agent connection opened in the test, in order: what acpd's peer
+    writes (`sent`) and reads (`received`), exactly as on the agent's stdin/stdout."""
+    taps: list[WireTap] = []
+
+    def tapped(stream: trio.abc.Stream, **kwargs: Any) -> AgentPeer:
+        taps.append(WireTap(stream))
+        return AgentPeer(taps[-1], **kwargs)
+
+    monkeypatch.setattr(daemon.agent, "AgentPeer", tapped)
+    return taps

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
@@ -15,6 +14,7 @@ from daemon._agentproc import StderrRing
 from daemon.agent import AgentConnection, AgentExited, AgentStartError, agent_env, connect_agent
 from protocol import acp
 from protocol.jsonrpc import RpcFailure
+from tests.daemon.conftest import WireTap
 from tests.fakes.agent import (
     AskPermission,
     Chunk,
@@ -30,7 +30,7 @@ from tests.fakes.agent import (
     WaitForCancel,
 )
 from tests.fakes.client import RecordingClient
-from tests.protocol._schema import assert_valid
+from tests.protocol._schema import assert_valid_traffic
 
 
 @asynccontextmanager
@@ -285,38 +285,16 @@ def test_stderr_ring_keeps_the_last_lines() -> None:
     assert ring.text() == "é" * 30
 
 
-class _Tap(trio.abc.Stream):
-    """Records every byte our side sends."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-        self.sent = bytearray()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.sent += data
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def test_everything_we_send_is_schema_valid(
-    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, wire_taps: list[WireTap]
 ) -> None:
     ours, theirs = trio.testing.memory_stream_pair()
-    tap = _Tap(ours)
     agent = FakeAgent(theirs, resume=True)
     agent.start(nursery)
     client = RecordingClient()
     with trio.fail_after(100):
         async with connect_agent(
-            tap, on_update=client.on_update, on_request=client.on_request
+            ours, on_update=client.on_update, on_request=client.on_request
         ) as conn:
             sid = (await conn.new_session("/w")).session_id
             await conn.load_session(sid, "/w")
@@ -330,7 +308,21 @@ async def test_everything_we_send_is_schema_valid(
                 await conn.cancel(sid)
             agent.script(AskPermission(), Reply())
             await conn.prompt(sid, "again")  # answered "cancelled"
-    lines = bytes(tap.sent).splitlines()
-    assert len(lines) == 9
-    for line in lines:
-        assert_valid(msgspec.json.decode(line))
+            # A request for a capability acpd did not advertise: answered with an error.
+            read = acp.ReadTextFileRequest(session_id=sid, path="/w/a.py")
+            with pytest.raises(RpcFailure):
+                await agent.peer.request(acp.FS_READ, read, acp.ReadTextFileResponse)
+    (tap,) = wire_taps
+    # Each message against the def for its method (a response: for the request it answers).
+    assert assert_valid_traffic(bytes(tap.sent), bytes(tap.received)) == [
+        "initialize",
+        "session/new",
+        "session/load",
+        "session/resume",
+        "session/prompt",
+        "session/request_permission result",
+        "session/cancel",
+        "session/prompt",
+        "session/request_permission result",
+        "fs/read_text_file error",
+    ]

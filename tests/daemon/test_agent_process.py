@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from daemon._agentproc import group_alive
 from daemon.agent import AgentExited, AgentSpec, AgentStartError, open_agent
 from tests.fakes.client import RecordingClient, demo_spec
 
@@ -112,10 +113,13 @@ async def test_stop_kills_the_whole_group(tmp_path: Path, monkeypatch: pytest.Mo
             assert _alive(info["pid"])
             assert _alive(info["grandchild"])
             assert os.getpgid(info["grandchild"]) == conn.process.pid  # its own group
+            pgid = conn.process.pid
+            assert group_alive(pgid)
             start = trio.current_time()
         elapsed = trio.current_time() - start
     assert not _alive(info["pid"])
     assert not _alive(info["grandchild"])
+    assert not group_alive(pgid)  # nothing else of the group survived either
     # SIGTERM took the agent at once; the grandchild needed the SIGKILL after the grace.
     assert grace <= elapsed < grace + 1.5
     env = info["env"]

@@ -1,7 +1,12 @@
 """A real third-party agent: the ACP TypeScript SDK's example agent (ACP.md §19).
 
-Installed with npm into a cache directory shared between runs. Skipped, with the reason, only
-if node/npm are missing or the install fails (no network). Its turn takes ~5 s of real time.
+npm installs the SDK once into `$XDG_CACHE_HOME/acpd-tests/npm-sdk-1.9.0` (default
+`~/.cache/acpd-tests`), through a temporary directory renamed into place, so an interrupted or
+concurrent install never leaves a half-made one; npm's own cache (`~/.npm`) is reused without
+revalidation (`--prefer-offline`). On a fresh npm cache the install takes about 2 s. Skipped,
+with the reason, if node/npm are missing or the install fails (no network), except where real
+agents are required (`CI=1` or `ACPD_REQUIRE_REAL_AGENTS=1`): there it fails. Its turn takes
+~5 s of real time.
 """
 
 from __future__ import annotations
@@ -9,43 +14,100 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trio
 
 from daemon.agent import AgentSpec, open_agent
 from protocol import acp
+from tests.daemon.conftest import WireTap
 from tests.fakes.client import RecordingClient
-
-pytestmark = pytest.mark.subprocess
+from tests.protocol._schema import assert_valid_traffic
 
 SDK = "@agentclientprotocol/sdk@1.9.0"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acpd-tests"
+PREFIX = CACHE / "npm-sdk-1.9.0"
 AGENT_JS = "node_modules/@agentclientprotocol/sdk/dist/examples/agent.js"
+REQUIRE_VARS = ("CI", "ACPD_REQUIRE_REAL_AGENTS")
+
+
+class _Unavailable(Exception):
+    """The SDK agent cannot be run here; the message says why."""
+
+
+def _required() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in REQUIRE_VARS)
+
+
+def _skip_or_fail(why: str) -> NoReturn:
+    if _required():
+        pytest.fail(f"{why} ({' or '.join(f'{v}=1' for v in REQUIRE_VARS)}: real agents required)")
+    pytest.skip(why)
+
+
+def _install() -> Path:
+    script = PREFIX / AGENT_JS
+    if script.exists():
+        return script
+    if shutil.which("node") is None or (npm := shutil.which("npm")) is None:
+        raise _Unavailable("node and npm are needed for the TypeScript SDK example agent")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".npm-sdk-"))
+    try:
+        # Few, short retries: without a network, npm's defaults take over a minute to give up.
+        cmd = [npm, "install", "--prefix", str(tmp), "--prefer-offline", "--no-audit",
+               "--no-fund", "--no-save", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
+               "--fetch-retry-maxtimeout=10000", SDK]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+        except subprocess.TimeoutExpired:
+            raise _Unavailable(f"npm install {SDK} timed out (no network?)") from None
+        if proc.returncode != 0 or not (tmp / AGENT_JS).exists():
+            # npm's first error line is its error code (ECONNREFUSED, E404, ...).
+            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("npm error ")]
+            last = (said or proc.stderr.strip().splitlines() or ["?"])[0]
+            raise _Unavailable(f"npm install {SDK} failed (no network?): {last}")
+        try:
+            tmp.rename(PREFIX)
+        except OSError:  # another run got there first
+            if not script.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return script
 
 
 @pytest.fixture(scope="session")
 def sdk_agent() -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the TypeScript SDK example agent")
-    prefix = CACHE / "npm-sdk-1.9.0"
-    script = prefix / AGENT_JS
-    if not script.exists():
-        prefix.mkdir(parents=True, exist_ok=True)
-        cmd = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", SDK]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"npm install {SDK} timed out (no network?)")
-        if proc.returncode != 0 or not script.exists():
-            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            pytest.skip(f"npm install {SDK} failed (no network?): {last}")
-    return script
+    try:
+        return _install()
+    except _Unavailable as exc:
+        why = str(exc)
+    _skip_or_fail(why)
 
 
-async def test_sdk_example_agent_full_turn(sdk_agent: Path, tmp_path: Path) -> None:
+def test_unavailable_agent_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in REQUIRE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no npm"):
+        _skip_or_fail("no npm")
+    monkeypatch.setenv("CI", "0")
+    with pytest.raises(pytest.skip.Exception):
+        _skip_or_fail("no npm")
+    for var in REQUIRE_VARS:
+        with monkeypatch.context() as m:
+            m.setenv(var, "1")
+            with pytest.raises(pytest.fail.Exception, match=r"no npm.*real agents required"):
+                _skip_or_fail("no npm")
+
+
+@pytest.mark.subprocess
+async def test_sdk_example_agent_full_turn(
+    sdk_agent: Path, tmp_path: Path, wire_taps: list[WireTap]
+) -> None:
     client = RecordingClient(answer="allow")
     # Agents write under HOME and TMPDIR: keep them in the scratch directory.
     env = {"HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
@@ -80,3 +142,15 @@ async def test_sdk_example_agent_full_turn(sdk_agent: Path, tmp_path: Path) -> N
         ("call_2", "completed"),
     ]
     assert "successfully updated the configuration" in client.text()
+    # Each message either way against the def for its method: what acpd wrote to the agent's
+    # stdin, and (a check of the checker, on a third party's traffic) what the agent wrote.
+    (tap,) = wire_taps
+    assert assert_valid_traffic(bytes(tap.received), bytes(tap.sent), sender="agent")[-1] == (
+        "session/prompt result"
+    )
+    assert assert_valid_traffic(bytes(tap.sent), bytes(tap.received)) == [
+        "initialize",
+        "session/new",
+        "session/prompt",
+        "session/request_permission result",
+    ]

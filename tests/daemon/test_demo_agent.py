@@ -1,6 +1,7 @@
-"""The demo agent as a real subprocess, driven through open_agent.
+"""The demo agent as a real subprocess, driven through open_agent, and in-process for races.
 
-Real time only (never autojump_clock): each test has a real `fail_after` hang guard.
+Subprocess tests use real time only (never autojump_clock): each has a real `fail_after` hang
+guard. Both directions of their traffic are checked against the schema, message by message.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from pathlib import Path
 import msgspec
 import pytest
 import trio
+import trio.testing
 
-from daemon.agent import AgentConnection, AgentExited, open_agent
+from daemon import demo_agent
+from daemon.agent import AgentConnection, AgentExited, connect_agent, open_agent
+from daemon.demo_agent import DemoAgent
 from protocol import acp
 from protocol.jsonrpc import RpcFailure
+from tests.daemon.conftest import WireTap
 from tests.fakes.client import RecordingClient, demo_spec
-
-pytestmark = pytest.mark.subprocess
+from tests.protocol._schema import assert_valid_traffic
 
 
 @asynccontextmanager
@@ -33,7 +37,19 @@ async def _demo(tmp_path: Path, client: RecordingClient) -> AsyncIterator[AgentC
         yield conn
 
 
-async def test_full_turn(tmp_path: Path) -> None:
+def _check_wire(taps: list[WireTap]) -> list[list[str]]:
+    """Every message acpd sent and every message the demo agent sent, against the def for its
+    method; the labels of acpd's, per connection."""
+    assert taps
+    labels = []
+    for tap in taps:
+        labels.append(assert_valid_traffic(bytes(tap.sent), bytes(tap.received)))
+        assert_valid_traffic(bytes(tap.received), bytes(tap.sent), sender="agent")
+    return labels
+
+
+@pytest.mark.subprocess
+async def test_full_turn(tmp_path: Path, wire_taps: list[WireTap]) -> None:
     client = RecordingClient()
     with trio.fail_after(20):
         async with _demo(tmp_path, client) as conn:
@@ -56,9 +72,13 @@ async def test_full_turn(tmp_path: Path) -> None:
     assert done.status == "completed"
     assert client.text().startswith("You said: hello world (2 words).")
     assert "hello world" in client.text(acp.AgentThoughtChunk)
+    assert _check_wire(wire_taps) == [
+        ["initialize", "session/new", "session/new", "session/prompt"]
+    ]
 
 
-async def test_permission(tmp_path: Path) -> None:
+@pytest.mark.subprocess
+async def test_permission(tmp_path: Path, wire_taps: list[WireTap]) -> None:
     client = RecordingClient(answer="allow")
     with trio.fail_after(20):
         async with _demo(tmp_path, client) as conn:
@@ -74,9 +94,14 @@ async def test_permission(tmp_path: Path) -> None:
     options = [(o.option_id, o.kind) for o in client.asked[0].options]
     assert options == [("allow", "allow_once"), ("reject", "reject_once")]
     assert client.asked[0].session_id == sid
+    (labels,) = _check_wire(wire_taps)
+    assert labels.count("session/request_permission result") == 2
 
 
-async def test_cancel_mid_stream_and_during_permission(tmp_path: Path) -> None:
+@pytest.mark.subprocess
+async def test_cancel_mid_stream_and_during_permission(
+    tmp_path: Path, wire_taps: list[WireTap]
+) -> None:
     client = RecordingClient(gate=trio.Event())
     with trio.fail_after(20):
         async with _demo(tmp_path, client) as conn, trio.open_nursery() as nursery:
@@ -105,9 +130,13 @@ async def test_cancel_mid_stream_and_during_permission(tmp_path: Path) -> None:
             # The session goes on.
             assert (await conn.prompt(sid, "/echo still here")).stop_reason == "end_turn"
             assert client.text().endswith("still here")
+    (labels,) = _check_wire(wire_taps)
+    assert labels.count("session/cancel") == 2
+    assert labels.count("session/request_permission result") == 1  # the late answer
 
 
-async def test_load_after_restart(tmp_path: Path) -> None:
+@pytest.mark.subprocess
+async def test_load_after_restart(tmp_path: Path, wire_taps: list[WireTap]) -> None:
     client = RecordingClient()
     with trio.fail_after(20):
         async with _demo(tmp_path, client) as conn:
@@ -131,8 +160,10 @@ async def test_load_after_restart(tmp_path: Path) -> None:
             with pytest.raises(RpcFailure) as info:
                 await conn.load_session("../../etc/passwd", str(tmp_path))
             assert info.value.code == -32002
+    assert [labels.count("session/load") for labels in _check_wire(wire_taps)] == [0, 3]
 
 
+@pytest.mark.subprocess
 async def test_hooks_and_unknown_methods(tmp_path: Path) -> None:
     client = RecordingClient()
     with trio.fail_after(20):
@@ -163,6 +194,58 @@ async def test_hooks_and_unknown_methods(tmp_path: Path) -> None:
                 assert outcome == []
                 await conn.stop()
             assert isinstance(outcome[0], AgentExited)
+
+
+async def test_cancel_while_the_prompt_is_being_saved(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session/cancel that arrives before the turn's first update (here: while the prompt
+    is written to the history) is not lost: the turn ends at once, `cancelled`.
+
+    In-process, but real time: the saves run in threads, which autojump_clock would race.
+    """
+    saving, release = trio.Event(), trio.Event()
+    real_save = DemoAgent._save
+
+    async def gated_save(self: DemoAgent, file: demo_agent.store.SessionFile) -> None:
+        if file.history and not release.is_set():
+            saving.set()
+            await release.wait()
+        await real_save(self, file)
+
+    monkeypatch.setattr(DemoAgent, "_save", gated_save)
+    ours, theirs = trio.testing.memory_stream_pair()
+    nursery.start_soon(DemoAgent(theirs, state_dir=tmp_path, delay=0.05).run)
+    client = RecordingClient()
+    replies: list[acp.PromptResponse] = []
+    with trio.fail_after(20):
+        async with (
+            connect_agent(ours, on_update=client.on_update, on_request=client.on_request) as conn,
+            trio.open_nursery() as inner,
+        ):
+            sid = (await conn.new_session(str(tmp_path))).session_id
+
+            async def prompt(text: str) -> None:
+                replies.append(await conn.prompt(sid, text))
+
+            inner.start_soon(prompt, "/slow 20")
+            await saving.wait()
+            await conn.cancel(sid)
+            await trio.testing.wait_all_tasks_blocked()  # the agent has read the cancel
+            release.set()
+            while not replies:
+                await trio.sleep(0.01)
+            assert replies[0].stop_reason == "cancelled"
+            assert client.updates == []  # not one chunk of the cancelled turn
+            # The cancel was for that turn only: the next one runs to the end.
+            assert (await conn.prompt(sid, "/slow 2")).stop_reason == "end_turn"
+            assert client.text() == "1 2 "
+    saved = demo_agent.store.load(tmp_path, sid)
+    assert [(e.role, e.text) for e in saved.history] == [
+        ("user", "/slow 20"),
+        ("user", "/slow 2"),
+        ("agent", "1 2 "),
+    ]
 
 
 def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

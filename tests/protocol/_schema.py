@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from jsonschema import Draft202012Validator
@@ -207,3 +209,133 @@ def assert_valid(instance: Any, def_name: str | None = None) -> None:
         + "; ".join(f"{list(e.path)}: {e.message[:300]}" for e in errors[:5])
         + f"\n{json.dumps(instance)[:2000]}"
     )
+
+
+# --- whole messages, by method ------------------------------------------------------------------
+#
+# The schema's root is a union of very loose envelopes (its "ProtocolLevel" arm takes any method
+# with any params), so validating a message against it proves almost nothing:
+# `{"jsonrpc": "2.0", "method": "session/prompt", "params": {"foo": 1}}` passes. A message is
+# checked instead against the def for its method, found by the defs' `x-method`/`x-side` tags.
+
+Side = Literal["client", "agent"]
+_ENVELOPE = {"jsonrpc", "id", "method", "params", "result", "error"}
+
+
+@dataclass(frozen=True)
+class MethodDefs:
+    """One method's defs. `side` is its `x-side`: the side that handles it ("protocol": both)."""
+
+    side: str
+    params: str
+    result: str | None  # None for a notification
+
+
+def _method_table() -> dict[str, MethodDefs]:
+    found: dict[str, dict[str, str]] = {}
+    for name, d in DEFS.items():
+        if "x-method" not in d:
+            continue
+        kind = "result" if name.endswith("Response") else "params"
+        assert name.endswith(("Request", "Notification", "Response")), name
+        entry = found.setdefault(d["x-method"], {})
+        assert kind not in entry, (d["x-method"], name, entry)
+        assert entry.setdefault("side", d["x-side"]) == d["x-side"], name
+        entry[kind] = name
+    return {
+        m: MethodDefs(side=e["side"], params=e["params"], result=e.get("result"))
+        for m, e in found.items()
+    }
+
+
+METHODS: dict[str, MethodDefs] = _method_table()
+
+
+def _handled_by(sender: Side) -> tuple[str, str]:
+    """The `x-side` values of methods whose requests and notifications `sender` may send."""
+    return ("agent" if sender == "client" else "client", "protocol")
+
+
+def assert_valid_sent(
+    message: Any, *, sender: Side = "client", requests: Mapping[Any, str] | None = None
+) -> str:
+    """Check one message `sender` sends against the def for its method.
+
+    Requests and notifications: the method must be one the *other* side handles, and `params`
+    must match its params def. Responses: `requests` maps the ids of the other side's requests
+    to their methods, and `result` must match the result def of the method it answers (an
+    `error`, the `Error` def). Returns a label: the method, or "<method> result"/"<method> error".
+    """
+    assert isinstance(message, dict), f"not a JSON object: {message!r}"
+    assert message.get("jsonrpc") == "2.0", f"not JSON-RPC 2.0: {message!r}"
+    assert set(message) <= _ENVELOPE, f"unknown envelope members: {set(message) - _ENVELOPE}"
+    if "id" in message:
+        assert_valid(message["id"], "RequestId")
+    if "method" in message:
+        method = message["method"]
+        defs = METHODS.get(method)
+        assert defs is not None, f"{sender} sent {method!r}, a method the schema does not have"
+        assert defs.side in _handled_by(sender), f"{sender} sent {method!r}, its own method"
+        assert {"result", "error"}.isdisjoint(message), f"a request with a result: {message!r}"
+        if "id" in message:
+            assert defs.result is not None, f"{method!r} is a notification, sent with an id"
+        else:
+            assert defs.result is None, f"{method!r} is a request, sent without an id"
+        assert_valid(message.get("params"), defs.params)
+        return str(method)
+    assert "id" in message, f"neither a request, a notification nor a response: {message!r}"
+    assert ("result" in message) != ("error" in message), f"result xor error: {message!r}"
+    answered = (requests or {}).get(message["id"])
+    assert answered is not None, f"a response to no request of the other side: {message!r}"
+    if "error" in message:
+        assert_valid(message["error"], "Error")
+        return f"{answered} error"
+    defs = METHODS[answered]
+    assert defs.result is not None
+    assert_valid(message["result"], defs.result)
+    return f"{answered} result"
+
+
+def requests_in(traffic: bytes) -> dict[Any, str]:
+    """id -> method of the requests in a stream of lines (lines that are not JSON are skipped)."""
+    found: dict[Any, str] = {}
+    for line in traffic.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict) and isinstance(msg.get("method"), str) and "id" in msg:
+            rid = msg["id"]
+            assert found.setdefault(rid, msg["method"]) == msg["method"], f"id {rid!r} reused"
+    return found
+
+
+def assert_valid_traffic(sent: bytes, received: bytes, *, sender: Side = "client") -> list[str]:
+    """Check every line of `sent` (see `assert_valid_sent`); `received` is what the other side
+    sent, for the ids of its requests. Returns the labels, in order."""
+    requests = requests_in(received)
+    lines = sent.splitlines()
+    assert all(line.strip() for line in lines), "an empty line was sent"
+    return [assert_valid_sent(json.loads(line), sender=sender, requests=requests) for line in lines]
+
+
+def method_answered_by(result_def: str) -> str:
+    """The method whose result def is `result_def` (e.g. "LoadSessionResponse" -> session/load)."""
+    (method,) = [m for m, d in METHODS.items() if d.result == result_def]
+    return method
+
+
+def assert_valid_message(message: Any, *, answers: str | None = None) -> str:
+    """`assert_valid_sent` for a message in either direction, its sender told by its method's
+    `x-side`. A response needs `answers`, the method of the request it answers."""
+    assert isinstance(message, dict), f"not a JSON object: {message!r}"
+    method = message.get("method", answers)
+    assert isinstance(method, str), f"a response needs the method it answers: {message!r}"
+    defs = METHODS.get(method)
+    assert defs is not None, f"{method!r} is not a method the schema has"
+    is_call = "method" in message
+    # A call goes to the handling side; an answer comes from it.
+    handler: Side = "client" if defs.side == "client" else "agent"
+    sender: Side = ("agent" if handler == "client" else "client") if is_call else handler
+    requests = None if is_call else {message.get("id"): method}
+    return assert_valid_sent(message, sender=sender, requests=requests)

@@ -23,10 +23,15 @@ from protocol.jsonrpc import (
 from tests.protocol._schema import (
     DEFS,
     EXTRA_FIELDS,
+    METHODS,
     STRUCT_DEFS,
     assert_valid,
+    assert_valid_sent,
+    assert_valid_traffic,
     def_fields,
     is_valid,
+    method_answered_by,
+    validator,
 )
 from tests.protocol._strategies import strategy
 
@@ -381,7 +386,92 @@ def test_sent_messages_are_schema_valid(msg: Any, def_name: str | None) -> None:
     assert line.endswith(b"\n")
     assert line.count(b"\n") == 1
     data = json.loads(line)
-    assert_valid(data)  # the whole JSON-RPC message, against the schema's root
     assert data["jsonrpc"] == "2.0"
-    if def_name is not None:
-        assert_valid(data.get("params", data.get("result")), def_name)
+    if "method" in data:  # the table names the def the method's tags pick
+        assert METHODS[data["method"]].params == def_name
+        requests = None
+    else:  # an answer to an agent's request: to the method whose result `def_name` is
+        requests = {data["id"]: method_answered_by(def_name or "RequestPermissionResponse")}
+    assert_valid_sent(data, sender="client", requests=requests)
+
+
+# --- the check above can fail ------------------------------------------------------------------
+
+PERMISSION = {"sessionId": SID, "toolCall": {"toolCallId": "t1"}, "options": []}
+WRONG: list[tuple[str, dict[str, Any], dict[Any, str] | None, str]] = [
+    # (label, message acpd would send, the agent's requests by id, what the failure says)
+    ("params-of-no-def", {"jsonrpc": "2.0", "id": 1, "method": "session/prompt",
+                          "params": {"foo": 1}}, None, "not a valid PromptRequest"),
+    ("prompt-not-a-list", {"jsonrpc": "2.0", "id": 1, "method": "session/prompt",
+                           "params": {"sessionId": SID, "prompt": "hi"}}, None, "PromptRequest"),
+    ("bad-content-block", {"jsonrpc": "2.0", "id": 1, "method": "session/prompt",
+                           "params": {"sessionId": SID, "prompt": [{"type": "txt", "text": "x"}]}},
+     None, "PromptRequest"),
+    ("cancel-without-session", {"jsonrpc": "2.0", "method": "session/cancel", "params": {}},
+     None, "not a valid CancelNotification"),
+    ("cancel-without-params", {"jsonrpc": "2.0", "method": "session/cancel"},
+     None, "CancelNotification"),
+    ("initialize-version-string", {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                                   "params": {"protocolVersion": "1"}}, None, "InitializeRequest"),
+    ("agent-side-method", {"jsonrpc": "2.0", "method": "session/update",
+                           "params": {"sessionId": SID, "update": {}}}, None, "its own method"),
+    ("unknown-method", {"jsonrpc": "2.0", "id": 1, "method": "session/frobnicate", "params": {}},
+     None, "does not have"),
+    ("request-without-id", {"jsonrpc": "2.0", "method": "session/new",
+                            "params": {"cwd": CWD, "mcpServers": []}}, None, "without an id"),
+    ("notification-with-id", {"jsonrpc": "2.0", "id": 3, "method": "session/cancel",
+                              "params": {"sessionId": SID}}, None, "sent with an id"),
+    ("fractional-id", {"jsonrpc": "2.0", "id": 1.5, "method": "session/new",
+                       "params": {"cwd": CWD, "mcpServers": []}}, None, "RequestId"),
+    ("no-jsonrpc", {"id": 1, "method": "session/new", "params": {"cwd": CWD, "mcpServers": []}},
+     None, "not JSON-RPC 2.0"),
+    ("bad-permission-outcome", {"jsonrpc": "2.0", "id": 0,
+                                "result": {"outcome": {"outcome": "ok"}}},
+     {0: "session/request_permission"}, "not a valid RequestPermissionResponse"),
+    ("selected-without-option", {"jsonrpc": "2.0", "id": 0,
+                                 "result": {"outcome": {"outcome": "selected"}}},
+     {0: "session/request_permission"}, "RequestPermissionResponse"),
+    ("answer-to-no-request", {"jsonrpc": "2.0", "id": 9, "result": {}},
+     {0: "session/request_permission"}, "no request"),
+    ("result-and-error", {"jsonrpc": "2.0", "id": 0, "result": {},
+                          "error": {"code": -32603, "message": "x"}},
+     {0: "fs/write_text_file"}, "result xor error"),
+    ("error-without-message", {"jsonrpc": "2.0", "id": 0, "error": {"code": -32603}},
+     {0: "fs/write_text_file"}, "not a valid Error"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("msg", "requests", "why"), [w[1:] for w in WRONG], ids=[w[0] for w in WRONG]
+)
+def test_wrong_sent_messages_are_rejected(
+    msg: dict[str, Any], requests: dict[Any, str] | None, why: str
+) -> None:
+    with pytest.raises(AssertionError, match=why):
+        assert_valid_sent(msg, sender="client", requests=requests)
+
+
+def test_the_schema_root_alone_proves_little() -> None:
+    """Why messages are checked by method: the root takes params that match no def."""
+    wrong = WRONG[0][1]
+    assert validator().is_valid(wrong)
+    assert validator().is_valid({"jsonrpc": "2.0", "method": "session/cancel", "params": {}})
+    with pytest.raises(AssertionError, match="PromptRequest"):
+        assert_valid_sent(wrong)
+
+
+def test_traffic_is_checked_line_by_line() -> None:
+    agent = b'{"jsonrpc":"2.0","id":0,"method":"session/request_permission","params":{}}\n'
+    good = [
+        {"jsonrpc": "2.0", "id": 0, "method": "session/cancel", "params": {"sessionId": SID}},
+        {"jsonrpc": "2.0", "id": 0, "result": {"outcome": {"outcome": "cancelled"}}},
+    ]
+    good[0].pop("id")
+    sent = b"".join(json.dumps(m).encode() + b"\n" for m in good)
+    labels = assert_valid_traffic(sent, agent)
+    assert labels == ["session/cancel", "session/request_permission result"]
+    bad = sent + b'{"jsonrpc":"2.0","id":0,"result":{"outcome":{}}}\n'
+    with pytest.raises(AssertionError, match="RequestPermissionResponse"):
+        assert_valid_traffic(bad, agent)
+    with pytest.raises(AssertionError, match="empty line"):
+        assert_valid_traffic(sent + b"\n\n", agent)
