@@ -74,6 +74,12 @@ class HttpExchange:
     def __attrs_post_init__(self) -> None:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
 
+    @property
+    def trailing(self) -> int:
+        """How many of the bytes read follow the request head (e.g. a client's first frame)."""
+        data, _closed = self._h11.trailing_data
+        return len(data)
+
     async def read_head(self) -> RequestHead:
         """Read until a complete request head. Raises `HttpError` (malformed, too large) or
         `ClientClosed`; the caller bounds the time it may take."""
@@ -164,11 +170,20 @@ def _head(event: h11.Request) -> RequestHead:
 
 
 class ReplayStream(trio.abc.Stream):
-    """`stream`, except that the first reads return `prefix` (bytes already read from it)."""
+    """`stream`, except that the first reads return `prefix` (bytes already read from it).
 
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+    With `limit`, at most that many bytes more are received from `stream` until `unlimit()`;
+    a read past it raises `trio.BrokenResourceError` (e.g. the dashboard's websocket before
+    the client has authenticated: a stranger may not make us buffer megabytes).
+    """
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes, *, limit: int | None = None) -> None:
         self._stream = stream
         self._prefix = prefix
+        self._limit = limit
+
+    def unlimit(self) -> None:
+        self._limit = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix:
@@ -176,7 +191,16 @@ class ReplayStream(trio.abc.Stream):
             size = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:size], self._prefix[size:]
             return chunk
-        return await self._stream.receive_some(max_bytes)
+        if self._limit is None:
+            return await self._stream.receive_some(max_bytes)
+        if self._limit <= 0:
+            await trio.lowlevel.checkpoint()
+            raise trio.BrokenResourceError("the peer sent more than it may yet")
+        size = self._limit if max_bytes is None else min(max_bytes, self._limit)
+        data = await self._stream.receive_some(size)
+        if self._limit is not None:  # else lifted while we waited
+            self._limit -= len(data)
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)

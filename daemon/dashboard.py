@@ -7,8 +7,10 @@ serve_dashboard(address, dispatcher, data_dir)
    ├─ GET /, /app.js, ...       → the file, with CSP and friends; then close
    └─ GET /ws + Upgrade         → Host and Origin checked (403 before any handshake), then
                                   trio-websocket over a stream that replays the bytes read;
-                                  first message must be `auth` with the token, then the
-                                  dispatcher serves the connection, one message per text frame
+                                  first message must be `auth` with the token (or a single-use
+                                  code, answered with the token), at most 8 KiB until then;
+                                  then the dispatcher serves the connection, one message per
+                                  text frame (a binary frame gets -32600)
 ```
 
 Who may talk to it: anyone on this machine can connect to a loopback port, and any web page in
@@ -16,17 +18,22 @@ the user's browser can try. So the websocket needs both the `Origin` of the page
 (other pages cannot forge it; DNS rebinding is caught by the `Host` check) and the secret in
 `dashboard.token` (0600 in the data dir, readable only by the user who may use the daemon),
 presented as the first message. Until then no API call runs. The token never travels in a URL
-query: `acpd dashboard` hands it to the page in the fragment, which browsers never send.
+query: `acpd dashboard` prints a link with it in the fragment, which browsers never send; and
+`acpd dashboard --open` hands the browser a single-use code instead (`create_login_code`), since
+a browser's command line is visible to every local user.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import importlib.resources
 import ipaddress
 import logging
 import os
 import secrets
+import stat
+import time
 from functools import partial
 from pathlib import Path
 from typing import Final, NoReturn
@@ -40,8 +47,8 @@ from msgspec import UNSET
 from daemon._http import ClientClosed, HttpError, HttpExchange, ReplayStream, RequestHead, linger
 from daemon.dispatch import ClientGone, Dispatcher
 from daemon.unix_server import ListenError
-from protocol.api import EmptyResult
 from protocol.jsonrpc import (
+    INVALID_REQUEST,
     UNAUTHORIZED,
     ErrorResponse,
     RequestId,
@@ -55,7 +62,12 @@ from protocol.jsonrpc import (
 
 __all__ = [
     "AUTH_METHOD",
+    "CODES_DIR",
+    "CODE_TTL_S",
+    "PRE_AUTH_BYTES",
     "TOKEN_FILE",
+    "claim_login_code",
+    "create_login_code",
     "load_or_create_token",
     "parse_address",
     "serve_dashboard",
@@ -64,7 +76,11 @@ __all__ = [
 log = logging.getLogger("acpd.dashboard")
 
 TOKEN_FILE: Final = "dashboard.token"
+CODES_DIR: Final = "dashboard-codes"  # single-use codes for `acpd dashboard --open`
+CODE_TTL_S: Final = 60.0
+CODE_CLOCK_SLACK_S: Final = 5.0  # a code "from the future" (the clock was set back) still works
 AUTH_METHOD: Final = "auth"
+PRE_AUTH_BYTES: Final = 8 * 1024  # websocket bytes a client may send before `auth` is answered
 HEAD_TIMEOUT_S: Final = 10.0  # to send a request head, and to finish the websocket handshake
 AUTH_TIMEOUT_S: Final = 10.0  # from the handshake to the `auth` message
 CLOSE_TIMEOUT_S: Final = 2.0  # for the websocket closing handshake
@@ -119,6 +135,57 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
+def create_login_code(data_dir: Path) -> str:
+    """A single-use code that the page exchanges for the token (`auth {code}`), valid for
+    `CODE_TTL_S`: what `acpd dashboard --open` puts in the link it hands to a browser.
+
+    A browser's command line is readable by every local user (/proc/PID/cmdline) for as long
+    as the browser runs; a code there is worth nothing once the page has used it, or after a
+    minute. It is an empty 0600 file named by the code in `data_dir/dashboard-codes/` (0700):
+    whoever may read the token file may mint codes, nobody else. Expired codes are pruned.
+    Raises OSError.
+    """
+    codes = data_dir / CODES_DIR
+    try:
+        os.mkdir(codes, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(codes)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(errno.EPERM, "not a private directory of ours", str(codes))
+    now = time.time()
+    for entry in os.scandir(codes):
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < now - CODE_TTL_S:
+                os.unlink(entry.path)
+        except OSError:
+            pass  # claimed or pruned meanwhile
+    code = secrets.token_urlsafe(32)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    os.close(os.open(codes / code, flags, 0o600))
+    return code
+
+
+def claim_login_code(data_dir: Path, code: str) -> bool:
+    """Use up `code`: True if it was made by `create_login_code` less than `CODE_TTL_S` ago
+    and not used before. Whoever removes the file first has it; a used code is gone."""
+    if not _usable(code):  # also keeps `code` a plain file name
+        return False
+    path = data_dir / CODES_DIR / code
+    try:
+        st = os.lstat(path)
+        os.unlink(path)
+    except OSError:
+        return False
+    age = time.time() - st.st_mtime
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == os.getuid()
+        and not st.st_mode & 0o077
+        and -CODE_CLOCK_SLACK_S <= age <= CODE_TTL_S
+    )
+
+
 # --- the address -------------------------------------------------------------------------------
 
 
@@ -164,6 +231,7 @@ def _load_files() -> dict[str, _File]:
 @attrs.define(eq=False)
 class _Site:
     dispatcher: Dispatcher
+    data_dir: Path
     token: bytes
     files: dict[str, _File]
     url_host: str
@@ -230,7 +298,9 @@ async def serve_dashboard(
     except OSError as exc:
         raise ListenError(f"cannot serve the dashboard on {address}: {exc.strerror}") from None
     port = listeners[0].socket.getsockname()[1]  # the one picked, for port 0
-    site = _Site(dispatcher, token.encode(), files, url_host, port, head_timeout, auth_timeout)
+    site = _Site(
+        dispatcher, data_dir, token.encode(), files, url_host, port, head_timeout, auth_timeout
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, partial(_handle, site), listeners)
         log.info("dashboard at %s", site.url)
@@ -265,7 +335,7 @@ async def _serve_connection(site: _Site, stream: trio.SocketStream) -> None:
         except (ClientClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     if upgrade:
-        await _serve_websocket(site, stream, bytes(http.raw))
+        await _serve_websocket(site, stream, http)
     else:
         with trio.move_on_after(LINGER_S):
             await linger(stream)
@@ -309,20 +379,21 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
 # --- the websocket -----------------------------------------------------------------------------
 
 
-async def _serve_websocket(site: _Site, stream: trio.SocketStream, head_bytes: bytes) -> None:
+async def _serve_websocket(site: _Site, stream: trio.SocketStream, http: HttpExchange) -> None:
+    # Until `auth` is answered the client may send only a little: enough for the handshake's
+    # leftovers and one `auth` message, not the 4 MiB a frame may carry afterwards.
+    replay = ReplayStream(stream, bytes(http.raw), limit=max(0, PRE_AUTH_BYTES - http.trailing))
     async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
         try:
             ws: trio_websocket.WebSocketConnection | None = None
             with trio.move_on_after(site.head_timeout):
                 request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    ReplayStream(stream, head_bytes),
-                    max_message_size=site.dispatcher.max_message_bytes,
+                    nursery, replay, max_message_size=site.dispatcher.max_message_bytes
                 )
                 ws = await request.accept()
             if ws is not None:
                 try:
-                    await _session(site, ws)
+                    await _session(site, ws, replay)
                 finally:
                     with trio.move_on_after(CLOSE_TIMEOUT_S):
                         await ws.aclose()
@@ -333,35 +404,57 @@ async def _serve_websocket(site: _Site, stream: trio.SocketStream, head_bytes: b
 
 
 class _AuthParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    token: str
+    token: str | None = None
+    code: str | None = None
+
+
+class _AuthResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    token: str | None = None  # the token, in exchange for a code
 
 
 _auth_params = msgspec.json.Decoder(_AuthParams)
+_FIRST = "unauthorized: send `auth` with the dashboard token first, as a text frame"
 
 
 def _error(req_id: RequestId, message: str) -> str:
     return encode(ErrorResponse(id=req_id, error=RpcError(UNAUTHORIZED, message))).decode()
 
 
-def _check_auth(message: str | bytes, token: bytes) -> tuple[bool, str]:
-    """Whether `message` is `auth` with the right token, and the reply to send."""
+async def _authenticate(site: _Site, message: str | bytes) -> tuple[bool, str]:
+    """Whether `message` is `auth` with the token or a valid code, and the reply to send."""
+    if not isinstance(message, str):
+        return False, _error(None, _FIRST)
     try:
-        env = decode_envelope(message.encode() if isinstance(message, str) else message)
+        env = decode_envelope(message.encode())
     except RpcFailure:
-        return False, _error(None, "unauthorized: send `auth` with the dashboard token first")
+        return False, _error(None, _FIRST)
     req_id: RequestId = None if env.id is UNSET else env.id
     if env.method != AUTH_METHOD:
-        return False, _error(req_id, "unauthorized: send `auth` with the dashboard token first")
+        return False, _error(req_id, _FIRST)
     try:
         params = decode_params(_auth_params, env.params)
     except RpcFailure:
-        return False, _error(req_id, "unauthorized: `auth` takes {token}")
-    if not hmac.compare_digest(params.token.encode(), token):
-        return False, _error(req_id, "unauthorized: wrong token")
-    return True, encode(Response(id=req_id, result=EmptyResult())).decode()
+        params = _AuthParams()
+    if (params.token is None) == (params.code is None):
+        return False, _error(req_id, "unauthorized: `auth` takes {token} or {code}")
+    if params.token is not None:
+        if not hmac.compare_digest(params.token.encode(), site.token):
+            return False, _error(req_id, "unauthorized: wrong token")
+        result = _AuthResult()
+    else:
+        assert params.code is not None
+        if not await trio.to_thread.run_sync(claim_login_code, site.data_dir, params.code):
+            return False, _error(
+                req_id, "unauthorized: this link was used already or has expired; "
+                "get a new one with `acpd dashboard --open`"
+            )  # fmt: skip
+        result = _AuthResult(token=site.token.decode())
+    return True, encode(Response(id=req_id, result=result)).decode()
 
 
-async def _session(site: _Site, ws: trio_websocket.WebSocketConnection) -> None:
+async def _session(
+    site: _Site, ws: trio_websocket.WebSocketConnection, replay: ReplayStream
+) -> None:
     """Authenticate, then relay frames to and from the dispatcher until either side closes."""
     first: str | bytes | None = None
     with trio.move_on_after(site.auth_timeout):
@@ -369,12 +462,13 @@ async def _session(site: _Site, ws: trio_websocket.WebSocketConnection) -> None:
     if first is None:
         await ws.aclose(1008, "authentication timed out")
         return
-    ok, reply = _check_auth(first, site.token)
+    ok, reply = await _authenticate(site, first)
     await ws.send_message(reply)
     if not ok:
         log.warning("dashboard: refused a websocket client: %s", reply)
         await ws.aclose(1008, "unauthorized")
         return
+    replay.unlimit()
 
     async def send(line: bytes) -> None:
         try:
@@ -389,4 +483,8 @@ async def _session(site: _Site, ws: trio_websocket.WebSocketConnection) -> None:
                 message = await ws.get_message()
             except trio_websocket.ConnectionClosed:
                 break
-            await conn.handle(message.encode() if isinstance(message, str) else message)
+            if isinstance(message, bytes):  # CONTRACT.md: one JSON-RPC message per text frame
+                await conn.send_error(INVALID_REQUEST, "binary frames are not accepted: send "
+                                      "each JSON-RPC message as a text frame")  # fmt: skip
+                continue
+            await conn.handle(message.encode())

@@ -13,12 +13,14 @@ Each reads its variables once, at start-up, and removes them from the environmen
 the daemon starts inherits them (agents get an allow-listed environment anyway: `agent_env`).
 
 For `acpd install-systemd`: `render_service`, `render_socket`, `install_units`; the files in
-the repository's `systemd/` are `render_service("%h/.local/bin/acpd")` and `render_socket()`.
+the repository's `systemd/` are `render_service("%h/.local/bin/acpd")` (the default config's
+TimeoutStopSec=) and `render_socket()`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -31,6 +33,8 @@ from typing import Final, Literal, NoReturn, TextIO
 import attrs
 import trio
 
+from daemon.config import Config, ConfigError, load_config
+
 __all__ = [
     "API_FD_NAME",
     "ActivationError",
@@ -41,10 +45,10 @@ __all__ = [
     "figures",
     "install_units",
     "keep_alive",
-    "notify",
     "render_service",
     "render_socket",
     "run_install",
+    "stop_timeout",
     "take_activated_socket",
     "user_unit_dir",
     "watchdog_interval",
@@ -54,6 +58,9 @@ log = logging.getLogger("acpd.systemd")
 
 SD_LISTEN_FDS_START: Final = 3
 API_FD_NAME: Final = "api"  # FileDescriptorName= in acpd.socket
+# TimeoutStopSec= is shutdown_grace + stop_grace + this: an agent's SIGKILL bound (5 s), the
+# store's last commit and the interpreter's exit, with room to spare. 30 s with the defaults.
+STOP_MARGIN_S: Final = 18.0
 STATUS_INTERVAL: Final = 5.0  # seconds between checks of the figures in STATUS=
 _STATUS_MAX: Final = 1000  # characters: a datagram must stay well under systemd's 4 KiB buffer
 _LISTEN_VARS: Final = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -122,12 +129,6 @@ class Notifier:
             return False
         self._failing = False
         return True
-
-
-def notify(state: str) -> bool:
-    """sd_notify(3) with `NOTIFY_SOCKET` as it is now: send `state` (e.g. "READY=1"). A no-op
-    returning False when it is unset; a failure is logged, never fatal."""
-    return Notifier.from_environ(unset=False).send(state)
 
 
 def _one_line(text: str) -> str:
@@ -375,9 +376,11 @@ Restart=on-failure
 RestartSec=2s
 # The event loop pings every WatchdogSec/2: a wedged daemon is killed and restarted.
 WatchdogSec=30s
-# SIGTERM drains running turns within shutdown_grace (10 s by default), then stops each agent
-# within its stop_grace (2 s: SIGTERM, then SIGKILL to its process group); 30 s covers both.
-TimeoutStopSec=30s
+# SIGTERM drains running turns within shutdown_grace, then stops each agent within stop_grace
+# (SIGTERM, then SIGKILL to its process group). This is shutdown_grace + stop_grace + {margin}s
+# (for the kill, the last commit and exit) from the config `acpd install-systemd` read; after
+# raising either, run `acpd install-systemd --force` again (a reload does not change units).
+TimeoutStopSec={timeout_stop}
 # SIGTERM to acpd alone, which stops its agents itself, gracefully; SIGKILL for anything left.
 KillMode=mixed
 
@@ -396,12 +399,14 @@ SystemCallArchitectures=native
 # - PrivateDevices=, ProtectKernel*=, ProtectControlGroups=: in a user unit they need
 #   unprivileged user namespaces, which some systems disable, and the service would not start.
 # - MemoryDenyWriteExecute=: Node-based agents (claude, codex, gemini) need a JIT.
+# - RestrictNamespaces=: agents' own sandboxes (bubblewrap for Claude Code's, Chromium's) and
+#   the tools they run (rootless podman, unshare) create namespaces; forbidding it would make
+#   agents less contained, not more.
 # - UMask=: files agents create should get your usual permissions; acpd sets its own modes.
 
 # Agents get an allow-list of this environment: PATH, HOME, LANG, LC_*, XDG_*, NODE_*,
-# ACPD_DEMO_*. The built-in demo agent streams a chunk every ACPD_DEMO_DELAY seconds. Your own
-# settings (KEY=value lines, e.g. a PATH that finds npx or gemini) go in the optional file.
-Environment=ACPD_DEMO_DELAY=0.05
+# ACPD_DEMO_*. Your own settings (KEY=value lines, e.g. a PATH that finds npx or gemini) go in
+# the optional file.
 EnvironmentFile=-%E/acpd/environment
 
 [Install]
@@ -410,7 +415,9 @@ WantedBy=default.target
 
 _SOCKET = """\
 # acpd's API socket: systemd listens, and starts acpd.service on the first connection.
-# `acpd install-systemd` writes this file; the path is the CLI's default socket.
+# `acpd install-systemd` writes this file; the path is the CLI's default socket. Enable it
+# together with acpd.service: the service starts at login (and recovers queued messages), and
+# the socket starts it again on the next connection after a crash or a `stop`.
 
 [Unit]
 Description=acpd API socket
@@ -432,12 +439,21 @@ class InstallError(Exception):
     """The units cannot be installed as asked; one line for the user."""
 
 
-def render_service(command: str, *, socket: bool = True) -> str:
+def stop_timeout(config: Config) -> int:
+    """TimeoutStopSec= in seconds for `config`: above the daemon's own graceful-stop bound
+    (drain turns within `shutdown_grace`, then stop agents within `stop_grace`), so that
+    systemd's SIGKILL only ever meets a daemon that is stuck, not one that is still draining."""
+    return math.ceil(config.shutdown_grace + config.stop_grace + STOP_MARGIN_S)
+
+
+def render_service(command: str, *, socket: bool = True, config: Config | None = None) -> str:
     """acpd.service with `ExecStart={command} serve` (`command` is already in systemd's
-    syntax: see `exec_words`). With `socket`, it requires acpd.socket and enabling the
-    service enables the socket too."""
+    syntax: see `exec_words`) and TimeoutStopSec= from `config` (default: the defaults).
+    With `socket`, it requires acpd.socket and enabling the service enables the socket too."""
     return _SERVICE.format(
         command=command,
+        margin=f"{STOP_MARGIN_S:g}",
+        timeout_stop=f"{stop_timeout(Config() if config is None else config)}s",
         unit_deps="Requires=acpd.socket\nAfter=acpd.socket\n" if socket else "",
         install_also="Also=acpd.socket\n" if socket else "",
     )
@@ -492,11 +508,13 @@ def install_units(
     socket: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    config: Config | None = None,
 ) -> list[tuple[Path, str, Action]]:
     """Write acpd.service (and acpd.socket) into `directory`; returns each unit's path, text
     and what happened to it. A unit that exists with other text is a conflict: nothing at all
     is written unless `force`. Writes are atomic (temporary file, then rename)."""
-    units = {"acpd.service": render_service(exec_words(command), socket=socket)}
+    service = render_service(exec_words(command), socket=socket, config=config)
+    units = {"acpd.service": service}
     if socket:
         units["acpd.socket"] = render_socket()
     plan: list[tuple[Path, str, Action]] = []
@@ -534,13 +552,22 @@ def run_install(
     dry_run: bool,
     directory: Path | None = None,
     command: list[str] | None = None,
+    config: Config | None = None,
 ) -> int:
     """`acpd install-systemd`: install (or show) the units, then say how to enable them.
-    Raises `InstallError` when a unit that differs is in the way."""
+
+    TimeoutStopSec= follows `config` (default: the config file `acpd serve` reads by default).
+    Raises `InstallError` when a unit that differs is in the way, or the config is broken.
+    """
     directory = user_unit_dir() if directory is None else directory
+    if config is None:
+        try:
+            config = load_config()
+        except ConfigError as exc:
+            raise InstallError(f"{exc} (fix it first: the service would not start)") from None
     plan = install_units(
         directory, acpd_command() if command is None else command,
-        socket=socket, force=force, dry_run=dry_run,
+        socket=socket, force=force, dry_run=dry_run, config=config,
     )  # fmt: skip
     conflicts = [str(path) for path, _, action in plan if action == "conflict"]
     if dry_run:
@@ -559,7 +586,11 @@ def run_install(
     if not socket and (stale := directory / "acpd.socket").exists():
         drop = f"systemctl --user disable --now acpd.socket && rm {stale}"
         print(f"note: {stale} from an earlier install remains; to drop it: {drop}", file=out)
-    unit = "acpd.socket" if socket else "acpd.service"
+    # Both units: the service starts at login and recovers queued messages at once; the socket
+    # starts it again on the next connection after a crash or a `systemctl --user stop`.
+    units = "acpd.socket acpd.service" if socket else "acpd.service"
     print("then enable and start it:" if dry_run else "enable and start it with:", file=out)
-    print(f"  systemctl --user daemon-reload && systemctl --user enable --now {unit}", file=out)
+    print(f"  systemctl --user daemon-reload && systemctl --user enable --now {units}", file=out)
+    print("optionally, to keep it running after you log out (and start it at boot):", file=out)
+    print("  loginctl enable-linger", file=out)
     return 0

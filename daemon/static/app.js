@@ -8,23 +8,32 @@ import { Rpc } from "./rpc.js";
 
 const TOKEN_KEY = "acpd.token";
 const LIST_PAGE = 50;
-const LIST_MAX = 1000; // conversations/list's largest page
-const LIST_REFRESH_MS = 4000;
+const LIST_REFRESH_MS = 2000; // the first page, while the tab is visible
 
 const $ = (id) => document.getElementById(id);
 
 // --- the token -------------------------------------------------------------------------------
 
-function takeTokenFromHash() {
+/** {token} or {code} from the fragment (then gone from the address bar), else the token this
+ *  tab kept, else null. A code (from `acpd dashboard --open`) is single use: the daemon trades
+ *  it for the token on connecting. */
+function takeCredentials({ kept = true } = {}) {
   const params = new URLSearchParams(location.hash.slice(1));
   const token = params.get("token");
-  if (token) {
-    sessionStorage.setItem(TOKEN_KEY, token);
+  const code = params.get("code");
+  if (token || code) {
     params.delete("token");
+    params.delete("code");
     const rest = params.toString();
     history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   }
-  return sessionStorage.getItem(TOKEN_KEY);
+  if (token) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    return { token };
+  }
+  if (code) return { code };
+  const stored = kept ? sessionStorage.getItem(TOKEN_KEY) : null;
+  return stored ? { token: stored } : null;
 }
 
 function routeId() {
@@ -36,11 +45,14 @@ function routeId() {
 class App {
   constructor() {
     this.rpc = null;
-    this.pages = []; // conversation pages as fetched; [0] is refreshed on a timer
-    this.next = null; // cursor for the page after the last one fetched
+    this.known = new Map(); // id -> conversation info, as last read
+    this.next = null; // cursor for the page after the last one read
+    this.morePages = false; // pages past the first were read ("More")
     this.total = 0;
     this.items = new Map(); // id -> <li>
     this.listTimer = null;
+    this.listBusy = false;
+    this.ticks = 0;
     this.conv = new ConversationView(
       null,
       {
@@ -56,17 +68,20 @@ class App {
         live: $("live"),
         queue: $("queue"),
         queueList: $("queue-list"),
+        queueTitle: $("queue-title"),
         error: $("conv-error"),
       },
-      { onInfo: (info) => this.updateItem(info) },
+      { onInfo: (info) => this.learn(info) },
     );
     this.bind();
   }
 
-  start(token) {
+  start(credentials) {
     $("auth").hidden = true;
-    this.rpc = new Rpc(`ws://${location.host}/ws`, token);
+    $("empty").hidden = this.conv.id !== null;
+    this.rpc = new Rpc(`ws://${location.host}/ws`, credentials);
     this.conv.rpc = this.rpc;
+    this.rpc.addEventListener("token", (e) => sessionStorage.setItem(TOKEN_KEY, e.detail));
     this.rpc.addEventListener("state", (e) => this.showState(e.detail));
     this.rpc.addEventListener("notification", (e) => {
       const { method, params } = e.detail;
@@ -84,54 +99,88 @@ class App {
     else if (wanted) this.open(wanted);
     clearInterval(this.listTimer);
     this.listTimer = setInterval(() => {
-      if (document.visibilityState === "visible" && this.rpc.state === "open") {
-        this.refreshList();
-        this.conv.refreshSoon(0);
-      }
+      if (document.visibilityState !== "visible" || this.rpc.state !== "open") return;
+      this.refreshList();
+      // The open conversation follows its events; this catches what has none (e.g. another
+      // client removing a queued message).
+      if (++this.ticks % 2 === 0) this.conv.refreshSoon(0);
     }, LIST_REFRESH_MS);
   }
 
   showState({ state, delay, message }) {
+    clearInterval(this.countdown);
     const conn = $("conn");
     conn.dataset.state = state;
     conn.textContent = {
       connecting: "connecting…",
       open: "connected",
-      waiting: `offline · retrying in ${Math.ceil((delay ?? 0) / 1000)} s`,
-      unauthorized: "token refused",
+      waiting: "offline",
+      unauthorized: "not connected",
     }[state];
+    $("new-toggle").disabled = state !== "open";
+    const retry = $("retry");
+    retry.hidden = state !== "waiting";
+    if (state === "waiting") {
+      // The countdown is on the button, not in the live status: no announcement every second.
+      const at = Date.now() + (delay ?? 0);
+      const tick = () => {
+        retry.textContent = `Retry now (${Math.max(0, Math.ceil((at - Date.now()) / 1000))} s)`;
+      };
+      tick();
+      this.countdown = setInterval(tick, 1000);
+    }
     if (state === "unauthorized") {
       clearInterval(this.listTimer);
       sessionStorage.removeItem(TOKEN_KEY);
-      showAuth(`The daemon refused the token (${message}). Get a fresh link with acpd dashboard.`);
+      showAuth(`The daemon refused this page: ${message.replace(/^unauthorized: /, "").replaceAll("`", "")}.`);
     }
   }
 
   // --- the list ------------------------------------------------------------------------------
+  //
+  // Only the first page is polled (one indexed read of 50 rows, however many are stored; the
+  // total is a counter). What it covers replaces what we had there; a conversation we had in
+  // that range that is no longer in it was deleted. Below it, pages read with "More" stay as
+  // read, except that a conversation moves up as soon as it shows up in the first page again.
 
   async refreshList() {
-    // Re-read everything shown, in one call (up to the API's cap), so that a conversation
-    // pushed down by newer activity cannot fall between the first page and a later one.
-    const shown = this.pages.reduce((n, page) => n + (page?.length ?? 0), 0);
-    const limit = Math.min(LIST_MAX, Math.max(LIST_PAGE, shown));
+    if (this.listBusy || this.rpc?.state !== "open") return;
+    this.listBusy = true;
     try {
-      const r = await this.rpc.call("conversations/list", { limit });
-      if (shown <= LIST_MAX) {
-        this.pages = [r.conversations];
-        this.next = r.next;
-      } else {
-        this.pages[0] = r.conversations; // past the cap: later pages may be a little stale
-      }
+      const r = await this.rpc.call("conversations/list", { limit: LIST_PAGE });
       this.total = r.total;
+      const fresh = r.conversations;
+      if (!this.morePages || r.next === null) {
+        this.known = new Map(fresh.map((c) => [c.id, c]));
+        this.next = r.next;
+        this.morePages = false;
+      } else {
+        const ids = new Set(fresh.map((c) => c.id));
+        const last = fresh[fresh.length - 1];
+        for (const [id, info] of this.known) {
+          if (!ids.has(id) && !newer(last, info)) this.known.delete(id);
+        }
+        for (const info of fresh) this.known.set(info.id, info);
+      }
       this.renderList();
     } catch {
       // Offline: the reconnect refreshes the list.
+    } finally {
+      this.listBusy = false;
     }
   }
 
   refreshListSoon() {
     clearTimeout(this.listSoon);
-    this.listSoon = setTimeout(() => this.refreshList(), 500);
+    this.listSoon = setTimeout(() => this.refreshList(), 300);
+  }
+
+  /** Take `info` (e.g. from conversations/get) unless what we have is newer. */
+  learn(info) {
+    const had = this.known.get(info.id);
+    if (had === undefined || newer(had, info)) return;
+    this.known.set(info.id, info);
+    this.renderList();
   }
 
   async more() {
@@ -139,8 +188,12 @@ class App {
     $("more").disabled = true;
     try {
       const r = await this.rpc.call("conversations/list", { limit: LIST_PAGE, before: this.next });
-      this.pages.push(r.conversations);
+      for (const info of r.conversations) {
+        const had = this.known.get(info.id);
+        if (had === undefined || !newer(had, info)) this.known.set(info.id, info);
+      }
       this.next = r.next;
+      this.morePages = true;
       this.total = r.total;
       this.renderList();
     } catch (err) {
@@ -151,36 +204,32 @@ class App {
   }
 
   renderList() {
-    const seen = new Set();
-    const order = [];
-    for (const page of this.pages) {
-      for (const info of page ?? []) {
-        if (seen.has(info.id)) continue; // moved up into a fresher page
-        seen.add(info.id);
-        order.push(info);
-      }
-    }
+    const order = [...this.known.values()].sort((a, b) => (newer(a, b) ? -1 : newer(b, a) ? 1 : 0));
     const list = $("list");
     const focused = document.activeElement?.closest?.("#list li")?.dataset.id;
+    for (const info of order) this.renderItem(info);
     const sameOrder =
       list.children.length === order.length &&
       order.every((info, i) => list.children[i].dataset.id === info.id);
-    for (const info of order) this.updateItem(info, true);
     if (!sameOrder) {
       list.replaceChildren(...order.map((info) => this.items.get(info.id)));
-      for (const id of this.items.keys()) if (!seen.has(id)) this.items.delete(id);
+      for (const id of this.items.keys()) if (!this.known.has(id)) this.items.delete(id);
       if (focused && this.items.has(focused)) this.items.get(focused).querySelector("button").focus();
     }
     const shown = order.length;
-    $("list-summary").textContent =
-      this.total === 0 ? "No conversations yet." : `${shown} of ${this.total} conversations`;
+    const summary =
+      this.total === 0
+        ? "No conversations yet."
+        : shown >= this.total
+          ? `${this.total} conversation${this.total === 1 ? "" : "s"}`
+          : `${shown} of ${this.total} conversations`;
+    if ($("list-summary").textContent !== summary) $("list-summary").textContent = summary;
     $("more").hidden = !this.next;
   }
 
-  updateItem(info, create = false) {
+  renderItem(info) {
     let li = this.items.get(info.id);
     if (!li) {
-      if (!create) return;
       li = el("li");
       li.dataset.id = info.id;
       const button = el("button", "item");
@@ -189,12 +238,19 @@ class App {
       li.append(button);
       this.items.set(info.id, li);
     }
+    const current = info.id === this.conv.id;
+    const when = ago(info.updated_at);
+    // Rebuilt only when something shown changed: polling must not churn the DOM (or a screen
+    // reader) every few seconds.
+    const signature = JSON.stringify([info.title, info.status, info.agent, info.queued, when, current]);
+    if (li.dataset.signature === signature) return;
+    li.dataset.signature = signature;
     const button = li.querySelector("button");
     const title = el("span", "item-title", info.title || "Untitled");
     const status = el("span", "badge", info.status);
     status.dataset.status = info.status;
     const meta = el("span", "item-meta muted small");
-    const parts = [info.agent, ago(info.updated_at)];
+    const parts = [info.agent, when];
     if (info.queued > 0) parts.push(`${info.queued} queued`);
     meta.textContent = parts.join(" · ");
     const top = el("span", "item-top");
@@ -202,9 +258,8 @@ class App {
     button.replaceChildren(top, meta);
     button.setAttribute(
       "aria-label",
-      `${info.title || "Untitled"}, ${info.status}${info.queued ? `, ${info.queued} queued` : ""}`,
+      `${info.title || "Untitled"}, ${info.status}${info.queued ? `, ${info.queued} queued` : ""}, ${when}`,
     );
-    const current = info.id === this.conv.id;
     li.classList.toggle("current", current);
     if (current) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
@@ -216,15 +271,8 @@ class App {
     history.replaceState(null, "", `${location.pathname}${location.search}#c=${encodeURIComponent(id)}`);
     $("empty").hidden = true;
     $("conv").hidden = false;
-    const previous = this.conv.id;
-    this.conv.open(id);
-    for (const key of [previous, id]) {
-      const li = key && this.items.get(key);
-      if (li) {
-        li.classList.toggle("current", key === id);
-        li.querySelector("button").toggleAttribute("aria-current", key === id);
-      }
-    }
+    this.conv.open(id); // the one already open: nothing happens
+    this.renderList(); // marks the current one
   }
 
   // --- new conversation ----------------------------------------------------------------------
@@ -264,7 +312,8 @@ class App {
       const { conversation } = await this.rpc.call("conversations/create", params);
       $("new-title").value = "";
       this.toggleNew(false);
-      this.pages[0] = [conversation, ...(this.pages[0] ?? [])];
+      this.known.set(conversation.id, conversation);
+      this.total += 1;
       this.renderList();
       this.open(conversation.id);
       $("input").focus();
@@ -301,7 +350,27 @@ class App {
     $("composer").addEventListener("submit", (e) => this.send(e));
     $("interrupt").addEventListener("click", () => this.conv.interrupt());
     $("resume").addEventListener("click", () => this.conv.resumeQueue());
-    $("conn").addEventListener("click", () => this.rpc?.reconnectNow());
+    $("retry").addEventListener("click", () => this.rpc?.reconnectNow());
+    // Arrow keys, Home and End move through the list; Enter or Space opens.
+    $("list").addEventListener("keydown", (e) => {
+      const buttons = [...$("list").querySelectorAll("button.item")];
+      const i = buttons.indexOf(document.activeElement);
+      const to = { ArrowDown: i + 1, ArrowUp: i - 1, Home: 0, End: buttons.length - 1 }[e.key];
+      if (i < 0 || to === undefined) return;
+      e.preventDefault();
+      buttons[Math.max(0, Math.min(buttons.length - 1, to))].focus();
+    });
+    // A new link opened in this tab (only the fragment changed, so no reload).
+    window.addEventListener("hashchange", () => {
+      const fresh = takeCredentials({ kept: false });
+      if (fresh && (this.rpc === null || this.rpc.state === "unauthorized")) this.start(fresh);
+      else if (routeId() && this.rpc?.state === "open") this.open(routeId());
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState !== "visible" || this.rpc?.state !== "open") return;
+      this.refreshList(); // back to the tab: no waiting for the next tick
+      this.conv.refreshSoon(0);
+    });
     $("input").addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
@@ -323,9 +392,15 @@ class App {
       if (!token) return;
       sessionStorage.setItem(TOKEN_KEY, token);
       $("auth-token").value = "";
-      this.start(token);
+      this.start({ token });
     });
   }
+}
+
+/** Whether `a` sorts before `b` in the list: newer activity first, then the larger id (the
+ *  daemon's order; RFC 3339 UTC with milliseconds sorts as text). */
+function newer(a, b) {
+  return a.updated_at > b.updated_at || (a.updated_at === b.updated_at && a.id > b.id);
 }
 
 function ago(ts) {
@@ -339,6 +414,11 @@ function ago(ts) {
 
 function showAuth(message) {
   $("auth").hidden = false;
+  $("empty").hidden = true;
+  $("new-toggle").disabled = true;
+  const conn = $("conn");
+  conn.dataset.state = "unauthorized";
+  conn.textContent = "not connected";
   const error = $("auth-error");
   error.textContent = message ?? "";
   error.hidden = !message;
@@ -346,6 +426,6 @@ function showAuth(message) {
 }
 
 const app = new App();
-const token = takeTokenFromHash();
-if (token) app.start(token);
+const credentials = takeCredentials();
+if (credentials) app.start(credentials);
 else showAuth();

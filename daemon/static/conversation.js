@@ -38,7 +38,11 @@ export class ConversationView {
     this.dom = dom;
     this.onInfo = onInfo; // (conversation info) => void: keeps the list in step
     this.id = null;
-    this.gen = 0; // bumped on every open/close: late answers for an old view are dropped
+    this.gen = 0; // bumped on every load: late answers for an old view are dropped
+    this.failed = false; // the last load failed: choosing the conversation again retries
+    this.subChanges = Promise.resolve(); // subscription changes, one after the other
+    this.subscribedTo = null; // the conversation the daemon streams to us, if any
+    this.streamingGen = -1; // the view (gen) whose subscribe was answered
     this.refreshTimer = null;
     this.stick = true; // follow the end of the timeline until the reader scrolls up
     dom.timeline.addEventListener("scroll", () => {
@@ -73,15 +77,26 @@ export class ConversationView {
   }
 
   // --- opening, subscribing ---------------------------------------------------------------
+  //
+  // At most one subscription per conversation on the connection: deltas carry no seq, so a
+  // second one would show every streamed chunk twice. Subscription changes run one at a time,
+  // in order (`serial`), each waiting for the daemon's answer, since the daemon runs one
+  // connection's requests concurrently; and notifications count only once the current view's
+  // subscribe has been answered (`streamingGen`): stragglers of an earlier one are ignored.
 
-  async open(id) {
-    const previous = this.id;
+  /** Show conversation `id`. Choosing the one already shown does nothing. */
+  open(id) {
+    if (id === this.id && !this.failed) return Promise.resolve();
+    return this.load(id);
+  }
+
+  async load(id) {
+    const previous = this.subscribedTo;
     const gen = ++this.gen;
     this.id = id;
+    this.failed = false;
     this.reset();
-    if (previous && previous !== id) {
-      this.rpc.call("conversations/unsubscribe", { id: previous }).catch(() => {});
-    }
+    if (previous !== null && previous !== id) this.serial(() => this.unsubscribe());
     try {
       const { conversation } = await this.rpc.call("conversations/get", { id });
       if (gen !== this.gen) return;
@@ -101,36 +116,54 @@ export class ConversationView {
       await this.subscribe(gen);
       await this.refreshQueue();
     } catch (err) {
-      if (gen === this.gen) this.showError(err.message);
+      if (gen === this.gen) {
+        this.failed = true;
+        this.showError(err.message);
+      }
     }
   }
 
-  close() {
-    if (this.id) this.rpc.call("conversations/unsubscribe", { id: this.id }).catch(() => {});
-    this.gen++;
-    this.id = null;
-    this.reset();
+  /** Run `change` once every subscription change queued before it is done. */
+  serial(change) {
+    const done = this.subChanges.then(change);
+    this.subChanges = done.catch(() => {});
+    return done;
+  }
+
+  async unsubscribe() {
+    const id = this.subscribedTo;
+    this.subscribedTo = null;
+    this.streamingGen = -1;
+    // Idempotent: a no-op for a subscription the daemon dropped (lagged) or never had (a new
+    // connection).
+    if (id !== null) await this.rpc.call("conversations/unsubscribe", { id }).catch(() => {});
   }
 
   /** Subscribe from the last seq shown: the daemon replays what we missed, then goes live. */
-  async subscribe(gen = this.gen) {
-    if (this.id === null) return;
-    this.clearLive(); // deltas missed meanwhile cannot be recovered; the stored event will come
-    try {
-      await this.rpc.call("conversations/subscribe", {
-        id: this.id,
-        after_seq: this.lastSeq,
-        deltas: true,
-      });
-    } catch (err) {
-      if (gen === this.gen) this.showError(err.message);
-    }
+  subscribe(gen = this.gen) {
+    return this.serial(async () => {
+      if (this.id === null || gen !== this.gen) return;
+      await this.unsubscribe(); // never two at once, whatever came before
+      this.clearLive(); // deltas missed meanwhile cannot be recovered; the stored event will come
+      try {
+        this.subscribedTo = this.id;
+        await this.rpc.call("conversations/subscribe", {
+          id: this.id,
+          after_seq: this.lastSeq,
+          deltas: true,
+        });
+        if (gen === this.gen) this.streamingGen = gen; // the replay follows this answer
+      } catch (err) {
+        if (gen === this.gen) this.showError(err.message);
+      }
+    });
   }
 
   /** After a reconnect: catch up from where we were. */
   async resume() {
     if (this.id === null) return;
-    if (this.info === null) return this.open(this.id);
+    if (this.info === null || this.failed) return this.load(this.id);
+    this.subscribedTo = null; // that subscription ended with the old connection
     await this.subscribe();
     this.refreshSoon(0);
   }
@@ -170,7 +203,7 @@ export class ConversationView {
   // --- notifications ----------------------------------------------------------------------
 
   notify(method, params) {
-    if (this.id === null || params.id !== this.id) return false;
+    if (this.id === null || params.id !== this.id || this.streamingGen !== this.gen) return false;
     if (method === "conversation/event") {
       this.addEvent(params.event);
       if (this.stick) this.scrollToEnd();
@@ -278,7 +311,8 @@ export class ConversationView {
       }
       case "agent_restarted": {
         const how = event.session_loaded ? "session restored" : "new session";
-        return el("li", "meta warn", `agent restarted: ${event.reason} (${how})`);
+        const why = String(event.reason ?? "").replaceAll("_", " ");
+        return el("li", "meta warn", `agent restarted: ${why} (${how})`);
       }
       case "error": {
         const li = el("li", "error-event");
@@ -421,7 +455,11 @@ export class ConversationView {
     d.status.textContent = info.status;
     d.status.dataset.status = info.status;
     d.interrupt.disabled = info.status !== "running";
-    d.resume.disabled = !(info.status === "paused" || info.status === "failed");
+    const held = info.status === "paused" || info.status === "failed";
+    d.resume.disabled = !held;
+    d.resume.classList.toggle("primary", held); // the way on, once the queue is held
+    d.queue.classList.toggle("paused", held);
+    d.queueTitle.textContent = held ? "Queued · paused until you resume" : "Queued";
     this.onInfo(info);
   }
 

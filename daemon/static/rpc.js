@@ -1,7 +1,8 @@
 // JSON-RPC over the dashboard's websocket: authenticate first, reconnect with backoff.
 //
 // Events (EventTarget): "state" (detail: {state, delay?}), "ready" (authenticated; fired again
-// after every reconnect, so the app resubscribes), "notification" (detail: {method, params}).
+// after every reconnect, so the app resubscribes), "notification" (detail: {method, params}),
+// "token" (detail: the token a single-use code was exchanged for, to keep for reconnects).
 // States: connecting, open, waiting (to reconnect), unauthorized (no retry: the token is bad).
 
 export const UNAUTHORIZED = -32004;
@@ -18,10 +19,12 @@ const MAX_DELAY_MS = 10000;
 const CALL_TIMEOUT_MS = 30000;
 
 export class Rpc extends EventTarget {
-  constructor(url, token) {
+  /** `credentials`: {token} or {code} (single use: exchanged for the token at once). */
+  constructor(url, { token = null, code = null }) {
     super();
     this.url = url;
     this.token = token;
+    this.code = code;
     this.ws = null;
     this.state = "idle";
     this.nextId = 1;
@@ -46,7 +49,8 @@ export class Rpc extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       // The token goes in the first message, never in the URL.
-      this.send({ jsonrpc: "2.0", id: 0, method: "auth", params: { token: this.token } });
+      const params = this.token ? { token: this.token } : { code: this.code };
+      this.send({ jsonrpc: "2.0", id: 0, method: "auth", params });
     };
     ws.onmessage = (msg) => this.receive(msg.data);
     ws.onclose = () => {
@@ -84,6 +88,11 @@ export class Rpc extends EventTarget {
         this.setState("unauthorized", { message: msg.error.message });
         this.ws.close();
       } else {
+        if (msg.result?.token) {
+          this.token = msg.result.token; // the code is used up; reconnects use the token
+          this.code = null;
+          this.dispatchEvent(new CustomEvent("token", { detail: this.token }));
+        }
         this.attempt = 0;
         this.setState("open");
         this.dispatchEvent(new Event("ready"));

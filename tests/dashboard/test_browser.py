@@ -4,7 +4,7 @@ Playwright's sync API drives the browser from a worker thread (`trio.to_thread`)
 side can manage the daemon meanwhile; the browser thread asks it to stop and restart the daemon
 through `trio.from_thread`. Every browser wait is an event-driven Playwright wait with its own
 timeout (no sleeps); `fail_after` guards the daemon's side. Chromium is Debian's
-(`scripts/install-browser`); without it the test skips and says why.
+(`scripts/install-system-deps`); without it the test skips and says why.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import msgspec
 import pytest
 import trio
 
-from daemon.dashboard import serve_dashboard
+from daemon.dashboard import create_login_code, serve_dashboard
 from daemon.dispatch import DaemonInfo, Dispatcher
 from tests.daemon.conftest import FakeEngine, LineClient
 
@@ -47,8 +47,10 @@ EXTRA_CONVERSATIONS = 55  # more than one page of the list (50)
 
 def _require_browser() -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("no chromium: run scripts/install-browser (apt-get install chromium)")
-    pytest.importorskip("playwright.sync_api", reason="no playwright: run scripts/install-browser")
+        pytest.skip("no chromium: run scripts/install-system-deps (apt-get install chromium)")
+    pytest.importorskip(
+        "playwright.sync_api", reason="no playwright: run scripts/install-system-deps"
+    )
 
 
 @attrs.define(eq=False)
@@ -69,8 +71,10 @@ class Daemon:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+        defaults = self.tmp / "defaults.toml"
+        defaults.touch()
         env.update(
-            ACPD_CONFIG=str(self.tmp / "absent.toml"),  # the defaults, whatever the host has
+            ACPD_CONFIG=str(defaults),  # the defaults, whatever the host has
             ACPD_DEMO_DIR=str(self.tmp / "demo"),
             ACPD_DEMO_DELAY="0.1",
         )
@@ -87,11 +91,7 @@ class Daemon:
         nursery.start_soon(self._drain, self.proc)
         await self.wait_for(b"ready")
         found = re.search(rb"dashboard at (http://127\.0\.0\.1:(\d+)/)", self.stderr)
-        if found is None:
-            raise AssertionError(
-                "the daemon did not start the dashboard (is main.py wired up? see "
-                f"tests/dashboard/INTEGRATION.md); its log:\n{self.stderr.decode()}"
-            )
+        assert found is not None, f"no dashboard in the log:\n{self.stderr.decode()}"
         self.port = int(found[2])
         return found[1].decode()
 
@@ -143,12 +143,14 @@ async def test_dashboard_end_to_end(tmp_path: Path) -> None:
         with trio.fail_after(20):
             url = await daemon.start(nursery)
             status = await daemon.call("daemon/status")
-            if "dashboard_url" in status:  # once dispatch.py reports it (INTEGRATION.md)
-                assert status["dashboard_url"] == url
+            assert status["dashboard_url"] == url
             for i in range(EXTRA_CONVERSATIONS):  # so that the list has a second page
                 params = {"cwd": str(tmp_path), "title": f"old {i}"}
                 await daemon.call("conversations/create", params)
         token = (daemon.data_dir / "dashboard.token").read_text().strip()
+        # As `acpd dashboard --open` does: a single-use code, never the token, on the browser's
+        # command line; the page trades it for the token.
+        code = create_login_code(daemon.data_dir)
 
         async def restart() -> None:
             with trio.fail_after(20):
@@ -159,7 +161,7 @@ async def test_dashboard_end_to_end(tmp_path: Path) -> None:
             trio.from_thread.run(restart)
 
         await trio.to_thread.run_sync(
-            partial(browse, f"{url}#token={token}", token, tmp_path, stop_and_start)
+            partial(browse, f"{url}#code={code}", token, tmp_path, stop_and_start)
         )
 
 
@@ -191,10 +193,11 @@ def browse(link: str, token: str, cwd: Path, restart: Callable[[], None]) -> Non
 def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[], None]) -> None:
     from playwright.sync_api import expect
 
-    # The token moves from the fragment to sessionStorage and leaves the address bar.
+    # The code leaves the address bar; the token it was traded for stays in sessionStorage
+    # (this tab only), for reconnects.
     page.goto(link)
     expect(page.locator("#conn")).to_have_attribute("data-state", "open")
-    assert token not in page.url
+    assert "code=" not in page.url
     assert page.evaluate("sessionStorage.getItem('acpd.token')") == token
 
     # The list is paged: 50 first, the rest behind "More".
@@ -259,6 +262,19 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(page.locator("#queue")).to_be_hidden()
     expect(page.locator("#conv-status")).to_have_text("idle")
 
+    # The Interrupt button does what Esc does; Resume with nothing queued just unpauses.
+    interrupt = page.get_by_role("button", name="Interrupt")
+    expect(interrupt).to_be_disabled()
+    composer.fill("/slow 60")
+    composer.press("Enter")
+    expect(page.locator("#live .msg.streaming .text")).to_contain_text("2 ")
+    interrupt.click()
+    expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_have_count(2)
+    expect(page.locator("#conv-status")).to_have_text("paused")
+    expect(agent_messages).to_have_count(4)
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
     # A permission request: buttons with a deadline; the answer reaches the agent.
     composer.fill("may I have your permission?")
     composer.press("Enter")
@@ -268,7 +284,7 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     card.get_by_role("button", name=re.compile("^Allow")).click()
     expect(card).to_have_class(re.compile("settled"))
     expect(card.locator(".deadline")).to_contain_text("answered: Allow")
-    expect(agent_messages).to_have_count(4)
+    expect(agent_messages).to_have_count(5)
     expect(page.locator("#conv-status")).to_have_text("idle")
 
     # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
@@ -277,8 +293,8 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
     composer.fill("/echo after the restart")
     composer.press("Enter")
-    expect(agent_messages).to_have_count(5)
-    expect(agent_messages.nth(4)).to_contain_text("after the restart")
+    expect(agent_messages).to_have_count(6)
+    expect(agent_messages.nth(5)).to_contain_text("after the restart")
     expect(page.locator("#conv-status")).to_have_text("idle")
     expect(page.locator("#queue")).to_be_hidden()
     seqs = _seqs(page)
@@ -342,5 +358,99 @@ def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
             burst(40)  # far past the subscriber's buffer of 8: lagged, then resubscribed
             expect(events).to_have_count(290)
             assert _seqs(page) == list(range(1, 291))
+        finally:
+            browser.close()
+
+
+async def test_reopening_streams_once_and_the_list_follows(tmp_path: Path) -> None:
+    """Choosing the conversation already open (or coming back to it) must not subscribe a
+    second time: deltas carry no seq, so each chunk would show twice. And the list follows
+    status and queue changes, and deletions, by polling its first page only."""
+    _require_browser()
+    engine = FakeEngine()
+    for conv_id, title, at in [("conv0001", "Streaming", "00:02"), ("conv0002", "Other", "00:01"),
+                               ("conv0003", "Doomed", "00:00")]:  # fmt: skip
+        info = engine.add(conv_id, n_events=3 if conv_id == "conv0001" else 0)
+        engine.convs[conv_id] = msgspec.structs.replace(
+            info, title=title, last_seq=len(engine.stored[conv_id]),
+            updated_at=f"2025-01-01T00:{at}.000Z",
+        )  # fmt: skip
+    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
+        token = (tmp_path / "dashboard.token").read_text().strip()
+        await trio.to_thread.run_sync(
+            partial(_browse_reopen, f"{url}#c=conv0001&token={token}", engine)
+        )
+        nursery.cancel_scope.cancel()
+    lists = [c for c in engine.calls if c[0] == "list"]
+    assert len(lists) >= 2
+    assert all(c == ("list", 50, None) for c in lists), lists  # page 1 only, however many
+
+
+def _browse_reopen(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from protocol.api import DELTA_METHOD, DeltaParams
+    from tests.daemon.conftest import _line
+
+    def open_subs() -> list[str]:
+        return trio.from_thread.run_sync(
+            lambda: sorted(s.conv_id for s in engine.subs if not s.closed)
+        )
+
+    def stream(*chunks: str) -> None:
+        def push() -> None:
+            for sub in engine.subs:
+                if sub.conv_id == "conv0001" and not sub.closed:
+                    for text in chunks:
+                        params = DeltaParams(id="conv0001", prompt_seq=3, kind="message", text=text)
+                        sub.send.send_nowait(_line(DELTA_METHOD, params))
+
+        trio.from_thread.run_sync(push)
+
+    def change(conv_id: str, **fields: Any) -> None:
+        def apply() -> None:
+            engine.convs[conv_id] = msgspec.structs.replace(engine.convs[conv_id], **fields)
+
+        trio.from_thread.run_sync(apply)
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(link)
+            expect(page.locator("#conv-title")).to_have_text("Streaming")
+            queue = page.locator("#queue-list li")
+            expect(queue.first).to_contain_text("later")  # the fake's queue: loaded last
+            item = page.locator("#list li", has_text="Streaming").get_by_role("button")
+            page.locator("#list li", has_text="Other").get_by_role("button").click()
+            expect(page.locator("#conv-title")).to_have_text("Other")
+            item.click()  # back again: one subscription, the previous one gone
+            expect(page.locator("#conv-title")).to_have_text("Streaming")
+            expect(queue.first).to_contain_text("later")
+            item.click()  # the one already open: nothing happens
+            item.click()
+            expect(queue.first).to_contain_text("later")  # a reload (if any) is complete
+            expect(page.locator("#events > li")).to_have_count(3)
+            stream("1 ", "2 ", "3 ")
+            expect(page.locator("#live .msg.streaming .text")).to_have_text("1 2 3 ")
+            assert open_subs() == ["conv0001"]
+
+            # The list: a status and queue change, and a deletion, show within a poll or two.
+            items = page.locator("#list li")
+            expect(items).to_have_count(3)
+            change("conv0002", status="running", queued=2,
+                   updated_at="2025-01-01T00:00:03.000Z")  # fmt: skip
+            trio.from_thread.run_sync(lambda: engine.convs.pop("conv0003"))
+            expect(items).to_have_count(2)
+            expect(items.first).to_contain_text("Other")
+            expect(items.first.locator(".badge")).to_have_text("running")
+            expect(items.first).to_contain_text("2 queued")
+            expect(page.locator("#list-summary")).to_have_text("2 conversations")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
         finally:
             browser.close()

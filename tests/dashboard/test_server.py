@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -22,12 +23,23 @@ import pytest
 import trio
 import trio_websocket
 
-from daemon.dashboard import TOKEN_FILE, load_or_create_token, parse_address, serve_dashboard
+from daemon.dashboard import (
+    CODE_TTL_S,
+    CODES_DIR,
+    PRE_AUTH_BYTES,
+    TOKEN_FILE,
+    claim_login_code,
+    create_login_code,
+    load_or_create_token,
+    parse_address,
+    serve_dashboard,
+)
 from daemon.dispatch import DaemonInfo, Dispatcher
 from daemon.unix_server import ListenError
 from tests.daemon.conftest import FakeEngine
 
 UNAUTHORIZED = -32004
+INVALID_REQUEST = -32600
 
 
 @attrs.frozen
@@ -221,16 +233,25 @@ async def connect(site: Site) -> AsyncIterator[trio_websocket.WebSocketConnectio
         pytest.param(auth("", req_id=5), id="empty-token"),
         pytest.param(auth(None, req_id=5), id="token-not-a-string"),
         pytest.param('{"jsonrpc":"2.0","id":5,"method":"auth"}', id="no-params"),
+        pytest.param(
+            '{"jsonrpc":"2.0","id":5,"method":"auth","params":{"token":"x","code":"y"}}',
+            id="token-and-code",
+        ),
+        pytest.param(
+            '{"jsonrpc":"2.0","id":5,"method":"auth","params":{"code":"../dashboard.token"}}',
+            id="code-is-a-path",
+        ),
+        pytest.param(auth("x" * 43, req_id=5).encode(), id="binary-frame"),
         pytest.param("not json", id="garbage"),
     ],
 )
-async def test_no_api_call_before_a_good_token(site: Site, first: str) -> None:
+async def test_no_api_call_before_a_good_token(site: Site, first: str | bytes) -> None:
     with trio.fail_after(10):
         async with connect(site) as ws:
             await ws.send_message(first)
             reply = json.loads(await ws.get_message())
             assert reply["error"]["code"] == UNAUTHORIZED
-            assert reply["id"] == (None if first == "not json" else 5)
+            assert reply["id"] == (5 if isinstance(first, str) and first != "not json" else None)
             with pytest.raises(trio_websocket.ConnectionClosed) as info:
                 await ws.get_message()
             assert info.value.reason is not None
@@ -277,6 +298,91 @@ async def test_good_token_then_the_api_one_message_per_frame(site: Site) -> None
             assert reply["error"]["code"] == -32601
             await ws.aclose()
     assert [c[0] for c in site.engine.calls] == ["count", "subscribe"]
+
+
+async def test_little_is_read_before_authentication(site: Site) -> None:
+    """Up to `auth`'s answer a client may send a few KiB, not the 4 MiB a frame may carry
+    later: past that the connection is dropped, unanswered."""
+    with trio.fail_after(10):
+        async with connect(site) as ws:
+            await ws.send_message(auth(site.token) + " " * (4 * PRE_AUTH_BYTES))
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+    assert site.engine.calls == []
+    assert site.dispatcher.statistics().connections == 0
+
+
+async def test_after_authentication_big_frames_and_binary_refused(site: Site) -> None:
+    with trio.fail_after(10):
+        async with connect(site) as ws:
+            await ws.send_message(auth(site.token))
+            assert json.loads(await ws.get_message())["result"] == {}
+            big = "x" * (16 * PRE_AUTH_BYTES)  # well within the frame cap, once authenticated
+            msg = {"jsonrpc": "2.0", "id": 1, "method": "messages/send",
+                   "params": {"id": "abc", "text": big}}  # fmt: skip
+            await ws.send_message(json.dumps(msg))
+            reply = json.loads(await ws.get_message())
+            assert reply.get("result", {}).get("seq") == 3, reply
+            # CONTRACT.md: JSON-RPC goes in text frames. A binary one gets an error, and the
+            # connection lives on.
+            await ws.send_message(b'{"jsonrpc":"2.0","id":2,"method":"conversations/count"}')
+            reply = json.loads(await ws.get_message())
+            assert reply["id"] is None
+            assert reply["error"]["code"] == INVALID_REQUEST
+            assert "text frame" in reply["error"]["message"]
+            await ws.send_message('{"jsonrpc":"2.0","id":3,"method":"conversations/count"}')
+            assert json.loads(await ws.get_message())["result"] == {"count": 1}
+    assert [c[0] for c in site.engine.calls] == ["send", "count"]
+    assert site.engine.calls[0][2] == big
+
+
+def auth_code(code: str, req_id: object = 0) -> str:
+    return json.dumps({"jsonrpc": "2.0", "id": req_id, "method": "auth", "params": {"code": code}})
+
+
+async def test_a_login_code_is_exchanged_for_the_token_once(site: Site, tmp_path: Path) -> None:
+    """`acpd dashboard --open` hands the browser a code, not the token (command lines are
+    visible to other users): the page trades it for the token, and it never works again."""
+    code = create_login_code(tmp_path)
+    assert code != site.token
+    with trio.fail_after(10):
+        async with connect(site) as ws:
+            await ws.send_message(auth_code(code, req_id=7))
+            reply = json.loads(await ws.get_message())
+            assert reply == {"jsonrpc": "2.0", "id": 7, "result": {"token": site.token}}
+            await ws.send_message('{"jsonrpc":"2.0","id":1,"method":"conversations/count"}')
+            assert json.loads(await ws.get_message())["result"] == {"count": 1}
+        async with connect(site) as ws:  # used: refused, like a wrong token
+            await ws.send_message(auth_code(code))
+            reply = json.loads(await ws.get_message())
+            assert reply["error"]["code"] == UNAUTHORIZED
+            assert "used already or has expired" in reply["error"]["message"]
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+    assert [c[0] for c in site.engine.calls] == ["count"]
+
+
+def test_login_codes_are_private_single_use_and_expire(tmp_path: Path) -> None:
+    codes = tmp_path / CODES_DIR
+    first = create_login_code(tmp_path)
+    assert stat.S_IMODE(codes.stat().st_mode) == 0o700
+    assert stat.S_IMODE((codes / first).stat().st_mode) == 0o600
+    second = create_login_code(tmp_path)
+    assert first != second
+    old = time.time() - CODE_TTL_S - 1
+    os.utime(codes / second, (old, old))
+    assert claim_login_code(tmp_path, second) is False  # expired (and now removed)
+    assert claim_login_code(tmp_path, first) is True
+    assert claim_login_code(tmp_path, first) is False  # single use
+    assert claim_login_code(tmp_path, "../" + TOKEN_FILE) is False
+    assert claim_login_code(tmp_path, "x" * 43) is False  # never made
+    stale = create_login_code(tmp_path)
+    os.utime(codes / stale, (old, old))
+    fresh = create_login_code(tmp_path)  # minting prunes expired codes
+    assert sorted(os.listdir(codes)) == [fresh]
+    os.chmod(codes, 0o755)
+    with pytest.raises(PermissionError):
+        create_login_code(tmp_path)
 
 
 # --- the token and the address -----------------------------------------------------------------

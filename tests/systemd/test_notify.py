@@ -80,15 +80,6 @@ def test_notifier_never_blocks(tmp_path: Path) -> None:
         d.sock.close()
 
 
-def test_notify_function_reads_the_environment_as_it_is(
-    dgrams: Datagrams, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NOTIFY_SOCKET", dgrams.notifier.address)
-    assert daemon_main.notify("READY=1") is True
-    assert os.environ["NOTIFY_SOCKET"] == dgrams.notifier.address
-    assert dgrams.take() == ["READY=1"]
-
-
 def test_watchdog_interval() -> None:
     env = {"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "42"}
     assert watchdog_interval(dict(env), pid=42) == 15.0

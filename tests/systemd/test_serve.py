@@ -113,7 +113,8 @@ async def systemd_daemon(
     """The daemon as systemd would start it; SIGTERM on the way out if it still runs."""
     sock_path = tmp_path / "run" / "acpd.sock"
     env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_VARS}
-    env.update(ACPD_CONFIG=str(tmp_path / "absent.toml"), ACPD_DEMO_DIR=str(tmp_path / "demo"),
+    (defaults := tmp_path / "defaults.toml").touch()  # the defaults, whatever the host has
+    env.update(ACPD_CONFIG=str(defaults), ACPD_DEMO_DIR=str(tmp_path / "demo"),
                ACPD_DEMO_DELAY="0", NOTIFY_SOCKET=str(tmp_path / "notify"))  # fmt: skip
     env.update(extra_env or {})
     if watchdog_usec is not None:
@@ -274,6 +275,18 @@ async def test_agents_inherit_neither_variables_nor_fds(
     assert f"socket:[{listener_inode}]" not in agent["fds"].values()
 
 
+_GOOD_RELOAD = """\
+drain_timeout = 3.0
+[agents.reloaded]
+command = ["python3", "-m", "daemon.demo_agent"]
+"""
+
+
+async def _agent_names(client: LineClient) -> list[str]:
+    reply = await client.call("agents/list")
+    return [agent["name"] for agent in reply["result"]["agents"]]
+
+
 async def test_own_socket_and_reload(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("drain_timeout = 3.0\n")
@@ -287,7 +300,9 @@ async def test_own_socket_and_reload(tmp_path: Path) -> None:
             client = await daemon.connect()  # the socket exists and serves once READY=1 came
             async with client.stream:
                 assert "result" in await client.call("daemon/status")
-            # A good config: RELOADING=1 with MONOTONIC_USEC=, then READY=1.
+                assert "reloaded" not in await _agent_names(client)
+            # A good config: RELOADING=1 with MONOTONIC_USEC=, then READY=1; it is in force.
+            await trio.Path(config).write_text(_GOOD_RELOAD)
             daemon.proc.send_signal(signal.SIGHUP)
             reloading = await notes.wait_for("RELOADING=1")
             usec = re.search(r"^MONOTONIC_USEC=(\d+)$", notes.text(reloading), re.M)
@@ -296,7 +311,11 @@ async def test_own_socket_and_reload(tmp_path: Path) -> None:
             assert 0 <= now - int(usec[1]) < 10_000_000
             ready = await notes.wait_for("READY=1", reloading + 1)
             assert "STATUS=config reloaded" in notes.text(ready)
-            # A broken one: the old config stays, status and log name the error.
+            client = await daemon.connect()
+            async with client.stream:
+                assert "reloaded" in await _agent_names(client)
+            # A broken one (it also drops the agent): the old config stays, status and log
+            # name the error.
             await trio.Path(config).write_text("drain_timeout = -1\n")
             daemon.proc.send_signal(signal.SIGHUP)
             reloading = await notes.wait_for("RELOADING=1", ready + 1)
@@ -313,6 +332,8 @@ async def test_own_socket_and_reload(tmp_path: Path) -> None:
             client = await daemon.connect()
             async with client.stream:
                 assert "result" in await client.call("daemon/status")
+                # Still the good reload's config: its agent is there.
+                assert "reloaded" in await _agent_names(client)
             daemon.proc.send_signal(signal.SIGTERM)
             await notes.wait_for("STOPPING=1")
             assert await daemon.proc.wait() == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon import cli
+from daemon.config import Config
 from daemon.systemd import (
     InstallError,
     acpd_command,
@@ -21,11 +22,19 @@ from daemon.systemd import (
     render_service,
     render_socket,
     run_install,
+    stop_timeout,
     user_unit_dir,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 HANG_GUARD = 60
+
+
+@pytest.fixture(autouse=True)
+def _no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """install-systemd reads the config `acpd serve` would: none here, whatever the host has."""
+    (defaults := tmp_path / "defaults.toml").touch()
+    monkeypatch.setenv("ACPD_CONFIG", str(defaults))
 
 
 def test_repository_units_are_the_rendered_ones() -> None:
@@ -56,8 +65,9 @@ def test_unit_settings() -> None:
         "After": "acpd.socket", "Also": "acpd.socket", "WantedBy": "default.target",
     }.items():  # fmt: skip
         assert service[key] == [value], key
-    for absent in ("PrivateTmp", "ProtectSystem", "ProtectHome", "MemoryDenyWriteExecute"):
-        assert absent not in service
+    for absent in ("PrivateTmp", "ProtectSystem", "ProtectHome", "MemoryDenyWriteExecute",
+                   "RestrictNamespaces", "Environment"):  # fmt: skip
+        assert absent not in service, absent
     alone = _settings(render_service("/x/acpd", socket=False))
     assert "acpd.socket" not in render_service("/x/acpd", socket=False)
     assert alone["WantedBy"] == ["default.target"]
@@ -67,6 +77,23 @@ def test_unit_settings() -> None:
         "Service": "acpd.service", "FileDescriptorName": "api",
     }.items():  # fmt: skip
         assert sock[key] == [value], key
+
+
+def test_stop_timeout_follows_the_config() -> None:
+    """Above the daemon's own bound: drain within shutdown_grace, agents within stop_grace."""
+    assert stop_timeout(Config()) == 30
+    raised = Config(shutdown_grace=120.0, stop_grace=5.5)
+    assert stop_timeout(raised) == 144  # 120 + 5.5 + 18, rounded up
+    assert _settings(render_service("/x/acpd", config=raised))["TimeoutStopSec"] == ["144s"]
+
+
+def test_demo_delay_is_the_demo_agents_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit sets no ACPD_DEMO_DELAY: the demo agent's own default is what it would say."""
+    from daemon.demo_agent import delay_from_env
+
+    monkeypatch.delenv("ACPD_DEMO_DELAY", raising=False)
+    assert delay_from_env() == 0.05
+    assert "ACPD_DEMO_DELAY=" not in render_service("/x/acpd")
 
 
 def test_exec_words() -> None:
@@ -101,12 +128,17 @@ def test_user_unit_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- systemd-analyze verify ---------------------------------------------------------------------
 
 
-def _verify(*units: Path) -> None:
+def _verify(tmp_path: Path, *units: Path) -> None:
+    """`systemd-analyze --user verify`: as user units, so `%t` and `%h` are the user's. Its
+    user manager needs a runtime dir; a private one keeps the test off the real session."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
-    proc = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True,
-                          text=True, timeout=HANG_GUARD)  # fmt: skip
+        pytest.skip("systemd-analyze is not installed: run scripts/install-system-deps")
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    proc = subprocess.run([analyze, "--user", "verify", *map(str, units)], capture_output=True,
+                          text=True, env=env, timeout=HANG_GUARD)  # fmt: skip
     # Unknown keys and bad values are only warnings, with exit status 0: both must be clean.
     ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "acpd" in line]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -117,9 +149,11 @@ def _verify(*units: Path) -> None:
 @pytest.mark.parametrize("socket", [True, False])
 def test_rendered_units_verify(tmp_path: Path, socket: bool) -> None:
     """Concrete paths, as the installer writes them (`%h/.local/bin/acpd` need not exist)."""
-    plan = install_units(tmp_path / "units", acpd_command(), socket=socket)
+    config = Config(shutdown_grace=95.5)  # a computed TimeoutStopSec= verifies too
+    plan = install_units(tmp_path / "units", acpd_command(), socket=socket, config=config)
+    assert "\nTimeoutStopSec=116s\n" in plan[0][1]
     assert [p.name for p, _, _ in plan] == ["acpd.service", "acpd.socket"][: 2 if socket else 1]
-    _verify(*(path for path, _, _ in plan))
+    _verify(tmp_path, *(path for path, _, _ in plan))
 
 
 @pytest.mark.subprocess
@@ -129,7 +163,7 @@ def test_odd_executable_path_verifies(tmp_path: Path) -> None:
     odd.symlink_to(sys.executable)
     plan = install_units(tmp_path / "units", [str(odd)])
     assert f'ExecStart="{str(odd).replace("%", "%%")}" serve\n' in plan[0][1]
-    _verify(*(path for path, _, _ in plan))
+    _verify(tmp_path, *(path for path, _, _ in plan))
 
 
 def test_verify_catches_mistakes(tmp_path: Path) -> None:
@@ -138,7 +172,7 @@ def test_verify_catches_mistakes(tmp_path: Path) -> None:
     bad.write_text(render_service(sys.executable, socket=False).replace(
         "KillMode=mixed", "KillMode=mixd"))  # fmt: skip
     with pytest.raises(AssertionError):
-        _verify(bad)
+        _verify(tmp_path, bad)
 
 
 # --- installing ---------------------------------------------------------------------------------
@@ -177,14 +211,22 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert not units.exists()
 
 
+ENABLE_BOTH = (
+    "enable and start it with:\n"
+    "  systemctl --user daemon-reload && systemctl --user enable --now acpd.socket acpd.service\n"
+    "optionally, to keep it running after you log out (and start it at boot):\n"
+    "  loginctl enable-linger\n"
+)
+
+
 def test_run_install_output(tmp_path: Path) -> None:
     units = tmp_path / "units"
     out = io.StringIO()
     assert run_install(out, socket=True, force=False, dry_run=False, directory=units,
                        command=["/opt/acpd"]) == 0  # fmt: skip
+    # Both units enabled: the service starts at login and recovers queued messages at once.
     assert out.getvalue() == (
-        f"wrote {units}/acpd.service\nwrote {units}/acpd.socket\nenable and start it with:\n"
-        "  systemctl --user daemon-reload && systemctl --user enable --now acpd.socket\n"
+        f"wrote {units}/acpd.service\nwrote {units}/acpd.socket\n" + ENABLE_BOTH
     )
     out = io.StringIO()
     with pytest.raises(InstallError):  # a dry run shows the new text, and fails likewise
@@ -200,8 +242,24 @@ def test_run_install_output(tmp_path: Path) -> None:
     run_install(out, socket=False, force=True, dry_run=False, directory=units,
                 command=["/opt/acpd"])  # fmt: skip
     assert f"note: {units}/acpd.socket from an earlier install remains" in out.getvalue()
-    assert out.getvalue().endswith("systemctl --user enable --now acpd.service\n")
+    assert "systemctl --user enable --now acpd.service\n" in out.getvalue()
     assert "acpd.socket" not in (units / "acpd.service").read_text()
+
+
+def test_run_install_takes_the_stop_timeout_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("shutdown_grace = 60.0\nstop_grace = 4.0\n")
+    monkeypatch.setenv("ACPD_CONFIG", str(config))
+    units = tmp_path / "units"
+    run_install(io.StringIO(), socket=True, force=False, dry_run=False, directory=units,
+                command=["/opt/acpd"])  # fmt: skip
+    assert "\nTimeoutStopSec=82s\n" in (units / "acpd.service").read_text()
+    config.write_text("shutdown_grace = -1\n")  # the service would not start: say so now
+    with pytest.raises(InstallError, match="shutdown_grace: must be positive"):
+        run_install(io.StringIO(), socket=True, force=True, dry_run=False, directory=units,
+                    command=["/opt/acpd"])  # fmt: skip
 
 
 def test_cli_command(
@@ -237,6 +295,4 @@ def test_installed_acpd_script_names_itself(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     service = (tmp_path / "systemd" / "user" / "acpd.service").read_text()
     assert f"\nExecStart={exec_words([str(script)])} serve\n" in service
-    assert "systemctl --user daemon-reload && systemctl --user enable --now acpd.socket" in (
-        proc.stdout
-    )
+    assert proc.stdout.endswith(ENABLE_BOTH)
