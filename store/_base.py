@@ -13,6 +13,11 @@ from .errors import NotFound, StoreError
 
 __all__ = ["Base", "now_or", "require"]
 
+# Primary result codes (the low byte of an extended one) worth their own message.
+_DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_DISK = frozenset({10, 13})  # SQLITE_IOERR, SQLITE_FULL
+_DAMAGED_ADVICE = "stop acpd, then move the file aside or restore a backup"
+
 
 def now_or(now: float | None) -> float:
     return time.time() if now is None else now
@@ -27,7 +32,18 @@ class Base:
         self.readonly = readonly
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
+        """One line naming the file. `from None` at the raise: the sqlite3 exception adds
+        nothing the message lacks, and a chained traceback is what a person must not get."""
+        code: int | None = getattr(exc, "sqlite_errorcode", None)  # None: not from SQLite
+        if code is not None and (code & 0xFF) in _DAMAGED:
+            return self._damaged(str(exc))
+        if code is not None and (code & 0xFF) in _DISK:
+            return StoreError(f"store {self.path}: cannot read or write the disk ({exc})")
         return StoreError(f"store {self.path}: {exc}")
+
+    def _damaged(self, what: str) -> StoreError:
+        """Also for a row SQLite read fine but we cannot decode: damage its checks missed."""
+        return StoreError(f"store {self.path} is damaged ({what}); {_DAMAGED_ADVICE}")
 
     @contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -55,14 +71,14 @@ class Base:
                 if durable:
                     conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc) from None
 
     def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         """One read statement: atomic on its own (a statement sees one snapshot)."""
         try:
             return self._conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            raise self._error(exc) from None
 
 
 def require(found: object, conv_id: str) -> None:

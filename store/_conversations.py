@@ -6,6 +6,7 @@ count and recovery use indexes or a counter, so it does not grow with the number
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -70,6 +71,12 @@ def _check_choice(name: str, value: str, allowed: frozenset[str]) -> None:
 
 
 class ConversationOps(Base):
+    def _records(self, rows: Iterable[Any]) -> list[ConversationRecord]:
+        try:
+            return [conversation_from_row(row) for row in rows]
+        except msgspec.DecodeError as exc:
+            raise self._damaged(f"a row does not decode: {exc}") from None
+
     def create_conversation(
         self,
         *,
@@ -111,7 +118,7 @@ class ConversationOps(Base):
 
     def get_conversation(self, conv_id: str) -> ConversationRecord | None:
         rows = self._rows(f"SELECT {COLUMNS} FROM conversations WHERE id = ?", (conv_id,))
-        return conversation_from_row(rows[0]) if rows else None
+        return self._records(rows)[0] if rows else None
 
     def resolve_id(self, prefix: str) -> list[str]:
         """Up to two ids starting with `prefix` (two means ambiguous): a primary-key range scan."""
@@ -139,13 +146,15 @@ class ConversationOps(Base):
             rows = self._rows(LIST_FIRST_SQL, (limit + 1,))
         else:
             rows = self._rows(LIST_AFTER_SQL, (*_decode_cursor(before), limit + 1))
-        page = [conversation_from_row(row) for row in rows[:limit]]
+        page = self._records(rows[:limit])
         nxt = _encode_cursor(page[-1].updated_at, page[-1].id) if len(rows) > limit else None
         return page, nxt
 
     def count_conversations(self) -> int:
         """O(1): a counter row that triggers keep in step with the table."""
         rows = self._rows("SELECT value FROM meta WHERE key = 'conversations'")
+        if not rows:
+            raise self._damaged("no conversation counter")
         count: int = rows[0][0]
         return count
 
@@ -193,5 +202,4 @@ class ConversationOps(Base):
     def conversations_needing_recovery(self) -> list[ConversationRecord]:
         """Running (a turn died with the daemon) or with queued messages and not held back
         (paused or failed), by id. O(pending): see RECOVERY_SQL."""
-        rows = self._rows(RECOVERY_SQL)
-        return [conversation_from_row(row) for row in rows]
+        return self._records(self._rows(RECOVERY_SQL))

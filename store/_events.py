@@ -42,8 +42,12 @@ def _append(
 
 
 def _check_items(items: Sequence[tuple[str, bytes]]) -> None:
+    """Refuse bad events, and user messages: a queued message must be durable before it is
+    acknowledged, so it goes through append_user_message (fsynced), never a group commit."""
     for type_, body in items:
         check_event(type_, body)
+        if type_ == USER_MESSAGE:
+            raise ValueError("a user_message is queued with append_user_message, which fsyncs")
 
 
 def _cursor_of(conn: sqlite3.Connection, conv_id: str) -> int:
@@ -59,14 +63,16 @@ class EventOps(Base):
     def append_event(
         self, conv_id: str, type: str, body: bytes, *, now: float | None = None
     ) -> EventRecord:
-        """Append one event. Not durable on its own: it survives a crash of this process, and
-        power loss once any later durable commit has returned."""
+        """Append one event (not a 'user_message'). Not durable on its own: it survives a crash
+        of this process, and power loss once any later durable commit has returned."""
         return self.append_events(conv_id, [(type, body)], now=now)[0]
 
     def append_events(
         self, conv_id: str, items: Sequence[tuple[str, bytes]], *, now: float | None = None
     ) -> list[EventRecord]:
-        """Append several events in one transaction (group commit), with consecutive seqs."""
+        """Append several events in one transaction (group commit), with consecutive seqs.
+
+        ValueError for a 'user_message': those are durable, see append_user_message."""
         _check_items(items)
         if not items:
             return []
@@ -152,8 +158,8 @@ class EventOps(Base):
         *,
         now: float | None = None,
     ) -> list[EventRecord]:
-        """Append the turn's final events, drop its drafts and set the status, atomically.
-        Durable: a finished turn's answer is worth one fsync per turn."""
+        """Append the turn's final events (no 'user_message'), drop its drafts and set the
+        status, atomically. Durable: a finished turn's answer is worth one fsync per turn."""
         _check_items(events)
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(sorted(STATUSES))}, not {status!r}")

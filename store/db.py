@@ -28,7 +28,12 @@ class Store(ConversationOps, EventOps):
     Durable writes (fsynced before they return): create_conversation, delete_conversation,
     set_permission_policy, append_user_message, remove_pending, start_turn, end_turn. The
     others (append_event(s), drafts, status, title, ACP session) survive a crash of the
-    process at once and power loss from the next durable write on (the WAL is one file).
+    process at once and power loss from the next durable write on (the WAL is one file);
+    so append_event(s) and end_turn refuse a 'user_message' (ValueError): a queued message
+    is acknowledged, hence appended only by append_user_message.
+
+    Damage (to pages past the schema, which open does not read: that would be O(stored))
+    surfaces as a one-line StoreError saying the file is damaged, from whichever call meets it.
     """
 
     @classmethod

@@ -1,8 +1,11 @@
 """Opening the SQLite file safely, and the schema as an ordered list of forward migrations.
 
 A file we do not understand is refused before anything is written to it: the header is read
-with plain file I/O first, then SQLite's own view (which includes the WAL) is checked, and
-only then is WAL mode switched on and are migrations run.
+with plain file I/O first, then SQLite's own view (which includes the WAL) is checked on a
+read-only connection, and only then is a writable connection opened, WAL mode switched on and
+are migrations run. A writable connection must never see a file we refuse: closing the last
+connection to a WAL database checkpoints the WAL into the main file and deletes it, which
+would rewrite a newer acpd's file as surely as a migration would.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ WAL_SIZE_LIMIT = 32 * 1024 * 1024  # a burst may grow the WAL; it shrinks back t
 # SQLite's 1,000 made every ~170th durable append pay for a checkpoint (and its fsync of the
 # main file); 4,000 (16 MB of WAL) keeps that out of the 99th percentile.
 WAL_AUTOCHECKPOINT = 4000
-# Read pages straight from the OS page cache: a fresh connection's first page of 50 rows is
-# 50 random row lookups, and mmap makes each a memory access instead of a pread.
-MMAP_SIZE = 256 * 1024 * 1024
+# No mmap (mmap_size = 0): an I/O error in a mapped page is SIGBUS, killing the daemon, where
+# a read(2) gives an error SQLite reports; the startup bench holds its 100k/100 ratio without.
 
 # Step N takes a file from user_version N to N + 1, in one transaction. Never edit a released
 # step: append a new one. Statuses and policies are checked in Python, not with CHECK
@@ -107,10 +109,14 @@ def _check_ids(path: Path, version: int, app_id: int) -> None:
     if app_id != APPLICATION_ID:
         raise StoreError(f"{path} is an SQLite database of another program; refusing to touch it")
     if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path} was written by a newer acpd (schema {version}, this acpd knows up to "
-            f"{SCHEMA_VERSION}); refusing to open it"
-        )
+        raise StoreError(_newer_message(path, version))
+
+
+def _newer_message(path: Path, version: int) -> str:
+    return (
+        f"{path} was written by a newer acpd (schema {version}, this acpd knows up to "
+        f"{SCHEMA_VERSION}); refusing to open it"
+    )
 
 
 def _connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connection:
@@ -128,6 +134,14 @@ def _connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connectio
         raise StoreError(f"cannot open store {path}: {exc}") from None
 
 
+def _uri(path: Path, query: str) -> str:
+    return f"{path.absolute().as_uri()}?{query}"
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
 def _probe(conn: sqlite3.Connection, path: Path) -> int:
     """SQLite's own view (the WAL included); reading the schema finds a damaged first page."""
     try:
@@ -143,21 +157,38 @@ def _probe(conn: sqlite3.Connection, path: Path) -> int:
     return version
 
 
+def _probe_readonly(path: Path) -> int:
+    """`_probe` on a connection that cannot write: the version the file is at, or StoreError.
+
+    With a WAL beside the file, mode=ro reads it (a newer schema may be only there). Without
+    one, immutable=1: mode=ro would create an empty -wal and -shm and, unable to delete them,
+    leave them behind; with no WAL the main file is the whole database, so immutable is exact.
+    """
+    query = "mode=ro" if _wal_of(path).exists() else "immutable=1"
+    conn = _connect(_uri(path, query), path, uri=True)
+    try:
+        return _probe(conn, path)
+    finally:
+        conn.close()
+
+
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+    conn.execute("PRAGMA mmap_size = 0")  # see the note at the top; 0 whatever the build's default
     # NORMAL in WAL: a commit is atomic and survives a process crash; durable commits switch
     # to FULL for themselves (see Base._transaction).
     conn.execute("PRAGMA synchronous = NORMAL")
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
     while version < len(MIGRATIONS):
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Re-read under the write lock: another opener may have migrated meanwhile.
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):  # a newer acpd got in since the read-only probe
+                raise StoreError(_newer_message(path, version))
             if version < len(MIGRATIONS):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
@@ -170,12 +201,22 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             raise
 
 
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot read store {path}: {exc.strerror}") from None
+
+
 def connect_writer(path: Path) -> sqlite3.Connection:
     """Open or create the store at `path`, in WAL mode, migrated to SCHEMA_VERSION."""
     _header_check(path)
+    # A new (missing or empty) file has nothing to refuse; anything else is probed read-only.
+    version = _probe_readonly(path) if _has_content(path) else 0
     conn = _connect(str(path), path)
     try:
-        version = _probe(conn, path)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -183,7 +224,7 @@ def connect_writer(path: Path) -> sqlite3.Connection:
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
             conn.execute("PRAGMA synchronous = FULL")  # a new or migrated file is durable at once
-            _migrate(conn, version)
+            _migrate(conn, path, version)
             _configure(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
@@ -194,13 +235,20 @@ def connect_writer(path: Path) -> sqlite3.Connection:
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
-    """A query-only connection to an existing, current store; in WAL it never blocks the writer."""
+    """A read-only connection to an existing, current store; in WAL it never blocks the writer.
+
+    mode=ro, not just query_only: a read-only connection cannot checkpoint, so even as the
+    last one to close it leaves the file and its WAL as they were.
+    """
     _header_check(path)
     if not os.path.exists(path):
         raise StoreError(f"no store at {path} (open it for writing first)")
-    conn = _connect(path.absolute().as_uri() + "?mode=rw", path, uri=True)
+    not_ready = StoreError(f"store {path} is not ready (open it for writing first)")
+    if not _has_content(path) or _probe_readonly(path) != SCHEMA_VERSION:
+        raise not_ready
+    conn = _connect(_uri(path, "mode=ro"), path, uri=True)
     try:
-        version = _probe(conn, path)
+        version = _probe(conn, path)  # again: the writer may have changed it meanwhile
         try:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             _configure(conn)
@@ -208,7 +256,7 @@ def connect_reader(path: Path) -> sqlite3.Connection:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
         if version != SCHEMA_VERSION or mode != "wal":
-            raise StoreError(f"store {path} is not ready (open it for writing first)")
+            raise not_ready
     except BaseException:
         conn.close()
         raise

@@ -1,15 +1,25 @@
-"""Store: startup reads at 100 vs 100,000 conversations; a durable append vs a bare fsync.
+"""Store: startup reads at 100 vs 100,000 conversations; a durable append vs bare fsyncs.
 
 (1) Startup reads: open the writer and a reader, count, read the first page of 50 and a page
     deep in the list (after 50,000; after 50 in the small store), close. The same work on a
     store of 100 and of 100,000 conversations, interleaved run by run. Target: 100k/100 <= 1.2.
-    The stores hold metadata only (events are never read here) and are built once with
+    The recovery query alone is compared the same way (both stores have 10 pending). The
+    stores hold metadata only (events are never read here) and are built once with
     executemany in one transaction, then cached under $TMPDIR/acpd-bench-store/.
-(2) Durable append: `append_user_message` (committed and fsynced before it returns) against
-    `os.write` + `os.fsync` of a record of the same size to a file in the same directory,
-    alternated call by call, after a warm-up that fills the WAL once (it is then reused, as in
-    a running daemon). p50 and p99 of single calls. Target: within 1.5x. Set TMPDIR to measure
-    another disk; on tmpfs both sides are free and the ratio means nothing (the note says).
+(2) Durable append: `append_user_message` (committed and fsynced before it returns) against two
+    bare baselines writing a record of the same size to a file in the same directory:
+    - append+fsync: `write` to an O_APPEND file, `fsync`. What the acceptance names. The file
+      grows, so each fsync also commits the new size (on ext4 a journal commit);
+    - overwrite+fdatasync: `pwrite` over a preallocated, already-synced file, `fdatasync`.
+      What SQLite's WAL does once it is reused (written in place, fdatasync): the cheapest
+      durable write on the disk, so the stricter, fairer floor.
+    All three alternate call by call, in a rotating order (no side always follows another),
+    after a warm-up that fills the WAL once (it is then reused, as in a running daemon).
+    p50, p99 and max of single calls. Target: durable p50 and p99 within 1.5x of append+fsync
+    (the acceptance); the ratio to the floor is reported against the same 1.5. Set TMPDIR to
+    measure another disk; on tmpfs all sides are free and the ratios mean nothing.
+
+Target rows say pass or FAIL in their note.
 
 Run: `python -m tests.bench.run --only store`, or `python -m tests.bench.bench_store`.
 """
@@ -120,6 +130,10 @@ def _row(name: str, unit: str, stats: dict[str, Any], note: str = "") -> dict[st
     return {"name": name, "unit": unit, **{k: stats.get(k) for k in keys}, "note": note}
 
 
+def _verdict(value: float, target: float) -> str:
+    return f"target <= {target}: {'pass' if value <= target else 'FAIL'}"
+
+
 def _ratio(name: str, slow: float, fast: float, runs: int, note: str) -> dict[str, Any]:
     return _row(name, "x", {"median": slow / fast, "runs": runs}, note)
 
@@ -133,38 +147,53 @@ def _timed(fn: Callable[[], object], runs: int) -> list[int]:
     return samples
 
 
+def _interleaved(ops: dict[Any, Callable[[], object]], runs: int) -> dict[Any, list[int]]:
+    """`runs` timed calls of each op, alternating, so all see the same machine."""
+    samples: dict[Any, list[int]] = {k: [] for k in ops}
+    for _ in range(runs):
+        for k, op in ops.items():
+            samples[k] += _timed(op, 1)
+    return samples
+
+
 def bench_startup(quick: bool) -> list[dict[str, Any]]:
     runs = 20 if quick else 200
     paths = {n: _store_of(n) for n in (SMALL, BIG)}
     deep = {n: _deep_cursor(p, min(n // 2, 50_000)) for n, p in paths.items()}
     ops = {n: _startup(p, deep[n]) for n, p in paths.items()}
-    samples: dict[int, list[int]] = {n: [] for n in paths}
     for _ in range(3):  # warm the page cache and the code paths
         for op in ops.values():
             op()
-    for _ in range(runs):  # interleaved, so both sizes see the same machine
-        for n, op in ops.items():
-            samples[n] += _timed(op, 1)
-    stats = {n: _stats(s, 1e3) for n, s in samples.items()}
+    stats = {n: _stats(s, 1e3) for n, s in _interleaved(ops, runs).items()}
     what = "open writer+reader, count, page 1, deep page, close"
     rows = [_row(f"startup reads @{n:,}", "us", stats[n], what) for n in paths]
     ratio = stats[BIG]["median"] / stats[SMALL]["median"]
-    rows.append(_ratio(f"startup reads {BIG:,}/{SMALL}", ratio, 1.0, runs, "target <= 1.2"))
-    with Store.open_reader(paths[BIG]) as big:
+    rows.append(_ratio(f"startup reads {BIG:,}/{SMALL}", ratio, 1.0, runs, _verdict(ratio, 1.2)))
+    readers = {n: Store.open_reader(p) for n, p in paths.items()}
+    try:
+        big = readers[BIG]
         parts: dict[str, tuple[Callable[[], object], str]] = {
             "count_conversations": (big.count_conversations, "a counter row"),
             "list_conversations after 50,000": (
                 lambda: big.list_conversations(PAGE, before=deep[BIG]),
                 f"{PAGE} rows, keyset",
             ),
-            "conversations_needing_recovery": (
-                big.conversations_needing_recovery,
-                f"{PENDING} pending, partial indexes",
-            ),
         }
         for name, (fn, note) in parts.items():
             st = _stats(_timed(fn, runs * 5), 1e3)
             rows.append(_row(f"{name} @{BIG:,}", "us", st, note))
+        recover = {n: r.conversations_needing_recovery for n, r in readers.items()}
+        assert all(len(fn()) == PENDING for fn in recover.values())
+        rec = {n: _stats(s, 1e3) for n, s in _interleaved(recover, runs * 5).items()}
+        for n in paths:
+            note = f"{PENDING} pending, partial indexes; p99 {rec[n]['p99']:.0f} us"
+            rows.append(_row(f"conversations_needing_recovery @{n:,}", "us", rec[n], note))
+        ratio = rec[BIG]["median"] / rec[SMALL]["median"]
+        name = f"recovery query {BIG:,}/{SMALL}"
+        rows.append(_ratio(name, ratio, 1.0, runs * 5, _verdict(ratio, 1.2)))
+    finally:
+        for r in readers.values():
+            r.close()
     return rows
 
 
@@ -182,54 +211,96 @@ def _fs_type(path: Path) -> str:
     return fstype
 
 
+PREALLOCATED = 4 * 1024 * 1024  # the overwrite baseline's file: written and synced up front
+
+
 def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
     warmup, runs = (800, 300) if quick else (800, 2000)
     work = Path(tempfile.mkdtemp(prefix="append-", dir=_cache_dir()))
     record = b'{"text":"' + b"please also run the linters and fix what they report " * 3 + b'"}'
+    line = record + b"\n"
+    fds: list[int] = []
     try:
         with Store.open(work / "acpd.sqlite3") as store:
             conv = store.create_conversation(title="b", agent="demo", agent_cmd=["x"], cwd="/")
-            fd = os.open(work / "baseline.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
+            appended = os.open(work / "appended.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fds.append(appended)
+            overwritten = os.open(work / "overwritten.log", os.O_WRONLY | os.O_CREAT, 0o600)
+            fds.append(overwritten)
+            os.write(overwritten, b"\0" * PREALLOCATED)  # real blocks, not fallocate's
+            os.fsync(overwritten)  # unwritten extents: converting them is a metadata write
+            offset = 0
 
-                def raw() -> None:
-                    os.write(fd, record + b"\n")
-                    os.fsync(fd)
+            def append_fsync() -> None:
+                os.write(appended, line)
+                os.fsync(appended)
 
-                def durable() -> None:
-                    store.append_user_message(conv.id, record)
+            def overwrite_fdatasync() -> None:
+                nonlocal offset
+                os.pwrite(overwritten, line, offset)
+                os.fdatasync(overwritten)
+                offset = (offset + len(line)) % (PREALLOCATED - len(line))
 
-                def plain() -> None:
-                    store.append_event(conv.id, "agent_message", record)
+            def durable() -> None:
+                store.append_user_message(conv.id, record)
 
-                for _ in range(warmup):
-                    durable()
-                    raw()
-                samples: dict[str, list[int]] = {"durable": [], "raw": [], "plain": []}
-                fns = {"durable": durable, "raw": raw, "plain": plain}
-                for _ in range(runs):
-                    for name, fn in fns.items():
-                        t0 = time.perf_counter_ns()
-                        fn()
-                        samples[name].append(time.perf_counter_ns() - t0)
-            finally:
-                os.close(fd)
+            def plain() -> None:
+                store.append_event(conv.id, "agent_message", record)
+
+            wal = work / "acpd.sqlite3-wal"
+            wal_before = wal.stat().st_size
+            for _ in range(100):  # the WAL only grows until its first checkpoint (~570)
+                durable()
+            wal_per_append = (wal.stat().st_size - wal_before) / 100
+            for _ in range(warmup):
+                durable()
+                append_fsync()
+                overwrite_fdatasync()
+            fns = {
+                "durable": durable,
+                "append": append_fsync,
+                "overwrite": overwrite_fdatasync,
+                "plain": plain,
+            }
+            names = list(fns)
+            samples: dict[str, list[int]] = {name: [] for name in names}
+            for i in range(runs):
+                for name in names[i % 4 :] + names[: i % 4]:  # rotate the order
+                    fn = fns[name]
+                    t0 = time.perf_counter_ns()
+                    fn()
+                    samples[name].append(time.perf_counter_ns() - t0)
     finally:
+        for fd in fds:
+            os.close(fd)
         shutil.rmtree(work, ignore_errors=True)
     fs = _fs_type(work)
     st = {name: _stats(xs, 1e3) for name, xs in samples.items()}
-    size = f"{len(record)} B"
+    tmpfs = " (tmpfs: meaningless)" if fs == "tmpfs" else ""
+
+    def p99(name: str) -> str:
+        return f"p50 {st[name]['median']:.0f}, p99 {st[name]['p99']:.0f} us"
+
+    def ratio(q: str, base: str, label: str) -> dict[str, Any]:
+        key = "median" if q == "p50" else q
+        value = st["durable"][key] / st[base][key]
+        name = f"durable append / {label}, {q}"
+        return _ratio(name, value, 1.0, runs, _verdict(value, 1.5) + tmpfs)
+
+    size = f"{len(line)} B"
     return [
         _row("append_user_message (durable)", "us", st["durable"],
-             f"p99 {st['durable']['p99']:.0f} us; {size} body; {fs}"),
-        _row("os.write + os.fsync (baseline)", "us", st["raw"],
-             f"p99 {st['raw']['p99']:.0f} us; {size} record; same dir"),
-        _ratio("durable append / fsync, p50", st["durable"]["median"], st["raw"]["median"], runs,
-               "target <= 1.5" + (" (tmpfs: meaningless)" if fs == "tmpfs" else "")),
-        _ratio("durable append / fsync, p99", st["durable"]["p99"], st["raw"]["p99"], runs,
-               "target <= 1.5"),
+             f"{p99('durable')}; {size} body, {wal_per_append / 1024:.0f} KiB of WAL; {fs}"),
+        _row("baseline: write O_APPEND + fsync", "us", st["append"],
+             f"{p99('append')}; {size}; grows the file; same dir"),
+        _row("baseline: pwrite in place + fdatasync", "us", st["overwrite"],
+             f"{p99('overwrite')}; {size}; preallocated, as a reused WAL"),
+        ratio("p50", "append", "append+fsync"),
+        ratio("p99", "append", "append+fsync"),
+        ratio("p50", "overwrite", "overwrite+fdatasync (floor)"),
+        ratio("p99", "overwrite", "overwrite+fdatasync (floor)"),
         _row("append_event (not durable)", "us", st["plain"],
-             f"p99 {st['plain']['p99']:.0f} us; survives a crash, not power loss"),
+             f"{p99('plain')}; survives a crash, not power loss"),
     ]  # fmt: skip
 
 

@@ -4,6 +4,10 @@ Run as `python -m tests.store._crash_child DB CONV...` from the repo root. A lin
 is written (one write(2), so it arrives whole or not at all) only after append_user_message
 has returned, i.e. after the commit was fsynced: exactly what the daemon would acknowledge.
 Every third round also group-commits some non-durable agent output, as a turn would.
+
+$ACPD_CRASH_AUTOCHECKPOINT, if set, replaces the store's wal_autocheckpoint (pages): a small
+value makes the child checkpoint every few appends, so that kills land in checkpoints and in
+a WAL being rewritten from its start.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from store import Store
 def main() -> None:
     path, conv_ids = Path(sys.argv[1]), sys.argv[2:]
     with Store.open(path) as store:
+        pages = os.environ.get("ACPD_CRASH_AUTOCHECKPOINT")
+        if pages:
+            store._conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
         i = 0
         while True:
             conv_id = conv_ids[i % len(conv_ids)]

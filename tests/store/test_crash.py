@@ -1,10 +1,22 @@
-"""SIGKILL a writer at random moments: no acknowledged message is ever lost or duplicated."""
+"""SIGKILL a writer at random moments: no acknowledged message is ever lost or duplicated.
+
+Each round (seeded by its number, so a failure replays) varies:
+- when: the kill comes 0 to 150 ms (log-uniform: many very early) after the first ack;
+- checkpoints: SQLite's wal_autocheckpoint of 4,000 pages, or 50-200 pages, so the child
+  checkpoints every few appends: kills land in checkpoints (the main file being written and
+  fsynced) and in a WAL restarted from its beginning over older frames;
+- the WAL's history: the round is checked in place (the check's close checkpoints and deletes
+  the WAL, so the next child starts a new one) or on a copy of the files as the kill left
+  them, so the next child reopens that WAL, recovers it and goes on writing into it.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,15 +29,23 @@ from store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 50
-MAX_DELAY = 0.1  # seconds of appending after the first acknowledgement, at most
+MIN_DELAY, MAX_DELAY = 0.0001, 0.15  # seconds of appending after the first acknowledgement
 HANG_GUARD = 30.0  # a child that does not acknowledge within this has failed
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
 
 
-def _run_child(path: Path, conv_ids: list[str], delay: float) -> list[str]:
-    """Start a child, let it append for `delay` after its first ack, SIGKILL it; its acks."""
+def _run_child(path: Path, conv_ids: list[str], delay: float, pages: int | None) -> list[str]:
+    """Start a child, let it append for `delay` after its first ack, SIGKILL it; its acks.
+
+    `pages`: the child's wal_autocheckpoint (None: the store's own)."""
+    env = dict(os.environ)
+    env.pop("ACPD_CRASH_AUTOCHECKPOINT", None)
+    if pages is not None:
+        env["ACPD_CRASH_AUTOCHECKPOINT"] = str(pages)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.store._crash_child", str(path), *conv_ids],
         cwd=REPO,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -77,6 +97,31 @@ def _check(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
     return total
 
 
+def _wal_restarts(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: how often the WAL was restarted from its
+    beginning, its old frames left to be overwritten (0 if there is no WAL)."""
+    try:
+        header = Path(f"{path}-wal").read_bytes()[:32]
+    except FileNotFoundError:
+        return 0
+    if len(header) < 32 or int.from_bytes(header[:4], "big") not in _WAL_MAGIC:
+        return 0
+    return int.from_bytes(header[12:16], "big")
+
+
+def _check_copy(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
+    """`_check` on a copy of the files, leaving the originals (and their WAL) for the next child."""
+    copy = path.parent / "check" / path.name
+    copy.parent.mkdir()
+    try:
+        for suffix in ("", "-wal"):  # not -shm: the copy must rebuild it from the WAL
+            if Path(f"{path}{suffix}").exists():
+                shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")
+        return _check(copy, conv_ids, acked)
+    finally:
+        shutil.rmtree(copy.parent)
+
+
 @pytest.mark.subprocess
 def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
     path = tmp_path / "acpd.sqlite3"
@@ -87,14 +132,22 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
         ]
     acked: dict[str, set[int]] = {c: set() for c in conv_ids}
     last_total = 0
+    most_restarts = 0
     for round_no in range(ROUNDS):
-        delay = random.Random(round_no).uniform(0.0, MAX_DELAY)
-        lines = _run_child(path, conv_ids, delay)
+        rng = random.Random(round_no)
+        delay = math.exp(rng.uniform(math.log(MIN_DELAY), math.log(MAX_DELAY)))
+        delay = 0.0 if round_no % 10 == 5 else delay
+        pages = None if round_no % 3 == 0 else rng.choice((50, 100, 200))
+        in_place = round_no % 4 == 3 or round_no == ROUNDS - 1
+        lines = _run_child(path, conv_ids, delay, pages)
         assert lines, "every round acknowledges at least one message"
         for line in lines:
             conv_id, seq = line.split()
             assert int(seq) not in acked[conv_id], f"seq {seq} acknowledged twice"
             acked[conv_id].add(int(seq))
-        total = _check(path, conv_ids, acked)
+        most_restarts = max(most_restarts, _wal_restarts(path))
+        total = (_check if in_place else _check_copy)(path, conv_ids, acked)
         assert total > last_total
         last_total = total
+    # The rounds did reach what they are for: a WAL written over its own older frames.
+    assert most_restarts >= 2, f"the WAL was restarted only {most_restarts} times"

@@ -32,11 +32,27 @@ def test_append_events_is_one_group_with_consecutive_seqs(
     store: Store, conv: ConversationRecord
 ) -> None:
     store.append_event(conv.id, "a", b"{}")
-    recs = store.append_events(conv.id, [("b", b'{"n":1}'), ("user_message", body("q"))], now=9.0)
-    assert [(r.seq, r.type, r.ts) for r in recs] == [(2, "b", 9.0), (3, "user_message", 9.0)]
-    assert _rec(store, conv.id).queued == 1  # a user message queues whichever call adds it
+    recs = store.append_events(conv.id, [("b", b'{"n":1}'), ("c", b"{}")], now=9.0)
+    assert [(r.seq, r.type, r.ts) for r in recs] == [(2, "b", 9.0), (3, "c", 9.0)]
+    assert _rec(store, conv.id).queued == 0
     assert store.append_events(conv.id, []) == []
     assert store.read_events(conv.id) == [store.read_events(conv.id)[0], *recs]
+
+
+def test_user_messages_only_through_the_durable_append(
+    store: Store, conv: ConversationRecord
+) -> None:
+    """A group commit is not fsynced: a user message there could be acknowledged and lost."""
+    store.save_draft(conv.id, 1, "message", "x")
+    with pytest.raises(ValueError, match="append_user_message"):
+        store.append_event(conv.id, "user_message", body("q"))
+    with pytest.raises(ValueError, match="append_user_message"):
+        store.append_events(conv.id, [("agent_message", b"{}"), ("user_message", body("q"))])
+    with pytest.raises(ValueError, match="append_user_message"):
+        store.end_turn(conv.id, [("user_message", body("q"))], "idle")
+    rec = _rec(store, conv.id)
+    assert (rec.last_seq, rec.queued, rec.status) == (0, 0, "idle")
+    assert store.drafts(conv.id) == [(1, "message", "x")]  # end_turn refused before its work
 
 
 def test_append_rejects_bodies_that_are_not_objects(store: Store, conv: ConversationRecord) -> None:

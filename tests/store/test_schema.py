@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,71 @@ def test_forward_migration_steps_run_in_order_once(
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION + 1
 
 
+# A realistic later step: a new column backfilled from existing rows, and the events table
+# rebuilt (SQLite's create-copy-drop-rename dance) with a column derived from each row.
+_STEP_WITH_ROWS = (
+    "ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+    "UPDATE conversations SET pinned = 1 WHERE queued > 0",
+    """CREATE TABLE events_new (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        ts REAL NOT NULL,
+        body BLOB NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID""",
+    "INSERT INTO events_new SELECT conversation_id, seq, type, ts, body, length(body) FROM events",
+    "DROP TABLE events",
+    "ALTER TABLE events_new RENAME TO events",
+    """CREATE INDEX events_user_messages ON events (conversation_id, seq)
+        WHERE type = 'user_message'""",
+)
+
+
+def test_migration_step_carries_existing_rows(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store.open(db_path) as s:
+        a = s.create_conversation(title="a", agent="demo", agent_cmd=["x", "-y"], cwd="/a")
+        b = s.create_conversation(title="b", agent="demo", agent_cmd=["x"], cwd="/b")
+        m1 = s.append_user_message(a.id, body("one"))
+        s.append_user_message(a.id, body("two"))
+        s.start_turn(a.id, m1.seq, b"{}")
+        s.append_events(a.id, [("agent_message", b'{"text":"hi"}')])
+        s.save_draft(a.id, m1.seq, "message", "draft")
+        s.append_event(b.id, "note", b"{}")
+        before = {
+            c: (s.get_conversation(c), s.read_events(c), s.pending_messages(c), s.drafts(c))
+            for c in (a.id, b.id)
+        }
+        recovery = s.conversations_needing_recovery()
+    monkeypatch.setattr(schema_mod, "MIGRATIONS", [*schema_mod.MIGRATIONS, _STEP_WITH_ROWS])
+    monkeypatch.setattr(schema_mod, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with Store.open(db_path) as s:
+        conn = s._conn
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        for c, (rec, events, pending, drafts) in before.items():
+            assert (s.get_conversation(c), s.read_events(c)) == (rec, events)
+            assert (s.pending_messages(c), s.drafts(c)) == (pending, drafts)
+        assert s.conversations_needing_recovery() == recovery
+        assert s.count_conversations() == 2  # the counter and its triggers came through
+        pinned = conn.execute("SELECT id, pinned FROM conversations ORDER BY title").fetchall()
+        assert pinned == [(a.id, 1), (b.id, 0)]
+        sizes = conn.execute("SELECT size, length(body) FROM events").fetchall()
+        assert len(sizes) == sum(len(events) for _, events, _, _ in before.values())
+        assert all(size == n for size, n in sizes)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        # ...and the store works on the new layout: seqs go on, the cascade still holds.
+        assert s.append_user_message(b.id, body("three")).seq == 2
+        assert s.delete_conversation(a.id)
+        assert conn.execute(
+            "SELECT count(*) FROM events WHERE conversation_id = ?", (a.id,)
+        ).fetchone() == (0,)
+        assert s.count_conversations() == 1
+
+
 def test_failed_migration_rolls_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store.open(db_path).close()
     step = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO nowhere VALUES (1)")
@@ -110,6 +176,48 @@ def test_refuses_newer_schema_found_only_in_the_wal(db_path: Path) -> None:
         holder.close()
 
 
+def _newer_only_in_the_wal(db_path: Path) -> tuple[bytes, bytes]:
+    """A store whose newer schema is only in its WAL, with no connection open: the state a
+    newer acpd killed before its first checkpoint leaves. Returns (main file, WAL) bytes."""
+    with Store.open(db_path) as s:
+        s.create_conversation(title="t", agent="demo", agent_cmd=["a"], cwd="/")
+    with Store.open(db_path) as s:  # a checkpointed, current main file...
+        holder = sqlite3.connect(db_path)  # ...and a WAL that stays: no checkpoint on close
+        holder.execute("PRAGMA wal_autocheckpoint = 0")
+        holder.execute("CREATE TABLE future (x)")
+        holder.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        holder.commit()
+        orphan = db_path.parent / "orphan"
+        orphan.mkdir()
+        for suffix in ("", "-wal"):  # not -shm: whoever opens it next rebuilds it
+            (orphan / (db_path.name + suffix)).write_bytes(Path(f"{db_path}{suffix}").read_bytes())
+        holder.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    for suffix in ("", "-wal"):
+        Path(f"{db_path}{suffix}").write_bytes((orphan / (db_path.name + suffix)).read_bytes())
+    assert _pragma_header_version(db_path) == SCHEMA_VERSION  # the main file looks current
+    return db_path.read_bytes(), Path(f"{db_path}-wal").read_bytes()
+
+
+def _pragma_header_version(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[60:64], "big")
+
+
+@pytest.mark.parametrize("opener", [Store.open, Store.open_reader], ids=["writer", "reader"])
+def test_newer_schema_only_in_the_wal_is_refused_without_a_write(
+    db_path: Path, opener: Callable[[Path], Store]
+) -> None:
+    """No other connection is open: the refusing one would be the last to close, and a
+    writable connection closing last checkpoints the WAL into the main file and deletes it."""
+    main, wal = _newer_only_in_the_wal(db_path)
+    for _ in range(2):  # and the file is as refusable the second time
+        with pytest.raises(StoreError, match="newer acpd"):
+            opener(db_path)
+        assert db_path.read_bytes() == main
+        assert Path(f"{db_path}-wal").read_bytes() == wal
+
+
 def test_refuses_garbage_and_leaves_file_alone(db_path: Path) -> None:
     garbage = os.urandom(8192)
     db_path.write_bytes(garbage)
@@ -138,6 +246,106 @@ def test_refuses_damaged_schema_page_and_leaves_file_alone(db_path: Path) -> Non
     with pytest.raises(StoreError, match="damaged or not a database"):
         Store.open(db_path)
     assert db_path.read_bytes() == bytes(data)
+
+
+def _filled(db_path: Path) -> list[str]:
+    with Store.open(db_path) as s:
+        ids = [
+            s.create_conversation(title="t" * 200, agent="demo", agent_cmd=["a"], cwd="/").id
+            for _ in range(60)
+        ]
+        for c in ids[:5]:
+            s.append_events(c, [("agent_message", b'{"t":"' + b"x" * 400 + b'"}')] * 30)
+    return ids
+
+
+def _assert_one_line_damage_error(info: pytest.ExceptionInfo[StoreError], path: Path) -> None:
+    msg = str(info.value)
+    assert f"store {path} is damaged" in msg
+    assert "\n" not in msg
+    assert info.type is StoreError
+    chained = info.value.__cause__ or (
+        not info.value.__suppress_context__ and info.value.__context__
+    )
+    assert not chained, "a StoreError, not an sqlite3 error's traceback"
+
+
+def _damage_calls(s: Store, ids: list[str]) -> list[Callable[[], object]]:
+    """Reads, then (for a writer) writes."""
+    reads: list[Callable[[], object]] = [
+        s.count_conversations,
+        s.list_conversations,
+        s.conversations_needing_recovery,
+        lambda: s.get_conversation(ids[3]),
+        lambda: s.read_events(ids[0]),
+        lambda: s.pending_messages(ids[0]),
+    ]
+    if s.readonly:
+        return reads
+    return [
+        *reads,
+        lambda: s.append_user_message(ids[0], body("x")),
+        lambda: s.create_conversation(title="t", agent="demo", agent_cmd=["a"], cwd="/"),
+    ]
+
+
+def test_damage_beyond_the_schema_page_is_a_one_line_store_error(db_path: Path) -> None:
+    """Open does not read every page (that would be O(stored)), so damage elsewhere shows up
+    later, and must then be a StoreError people can read, naming the file."""
+    ids = _filled(db_path)
+    data = db_path.read_bytes()
+    assert len(data) > 10 * 4096
+    db_path.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
+    with Store.open(db_path) as s:  # the schema page is intact
+        for call in _damage_calls(s, ids):
+            with pytest.raises(StoreError) as info:
+                call()
+            _assert_one_line_damage_error(info, db_path)
+
+
+def test_file_truncated_under_open_stores_is_a_one_line_store_error(db_path: Path) -> None:
+    ids = _filled(db_path)
+    with Store.open(db_path) as s, s.reader() as r:
+        for conn in (s._conn, r._conn):  # no mmap: a short file must not be SIGBUS
+            assert conn.execute("PRAGMA mmap_size").fetchone() in (None, (0,))
+        assert r.count_conversations() == len(ids)
+        os.truncate(db_path, 3 * 4096)
+        for store in (r, s):
+            for call in _damage_calls(store, ids)[1:]:  # count is one cached page
+                with pytest.raises(StoreError) as info:
+                    call()
+                _assert_one_line_damage_error(info, db_path)
+
+
+def test_refuses_truncated_file_and_leaves_it_alone(db_path: Path) -> None:
+    _filled(db_path)
+    short = db_path.read_bytes()[: 5 * 4096]
+    db_path.write_bytes(short)
+    for opener in (Store.open, Store.open_reader):
+        with pytest.raises(StoreError, match="damaged or not a database"):
+            opener(db_path)
+        assert db_path.read_bytes() == short
+
+
+def test_rows_that_do_not_decode_are_a_store_error(db_path: Path) -> None:
+    """Damage SQLite's checks miss (a valid page, a wrong value) is still a StoreError."""
+    ids = _filled(db_path)
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE conversations SET agent_cmd = '[1' WHERE id = ?", (ids[0],))
+    conn.execute("DELETE FROM meta")
+    conn.commit()
+    conn.close()
+    with Store.open(db_path) as s:
+        calls: list[Callable[[], object]] = [
+            lambda: s.get_conversation(ids[0]),
+            lambda: s.list_conversations(limit=100),
+            s.count_conversations,
+        ]
+        for call in calls:
+            with pytest.raises(StoreError) as info:
+                call()
+            _assert_one_line_damage_error(info, db_path)
+        assert s.get_conversation(ids[1]) is not None  # the other rows are fine
 
 
 def test_refuses_other_programs_database(db_path: Path) -> None:
