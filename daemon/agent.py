@@ -116,6 +116,11 @@ class AgentConnection:
         return acp.supported(self.init.agent_capabilities.session_capabilities.close)
 
     @property
+    def alive(self) -> bool:
+        """False once its stream has ended (it exited, crashed or was stopped)."""
+        return not self._gone.is_set()
+
+    @property
     def returncode(self) -> int | None:
         return self.process.returncode if self.process is not None else None
 
@@ -302,10 +307,14 @@ async def open_agent(
     on_update: UpdateHandler,
     on_request: RequestHandler | None = None,
     on_batch_end: Callable[[], None] | None = None,
+    on_spawn: Callable[[trio.Process], None] | None = None,
     stop_grace: float = 2.0,
     log: logging.Logger | None = None,
 ) -> AsyncIterator[AgentConnection]:
     """Spawn `spec` and initialize it; stop it (whole process group) on exit.
+
+    `on_spawn(process)` runs right after the spawn, before `initialize`: the moment from which
+    the group exists and must be accounted for (orphans.py records it then).
 
     Raises `AgentStartError` (one line) if it cannot be spawned, exits or fails during
     `initialize`, or speaks another protocol version. Start-up is not bounded here. Bound it
@@ -338,6 +347,8 @@ async def open_agent(
         raise AgentStartError(f"cannot start agent {spec.name!r}: {what}") from None
     assert proc.stdio is not None
     assert proc.stderr is not None
+    if on_spawn is not None:
+        on_spawn(proc)
     peer = AgentPeer(
         proc.stdio,
         on_update=on_update,

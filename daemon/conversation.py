@@ -12,12 +12,18 @@ Invariants (DESIGN.md), and where they are kept:
   permission requests `cancelled`, then waits up to `drain_timeout` for the real reply. No reply
   in time: the agent's process group is killed, so its read loop (and any late update) dies with
   it; the next prompt restarts it with `session/load`/`session/resume`.
-- Updates reach a turn only while that turn is current; anything after its end is dropped.
+- Nothing is decided early: between taking a message and moving the cursor (agent start-up,
+  crash backoff) the queue head is read again, and stop/pause/supersede are checked with the
+  log locked, right before the commit (`EventLog.start_turn`'s `may_start`).
+- An agent whose process ended is never handed a prompt; the next turn waits until it is gone
+  and starts another.
+- Updates reach a turn only while its prompt is out; anything before or after is dropped.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -30,15 +36,15 @@ import trio
 
 from daemon.agent import AgentConnection, AgentExited, AgentSpec
 from daemon.config import Config
-from daemon.eventlog import EventLog
+from daemon.eventlog import EventLog, LogClosed, close_dead_turn
 from daemon.fanout import Fanout
 from daemon.permissions import Permissions
 from daemon.recorder import Recorder
 from daemon.storeio import StoreIO
 from protocol import acp
 from protocol import events as ev
-from protocol.jsonrpc import METHOD_NOT_FOUND, RpcFailure
-from store import ConversationRecord, EventRecord
+from protocol.jsonrpc import METHOD_NOT_FOUND, RpcFailure, decode_params
+from store import Conflict, ConversationRecord, EventRecord
 
 __all__ = ["Conversation", "Launcher"]
 
@@ -46,6 +52,8 @@ log = logging.getLogger("acpd.conversation")
 
 _user_message = msgspec.json.Decoder(ev.UserMessage)
 _permission_params = msgspec.json.Decoder(acp.RequestPermissionRequest)
+# How long a supervisor with no agent, no work and nobody watching stays before it retires.
+_LINGER = 60.0
 
 
 class Launcher(Protocol):
@@ -73,7 +81,28 @@ class _Agent:
     nursery: trio.Nursery | None = None
     stop_requested: trio.Event = attrs.field(factory=trio.Event)
     gone: trio.Event = attrs.field(factory=trio.Event)
-    stopping_reason: str = ""
+    stopping_reason: str = ""  # why we stopped it; empty if it went away by itself
+    closing: bool = False  # its nursery is closing or closed: it takes no new prompt
+    exited: bool = False  # its process (or stream) ended without being asked to
+
+    @property
+    def usable(self) -> bool:
+        conn = self.conn
+        return (
+            conn is not None
+            and conn.alive
+            and not self.closing
+            and not self.exited
+            and not self.stop_requested.is_set()
+        )
+
+
+@attrs.define(eq=False)
+class _Starting:
+    """The message the turn loop is about to prompt, while its agent starts or backs off."""
+
+    seq: int
+    superseded: bool = False  # by `send(interrupt=True)`: record it cancelled, never prompt it
 
 
 @attrs.define(eq=False)
@@ -85,6 +114,7 @@ class _Turn:
     response: acp.PromptResponse | None = None
     error: RpcFailure | None = None
     interrupted: bool = False  # by a person (or a superseding send)
+    prompted: bool = False  # session/prompt was (to be) sent
     cancel_sent: bool = False
     updates: int = 0
     conn: AgentConnection | None = None
@@ -99,8 +129,10 @@ class Conversation:
     config: Config
     launcher: Launcher
     on_exit: Callable[[Conversation], None]
+    # The `agent_restarted` reason if the agent's session is resumed: the engine passes what
+    # the previous supervisor of this conversation left ("daemon_restarted" if none did).
+    restart_reason: str = "daemon_restarted"
     record: ConversationRecord | None = None
-    daemon_started: float = 0.0  # wall-clock time this daemon started
     fanout: Fanout = attrs.field(init=False)
     log_: EventLog = attrs.field(init=False)
     recorder: Recorder = attrs.field(init=False)
@@ -113,13 +145,13 @@ class Conversation:
     stopping: bool = False
     paused: bool = False
     failed: bool = False
-    queued: int = 0
     turn: _Turn | None = None
     agent: _Agent | None = None
     acp_session_id: str | None = None
-    restart_reason: str = ""
     crashes: collections.deque[float] = attrs.field(factory=collections.deque)
     dropped_updates: int = 0
+    _starting: _Starting | None = None
+    _start_scope: trio.CancelScope | None = None
     _wake_send: trio.MemorySendChannel[None] = attrs.field(init=False)
     _wake_recv: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
     _nursery: trio.Nursery | None = None
@@ -164,56 +196,65 @@ class Conversation:
             pass
 
     async def send(self, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
-        turn = self.turn
-        # Turns that run before this message's: the queue ahead, plus the running turn unless
-        # this send supersedes it.
-        ahead = self.queued + (1 if turn is not None and not interrupt else 0)
-        rec = await self.log_.append_user(text)
-        self.queued += 1
+        rec, queued = await self.log_.append_user(text)
+        # Turns that run before this message's, as of its commit (no checkpoint since): the
+        # messages queued ahead of it, plus the running turn unless this send supersedes it.
+        ahead = queued - 1
+        turn, starting = self.turn, self._starting
+        if turn is not None:
+            if interrupt:
+                self._interrupt_turn(turn)
+            else:
+                ahead += 1
+        elif interrupt and starting is not None:
+            starting.superseded = True  # its turn is recorded cancelled, not run
+            ahead -= 1
         if self.record is not None and not self.record.title:
             # An untitled conversation is named after its first message, for `acpd ls`.
             title = " ".join(text.split())[:80]
-            await self.io.write(lambda s: s.set_title(self.conv_id, title))
+            await self.log_.set_title(title)
             self.record = msgspec.structs.replace(self.record, title=title)
-        if interrupt and turn is not None:
-            self._interrupt_turn(turn)
         if run or interrupt:
             # Sending with run is a person acting: it also lifts a crash-loop `failed`.
-            if self.failed:
-                self.failed = False
-                self.crashes.clear()
-            await self._set_paused(False)
-        elif turn is None:
-            # --no-run stages the message: the queue waits for `resume` or a send with run.
-            await self._set_paused(True)
+            await self._set_flags(paused=False, failed=False)
+        else:
+            # run=false stages the message: the queue waits for `resume` or a send with run,
+            # even behind a running turn (whose end writes the status).
+            await self._set_flags(paused=True)
         self.wake()
-        return rec.seq, ahead
+        return rec.seq, max(0, ahead)
 
     async def interrupt(self) -> bool:
         """Cancel the running turn and pause the queue."""
-        await self._set_paused(True)
         turn = self.turn
-        if turn is None or turn.done.is_set():
-            return False
-        self._interrupt_turn(turn)
-        return True
+        if turn is not None and not turn.done.is_set():
+            self._interrupt_turn(turn)
+            hit = True
+        else:
+            # A turn about to start (its agent starting, or backing off after a crash): the
+            # user means "not that one", so it counts. The pause keeps the message queued,
+            # visible and editable, and the turn loop looks at the flags before prompting.
+            hit = turn is None and self._starting is not None
+        await self._set_flags(paused=True)
+        return hit
 
     async def resume(self) -> None:
-        changed = self.paused or self.failed
-        self.failed = self.paused = False
         self.crashes.clear()
-        if changed and self.turn is None:
-            await self.log_.set_status(self.status)
+        await self._set_flags(paused=False, failed=False)
         self.wake()
 
     def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
         self.permissions.answer(request, option, cancelled=cancelled)
 
-    async def _set_paused(self, paused: bool) -> None:
-        if self.paused == paused:
-            return
+    async def _set_flags(self, *, paused: bool, failed: bool | None = None) -> None:
+        """Set the queue's flags now; store the status unless a turn runs (its end will)."""
+        before = self.status
         self.paused = paused
-        if self.turn is None:
+        if failed is not None:
+            if self.failed and not failed:
+                self.crashes.clear()  # a person lifted it: count crashes afresh
+            self.failed = failed
+        if self.turn is None and self.status != before:
             await self.log_.set_status(self.status)
 
     def _interrupt_turn(self, turn: _Turn) -> None:
@@ -236,8 +277,10 @@ class Conversation:
                         pass
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            log.exception("conversation %s: supervisor failed", self.conv_id)
-            self.load_error = exc
+            # The log closed under a write (a delete): the end we were asked for, not a fault.
+            if not (self.log_.closed and _only(exc, LogClosed)):
+                log.exception("conversation %s: supervisor failed", self.conv_id)
+                self.load_error = exc
         finally:
             self.log_.closed = True
             self.fanout.close_all()
@@ -250,25 +293,37 @@ class Conversation:
         rec = await self.io.read(lambda s: s.get_conversation(self.conv_id))
         if rec is None:
             raise LookupError(self.conv_id)
+        if rec.status == "running":
+            # A supervisor before us stopped mid-turn without closing it (a hard cancel, or a
+            # failure): close it as startup recovery does, or it stays "running" forever.
+            close = functools.partial(
+                close_dead_turn,
+                rec=rec,
+                stop_reason="agent_exited",
+                detail="its supervisor stopped mid-turn",
+            )
+            await self.io.write(close)
+            rec = await self.io.read(lambda s: s.get_conversation(self.conv_id))
+            if rec is None:
+                raise LookupError(self.conv_id)
         self.record = rec
         self.log_.last_seq = rec.last_seq
-        self.queued = rec.queued
         self.paused = rec.status == "paused"
         self.failed = rec.status == "failed"
         self.acp_session_id = rec.acp_session_id
-        if rec.acp_session_id:
-            # Its agent is not running: stopped before this daemon started, or for idleness
-            # since (every event bumps updated_at, and idleness follows the last event).
-            before = rec.updated_at < self.daemon_started
-            self.restart_reason = "daemon_restarted" if before else "idle"
 
     async def _turn_loop(self) -> None:
         while True:
-            msg = await self._next_message()
+            head = await self._next_message()
+            self._starting = _Starting(head.seq)
             try:
-                await self._run_turn(msg)
+                await self._run_turn(self._starting)
             except _NoAgent:
-                continue
+                pass
+            finally:
+                self._starting = None
+            if self.stopping:
+                raise _Retire
 
     async def _next_message(self) -> EventRecord:
         while True:
@@ -276,64 +331,97 @@ class Conversation:
                 raise _Retire
             if not self.paused and not self.failed:
                 pending = await self.io.read(lambda s: s.pending_messages(self.conv_id))
-                self.queued = len(pending)
                 if pending:
                     return pending[0]
             await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
+        """Block until woken; meanwhile stop an idle agent, and retire when nobody needs us."""
         idle_since = trio.current_time()
-        linger = min(self.config.idle_ttl, 60.0)
         while True:
-            agent = self.agent
-            if agent is not None:
-                wait_until = idle_since + self.config.idle_ttl
+            if self.agent is not None:
+                deadline = idle_since + self.config.idle_ttl
+            elif self.fanout.subscribers == 0:
+                deadline = idle_since + min(self.config.idle_ttl, _LINGER)
             else:
-                wait_until = idle_since + linger
-            with trio.move_on_at(wait_until):
+                # Watched: the last subscriber leaving wakes us (engine.subscribe), so there
+                # is nothing to look at until then.
+                deadline = math.inf
+            with trio.move_on_at(deadline):
                 try:
                     await self._wake_recv.receive()
                 except trio.EndOfChannel:
                     raise _Retire from None
                 return
-            if agent is not None and self.permissions.waiting == 0:
+            if self.agent is not None:
                 log.info("conversation %s: agent idle, stopping it", self.conv_id)
                 await self._stop_agent("idle")
-                idle_since = trio.current_time()
-                continue
-            if self.agent is None and self.fanout.subscribers == 0 and self.log_.close_nowait():
+            elif self.fanout.subscribers == 0 and self.log_.close_nowait():
                 raise _Retire
+            # Stopped the agent, or could not retire (someone subscribed, or a write is in
+            # flight): a full wait again, never a busy loop.
+            idle_since = trio.current_time()
 
     # --- a turn -------------------------------------------------------------------------------
 
-    async def _run_turn(self, msg: EventRecord) -> None:
+    async def _run_turn(self, starting: _Starting) -> None:
         agent = await self._ensure_agent()
-        assert agent.conn is not None
-        assert agent.nursery is not None
-        assert self.acp_session_id
-        text = _user_message.decode(msg.body).text
-        await self.log_.start_turn(msg.seq)
-        self.queued = max(0, self.queued - 1)
-        turn = _Turn(msg.seq, text, conn=agent.conn)
-        self.turn = turn
-        agent.nursery.start_soon(self._prompt, agent.conn, self.acp_session_id, turn)
+        # Start-up and crash backoff take time: re-read the queue; the flags are looked at
+        # again with the log locked, right before the cursor moves.
+        pending = await self.io.read(lambda s: s.pending_messages(self.conv_id))
+        if not pending:
+            return
+        msg = pending[0]
+        turn = _Turn(msg.seq, _user_message.decode(msg.body).text, conn=agent.conn)
+
+        def may_start() -> bool:
+            if self.stopping or self.paused or self.failed or not agent.usable:
+                return False
+            # From here a pause, stop or superseding send finds `self.turn` and cancels it.
+            turn.interrupted = starting.superseded and starting.seq == msg.seq
+            self.turn, self._starting = turn, None
+            return True
+
+        try:
+            started = await self.log_.start_turn(msg.seq, may_start)
+        except Conflict:  # removed between the read and the write
+            self.turn = None
+            await self.log_.set_status(self.status)
+            return
+        if started is None:
+            return
         timed_out = False
         try:
-            with turn.scope:
-                turn.scope.deadline = trio.current_time() + self.config.turn_timeout
-                await turn.done.wait()
-            if not turn.done.is_set():
-                timed_out = not turn.interrupted
-                await self._drain(agent, turn)
+            if not turn.interrupted:
+                timed_out = await self._prompt_and_wait(agent, turn)
         finally:
             # A hard cancel (delete, or shutdown past its grace) records nothing here: the turn
-            # stays "running" in the store with its drafts, and startup recovery closes it, the
-            # same path as after kill -9. A graceful stop goes through `begin_shutdown`.
+            # stays "running" in the store with its drafts, and startup recovery (or the next
+            # hydration) closes it, the same path as after kill -9. A graceful stop goes
+            # through `begin_shutdown`.
             if not turn.done.is_set():
                 turn.done.set()
         await self._finish_turn(turn, forced="timeout" if timed_out else "")
-        if self.stopping:
-            raise _Retire
+
+    async def _prompt_and_wait(self, agent: _Agent, turn: _Turn) -> bool:
+        """Prompt and wait for the reply, draining on interrupt or timeout. True: timed out."""
+        assert self.acp_session_id
+        turn.prompted = True
+        conn, nursery = agent.conn, agent.nursery
+        try:
+            if conn is None or nursery is None:
+                raise RuntimeError("agent gone")
+            nursery.start_soon(self._prompt, conn, self.acp_session_id, turn)
+        except RuntimeError:  # it exited since may_start (its nursery closed): agent_exited
+            turn.done.set()
+            return False
+        with turn.scope:
+            turn.scope.deadline = trio.current_time() + self.config.turn_timeout
+            await turn.done.wait()
+        if turn.done.is_set():
+            return False
+        await self._drain(agent, turn)
+        return not turn.interrupted
 
     async def _prompt(self, conn: AgentConnection, session_id: str, turn: _Turn) -> None:
         try:
@@ -381,6 +469,8 @@ class Conversation:
             else:
                 stop, detail = "error", turn.error.message
                 items.append(_event("error", ev.ErrorEvent(message=f"agent error: {detail}")))
+        elif not turn.prompted:
+            stop, detail = "cancelled", "interrupted before it was prompted"
         elif turn.cancel_sent:
             stop = "cancelled"  # no reply in time: the agent was restarted
         else:
@@ -403,33 +493,54 @@ class Conversation:
 
     async def _ensure_agent(self) -> _Agent:
         agent = self.agent
-        if agent is not None and agent.conn is not None and not agent.stop_requested.is_set():
-            return agent
-        if self.crashes:
-            # Exponential backoff after crashes: 0.5 s, 1 s, 2 s, ... capped.
-            await trio.sleep(min(0.5 * 2 ** (len(self.crashes) - 1), 10.0))
+        if agent is not None:
+            if agent.usable:
+                return agent
+            # Exited, or being stopped: its nursery takes no new prompt. Start another once
+            # it is gone (its process group stopped), however long that takes.
+            await agent.gone.wait()
         assert self._nursery is not None
-        try:
-            with trio.fail_after(self.config.start_timeout):
-                started: _Agent = await self._nursery.start(self._agent_task)
+        if self.stopping:
+            raise _NoAgent
+        failure: Exception | None = None
+        # `begin_shutdown` cancels this: a stopping daemon does not wait for a start-up.
+        with trio.CancelScope() as self._start_scope:
+            try:
+                if backoff := self._backoff():
+                    await trio.sleep(backoff)
+                with trio.fail_after(self.config.start_timeout):
+                    started: _Agent = await self._nursery.start(self._agent_task)
                 return started
-        except Exception as exc:  # groups too: whatever stopped the start is reported
-            reason = _one_line(exc)
-            if isinstance(exc, trio.TooSlowError):
-                reason = f"no answer within {self.config.start_timeout:g}s"
-            await self.log_.append(
-                [_event("error", ev.ErrorEvent(message=f"agent failed to start: {reason}"))]
-            )
-            self._note_crash()
-            if self.failed:
-                await self.log_.set_status("failed")
-            raise _NoAgent from None
+            except Exception as exc:  # groups too: whatever stopped the start is reported
+                failure = exc
+            finally:
+                self._start_scope = None
+        if failure is None:
+            raise _NoAgent  # cancelled by a shutdown
+        reason = _one_line(failure)
+        if isinstance(failure, trio.TooSlowError):
+            reason = f"no answer within {self.config.start_timeout:g}s"
+        await self.log_.append(
+            [_event("error", ev.ErrorEvent(message=f"agent failed to start: {reason}"))]
+        )
+        self._note_crash()
+        if self.failed:
+            await self.log_.set_status("failed")
+        raise _NoAgent
+
+    def _backoff(self) -> float:
+        """Exponential backoff after recent crashes: 0.5 s, 1 s, 2 s, ... capped."""
+        self._prune_crashes()
+        return min(0.5 * 2 ** (len(self.crashes) - 1), 10.0) if self.crashes else 0.0
+
+    def _prune_crashes(self) -> None:
+        cutoff = trio.current_time() - self.config.crash_window
+        while self.crashes and self.crashes[0] < cutoff:
+            self.crashes.popleft()
 
     def _note_crash(self) -> None:
-        now = trio.current_time()
-        self.crashes.append(now)
-        while self.crashes and self.crashes[0] < now - self.config.crash_window:
-            self.crashes.popleft()
+        self._prune_crashes()
+        self.crashes.append(trio.current_time())
         if len(self.crashes) >= self.config.max_crashes and not self.failed:
             self.failed = True
             self.recorder.durable(
@@ -457,31 +568,34 @@ class Conversation:
         spec = self._spec(rec)
         agent = _Agent()
         try:
-            async with (
-                self.launcher(
-                    spec,
-                    on_update=self._on_update,
-                    on_request=self._on_request,
-                    on_batch_end=_noop,
-                ) as conn,
-                trio.open_nursery() as nursery,
-            ):
-                agent.conn, agent.nursery = conn, nursery
-                await self._setup_session(conn, rec)
-                self.agent = agent
-                task_status.started(agent)
-                nursery.start_soon(_cancel_when, conn.wait_exited, nursery.cancel_scope)
-                await agent.stop_requested.wait()
-                nursery.cancel_scope.cancel()
+            async with self.launcher(
+                spec, on_update=self._on_update, on_request=self._on_request, on_batch_end=_noop
+            ) as conn:
+                agent.conn = conn
+                try:
+                    async with trio.open_nursery() as nursery:
+                        agent.nursery = nursery
+                        await self._setup_session(conn, rec)
+                        self.agent = agent
+                        task_status.started(agent)
+                        nursery.start_soon(_watch_exit, agent, conn, nursery.cancel_scope)
+                        await agent.stop_requested.wait()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    # However long the launcher takes to stop it now, it takes no new prompt.
+                    agent.closing = True
         except Exception:
             if self.agent is not agent:
                 raise  # still starting: the caller records it
             log.exception("conversation %s: agent task failed", self.conv_id)
         finally:
+            agent.closing = True
             if self.agent is agent:
                 self.agent = None
-                if not agent.stop_requested.is_set():
-                    self.restart_reason = "crashed"
+                self.restart_reason = (
+                    "crashed" if agent.exited else agent.stopping_reason or "stopped"
+                )
+                self.wake()  # an idle supervisor without an agent may retire sooner
             agent.conn = None
             agent.gone.set()
 
@@ -497,16 +611,22 @@ class Conversation:
             self.acp_session_id = resp.session_id
             await self.log_.set_acp_session(resp.session_id, rec.cwd)
             return
+        # session/resume when advertised (no replay), else or if it fails session/load (its
+        # replay arrives with no turn current, so it is dropped, never shown as live).
+        ways = []
+        if conn.can_resume:
+            ways.append(conn.resume_session)
+        if conn.can_load:
+            ways.append(conn.load_session)
         loaded, why = False, "the agent cannot load sessions"
-        try:
-            if conn.can_resume:
-                await conn.resume_session(sid, rec.cwd)
+        for way in ways:
+            try:
+                await way(sid, rec.cwd)
+            except RpcFailure as exc:
+                why = exc.message
+            else:
                 loaded = True
-            elif conn.can_load:
-                await conn.load_session(sid, rec.cwd)
-                loaded = True
-        except RpcFailure as exc:
-            why = exc.message
+                break
         items = []
         if not loaded:
             resp = await conn.new_session(rec.cwd)
@@ -532,8 +652,8 @@ class Conversation:
         agent = self.agent
         if agent is None:
             return
-        self.restart_reason = reason
-        agent.stopping_reason = reason
+        if not agent.stopping_reason:
+            agent.stopping_reason = reason
         agent.stop_requested.set()
         with trio.CancelScope(shield=True):
             await agent.gone.wait()
@@ -542,57 +662,27 @@ class Conversation:
 
     def _on_update(self, session_id: str, update: acp.SessionUpdate) -> None:
         turn = self.turn
-        if turn is None or turn.done.is_set() or session_id != self.acp_session_id:
+        if (
+            turn is None
+            or not turn.prompted
+            or turn.done.is_set()
+            or session_id != self.acp_session_id
+        ):
             # Replay of a session/load, or a straggler after its turn: never the next turn's.
             self.dropped_updates += 1
             return
         turn.updates += 1
-        turn.scope.deadline = trio.current_time() + self.config.turn_timeout
-        seq = turn.prompt_seq
-        rec = self.recorder
-        if isinstance(update, acp.AgentMessageChunk):
-            rec.delta("message", acp.content_text(update.content), seq)
-        elif isinstance(update, acp.AgentThoughtChunk):
-            rec.delta("thought", acp.content_text(update.content), seq)
-        elif isinstance(update, acp.ToolCall):
-            status = update.status if isinstance(update.status, str) else "pending"
-            kind = update.kind if isinstance(update.kind, str) else msgspec.UNSET
-            rec.durable(
-                "tool_call",
-                ev.ToolCallEvent(
-                    tool_call_id=update.tool_call_id,
-                    title=update.title,
-                    status=status,
-                    prompt_seq=seq,
-                    kind=kind,
-                ),
-            )
-        elif isinstance(update, acp.ToolCallUpdate):
-            if isinstance(update.status, str):
-                title = update.title if isinstance(update.title, str) else ""
-                rec.durable(
-                    "tool_call",
-                    ev.ToolCallEvent(
-                        tool_call_id=update.tool_call_id,
-                        title=title,
-                        status=update.status,
-                        prompt_seq=seq,
-                    ),
-                )
-            if isinstance(update.content, list):
-                for item in update.content:
-                    if isinstance(item, acp.Content):
-                        rec.delta("tool", acp.content_text(item.content), seq)
-        elif isinstance(update, acp.Plan):
-            entries = [msgspec.to_builtins(e) for e in update.entries]
-            rec.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
+        if self.permissions.waiting == 0:  # waiting for a person is not idleness
+            turn.scope.deadline = trio.current_time() + self.config.turn_timeout
+        self.recorder.update(update, turn.prompt_seq)
 
     async def _on_request(self, method: str, raw: msgspec.Raw) -> object:
+        # fs/* and terminal/*: we advertise neither capability (agent.py), so -32601.
         if method != acp.REQUEST_PERMISSION:
             raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
-        params = _permission_params.decode(raw)
+        params = decode_params(_permission_params, raw)  # -32602 for bad or absent params
         turn = self.turn
-        if turn is None or turn.cancel_sent:
+        if turn is None or not turn.prompted or turn.cancel_sent:
             return acp.RequestPermissionResponse(outcome=acp.CancelledOutcome())
         # A person may take longer than the turn's idle timeout: waiting is not idleness.
         turn.scope.deadline = math.inf
@@ -609,6 +699,8 @@ class Conversation:
         self.stopping = True
         if self.turn is not None:
             self._interrupt_turn(self.turn)
+        if self._start_scope is not None:
+            self._start_scope.cancel()
         self._wake_send.close()
 
     async def close(self, *, deleting: bool) -> None:
@@ -635,8 +727,14 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-async def _cancel_when(
-    wait: Callable[[], collections.abc.Awaitable[None]], scope: trio.CancelScope
-) -> None:
-    await wait()
+def _only(exc: BaseException, tp: type[BaseException]) -> bool:
+    """Whether `exc` is `tp`, or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(tp)[1] is None
+    return isinstance(exc, tp)
+
+
+async def _watch_exit(agent: _Agent, conn: AgentConnection, scope: trio.CancelScope) -> None:
+    await conn.wait_exited()
+    agent.exited = True  # by itself: a stop request would have cancelled this first
     scope.cancel()

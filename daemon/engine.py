@@ -26,7 +26,7 @@ import trio
 from daemon import orphans
 from daemon.config import Config
 from daemon.conversation import Conversation, Launcher
-from daemon.eventlog import LogClosed
+from daemon.eventlog import LogClosed, close_dead_turn
 from daemon.fanout import Subscription
 from daemon.storeio import StoreIO
 from protocol import events as ev
@@ -57,8 +57,11 @@ class Engine:
     _nursery: trio.Nursery
     _live: dict[str, Conversation] = attrs.field(factory=dict)
     _deleting: set[str] = attrs.field(factory=set)
+    # Why the agent of a retired supervisor went away (idle, crashed, drain_timeout), for the
+    # next one's `agent_restarted`. A conversation not in here last ran under an older daemon.
+    # One small entry per conversation used since startup, dropped when it is deleted.
+    _restart_reasons: dict[str, str] = attrs.field(factory=dict)
     started_at: float = attrs.field(factory=time.monotonic)
-    started_wall: float = attrs.field(factory=time.time)
     hydrations: int = 0
 
     # --- the registry ---------------------------------------------------------------------------
@@ -70,13 +73,9 @@ class Engine:
             conv = self._live.get(conv_id)
             if conv is None:
                 # No checkpoint between the lookup above and this insert: one supervisor.
+                reason = self._restart_reasons.pop(conv_id, "daemon_restarted")
                 conv = Conversation(
-                    conv_id,
-                    self.io,
-                    self.config,
-                    self.launcher,
-                    self._exited,
-                    daemon_started=self.started_wall,
+                    conv_id, self.io, self.config, self.launcher, self._exited, reason
                 )
                 self._live[conv_id] = conv
                 self.hydrations += 1
@@ -88,6 +87,11 @@ class Engine:
                 raise RpcFailure(
                     INTERNAL_ERROR, f"conversation {conv_id} failed: {conv.load_error}"
                 )
+            if conv.log_.closed and not conv.finished.is_set():
+                # Retiring (or being deleted): it would end a subscription at once and refuse
+                # writes. Wait until it has left the registry, then look again.
+                await conv.finished.wait()
+                continue
             if not conv.finished.is_set():
                 return conv
             # It retired while we waited: hydrate again.
@@ -105,6 +109,8 @@ class Engine:
     def _exited(self, conv: Conversation) -> None:
         if self._live.get(conv.conv_id) is conv:
             del self._live[conv.conv_id]
+            if not conv.deleting and conv.acp_session_id:
+                self._restart_reasons[conv.conv_id] = conv.restart_reason
 
     def live_count(self) -> int:
         return len(self._live)
@@ -116,9 +122,10 @@ class Engine:
 
     def _info(self, rec: ConversationRecord) -> ConversationInfo:
         conv = self._live.get(rec.id)
-        status, queued, last_seq, live = rec.status, rec.queued, rec.last_seq, False
+        # `queued` is the store's: every write to the queue keeps it exact.
+        status, last_seq, live = rec.status, rec.last_seq, False
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
-            status, queued, live = conv.status, conv.queued, conv.live
+            status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.log_.last_seq)
         return ConversationInfo(
             id=rec.id,
@@ -129,7 +136,7 @@ class Engine:
             created_at=ev.rfc3339(rec.created_at),
             updated_at=ev.rfc3339(rec.updated_at),
             last_seq=last_seq,
-            queued=queued,
+            queued=rec.queued,
             live=live,
         )
 
@@ -224,6 +231,7 @@ class Engine:
             await self.io.write(lambda s: s.delete_conversation(conv_id))
         finally:
             self._deleting.discard(conv_id)
+            self._restart_reasons.pop(conv_id, None)
 
     async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
         if not text.strip():
@@ -240,9 +248,6 @@ class Engine:
             raise RpcFailure(CONFLICT, f"message {seq} was already prompted") from None
         except NotFound:
             raise RpcFailure(NOT_FOUND, f"no queued message {seq} in {conv_id}") from None
-        conv = self._live.get(conv_id)
-        if conv is not None:
-            conv.queued = max(0, conv.queued - 1)
 
     async def interrupt(self, conv_id: str) -> bool:
         return await self._with(conv_id, lambda c: c.interrupt())
@@ -272,8 +277,13 @@ class Engine:
             upto = recs[-1].seq if len(recs) == limit else through
             return lines, min(upto, through)
 
+        # The last subscriber leaving wakes the supervisor: it may retire now.
         return conv.fanout.open(
-            after_seq=after_seq, through_seq=conv.log_.last_seq, deltas=deltas, replay=replay
+            after_seq=after_seq,
+            through_seq=conv.log_.last_seq,
+            deltas=deltas,
+            replay=replay,
+            on_close=conv.wake,
         )
 
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:
@@ -291,10 +301,7 @@ class Engine:
         recs = await self.io.read(lambda s: s.conversations_needing_recovery())
         for rec in recs:
             if rec.status == "running":
-                await self.io.write(functools.partial(_close_dead_turn, rec=rec))
-        # Closing a turn bumped its conversation's activity time; a supervisor tells "the agent
-        # died with the old daemon" from "stopped for idleness" by activity before this time.
-        self.started_wall = time.time()
+                await self.io.write(functools.partial(close_dead_turn, rec=rec))
         for rec in recs:
             if rec.queued > 0 and rec.status not in ("paused", "failed"):
                 await self._conversation(rec.id)
@@ -310,22 +317,6 @@ class Engine:
             for conv in convs:
                 await conv.finished.wait()
         self._nursery.cancel_scope.cancel()
-
-
-def _close_dead_turn(s: Store, *, rec: ConversationRecord) -> None:
-    items: list[tuple[str, bytes]] = []
-    for prompt_seq, kind, text in s.drafts(rec.id):
-        body: ev._Body
-        if kind == "message":
-            body = ev.AgentMessage(text=text, prompt_seq=prompt_seq, partial=True)
-        else:
-            body = ev.AgentThought(text=text, prompt_seq=prompt_seq, partial=True)
-        items.append(
-            ("agent_message" if kind == "message" else "agent_thought", ev.encode_body(body))
-        )
-    ended = ev.TurnEnded(prompt_seq=rec.cursor, stop_reason="daemon_restarted")
-    items.append(("turn_ended", ev.encode_body(ended)))
-    s.end_turn(rec.id, items, "idle")
 
 
 @asynccontextmanager

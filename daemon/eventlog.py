@@ -8,7 +8,10 @@ in-memory `last_seq` moves only after a commit, which is what makes subscribe's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
+import msgspec
 import trio
 
 from daemon.fanout import Fanout
@@ -16,7 +19,7 @@ from daemon.storeio import StoreIO
 from protocol import events as ev
 from store import ConversationRecord, EventRecord, Store
 
-__all__ = ["EventLog", "LogClosed"]
+__all__ = ["EventLog", "LogClosed", "close_dead_turn"]
 
 
 class LogClosed(Exception):
@@ -41,13 +44,21 @@ class EventLog:
             self.last_seq = max(self.last_seq, rec.seq)
             self.fanout.publish_event(rec.seq, _line(self.conv_id, rec))
 
-    async def append_user(self, text: str) -> EventRecord:
+    async def append_user(self, text: str) -> tuple[EventRecord, int]:
+        """Queue a user message; returns it and how many are queued with it (the store's
+        count as of this commit, so concurrent sends each get an exact position)."""
         body = ev.encode_body(ev.UserMessage(text=text))
+
+        def write(s: Store) -> tuple[EventRecord, int]:
+            rec = s.append_user_message(self.conv_id, body)
+            conv = s.get_conversation(self.conv_id)
+            return rec, conv.queued if conv is not None else 1
+
         async with self._lock:
             self._check()
-            rec = await self.io.write(lambda s: s.append_user_message(self.conv_id, body))
+            rec, queued = await self.io.write(write)
             self._publish([rec])
-        return rec
+        return rec, queued
 
     async def append(self, items: list[tuple[str, bytes]], *, clear_drafts: bool = False) -> None:
         if not items and not clear_drafts:
@@ -63,10 +74,20 @@ class EventLog:
             self._check()
             self._publish(await self.io.write(write))
 
-    async def start_turn(self, prompt_seq: int) -> EventRecord:
+    async def start_turn(
+        self, prompt_seq: int, may_start: Callable[[], bool]
+    ) -> EventRecord | None:
+        """Move the cursor to `prompt_seq` and record `turn_started`, if `may_start()`.
+
+        `may_start` runs with the log locked, right before the write: no send, status change
+        or other write of this conversation can come between its decision and the commit.
+        Returns None if it said no. Raises `store.Conflict` if the message is not queued.
+        """
         body = ev.encode_body(ev.TurnStarted(prompt_seq=prompt_seq))
         async with self._lock:
             self._check()
+            if not may_start():
+                return None
             rec = await self.io.write(lambda s: s.start_turn(self.conv_id, prompt_seq, body))
             self._publish([rec])
         return rec
@@ -86,6 +107,11 @@ class EventLog:
         async with self._lock:
             self._check()
             await self.io.write(lambda s: s.save_draft(self.conv_id, prompt_seq, kind, text))
+
+    async def set_title(self, title: str) -> None:
+        async with self._lock:
+            self._check()
+            await self.io.write(lambda s: s.set_title(self.conv_id, title))
 
     async def set_acp_session(self, session_id: str, cwd: str) -> None:
         async with self._lock:
@@ -110,3 +136,26 @@ class EventLog:
     def _check(self) -> None:
         if self.closed:
             raise LogClosed(self.conv_id)
+
+
+def close_dead_turn(
+    s: Store,
+    *,
+    rec: ConversationRecord,
+    stop_reason: str = "daemon_restarted",
+    detail: str | msgspec.UnsetType = msgspec.UNSET,
+) -> None:
+    """End the turn a dead supervisor left "running": its drafts become partial messages."""
+    items: list[tuple[str, bytes]] = []
+    for prompt_seq, kind, text in s.drafts(rec.id):
+        body: ev._Body
+        if kind == "message":
+            body = ev.AgentMessage(text=text, prompt_seq=prompt_seq, partial=True)
+        else:
+            body = ev.AgentThought(text=text, prompt_seq=prompt_seq, partial=True)
+        items.append(
+            ("agent_message" if kind == "message" else "agent_thought", ev.encode_body(body))
+        )
+    ended = ev.TurnEnded(prompt_seq=rec.cursor, stop_reason=stop_reason, detail=detail)
+    items.append(("turn_ended", ev.encode_body(ended)))
+    s.end_turn(rec.id, items, "idle")

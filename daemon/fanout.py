@@ -32,6 +32,7 @@ class _Sink:
     # Seq of the last event handed to this subscriber's channel: where it must resume after lag.
     last_seq: int
     lagged: bool = False
+    on_close: Callable[[], None] | None = None  # once, however it ends
 
 
 @attrs.define(eq=False)
@@ -54,9 +55,12 @@ class Fanout:
         replay: ReplayPage,
         on_close: Callable[[], None] | None = None,
     ) -> Subscription:
-        """Register a subscriber now (no checkpoint), so nothing published after this is missed."""
+        """Register a subscriber now (no checkpoint), so nothing published after this is missed.
+
+        `on_close()` is called once when it is gone: closed, dropped for lag, or `close_all`.
+        """
         send, recv = trio.open_memory_channel[bytes](self.buffer)
-        sink = _Sink(send, deltas, last_seq=through_seq)
+        sink = _Sink(send, deltas, last_seq=through_seq, on_close=on_close)
         self._sinks.add(sink)
         return Subscription(
             conv_id=self.conv_id,
@@ -66,7 +70,6 @@ class Fanout:
             recv=recv,
             replay_from=after_seq,
             replay=replay,
-            on_close=on_close,
         )
 
     def publish_event(self, seq: int, line: bytes) -> None:
@@ -93,11 +96,15 @@ class Fanout:
         return True
 
     def _drop(self, sink: _Sink, *, lagged: bool) -> None:
+        if sink not in self._sinks:
+            return
         self._sinks.discard(sink)
         sink.lagged = lagged
         if lagged:
             self.dropped += 1
         sink.send.close()
+        if sink.on_close is not None:
+            sink.on_close()
 
     def discard(self, sink: _Sink) -> None:
         self._drop(sink, lagged=False)
@@ -119,7 +126,6 @@ class Subscription:
     recv: trio.MemoryReceiveChannel[bytes]
     replay_from: int
     replay: ReplayPage
-    on_close: Callable[[], None] | None = None
     _pending: list[bytes] = attrs.field(factory=list)
     _done: bool = False
 
@@ -147,12 +153,9 @@ class Subscription:
             raise StopAsyncIteration from None
 
     def close(self) -> None:
-        if not self._done:
-            self._done = True
-            self.fanout.discard(self.sink)
-            self.recv.close()
-            if self.on_close is not None:
-                self.on_close()
+        self._done = True
+        self.fanout.discard(self.sink)
+        self.recv.close()
 
 
 def encode_lagged(conv_id: str, last_seq: int) -> bytes:

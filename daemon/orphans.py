@@ -18,6 +18,7 @@ from pathlib import Path
 
 import attrs
 import msgspec
+import trio
 
 from daemon.agent import AgentConnection, AgentSpec, open_agent
 from daemon.config import Config
@@ -60,15 +61,16 @@ def _left_running(pgid: int, start: str) -> bool:
     for name in names:
         try:
             stat = Path(f"/proc/{name}/stat").read_bytes()
-        except OSError:
+            fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ..., starttime
+            member = (
+                len(fields) > 19
+                and int(fields[2]) == pgid
+                and fields[0] not in (b"Z", b"X")
+                and int(fields[19]) >= since
+            )
+        except (OSError, ValueError):  # gone meanwhile, or a stat line we cannot read
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ..., starttime
-        if (
-            len(fields) > 19
-            and int(fields[2]) == pgid
-            and fields[0] not in (b"Z", b"X")
-            and int(fields[19]) >= since
-        ):
+        if member:
             return True
     return False
 
@@ -110,6 +112,10 @@ class AgentTracker:
         path.write_text(f"{pid} {start}\n")
         return path
 
+    def _untrack(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
     def launcher(self, config: Callable[[], Config]) -> Launcher:
         """`open_agent`, with each agent's group recorded while it runs."""
         tracker = self
@@ -123,22 +129,29 @@ class AgentTracker:
             on_batch_end: Callable[[], None],
         ) -> AsyncIterator[AgentConnection]:
             path: Path | None = None
+
+            def spawned(proc: trio.Process) -> None:
+                # At once, not after initialize: a daemon killed during start-up leaves it too.
+                # The group leader's pid is the group id (start_new_session=True).
+                nonlocal path
+                try:
+                    path = tracker._track(proc.pid)
+                except OSError as exc:  # untracked is better than unstarted
+                    log.warning("cannot record agent process group %d: %s", proc.pid, exc)
+
             try:
                 async with open_agent(
                     spec,
                     on_update=on_update,
                     on_request=on_request,
                     on_batch_end=on_batch_end,
+                    on_spawn=spawned,
                     stop_grace=config().stop_grace,
                 ) as conn:
-                    # The group leader's pid is the group id (start_new_session=True).
-                    if conn.process is not None:
-                        path = tracker._track(conn.process.pid)
                     yield conn
             finally:
                 # open_agent's exit has stopped the whole group by now.
                 if path is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                    tracker._untrack(path)
 
         return launch

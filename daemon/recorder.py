@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 
 import attrs
+import msgspec
 import trio
 
-from daemon.eventlog import EventLog
+from daemon.eventlog import EventLog, LogClosed
+from protocol import acp
 from protocol import events as ev
 from protocol.api import DELTA_METHOD, DeltaParams
 from protocol.jsonrpc import Notification, encode_line
@@ -59,6 +61,8 @@ class Recorder:
     _seg_prompt: int = 0
     _unsaved: int = 0
     _draft_due: float = math.inf
+    _batch: list[_Item] = attrs.field(factory=list)
+    _closed: bool = False  # the log closed under us: nothing more is stored
     deltas_published: int = 0
 
     # --- the synchronous side, called from the agent's read loop ----------------------------
@@ -72,8 +76,50 @@ class Recorder:
         self._items.append(_Durable(type_, ev.encode_body(body)))
         self._kick.set()
 
+    def update(self, update: acp.SessionUpdate, seq: int) -> None:
+        """An agent's `session/update` for the turn of prompt `seq`: text and tool progress
+        are deltas; tool calls, their status changes and plans are durable. Others: dropped."""
+        if isinstance(update, acp.AgentMessageChunk):
+            self.delta("message", acp.content_text(update.content), seq)
+        elif isinstance(update, acp.AgentThoughtChunk):
+            self.delta("thought", acp.content_text(update.content), seq)
+        elif isinstance(update, acp.ToolCall):
+            status = update.status if isinstance(update.status, str) else "pending"
+            kind = update.kind if isinstance(update.kind, str) else msgspec.UNSET
+            self.durable(
+                "tool_call",
+                ev.ToolCallEvent(
+                    tool_call_id=update.tool_call_id,
+                    title=update.title,
+                    status=status,
+                    prompt_seq=seq,
+                    kind=kind,
+                ),
+            )
+        elif isinstance(update, acp.ToolCallUpdate):
+            if isinstance(update.status, str):
+                title = update.title if isinstance(update.title, str) else ""
+                self.durable(
+                    "tool_call",
+                    ev.ToolCallEvent(
+                        tool_call_id=update.tool_call_id,
+                        title=title,
+                        status=update.status,
+                        prompt_seq=seq,
+                    ),
+                )
+            if isinstance(update.content, list):
+                for item in update.content:
+                    if isinstance(item, acp.Content):
+                        self.delta("tool", acp.content_text(item.content), seq)
+        elif isinstance(update, acp.Plan):
+            entries = [msgspec.to_builtins(e) for e in update.entries]
+            self.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
+
     async def flush(self) -> None:
         """Wait until everything handed over so far is stored and published."""
+        if self._closed:
+            return
         done = trio.Event()
         self._items.append(_Flush(done))
         self._kick.set()
@@ -82,16 +128,25 @@ class Recorder:
     # --- the task ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            with trio.move_on_at(self._draft_due):
-                await self._kick.wait()
-            self._kick = trio.Event()
-            items, self._items = self._items, []
-            await self._process(items)
-            # Each save rewrites the message so far, so saves are paced by time (bounding the
-            # loss after a crash), not by bytes, which would make a long message quadratic.
-            if self._unsaved and trio.current_time() >= self._draft_due:
-                await self._save_drafts()
+        try:
+            while True:
+                with trio.move_on_at(self._draft_due):
+                    await self._kick.wait()
+                self._kick = trio.Event()
+                self._batch, self._items = self._items, []
+                await self._process(self._batch)
+                # Each save rewrites the message so far, so saves are paced by time (bounding
+                # the loss after a crash), not by bytes, which would make a long message
+                # quadratic.
+                if self._unsaved and trio.current_time() >= self._draft_due:
+                    await self._save_drafts()
+        except LogClosed:
+            # Deleted (or retired) under us: store nothing more, and hold up no flush.
+            self._closed = True
+            for item in (*self._batch, *self._items):
+                if isinstance(item, _Flush):
+                    item.done.set()
+            self._items.clear()
 
     async def _process(self, items: list[_Item]) -> None:
         pending: list[tuple[str, bytes]] = []

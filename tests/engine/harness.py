@@ -32,6 +32,13 @@ class Harness:
     scripts: list[list[Step]] = attrs.field(factory=list)
     agents: list[FakeAgent] = attrs.field(factory=list)
     launches: int = 0
+    launch_times: list[float] = attrs.field(factory=list)
+    # Agent start-up before the fake runs (npx...), and the stop after it (a group that ignores
+    # SIGTERM until stop_grace), in virtual seconds.
+    start_delay: float = 0.0
+    stop_delay: float = 0.0
+    # Called with each new agent before it serves: per-agent scripts and settings.
+    prepare: Callable[[FakeAgent], None] | None = None
     running: FakeAgent | None = None
     engine: Engine | None = None
 
@@ -60,11 +67,16 @@ class Harness:
         on_batch_end: Callable[[], None],
     ) -> AsyncIterator[AgentConnection]:
         self.launches += 1
+        self.launch_times.append(trio.current_time())
+        if self.start_delay:
+            await trio.sleep(self.start_delay)
         ours, theirs = trio.testing.memory_stream_pair()
         agent = FakeAgent(theirs, **self.agent_kwargs)
         for steps in self.scripts:
             agent.script(*steps)
         self.scripts.clear()
+        if self.prepare is not None:
+            self.prepare(agent)
         self.agents.append(agent)
         self.running = agent
         try:
@@ -76,6 +88,9 @@ class Harness:
                     yield conn
                 nursery.cancel_scope.cancel()
         finally:
+            if self.stop_delay:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(self.stop_delay)
             if self.running is agent:
                 self.running = None
 
@@ -122,6 +137,23 @@ async def next_event(sub: Subscription, type_: str | None = None) -> Event:
             if type_ is None or event["type"] == type_:
                 return event
     raise AssertionError(f"subscription ended before a {type_} event")
+
+
+async def drain(sub: Subscription) -> list[dict[str, Any]]:
+    """Every line `sub` has now (replay included), parsed; then close it. Costs 1 s of the
+    (mock) clock: the wait that tells "nothing more" apart."""
+    out: list[dict[str, Any]] = []
+    try:
+        while True:
+            with trio.move_on_after(1) as scope:
+                line = await sub.__anext__()
+            if scope.cancelled_caught:
+                return out
+            out.append(parse(line))
+    except StopAsyncIteration:
+        return out
+    finally:
+        sub.close()
 
 
 async def wait_turn_ended(h: Harness, cid: str, n: int = 1) -> list[Event]:

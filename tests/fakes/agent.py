@@ -12,8 +12,8 @@ agent side of an `AgentPeer`), so it runs under `autojump_clock` and tests contr
 
 What it answers:
 * `initialize`: `protocol_version` (default 1); capabilities from `load_session`, `resume`,
-  `close`; or the error `init_error` if set.
-* `session/new`: ids "sess-1", "sess-2", ... (`sessions` lists them).
+  `close`; or the error `init_error` if set; never, with `init_hang`.
+* `session/new`: ids "sess-1", "sess-2", ... (`sessions` lists them); never, with `new_hang`.
 * `session/load`: replays `load_replay` (`(role, text)` pairs, role "user" or "agent") as
   message chunks, then answers `{}`; with `load_error` set, answers that error instead.
   Any session id is accepted. `session/resume` likewise, with `resume_error`, no replay.
@@ -35,7 +35,11 @@ without one echoes the prompt's text in one chunk and ends the turn (`end_turn`)
 * `WaitForCancel()`: blocks until `session/cancel` arrives for the session (returns at once if
   it already has), then goes on with the next step.
 * `IgnoreCancel()`: from here on, `session/cancel` no longer interrupts this turn.
-* `Reply(stop_reason)`: answers the prompt. `ReplyError(code, message)`: answers an error.
+* `Reply(stop_reason, then)`: answers the prompt; then, right after the reply is written,
+  runs the `Chunk`/`Thought`/`Tool`/`Update`/`Sleep` steps in `then` (stragglers).
+  `ReplyError(code, message)`: answers an error.
+* `Request(method, params)`: sends a request of its own to the client and appends the answer
+  (the decoded result, or the `RpcFailure`) to `client_answers`.
 * `Exit()`: closes its end of the stream (the agent "crashed"): our side sees EOF.
 * `Hang()`: never answers (cancel ignored) until the connection ends.
 
@@ -71,6 +75,7 @@ __all__ = [
     "IgnoreCancel",
     "Reply",
     "ReplyError",
+    "Request",
     "Sleep",
     "Step",
     "Thought",
@@ -132,6 +137,13 @@ class IgnoreCancel:
 @attrs.frozen
 class Reply:
     stop_reason: str = "end_turn"
+    then: tuple[Chunk | Thought | Tool | Update | Sleep, ...] = ()
+
+
+@attrs.frozen
+class Request:
+    method: str
+    params: Any = None
 
 
 @attrs.frozen
@@ -161,6 +173,7 @@ Step: TypeAlias = (
     | IgnoreCancel
     | Reply
     | ReplyError
+    | Request
     | Exit
     | Hang
 )
@@ -193,6 +206,8 @@ class FakeAgent:
     close: bool = False
     protocol_version: int = 1
     init_error: RpcFailure | None = None
+    init_hang: bool = False
+    new_hang: bool = False
     load_error: RpcFailure | None = None
     resume_error: RpcFailure | None = None
     load_replay: list[tuple[str, str]] = attrs.field(factory=list)
@@ -203,12 +218,14 @@ class FakeAgent:
     permission_answers: list[acp.RequestPermissionResponse | RpcFailure] = attrs.field(
         factory=list, init=False
     )
+    client_answers: list[object] = attrs.field(factory=list, init=False)
     cancels: int = attrs.field(default=0, init=False)
     scripts: collections.deque[list[Step]] = attrs.field(factory=collections.deque, init=False)
     peer: AgentPeer = attrs.field(init=False)
     _turns: dict[str, _Turn] = attrs.field(factory=dict, init=False)
     _tools_seen: set[str] = attrs.field(factory=set, init=False)
     _changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.peer = AgentPeer(
@@ -229,7 +246,10 @@ class FakeAgent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until the stream ends (our side closed it, or an `Exit` step)."""
-        await self.peer.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:  # for updates sent after a reply
+            self._nursery = nursery
+            await self.peer.run(task_status=task_status)
+            nursery.cancel_scope.cancel()
 
     async def exit(self) -> None:
         """Close the agent's end now, as the `Exit` step does."""
@@ -289,6 +309,8 @@ class FakeAgent:
     async def _on_request(self, method: str, raw: msgspec.Raw) -> object:
         params = self._record(method, raw)
         if isinstance(params, acp.InitializeRequest):
+            if self.init_hang:
+                await trio.sleep_forever()
             if self.init_error is not None:
                 raise self.init_error
             caps = acp.AgentCapabilities(
@@ -304,6 +326,8 @@ class FakeAgent:
                 agent_info=acp.Implementation(name="fake-agent", version="0"),
             )
         if isinstance(params, acp.NewSessionRequest):
+            if self.new_hang:
+                await trio.sleep_forever()
             self.sessions.append(f"sess-{len(self.sessions) + 1}")
             return acp.NewSessionResponse(session_id=self.sessions[-1])
         if isinstance(params, acp.LoadSessionRequest):
@@ -383,8 +407,20 @@ class FakeAgent:
                     turn.waiting_for_cancel = False
             case IgnoreCancel():
                 turn.ignore_cancel = True
-            case Reply(stop_reason):
+            case Reply(stop_reason, then):
+                if then:
+                    # Started now, it writes after the reply: the write lock is FIFO and the
+                    # reply's write begins before this task first runs.
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._stragglers, turn, then)
                 return acp.PromptResponse(stop_reason=stop_reason)
+            case Request(method, params):
+                try:
+                    result = await self.peer.request(method, params, object)
+                except RpcFailure as exc:
+                    self.client_answers.append(exc)
+                else:
+                    self.client_answers.append(result)
             case ReplyError(code, message):
                 raise RpcFailure(code, message)
             case Exit():
@@ -394,6 +430,11 @@ class FakeAgent:
                 turn.ignore_cancel = True
                 await trio.sleep_forever()  # until the connection ends
         return None
+
+    async def _stragglers(self, turn: _Turn, steps: tuple[Step, ...]) -> None:
+        detached = _Turn(turn.session_id)
+        for step in steps:
+            await self._step(detached, step)
 
     async def _ask(
         self, sid: str, options: tuple[acp.PermissionOption, ...], tool_call_id: str
