@@ -117,6 +117,7 @@ class _Turn:
     prompted: bool = False  # session/prompt was (to be) sent
     cancel_sent: bool = False
     updates: int = 0
+    updates_seen: int = 0  # as of the last batch end: whether the turn timeout moves
     conn: AgentConnection | None = None
 
 
@@ -569,7 +570,10 @@ class Conversation:
         agent = _Agent()
         try:
             async with self.launcher(
-                spec, on_update=self._on_update, on_request=self._on_request, on_batch_end=_noop
+                spec,
+                on_update=self._on_update,
+                on_request=self._on_request,
+                on_batch_end=self._on_batch_end,
             ) as conn:
                 agent.conn = conn
                 try:
@@ -672,9 +676,16 @@ class Conversation:
             self.dropped_updates += 1
             return
         turn.updates += 1
-        if self.permissions.waiting == 0:  # waiting for a person is not idleness
-            turn.scope.deadline = trio.current_time() + self.config.turn_timeout
         self.recorder.update(update, turn.prompt_seq)
+
+    def _on_batch_end(self) -> None:
+        # The turn timeout is re-armed once per batch of lines, not per update: moving a
+        # deadline costs more than the rest of an update's handling (bench_engine's relay).
+        turn = self.turn
+        if turn is not None and turn.updates != turn.updates_seen:
+            turn.updates_seen = turn.updates
+            if self.permissions.waiting == 0 and not turn.done.is_set():
+                turn.scope.deadline = trio.current_time() + self.config.turn_timeout
 
     async def _on_request(self, method: str, raw: msgspec.Raw) -> object:
         # fs/* and terminal/*: we advertise neither capability (agent.py), so -32601.
@@ -714,10 +725,6 @@ class Conversation:
 
 def _event(type_: str, body: ev._Body) -> tuple[str, bytes]:
     return type_, ev.encode_body(body)
-
-
-def _noop() -> None:
-    pass
 
 
 def _one_line(exc: BaseException) -> str:

@@ -103,10 +103,10 @@ class EventLog:
             self._check()
             await self.io.write(lambda s: s.set_status(self.conv_id, status))
 
-    async def save_draft(self, prompt_seq: int, kind: str, text: str) -> None:
+    async def append_draft(self, prompt_seq: int, kind: str, text: str) -> None:
         async with self._lock:
             self._check()
-            await self.io.write(lambda s: s.save_draft(self.conv_id, prompt_seq, kind, text))
+            await self.io.write(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
 
     async def set_title(self, title: str) -> None:
         async with self._lock:

@@ -36,30 +36,36 @@ class LineSplitter:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add `data` and return the complete lines it finished, without their newlines."""
-        out: list[bytes] = []
         if not data:
-            return out
+            return []
         buf = self._buf
         start = len(buf)
         buf += data
-        pos = 0
         # Only scan the new bytes for newlines: the held prefix has none.
-        nl = buf.find(b"\n", start)
-        while nl != -1:
-            if self._discarding:
-                self._discarding = False
-            else:
-                end = nl
-                if end > pos and buf[end - 1] == 0x0D:  # tolerate CRLF
-                    end -= 1
-                if end - pos > self.max_line:
-                    self.oversized += 1
-                elif end > pos:
-                    out.append(bytes(buf[pos:end]))
-            pos = nl + 1
-            nl = buf.find(b"\n", pos)
-        if pos:
-            del buf[:pos]
+        if buf.find(b"\n", start) == -1:
+            self._cap_tail()
+            return []
+        # Every finished line at once, split in C: this is the agent read loop's hot path.
+        cut = buf.rfind(b"\n") + 1
+        block = bytes(buf[:cut])
+        del buf[:cut]
+        lines = block.split(b"\n")
+        lines.pop()  # the empty string after the last newline
+        if self._discarding:  # the rest of a line already dropped as oversized
+            self._discarding = False
+            del lines[0]
+        if b"\r" in block:  # tolerate CRLF
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if len(block) > self.max_line:  # else no line in it can be too long
+            cap = self.max_line
+            kept = [line for line in lines if len(line) <= cap]
+            self.oversized += len(lines) - len(kept)
+            lines = kept
+        self._cap_tail()
+        return [line for line in lines if line]
+
+    def _cap_tail(self) -> None:
+        buf = self._buf
         # +1: the CR of a CRLF may arrive before its LF, and a line's CR does not count.
         if len(buf) > self.max_line + 1 or (len(buf) > self.max_line and buf[-1] != 0x0D):
             # Unterminated and already too long: drop it now rather than keep buffering.
@@ -67,7 +73,6 @@ class LineSplitter:
                 self.oversized += 1
                 self._discarding = True
             buf.clear()
-        return out
 
     def flush(self) -> bytes | None:
         """At end of stream: the unterminated last line, if any (and not oversized)."""

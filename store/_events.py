@@ -177,26 +177,34 @@ class EventOps(Base):
 
     # --- drafts: the running turn's text, saved as it grows ------------------------------------
 
-    def save_draft(self, conv_id: str, prompt_seq: int, kind: str, text: str) -> None:
-        """Replace the draft text of (prompt_seq, kind); kind is 'message' or 'thought'."""
+    def append_draft(self, conv_id: str, prompt_seq: int, kind: str, text: str) -> None:
+        """Add `text` to the draft of (prompt_seq, kind); kind is 'message' or 'thought'."""
         if kind not in KINDS:
             raise ValueError(f"draft kind must be 'message' or 'thought', not {kind!r}")
         with self._transaction() as conn:
             _cursor_of(conn, conv_id)  # NotFound, rather than a foreign-key error
             conn.execute(
-                "INSERT INTO drafts (conversation_id, prompt_seq, kind, text) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET text = excluded.text",
+                "INSERT INTO drafts (conversation_id, prompt_seq, kind, part, text) "
+                "SELECT ?1, ?2, ?3, COALESCE(MAX(part) + 1, 0), ?4 FROM drafts "
+                "WHERE conversation_id = ?1 AND prompt_seq = ?2 AND kind = ?3",
                 (conv_id, prompt_seq, kind, text),
             )
 
     def drafts(self, conv_id: str) -> list[tuple[int, str, str]]:
-        """(prompt_seq, kind, text) of every draft, by prompt_seq then kind."""
+        """(prompt_seq, kind, text so far) of every draft, by prompt_seq then kind."""
         rows = self._rows(
             "SELECT prompt_seq, kind, text FROM drafts WHERE conversation_id = ? "
-            "ORDER BY prompt_seq, kind",
+            "ORDER BY prompt_seq, kind, part",
             (conv_id,),
         )
-        return [(r[0], r[1], r[2]) for r in rows]
+        out: list[tuple[int, str, str]] = []
+        parts: list[str] = []
+        for i, (prompt_seq, kind, text) in enumerate(rows):
+            parts.append(text)
+            if i + 1 == len(rows) or rows[i + 1][:2] != (prompt_seq, kind):
+                out.append((prompt_seq, kind, "".join(parts)))
+                parts = []
+        return out
 
     def clear_drafts(self, conv_id: str) -> None:
         """Drop every draft of the conversation (a no-op if there are none)."""

@@ -81,6 +81,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
         ) WITHOUT ROWID""",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    (
+        # Drafts become append-only parts: a save writes the text since the last one, so a
+        # long message costs O(its length) to keep, not a rewrite of all of it every second.
+        """CREATE TABLE drafts_parts (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            prompt_seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, prompt_seq, kind, part)
+        ) WITHOUT ROWID""",
+        """INSERT INTO drafts_parts (conversation_id, prompt_seq, kind, part, text)
+            SELECT conversation_id, prompt_seq, kind, 0, text FROM drafts""",
+        "DROP TABLE drafts",
+        "ALTER TABLE drafts_parts RENAME TO drafts",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

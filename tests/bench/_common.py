@@ -7,12 +7,21 @@ keys of `row()`.
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-__all__ = ["measure", "ratio_row", "row"]
+__all__ = ["Daemon", "measure", "ratio_row", "row", "running_daemon", "stats"]
+
+ROOT = Path(__file__).resolve().parents[2]
+DAEMON_TIMEOUT = 60.0  # start-up or stop of a benchmark daemon: a hang guard
 
 
 def measure(
@@ -84,3 +93,79 @@ def ratio_row(
         },
         note,
     )
+
+
+def stats(samples: list[float]) -> dict[str, Any]:
+    """`{"median", "min", "max", "runs", "p99"}` of raw samples (in their own unit)."""
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "runs": len(ordered),
+        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
+
+
+class Daemon:
+    """A real `acpd serve` started by `running_daemon`."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], socket: str, ready_ms: float) -> None:
+        self.proc = proc
+        self.socket = socket
+        self.ready_ms = ready_ms  # spawn to the first answered `daemon/status`
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+@contextmanager
+def running_daemon(
+    data: Path, sock: Path, *, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """`acpd serve --no-ws` on `data`, on the defaults whatever the host's config; yields once
+    it answers `daemon/status`, then stops it with SIGTERM."""
+    from daemon.client import Client, ClientError
+
+    environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+    config = data.parent / "defaults.toml"
+    config.touch()  # empty: the defaults, whatever the host's config says
+    environ["ACPD_CONFIG"] = str(config)
+    environ.update(env or {})
+    log = data.parent / f"{data.name}.stderr"
+    start = time.perf_counter_ns()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(data),
+             "--socket", str(sock), "--no-ws"],
+            cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DAEMON_TIMEOUT
+        while True:
+            try:
+                with Client(str(sock)) as client:
+                    client.call("daemon/status")
+                break
+            except ClientError:
+                pass
+            try:  # the pause between polls, which also notices a daemon that died
+                proc.wait(timeout=0.002)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                tail = log.read_text()[-2000:]
+                raise RuntimeError(f"acpd serve exited {proc.returncode}: {tail}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("acpd serve did not answer daemon/status in time")
+        yield Daemon(proc, str(sock), (time.perf_counter_ns() - start) / 1e6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=DAEMON_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

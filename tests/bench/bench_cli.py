@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from daemon.client import Client, ClientError
-from tests.bench._common import ratio_row, row
+from daemon.client import Client
+from tests.bench._common import ratio_row, row, running_daemon, stats
 from tests.bench.bench_store import BIG, _store_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,45 +58,12 @@ def _data_dir(tmp: Path) -> Path:
 @contextmanager
 def _daemon(tmp: Path) -> Iterator[str]:
     """A real daemon over the 100k data dir; yields its socket path once it answers."""
-    data, sock = _data_dir(tmp), tmp / "acpd.sock"
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
-    env["ACPD_CONFIG"] = str(tmp / "absent.toml")  # the defaults, whatever the host has
-    log = tmp / "daemon.stderr"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(data),
-             "--socket", str(sock), "--no-ws"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                with Client(str(sock)) as client:
-                    status = client.call("daemon/status")
-                break
-            except ClientError:
-                pass
-            try:  # the pause between polls, which also notices a daemon that died
-                proc.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                pass
-            else:
-                raise RuntimeError(
-                    f"acpd serve exited {proc.returncode}: {log.read_text()[-2000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeError("acpd serve did not answer daemon/status in time")
-        if status["conversations_stored"] != BIG:
-            raise RuntimeError(f"daemon holds {status['conversations_stored']} conversations")
-        yield str(sock)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_daemon(_data_dir(tmp), tmp / "acpd.sock") as daemon:
+        with Client(daemon.socket) as client:
+            stored = client.call("daemon/status")["conversations_stored"]
+        if stored != BIG:
+            raise RuntimeError(f"daemon holds {stored} conversations")
+        yield daemon.socket
 
 
 def _timed(argv: list[str]) -> tuple[float, bytes]:
@@ -109,15 +74,6 @@ def _timed(argv: list[str]) -> tuple[float, bytes]:
     if proc.returncode != 0:
         raise RuntimeError(f"{argv}: exit {proc.returncode}: {proc.stderr.decode()[-500:]}")
     return took, proc.stdout
-
-
-def _stats(samples: list[float]) -> dict[str, Any]:
-    return {
-        "median": statistics.median(samples),
-        "min": min(samples),
-        "max": max(samples),
-        "runs": len(samples),
-    }
 
 
 def _check_listing(out: bytes) -> None:
@@ -153,16 +109,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 start = time.perf_counter_ns()
                 client.call("conversations/list", {"limit": 50})
                 rtt.append((time.perf_counter_ns() - start) / 1e6)
-    stats = {name: _stats(s) for name, s in samples.items()}
-    floor = stats["python -c pass"]
+    figures = {name: stats(s) for name, s in samples.items()}
+    floor = figures["python -c pass"]
     rows = [
         row(name, "ms", st, f"{BIG:,} stored, 50 listed" if name != "python -c pass" else "floor")
-        for name, st in stats.items()
+        for name, st in figures.items()
     ]
     for name in commands:
         if name != "python -c pass":
-            rows.append(ratio_row(f"{name} / python -c pass", stats[name], floor, "goal <= 2x"))
-    rows.append(row("conversations/list round trip", "ms", _stats(rtt),
+            rows.append(ratio_row(f"{name} / python -c pass", figures[name], floor, "goal <= 2x"))
+    rows.append(row("conversations/list round trip", "ms", stats(rtt),
                     "the daemon's share: one connected client, limit 50"))  # fmt: skip
     if script is None:
         rows.append(row("acpd ls --json (script)", "ms", {}, "no `acpd` script installed"))

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from daemon import recorder
 from daemon.engine import open_engine
 from protocol import acp
 from protocol import events as ev
@@ -97,6 +98,44 @@ async def test_text_is_stored_in_order_once_per_message(
         ]
         texts = [e.get("text") for e in events if e["type"] == "agent_message"]
         assert texts == ["abcdefghij", "!"]
+
+
+async def test_a_long_message_is_stored_in_bounded_parts(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "SEGMENT_CHARS", 10)
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        steps: list[Any] = []
+        for _ in range(5):  # one batch each: the bound is checked per batch
+            steps += [Chunk("abcd"), Sleep(0.1)]
+        h.script(*steps, Reply())
+        await h.e.send(cid, "go", run=True, interrupt=False)
+        await wait_turn_ended(h, cid)
+        texts = [e["text"] for e in await h.events(cid) if e["type"] == "agent_message"]
+        assert texts == ["abcd" * 3, "abcd" * 2]  # closed once past 10 characters, in order
+
+
+async def test_drafts_grow_by_appending_what_is_new(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder, "DRAFT_CHARS", 4)
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        h.script(Chunk("abcd"), Sleep(0.1), Chunk("ef"), Sleep(0.1), Chunk("gh"), WaitForCancel())
+        await h.e.send(cid, "go", run=True, interrupt=False)
+        await trio.sleep(0.5)  # every chunk is in; well before the 1 s draft interval
+
+        def parts(s: Store) -> list[str]:
+            rows = s._conn.execute("SELECT text FROM drafts WHERE conversation_id = ?", (cid,))
+            return [r[0] for r in rows.fetchall()]
+
+        # Saved by size, not time: each save holds only the text since the one before.
+        assert await h.e.io.read(parts) == ["abcd", "efgh"]
+        assert await h.e.io.read(lambda s: s.drafts(cid)) == [(1, "message", "abcdefgh")]
+        await h.e.interrupt(cid)
+        await wait_turn_ended(h, cid)
+        assert await h.e.io.read(lambda s: s.drafts(cid)) == []  # the turn's end took them
 
 
 async def test_one_batch_of_chunks_becomes_one_delta(
@@ -255,7 +294,7 @@ async def test_recovery_after_a_crash_closes_the_turn_and_continues_the_queue(
         store.append_user_message(rec.id, ev.encode_body(ev.UserMessage(text="two")))
         store.start_turn(rec.id, first.seq, ev.encode_body(ev.TurnStarted(prompt_seq=first.seq)))
         store.set_acp_session(rec.id, "sess-1", str(tmp_path))
-        store.save_draft(rec.id, first.seq, "message", "half a rep")
+        store.append_draft(rec.id, first.seq, "message", "half a rep")
     async with harness(tmp_path) as h:
         await wait_turn_ended(h, rec.id, 2)
         events = await h.events(rec.id)

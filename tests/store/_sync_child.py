@@ -41,7 +41,7 @@ def main() -> None:
             ("end_turn", lambda: s.end_turn(cid, [("turn_ended", b"{}")], "idle")),
             ("append_event", lambda: s.append_event(cid, "agent_message", b"{}")),
             ("append_events", lambda: s.append_events(cid, [("a", b"{}"), ("b", b"{}")])),
-            ("save_draft", lambda: s.save_draft(cid, 1, "message", "x")),
+            ("append_draft", lambda: s.append_draft(cid, 1, "message", "x")),
             ("clear_drafts", lambda: s.clear_drafts(cid)),
             ("set_status", lambda: s.set_status(cid, "paused")),
             ("set_title", lambda: s.set_title(cid, "v")),

@@ -164,7 +164,7 @@ def test_count_follows_creates_and_deletes_and_survives_reopen(store: Store) -> 
 
 def test_delete_removes_events_and_drafts(store: Store, conv: ConversationRecord) -> None:
     store.append_user_message(conv.id, body("a"))
-    store.save_draft(conv.id, 1, "message", "partial")
+    store.append_draft(conv.id, 1, "message", "partial")
     other = _new(store)
     store.append_user_message(other.id, body("b"))
     assert store.delete_conversation(conv.id)

@@ -43,7 +43,7 @@ def test_user_messages_only_through_the_durable_append(
     store: Store, conv: ConversationRecord
 ) -> None:
     """A group commit is not fsynced: a user message there could be acknowledged and lost."""
-    store.save_draft(conv.id, 1, "message", "x")
+    store.append_draft(conv.id, 1, "message", "x")
     with pytest.raises(ValueError, match="append_user_message"):
         store.append_event(conv.id, "user_message", body("q"))
     with pytest.raises(ValueError, match="append_user_message"):
@@ -178,7 +178,7 @@ def test_end_turn_appends_clears_drafts_and_sets_status(
 ) -> None:
     m1 = store.append_user_message(conv.id, body("a"))
     store.start_turn(conv.id, m1.seq, b"{}")
-    store.save_draft(conv.id, m1.seq, "message", "Hel")
+    store.append_draft(conv.id, m1.seq, "message", "Hel")
     later = conv.created_at + 60
     recs = store.end_turn(
         conv.id, [("agent_message", b'{"text":"Hello"}'), ("turn_ended", b"{}")], "idle", now=later
@@ -192,7 +192,7 @@ def test_end_turn_appends_clears_drafts_and_sets_status(
 
 
 def test_end_turn_errors_change_nothing(store: Store, conv: ConversationRecord) -> None:
-    store.save_draft(conv.id, 1, "message", "x")
+    store.append_draft(conv.id, 1, "message", "x")
     with pytest.raises(ValueError, match="status"):
         store.end_turn(conv.id, [("turn_ended", b"{}")], "done")
     with pytest.raises(ValueError, match="JSON object"):
@@ -205,21 +205,23 @@ def test_end_turn_errors_change_nothing(store: Store, conv: ConversationRecord) 
     assert store.drafts(conv.id) == [(1, "message", "x")]
 
 
-def test_drafts_upsert_list_clear(store: Store, conv: ConversationRecord) -> None:
-    store.save_draft(conv.id, 3, "thought", "hmm")
-    store.save_draft(conv.id, 3, "message", "Hel")
-    store.save_draft(conv.id, 3, "message", "Hello")
-    store.save_draft(conv.id, 1, "message", "old")
-    expected = [(1, "message", "old"), (3, "message", "Hello"), (3, "thought", "hmm")]
+def test_drafts_append_list_clear(store: Store, conv: ConversationRecord) -> None:
+    store.append_draft(conv.id, 3, "thought", "hmm")
+    store.append_draft(conv.id, 3, "message", "Hel")
+    store.append_draft(conv.id, 1, "message", "old")
+    store.append_draft(conv.id, 3, "message", "lo")
+    store.append_draft(conv.id, 3, "message", "")
+    store.append_draft(conv.id, 3, "message", ", world")
+    expected = [(1, "message", "old"), (3, "message", "Hello, world"), (3, "thought", "hmm")]
     assert store.drafts(conv.id) == expected
     store.clear_drafts(conv.id)
     assert store.drafts(conv.id) == []
     store.clear_drafts(conv.id)  # idempotent
     store.clear_drafts("cnope")
     with pytest.raises(ValueError, match="kind"):
-        store.save_draft(conv.id, 3, "tool", "x")
+        store.append_draft(conv.id, 3, "tool", "x")
     with pytest.raises(NotFound):
-        store.save_draft("cnope", 1, "message", "x")
+        store.append_draft("cnope", 1, "message", "x")
 
 
 def test_failed_transaction_rolls_back_and_store_stays_usable(

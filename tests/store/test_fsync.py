@@ -31,7 +31,7 @@ DURABLE = {
 NOT_DURABLE = {
     "append_event",
     "append_events",
-    "save_draft",
+    "append_draft",
     "clear_drafts",
     "set_status",
     "set_title",

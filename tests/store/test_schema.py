@@ -63,6 +63,24 @@ def test_forward_migration_steps_run_in_order_once(
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION + 1
 
 
+def test_version_1_drafts_become_parts(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:  # a store as acpd's first schema wrote it
+        m.setattr(schema_mod, "MIGRATIONS", schema_mod.MIGRATIONS[:1])
+        m.setattr(schema_mod, "SCHEMA_VERSION", 1)
+        with Store.open(db_path) as s:
+            conv = s.create_conversation(title="t", agent="demo", agent_cmd=["x"], cwd="/")
+            s._conn.execute(
+                "INSERT INTO drafts (conversation_id, prompt_seq, kind, text) VALUES (?, 1, ?, ?)",
+                (conv.id, "message", "half a "),
+            )
+    assert _pragma(db_path, "user_version") == 1
+    with Store.open(db_path) as s:
+        assert s.drafts(conv.id) == [(1, "message", "half a ")]
+        s.append_draft(conv.id, 1, "message", "reply")
+        assert s.drafts(conv.id) == [(1, "message", "half a reply")]
+    assert _pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
 # A realistic later step: a new column backfilled from existing rows, and the events table
 # rebuilt (SQLite's create-copy-drop-rename dance) with a column derived from each row.
 _STEP_WITH_ROWS = (
@@ -95,7 +113,7 @@ def test_migration_step_carries_existing_rows(
         s.append_user_message(a.id, body("two"))
         s.start_turn(a.id, m1.seq, b"{}")
         s.append_events(a.id, [("agent_message", b'{"text":"hi"}')])
-        s.save_draft(a.id, m1.seq, "message", "draft")
+        s.append_draft(a.id, m1.seq, "message", "draft")
         s.append_event(b.id, "note", b"{}")
         before = {
             c: (s.get_conversation(c), s.read_events(c), s.pending_messages(c), s.drafts(c))
