@@ -18,8 +18,10 @@ __all__ = [
     "LogBudget",
     "StderrRing",
     "agent_env",
+    "agent_umask",
     "group_alive",
     "printable",
+    "remember_umask",
     "signal_group",
 ]
 
@@ -27,6 +29,11 @@ STDERR_TAIL: Final = 4096
 
 _ENV_NAMES: Final = frozenset(
     {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TERM", "TMPDIR", "SHELL"}
+    # The standard proxy variables (both spellings are in use) and TLS trust roots, which
+    # every agent that talks to a model API needs behind a corporate proxy.
+    | {f"{name}_proxy" for name in ("http", "https", "ftp", "all", "no")}
+    | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "FTP", "ALL", "NO")}
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR"}
 )
 _ENV_PREFIXES: Final = ("LC_", "XDG_", "NODE_", "npm_config_", "ACPD_DEMO_")
 # systemd's per-service variables: an agent that sees them could notify or take over sockets
@@ -37,7 +44,11 @@ _ENV_DENIED_PREFIXES: Final = ("WATCHDOG_",)
 
 def agent_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment an agent gets: an allow-list of `base` (default `os.environ`), then
-    `extra`, minus systemd's per-service variables."""
+    `extra`, minus systemd's per-service variables.
+
+    `extra` is the agent's `env` as `Config.all_agents()` resolves it: the variables its
+    `pass_env` names (API keys and the like), then the ones its config sets.
+    """
     source = os.environ if base is None else base
     env = {k: v for k, v in source.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
     env.update(extra)
@@ -46,6 +57,22 @@ def agent_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -
         for k, v in env.items()
         if k not in _ENV_DENIED and not k.startswith(_ENV_DENIED_PREFIXES)
     }
+
+
+_agent_umask: int | None = None
+
+
+def agent_umask() -> int | None:
+    """The umask to give agents: the one acpd was started with. The daemon itself runs under
+    0o077 (its store, logs and token are the user's only), which files an agent writes in a
+    project should not inherit. None: leave the child's umask as it is."""
+    return _agent_umask
+
+
+def remember_umask(mask: int) -> None:
+    """Record acpd's original umask for `agent_umask` (called by `acpd serve`)."""
+    global _agent_umask
+    _agent_umask = mask
 
 
 @attrs.define(eq=False)

@@ -24,10 +24,13 @@ if TYPE_CHECKING:
     from daemon.cli import Ctx
     from daemon.client import Notice
 
-__all__ = ["chat", "follow", "send_and_follow"]
+__all__ = ["chat", "find_permission_request", "follow", "send_and_follow"]
 
 # Idle time after which a replay that ended on a gap in seqs counts as over.
 _REPLAY_IDLE_S = 0.25
+# `acpd permit ID REQUEST N` looks for the request this far back (events, pages of 1000).
+_PERMIT_LOOKBACK = 10_000
+_PAGE = 1000
 
 CHAT_HELP = """\
 Enter sends a message (queued while a turn runs). Ctrl-C interrupts the running turn, or leaves
@@ -116,6 +119,21 @@ def choose(options: list[dict[str, str]], choice: str) -> str | None:
     return choice if any(o["option_id"] == choice for o in options) else None
 
 
+def find_permission_request(ctx: Ctx, conv: str, request: str) -> tuple[str, dict[str, Any] | None]:
+    """The full conversation id and the `permission_requested` event of `request` (None if not
+    among the last `_PERMIT_LOOKBACK` events)."""
+    info = ctx.call("conversations/get", {"id": conv})["conversation"]
+    conv_id, last = str(info["id"]), int(info["last_seq"])
+    start = last
+    while start > 0 and last - start < _PERMIT_LOOKBACK:  # newest pages first
+        start = max(0, start - _PAGE)
+        page = ctx.call("conversations/events", {"id": conv_id, "after_seq": start, "limit": _PAGE})
+        for ev in reversed(page.get("events") or []):
+            if ev.get("type") == "permission_requested" and str(ev.get("request")) == request:
+                return conv_id, ev
+    return conv_id, None
+
+
 def respond(ctx: Ctx, info: Any, conv_id: str, request: str, option: str) -> None:
     try:
         ctx.call("permissions/respond", {"id": conv_id, "request": request, "option": option})
@@ -183,9 +201,14 @@ def send_and_follow(
     if ctx.json:
         ctx.emit(result)
         ctx.out.flush()
+    elif not run and not interrupt:
+        # Staged: the queue is paused, so `queued` counts the turns that run before it once
+        # resumed (a running turn included), and 0 does not mean "it starts now".
+        ahead = f", behind {_turns(queued)}" if queued else ""
+        ctx.say(f"queued as message {seq}{ahead} (paused: `acpd resume {conv_id}` runs it)")
+        ctx.out.flush()
     elif queued:
-        plural = "s" if queued != 1 else ""
-        ctx.say(f"queued (message {seq}): {queued} turn{plural} ahead of it")
+        ctx.say(f"queued (message {seq}): {_turns(queued)} ahead of it")
         ctx.out.flush()
     if sub is None:
         return 0
@@ -220,6 +243,10 @@ def send_and_follow(
     return 0
 
 
+def _turns(n: int) -> str:
+    return f"{n} turn{'s' if n != 1 else ''}"
+
+
 def chat(ctx: Ctx, conv_id: str | None, create: dict[str, Any] | None, from_seq: int) -> int:
     """`acpd chat`: a conversation (new if `conv_id` is None) on the terminal."""
     if conv_id is None:
@@ -248,7 +275,8 @@ class _Chat:
         self.running = conv.get("status") == "running"
         self._snapshot_seq = int(conv.get("last_seq", 0))
         self.viewer = Viewer(ctx, sub, answer="type")
-        self.info = self.viewer.renderer.info
+        # Notes for people; with --json stdout holds JSON objects only, so they go to stderr.
+        self.info = ctx.note if ctx.json else self.viewer.renderer.info
         self.stdin_fd = sys.stdin.fileno()
         self.tty = os.isatty(self.stdin_fd)
         self.waiting: set[int] = set()  # our messages whose turn has not ended
@@ -372,11 +400,11 @@ class _Chat:
             self.waiting.add(seq)
             if self.tty:  # the terminal already shows what was typed
                 self.viewer.renderer.own_seqs.add(seq)
-        if queued:
-            self.info(f"(queued: {queued} turn{'s' if queued != 1 else ''} ahead)")
         if self.ctx.json:
             self.ctx.emit(result)
             self.ctx.out.flush()
+        elif queued:
+            self.info(f"(queued: {_turns(queued)} ahead)")
 
     def _slash(self, text: str) -> bool:
         """Run a /command; False if it is none, so the line is sent as a message."""
@@ -387,16 +415,24 @@ class _Chat:
             self.info(CHAT_HELP)
         elif name == "/interrupt":
             res = self.ctx.call("turns/interrupt", {"id": self.conv_id})
-            self.info("(interrupted)" if res.get("interrupted") else "(no turn was running)")
+            done = "interrupted" if res.get("interrupted") else "no turn was running"
+            self._result(res, f"({done}; the queue is paused: /resume runs what is left)")
         elif name == "/resume":
-            self.ctx.call("conversations/resume", {"id": self.conv_id})
-            self.info("(resumed)")
+            self._result(self.ctx.call("conversations/resume", {"id": self.conv_id}), "(resumed)")
         elif name == "/queue":
-            pending = self.ctx.call("messages/queue", {"id": self.conv_id}).get("pending") or []
-            for msg in pending:
-                self.info(f"  {msg['seq']:>6}  {msg['text']}")
-            if not pending:
-                self.info("(nothing queued)")
+            res = self.ctx.call("messages/queue", {"id": self.conv_id})
+            pending = res.get("pending") or []
+            lines = [f"  {msg['seq']:>6}  {msg['text']}" for msg in pending]
+            self._result(res, "\n".join(lines) or "(nothing queued)")
         else:
             return False
         return True
+
+    def _result(self, result: dict[str, Any], text: str) -> None:
+        """A /command's outcome: its JSON-RPC result with --json, else `text` for people."""
+        if self.ctx.json:
+            self.ctx.emit(result)
+            self.ctx.out.flush()
+        else:
+            for line in text.split("\n"):
+                self.info(line)

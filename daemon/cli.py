@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from daemon import client as _client
 from daemon import render
 from daemon.client import ApiError, Client, ClientError, dumps, resolve_socket
 
@@ -34,9 +35,19 @@ ids may be abbreviated to any unique prefix.
 {"method": ..., "params": ...} (the JSON-RPC notification minus "jsonrpc"); `send --follow`
 prints its {"seq", "queued"} result first.
 
-socket: --socket PATH, else $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else
-/tmp/acpd-$UID/acpd.sock. Exit status: 0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe.
+--socket and --json may come before the command too (`acpd --json ls`). socket: --socket PATH,
+else $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else /tmp/acpd-$UID/acpd.sock.
+Exit status: 0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe.
 """
+
+# The daemon's bounds on params (protocol/api.py; this module must not import msgspec, and
+# tests/cli check these against it), checked here so a usage error says so in our words.
+MAX_ID = 128
+MAX_NAME = 256  # agent names, permission request and option ids
+MAX_TITLE = 1024
+MAX_PATH = 4096
+MAX_TEXT = 256 * 1024
+MAX_LIMIT = 1000
 
 
 class UsageError(Exception):
@@ -45,6 +56,39 @@ class UsageError(Exception):
 
 def arg(*flags: str, **kwargs: Any) -> Arg:
     return flags, kwargs
+
+
+def bounded(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an integer in lo..hi, with a message in our words."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            span = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be {span}, not {value}")
+        return value
+
+    return parse
+
+
+def text_of(limit: int, what: str = "characters") -> Callable[[str], str]:
+    """An argparse `type`: a non-empty string of at most `limit` characters."""
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("must not be empty")
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(f"longer than {limit} {what}")
+        return text
+
+    return parse
+
+
+def conv_id() -> Arg:
+    return arg("id", metavar="ID", type=text_of(MAX_ID), help="a conversation id or prefix")
 
 
 class _Command:
@@ -80,7 +124,8 @@ class Ctx:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(resolve_socket(self.args.socket))
+            # Calls are bounded (a wedged daemon); a stream's waits for notifications are not.
+            self._client = Client(resolve_socket(self.args.socket), timeout=_client.CALL_TIMEOUT)
         return self._client
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -206,11 +251,12 @@ def cmd_agents(ctx: Ctx, a: argparse.Namespace) -> int:
 @command(
     "new",
     "create a conversation; prints its id",
-    arg("--agent", metavar="NAME", help="a configured agent (see `acpd agents`)"),
+    arg("--agent", metavar="NAME", type=text_of(MAX_NAME),
+        help="a configured agent (see `acpd agents`; default: the configured default)"),
     arg("--agent-cmd", metavar="'CMD ARG…'", help="run this command as the agent"),
     arg("--cwd", metavar="DIR", help="the agent's working directory (default: here)"),
-    arg("--title", metavar="T"),
-)
+    arg("--title", metavar="T", help="default: the first message"),
+)  # fmt: skip
 def cmd_new(ctx: Ctx, a: argparse.Namespace) -> int:
     params = create_params(a.agent, a.agent_cmd, a.cwd, a.title)
     return ctx.finish(ctx.call("conversations/create", params), lambda r: r["conversation"]["id"])
@@ -224,6 +270,10 @@ def create_params(
     directory = os.path.abspath(os.path.expanduser(cwd) if cwd else os.getcwd())
     if not os.path.isdir(directory):
         raise UsageError(f"--cwd: not a directory: {directory}")
+    if len(directory) > MAX_PATH:
+        raise UsageError(f"--cwd: longer than {MAX_PATH} characters")
+    if title is not None and len(title) > MAX_TITLE:
+        raise UsageError(f"--title: longer than {MAX_TITLE} characters")
     params: dict[str, Any] = {"cwd": directory}
     if agent:
         params["agent"] = agent
@@ -234,8 +284,10 @@ def create_params(
             argv = shlex.split(agent_cmd)
         except ValueError as exc:
             raise UsageError(f"--agent-cmd: {exc}") from None
-        if not argv:
+        if not argv or not argv[0]:
             raise UsageError("--agent-cmd: empty command")
+        if any(len(word) > MAX_PATH for word in argv):
+            raise UsageError(f"--agent-cmd: a word longer than {MAX_PATH} characters")
         params["agent_cmd"] = argv
     if title is not None:
         params["title"] = title
@@ -245,12 +297,12 @@ def create_params(
 @command(
     "ls",
     "list conversations, newest activity first",
-    arg("--limit", type=int, default=50, metavar="N", help="at most N (default 50)"),
-    arg("--before", metavar="CURSOR", help="the page after this one (`next` of --json)"),
-)
+    arg("--limit", type=bounded(1, MAX_LIMIT), default=50, metavar="N",
+        help=f"at most N, 1 to {MAX_LIMIT} (default 50)"),
+    arg("--before", metavar="CURSOR", type=text_of(MAX_NAME),
+        help="the page after this one (`next` of --json)"),
+)  # fmt: skip
 def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
-    if a.limit < 1:
-        raise UsageError("--limit must be at least 1")
     params: dict[str, Any] = {"limit": a.limit}
     if a.before:
         params["before"] = a.before
@@ -267,7 +319,7 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
     return 0
 
 
-@command("show", "a conversation's details", arg("id", metavar="ID"))
+@command("show", "a conversation's details", conv_id())
 def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("conversations/get", {"id": a.id}), render.conversation)
 
@@ -275,8 +327,8 @@ def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
 @command(
     "queue",
     "messages waiting for their turn",
-    arg("id", metavar="ID"),
-    arg("--remove", type=int, metavar="SEQ", help="take the queued message SEQ out instead"),
+    conv_id(),
+    arg("--remove", type=bounded(1), metavar="SEQ", help="take the queued message SEQ out instead"),
 )
 def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
     if a.remove is not None:
@@ -284,22 +336,22 @@ def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
 
 
-@command("rm", "delete a conversation", arg("id", metavar="ID"))
+@command("rm", "delete a conversation", conv_id())
 def cmd_rm(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("conversations/delete", {"id": a.id}))
 
 
-@command("interrupt", "cancel the running turn (the queue pauses)", arg("id", metavar="ID"))
+@command("interrupt", "cancel the running turn (the queue pauses)", conv_id())
 def cmd_interrupt(ctx: Ctx, a: argparse.Namespace) -> int:
     def human(result: dict[str, Any]) -> str:
-        if result.get("interrupted"):
-            return f"interrupted; the queue is paused until `acpd resume {a.id}`"
-        return "no turn was running"
+        # Either way the queue is paused now (CONTRACT.md: interrupt pauses the queue).
+        done = "interrupted" if result.get("interrupted") else "no turn was running"
+        return f"{done}; the queue is paused until `acpd resume {a.id}`"
 
     return ctx.finish(ctx.call("turns/interrupt", {"id": a.id}), human)
 
 
-@command("resume", "resume a paused queue", arg("id", metavar="ID"))
+@command("resume", "resume a paused queue", conv_id())
 def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("conversations/resume", {"id": a.id}))
 
@@ -307,11 +359,12 @@ def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
 @command(
     "permit",
     "answer a pending permission request",
-    arg("id", metavar="ID"),
-    arg("request", metavar="REQUEST"),
-    arg("option", metavar="OPTION", nargs="?", help="the option id to select"),
+    conv_id(),
+    arg("request", metavar="REQUEST", type=text_of(MAX_NAME)),
+    arg("option", metavar="OPTION", nargs="?", type=text_of(MAX_NAME),
+        help="the option to select: its id, or its number as the prompt shows it"),
     arg("--cancel", action="store_true", help="answer `cancelled` instead of an option"),
-)
+)  # fmt: skip
 def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
     if (a.option is None) == (not a.cancel):
         raise UsageError("give OPTION or --cancel, not both or neither")
@@ -320,7 +373,23 @@ def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
         params["cancelled"] = True
     else:
         params["option"] = a.option
+        if a.option.isdigit():  # a number as displayed, unless some option has that id
+            params["id"], params["option"] = option_by_number(ctx, a.id, a.request, a.option)
     return ctx.finish(ctx.call("permissions/respond", params))
+
+
+def option_by_number(ctx: Ctx, conv: str, request: str, number: str) -> tuple[str, str]:
+    """(conversation id, option id) for option `number` (1-based) of `request`, found in the
+    conversation's latest events. Raises UsageError if it has no such option."""
+    from daemon.chat import find_permission_request
+
+    conv_id, event = find_permission_request(ctx, conv, request)
+    options = render.permission_options(event) if event is not None else []
+    if any(o["option_id"] == number for o in options) or event is None:
+        return conv_id, number  # an id after all, or nothing to map with: the daemon decides
+    if not 1 <= int(number) <= len(options):
+        raise UsageError(f"request {request} has options 1 to {len(options)}, not {number}")
+    return conv_id, options[int(number) - 1]["option_id"]
 
 
 # --- messages and streams (daemon.follow holds the loops) --------------------------------------
@@ -329,12 +398,13 @@ def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
 @command(
     "send",
     "append a user message; `-` reads it from stdin",
-    arg("id", metavar="ID"),
+    conv_id(),
     arg("text", metavar="TEXT", nargs="+"),
-    arg("--no-run", action="store_true", help="queue it without starting the queue"),
+    arg("--no-run", action="store_true",
+        help="stage it: the queue pauses until `acpd resume` (or a send without --no-run)"),
     arg("--interrupt", action="store_true", help="cancel the running turn first"),
     arg("--follow", action="store_true", help="stream until this message's turn ends"),
-)
+)  # fmt: skip
 def cmd_send(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.chat import send_and_follow
 
@@ -349,13 +419,15 @@ def read_text(words: list[str], stdin: TextIO) -> str:
     text = stdin.read().rstrip("\n") if words == ["-"] else " ".join(words)
     if not text.strip():
         raise UsageError("the message is empty")
+    if len(text) > MAX_TEXT:
+        raise UsageError(f"the message is longer than {MAX_TEXT} characters")
     return text
 
 
 @command(
     "follow",
     "replay events after SEQ, then stream live until Ctrl-C",
-    arg("id", metavar="ID"),
+    conv_id(),
     arg("--from", dest="from_seq", type=int, default=0, metavar="SEQ",
         help="replay after SEQ (default 0: everything; negative: the last -SEQ events)"),
 )  # fmt: skip
@@ -368,8 +440,8 @@ def cmd_follow(ctx: Ctx, a: argparse.Namespace) -> int:
 @command(
     "chat",
     "interactive: type to send (queued while a turn runs); Ctrl-C interrupts the turn",
-    arg("id", metavar="ID", nargs="?", help="default: a new conversation"),
-    arg("--agent", metavar="NAME", help="for a new conversation"),
+    arg("id", metavar="ID", nargs="?", type=text_of(MAX_ID), help="default: a new conversation"),
+    arg("--agent", metavar="NAME", type=text_of(MAX_NAME), help="for a new conversation"),
     arg("--agent-cmd", metavar="'CMD ARG…'", help="for a new conversation"),
     arg("--cwd", metavar="DIR", help="for a new conversation (default: here)"),
     arg("--title", metavar="T", help="for a new conversation"),
@@ -419,6 +491,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=_Formatter,
     )
+    # Also accepted before the command; merged into the command's own by `_merge_global`.
+    parser.add_argument(
+        "--socket",
+        dest="global_socket",
+        metavar="PATH",
+        help="the daemon's socket (client commands and serve)",
+    )
+    parser.add_argument("--json", dest="global_json", action="store_true",
+                        help="print JSON (client commands)")  # fmt: skip
     common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     common.add_argument("--socket", metavar="PATH", help="the daemon's socket")
     common.add_argument("--json", action="store_true", help="print JSON (see `acpd --help`)")
@@ -440,16 +521,60 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(argv: list[str]) -> str | None:
+    """The command word, past any options before it (`acpd --socket S --json ls`)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--socket":
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def _merge_global(args: argparse.Namespace) -> None:
+    """Fold `--socket`/`--json` given before the command into the command's own options."""
+    cmd: _Command = args.handler
+    pre_socket, pre_json = args.global_socket, args.global_json
+    if pre_json and not cmd.client:
+        raise UsageError("--json is for client commands")
+    if pre_socket is not None and not hasattr(args, "socket"):
+        raise UsageError("--socket is not an option of this command")
+    if pre_socket is not None and args.socket is None:
+        args.socket = pre_socket
+    if pre_json:
+        args.json = True
+
+
+def _api_message(exc: ApiError) -> str:
+    """An error reply for people: msgspec's wording for bad params (`Expected `int` >= 1 - at
+    `$.seq``) restated, for anything the CLI's own checks let through."""
+    import re
+
+    found = re.fullmatch(r"invalid params: (.*?)(?: - at `\$\.?(.*)`)?", exc.message, re.S)
+    if exc.code != -32602 or found is None:
+        return exc.message
+    what, where = found.group(1), found.group(2)
+    what = what.replace("`", "")
+    what = what[:1].lower() + what[1:]
+    return f"the daemon refused {where or 'the request'}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    parser = build_parser(_command_name(argv))
     args = parser.parse_args(argv)  # exits 2 on a usage error
-    ctx = Ctx(args, sys.stdout, sys.stderr)
+    ctx: Ctx | None = None
     try:
         try:
+            _merge_global(args)
+            ctx = Ctx(args, sys.stdout, sys.stderr)
             return int(args.handler.run(ctx, args))
         finally:
-            ctx.close()
+            if ctx is not None:
+                ctx.close()
             sys.stdout.flush()  # here, so a closed pipe is caught below
     except UsageError as exc:
         parser.exit(2, f"acpd {args.command}: error: {exc}\n")
@@ -461,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except (ApiError, ClientError) as exc:
+    except ApiError as exc:
+        return _fail(_api_message(exc))
+    except ClientError as exc:
         return _fail(str(exc))
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""

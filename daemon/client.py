@@ -35,6 +35,10 @@ __all__ = [
 
 # Replies and notifications larger than this mean a broken peer, not a big conversation.
 MAX_LINE = 64 * 1024 * 1024
+# How long a call waits for its reply (and connect for the daemon to accept) before saying the
+# daemon is stuck: generous, since a wedged daemon is the only thing it guards against. Streams
+# wait for notifications without a limit.
+CALL_TIMEOUT = 60.0
 _RECV = 256 * 1024
 
 EVENT = "conversation/event"
@@ -91,15 +95,21 @@ class Client:
     """A blocking connection to the daemon.
 
     Error handling: a refused or missing socket raises `ClientError` with a hint to start the
-    daemon; the daemon closing the connection, or a malformed line, raises `ClientError`; a
-    JSON-RPC error reply raises `ApiError`.
+    daemon; the daemon closing the connection, or a malformed line, raises `ClientError`, as
+    does a call not answered within `timeout` seconds (None: wait for ever); a JSON-RPC error
+    reply raises `ApiError`.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
         self.path = path
+        self.timeout = timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            self._sock.settimeout(timeout)
             self._sock.connect(path)
+        except TimeoutError:
+            self._sock.close()
+            raise ClientError(self._stuck("accept the connection")) from None
         except (FileNotFoundError, ConnectionRefusedError):
             self._sock.close()
             raise ClientError(
@@ -137,13 +147,20 @@ class Client:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": req_id, "method": method}
         if params is not None:
             msg["params"] = params
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
-            self._sock.settimeout(None)
+            self._sock.settimeout(self.timeout)
             self._sock.sendall(dumps(msg).encode() + b"\n")
+        except TimeoutError:
+            raise ClientError(self._stuck(f"read the {method} request")) from None
         except OSError as exc:
+            # The daemon may have said why it hung up (a refusal) before we got to read it.
+            self._read_leftovers()
             raise ClientError(f"connection to acpd lost: {exc.strerror or exc}") from None
         while req_id not in self._replies:
-            self._read(None)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._read(left):
+                raise ClientError(self._stuck(f"answer {method}"))
         reply = self._replies.pop(req_id)
         if (error := reply.get("error")) is not None:
             if not isinstance(error, dict):
@@ -153,6 +170,23 @@ class Client:
         if not isinstance(result, dict):
             raise ClientError(f"malformed reply from acpd to {method}: {result!r}")
         return result
+
+    def _stuck(self, what: str) -> str:
+        return (
+            f"acpd did not {what} within {self.timeout:g}s; it may be stuck "
+            f"(socket {self.path}; its log is in the data dir's logs/)"
+        )
+
+    def _read_leftovers(self) -> None:
+        """Parse whatever the daemon sent before the connection broke; raises `ClientError`
+        for an error reply to no request (e.g. "unauthorized"), else returns."""
+        try:
+            self._sock.setblocking(False)
+            while data := self._sock.recv(_RECV):
+                self._buf += data
+        except OSError:
+            pass
+        self._parse_lines()
 
     def next_notice(self, timeout: float | None = None) -> Notice | None:
         """The next notification; None if `timeout` seconds pass first (0 means don't wait)."""

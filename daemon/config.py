@@ -1,25 +1,41 @@
 """Configuration: frozen attrs classes, loaded from TOML with cattrs (errors name the key path).
 
 The classes know nothing about TOML (cattrs `why.md`): loading is an edge concern, done once in
-`load_config`. A missing file means the defaults; a broken one is a `ConfigError`.
+`load_config`. The default file may be missing (the defaults then); a file named by `--config`
+or `$ACPD_CONFIG` must exist. Every problem is a `ConfigError` of one line naming the key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import shlex
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
 import attrs
 import cattrs
 from cattrs.preconf.tomllib import TomllibConverter, make_converter
 
-__all__ = ["AgentConfig", "Config", "ConfigError", "builtin_agents", "load_config"]
+__all__ = [
+    "AgentConfig",
+    "Config",
+    "ConfigError",
+    "builtin_agents",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "parse_ws_address",
+]
 
 PermissionPolicy = Literal["ask", "allow", "deny"]
+
+# `NAME`, or `PREFIX*` for every variable whose name starts with PREFIX.
+_ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 
 
 class ConfigError(Exception):
@@ -28,8 +44,32 @@ class ConfigError(Exception):
 
 @attrs.frozen
 class AgentConfig:
-    command: tuple[str, ...]
+    """One agent: its argv and what it gets of the environment.
+
+    `env` is set on top of the allow-listed base environment (`daemon._agentproc.agent_env`);
+    `pass_env` names variables (or `PREFIX*` patterns) passed through from the daemon's own
+    environment, which is how API keys reach an agent without being written in the file.
+    In the file, a built-in agent's entry may leave `command` out: it keeps the preset's.
+    """
+
+    command: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict)
+    pass_env: frozenset[str] = frozenset()
+
+    def over(self, preset: AgentConfig) -> AgentConfig:
+        """This file entry merged over a built-in preset: our command if given, both `env`s
+        (ours wins), both `pass_env`s."""
+        return AgentConfig(
+            command=self.command or preset.command,
+            env={**preset.env, **self.env},
+            pass_env=preset.pass_env | self.pass_env,
+        )
+
+    def passed_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The variables of `environ` that `pass_env` names."""
+        names = {p for p in self.pass_env if not p.endswith("*")}
+        prefixes = tuple(p[:-1] for p in self.pass_env if p.endswith("*"))
+        return {k: v for k, v in environ.items() if k in names or k.startswith(prefixes)}
 
 
 def builtin_agents() -> dict[str, AgentConfig]:
@@ -38,9 +78,16 @@ def builtin_agents() -> dict[str, AgentConfig]:
         "demo": AgentConfig(command=(sys.executable, "-m", "daemon.demo_agent")),
         "claude": AgentConfig(
             command=("npx", "-y", "@agentclientprotocol/claude-agent-acp"),
+            pass_env=frozenset({"ANTHROPIC_*", "CLAUDE_*"}),
         ),
-        "codex": AgentConfig(command=("npx", "-y", "@zed-industries/codex-acp")),
-        "gemini": AgentConfig(command=("gemini", "--acp")),
+        "codex": AgentConfig(
+            command=("npx", "-y", "@zed-industries/codex-acp"),
+            pass_env=frozenset({"OPENAI_*", "CODEX_*"}),
+        ),
+        "gemini": AgentConfig(
+            command=("gemini", "--acp"),
+            pass_env=frozenset({"GEMINI_*", "GOOGLE_*"}),
+        ),
     }
 
 
@@ -77,35 +124,160 @@ class Config:
     # Dashboard listen address ("" disables it).
     ws: str = "127.0.0.1:7421"
 
-    def all_agents(self) -> dict[str, AgentConfig]:
+    def all_agents(self, environ: Mapping[str, str] | None = None) -> dict[str, AgentConfig]:
+        """Every agent as it runs: the presets with the file's entries merged over them, and
+        each one's `pass_env` resolved into its `env` from `environ` (default: the daemon's
+        environment, read now), with `env` from the file winning."""
+        source = os.environ if environ is None else environ
         merged = builtin_agents()
-        merged.update(self.agents)
-        return merged
+        for name, entry in self.agents.items():
+            merged[name] = entry.over(merged[name]) if name in merged else entry
+        return {
+            name: attrs.evolve(agent, env={**agent.passed_env(source), **agent.env})
+            for name, agent in merged.items()
+        }
+
+
+def parse_ws_address(address: str) -> tuple[str, int]:
+    """`HOST:PORT` for the dashboard, loopback only: `127.0.0.1`, `[::1]`, `localhost`.
+    Returns (host, port); raises ValueError with a message for people."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7421), got {address!r}")
+    if host != "localhost":
+        try:
+            ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address or localhost") from None
+        if not ip.is_loopback:
+            raise ValueError(
+                f"{host} is not a loopback address; the dashboard serves only this host"
+            )
+    return host, int(port_text)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+class _Bad(ValueError):
+    """A value of the wrong kind; the message is for people and names no key (the path does)."""
+
+
+_KINDS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "table"}
+
+
+def _kind(value: object) -> str:
+    name = type(value).__name__
+    return _KINDS.get(name, name)
+
+
+def _strict(expected: str, ok: Callable[[object], bool], cast: Callable[[Any], Any]) -> Any:
+    """A structure hook taking only values of the right TOML type (cattrs would call `str(1)`)."""
+
+    def hook(value: object, _: object) -> Any:
+        if not ok(value):
+            raise _Bad(f"expected {expected}, got {_kind(value)} {value!r}")
+        return cast(value)
+
+    return hook
+
+
+def _argv(value: object, _: object) -> tuple[str, ...]:
+    # An agent command may be written as one shell-like string or as an argv list.
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            raise _Bad(f"cannot split {value!r}: {exc}") from None
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return tuple(value)
+    raise _Bad(f"expected a string or a list of strings, got {value!r}")
+
+
+def _names(value: object, _: object) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise _Bad(f"expected a list of variable names, got {value!r}")
+    for name in value:
+        if not _ENV_PATTERN.fullmatch(name):
+            raise _Bad(f"{name!r} is not a variable name or a NAME_PREFIX* pattern")
+    return frozenset(value)
+
+
+def _is_literal(tp: object) -> bool:
+    return get_origin(tp) is Literal
+
+
+def _literal(tp: Any) -> Callable[[object, object], object]:
+    allowed = get_args(tp)
+
+    def hook(value: object, _: object) -> object:
+        if value not in allowed:
+            raise _Bad(f"expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+
+    return hook
 
 
 def _converter() -> TomllibConverter:
     conv = make_converter(forbid_extra_keys=True)
-    # An agent command may be written as one shell-like string or as an argv list.
-    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _: _str_tuple(v))
+    conv.register_structure_hook(str, _strict("a string", lambda v: isinstance(v, str), str))
+    conv.register_structure_hook(
+        int, _strict("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool), int)
+    )
+    conv.register_structure_hook(
+        float,
+        _strict(
+            "a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool), float
+        ),
+    )
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _argv)
+    conv.register_structure_hook_func(lambda t: t == frozenset[str], _names)
+    conv.register_structure_hook_factory(_is_literal, _literal)
     return conv
 
 
-def _str_tuple(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        import shlex
+def _key_path(path: str) -> str:
+    """cattrs' `$.agents['claude'].command` as `agents.claude.command`."""
+    path = re.sub(r"\['((?:[^'\\]|\\.)*)'\]", r".\1", path.removeprefix("$"))
+    return re.sub(r"\[(\d+)\]", r"[\1]", path).lstrip(".")
 
-        return tuple(shlex.split(value))
-    if isinstance(value, list) and all(isinstance(x, str) for x in value):
-        return tuple(value)
-    raise ValueError("expected a string or a list of strings")
+
+_EXTRA = "\0extra:"
+
+
+def _format(exc: BaseException, tp: type | None) -> str:
+    if isinstance(exc, _Bad):
+        return str(exc)
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):  # spelled out per key by `_messages`
+        return _EXTRA + "\n".join(sorted(exc.extra_fields))
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, AttributeError | TypeError):
+        return "expected a table" if "items" in str(exc) else f"wrong type ({exc})"
+    return cattrs.v.format_exception(exc, tp)
+
+
+def _messages(exc: cattrs.BaseValidationError) -> list[str]:
+    out = []
+    for line in cattrs.transform_error(exc, format_exception=_format):
+        message, _, path = line.rpartition(" @ ")
+        key = _key_path(path)
+        if message.startswith(_EXTRA):
+            names = message.removeprefix(_EXTRA).split("\n")
+            out += [f"{key + '.' if key else ''}{name}: unknown key" for name in names]
+            continue
+        out.append(f"{key}: {message}" if key else message)
+    return out
 
 
 def _validate(cfg: Config) -> None:
+    builtin = builtin_agents()
     for name, agent in cfg.agents.items():
-        if not agent.command:
-            raise ValueError(f"agents.{name}.command: must not be empty")
-    if cfg.default_agent not in cfg.all_agents():
-        raise ValueError(f"default_agent: no agent named {cfg.default_agent!r}")
+        if not agent.command and name not in builtin:
+            raise ValueError(f"agents.{name}.command: required ({name!r} is not a built-in agent)")
+    if cfg.default_agent not in cfg.all_agents({}):
+        known = ", ".join(sorted(cfg.all_agents({})))
+        raise ValueError(f"default_agent: no agent named {cfg.default_agent!r} (known: {known})")
     for key in ("drain_timeout", "turn_timeout", "start_timeout", "stop_grace",
                 "permission_timeout", "idle_ttl", "crash_window", "shutdown_grace",
                 "draft_interval"):  # fmt: skip
@@ -114,6 +286,11 @@ def _validate(cfg: Config) -> None:
     for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
+    if cfg.ws:
+        try:
+            parse_ws_address(cfg.ws)
+        except ValueError as exc:
+            raise ValueError(f'ws: {exc} (ws = "" turns the dashboard off)') from None
 
 
 def parse_config(text: str, *, source: str = "<config>") -> Config:
@@ -123,7 +300,7 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except cattrs.BaseValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(cattrs.transform_error(exc))) from None
+        raise ConfigError(f"{source}: " + "; ".join(_messages(exc))) from None
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return cfg
@@ -137,12 +314,18 @@ def default_config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> Config:
-    """Load `path` (default: CONTRACT.md's lookup). A missing file means the defaults."""
+    """Load `path`, else CONTRACT.md's lookup. Only the default file may be missing (the
+    defaults then): one named by `--config` or `$ACPD_CONFIG` must exist."""
+    explicit = path is not None or bool(os.environ.get("ACPD_CONFIG"))
     path = path or default_config_path()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such config file") from None
         return Config()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     return parse_config(text, source=str(path))

@@ -14,6 +14,10 @@ lines and feeds it each incoming message with `handle()`. Per connection:
 Error handling: malformed input becomes a JSON-RPC error reply (-32700, -32600, -32601, -32602);
 an engine `RpcFailure` is passed through; any other `Exception` from a handler is logged and
 becomes -32603. Nothing a client sends ends the connection or the daemon.
+
+`conversations/create` checks that the agent's command exists (-32002 if not), since the agent
+itself starts only after a later `messages/send` is acknowledged: a start failure then can only
+be an `error` event.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +39,7 @@ from msgspec import UNSET
 from daemon.config import Config
 from protocol import api
 from protocol.jsonrpc import (
+    AGENT_START_FAILED,
     CONFLICT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -162,6 +168,19 @@ def _reply(req_id: RequestId, result: msgspec.Struct) -> bytes:
 
 def _error(req_id: RequestId, code: int, message: str) -> bytes:
     return bytes(encode_line(ErrorResponse(id=req_id, error=RpcError(code, message))))
+
+
+def find_command(command: str, cwd: str, path: str | None) -> str | None:
+    """Where `command` would be run from (as `subprocess` resolves it: relative to `cwd` if it
+    has a slash, else on `path`); None if nowhere."""
+    if "/" in command:
+        full = os.path.join(cwd, command)
+        return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
+    return shutil.which(command, path=path)
+
+
+def _is_dir(path: str) -> bool:
+    return os.path.isdir(path)
 
 
 def error_line(code: int, message: str) -> bytes:
@@ -312,9 +331,30 @@ class Dispatcher:
     async def _create(self, conn: Connection, p: api.CreateParams) -> api.ConversationResult:
         # No cwd: the daemon's home, not its working directory (`/` under systemd).
         cwd = p.cwd if p.cwd is not None else str(Path.home())
+        await self._check_command(p, cwd)
         info = await self._engine.create(agent=p.agent, agent_cmd=p.agent_cmd, cwd=cwd,
                                          title=p.title)  # fmt: skip
         return api.ConversationResult(conversation=info)
+
+    async def _check_command(self, p: api.CreateParams, cwd: str) -> None:
+        """-32002 now for an agent command that cannot be found, rather than an `error` event
+        (and restarts) at the first send. Unknown agents and bad cwds are the engine's to refuse."""
+        config = self._engine.config
+        if p.agent_cmd is not None:
+            name, argv = p.agent or "custom", p.agent_cmd
+        else:
+            name = p.agent or config.default_agent
+            argv = next((list(c) for n, c in self._engine.agents() if n == name), [])
+        if not argv:
+            return
+        agent = config.all_agents().get(name)
+        path = (agent.env if agent is not None else {}).get("PATH", os.environ.get("PATH"))
+
+        # A few stat calls, done inline: a worker thread would cost more than the lookup.
+        if _is_dir(cwd) and find_command(argv[0], cwd, path) is None:
+            raise RpcFailure(
+                AGENT_START_FAILED, f"agent failed to start: command not found: {argv[0]}"
+            )
 
     async def _list(self, conn: Connection, p: api.ListParams) -> api.ListResult:
         page, total, nxt = await self._engine.list(limit=p.limit, before=p.before)

@@ -12,9 +12,12 @@ trio.run(_serve)
          └─ status reporter   STATUS= to systemd when the figures change
 ```
 
-Start-up errors a user can fix (config, lock, socket, store) are one line on stderr and exit 1.
-systemd's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are read and removed from the
-environment first thing: see `daemon.systemd`.
+Start-up errors a user can fix (config, data dir, lock, socket, store) are one line on stderr,
+`acpd: ...`, and exit 1. systemd's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are read and
+removed from the environment first thing: see `daemon.systemd`.
+
+Files: the daemon runs under umask 0o077 and makes its data dir 0700 (tightening one of ours
+that is wider; refusing one that is someone else's), so its store, logs and token are ours only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -33,11 +37,12 @@ from pathlib import Path
 import attrs
 import trio
 
-from daemon.config import Config, ConfigError, load_config
-from daemon.dashboard import parse_address, serve_dashboard
+from daemon._agentproc import remember_umask
+from daemon.config import Config, ConfigError, load_config, parse_ws_address
+from daemon.dashboard import serve_dashboard
 from daemon.dispatch import DaemonInfo, Dispatcher
 from daemon.engine import Engine, open_engine
-from daemon.logs import setup_logging
+from daemon.logs import setup_logging, stderr_is_journal
 from daemon.paths import default_data_dir, default_socket_path
 from daemon.systemd import (
     ActivationError,
@@ -45,16 +50,49 @@ from daemon.systemd import (
     ServiceStatus,
     figures,
     keep_alive,
-    notify,
     take_activated_socket,
     watchdog_interval,
 )
 from daemon.unix_server import ListenError, serve_unix
 from store import DataDirLock, LockedError, StoreError
 
-__all__ = ["add_serve_arguments", "main", "notify", "serve_main"]
+__all__ = ["DataDirError", "add_serve_arguments", "main", "prepare_data_dir", "serve_main"]
 
 log = logging.getLogger("acpd")
+
+DAEMON_UMASK = 0o077
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used safely; the message is one line for the user."""
+
+
+def prepare_data_dir(data_dir: Path) -> str | None:
+    """Make an existing `data_dir` 0700 if it is ours and wider; refuse one that is not ours.
+
+    A missing one is left to `DataDirLock`, which creates it (0700 under the daemon's umask).
+    Returns a note for the log when the mode was tightened. Raises `DataDirError`.
+    """
+    try:
+        st = os.stat(data_dir)  # a symlink to a directory of ours is fine: follow it
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataDirError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataDirError(f"data dir {data_dir} is not a directory")
+    if st.st_uid != os.getuid():
+        raise DataDirError(
+            f"data dir {data_dir} belongs to uid {st.st_uid}, not to us; refusing to use it"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077 == 0:
+        return None
+    try:
+        os.chmod(data_dir, 0o700)
+    except OSError as exc:
+        raise DataDirError(f"cannot make data dir {data_dir} private: {exc.strerror}") from None
+    return f"data dir {data_dir} was mode {mode:04o}; made it 0700"
 
 
 def _version() -> str:
@@ -178,8 +216,18 @@ async def _serve(
 
 
 def _fail(message: object) -> int:
-    print(f"acpd: {message}", file=sys.stderr)
+    """One line on stderr (with an error priority when stderr is the journal)."""
+    prefix = "<3>" if stderr_is_journal() else ""
+    print(f"{prefix}acpd: {message}", file=sys.stderr)
     return 1
+
+
+def _log_to_file(message: str) -> None:
+    """Record a start-up failure in the log file too (stderr has had its one line)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -205,7 +253,7 @@ def serve_main(
     socket_path = (socket or default_socket_path()).absolute()
     if ws is not None:
         try:
-            parse_address(ws)
+            parse_ws_address(ws)
         except ValueError as exc:
             print(f"acpd: --ws: {exc}", file=sys.stderr)
             return 2
@@ -214,21 +262,41 @@ def serve_main(
     except ConfigError as exc:
         return _fail(exc)
     ws_addr = "" if no_ws else (ws if ws is not None else config.ws)
+    # Everything the daemon creates (store, WAL, logs, token, socket) is ours only; the
+    # original umask is kept for agents (`daemon._agentproc.agent_umask`).
+    old_umask = os.umask(DAEMON_UMASK)
+    remember_umask(old_umask)
+    try:
+        return _serve_locked(config, config_path, data_dir, socket_path, ws_addr, systemd)
+    finally:
+        os.umask(old_umask)
+
+
+def _serve_locked(
+    config: Config,
+    config_path: Path | None,
+    data_dir: Path,
+    socket_path: Path,
+    ws_addr: str,
+    systemd: _Systemd,
+) -> int:
     failure: BaseException | None = None
     logging_ready = False
     try:
+        tightened = prepare_data_dir(data_dir)
         with DataDirLock(data_dir):  # creates the data dir 0700 if need be
             # After the lock: a refused second daemon must not touch the first one's log.
             setup_logging(data_dir)
             logging_ready = True
+            if tightened:
+                log.warning("%s", tightened)
             trio.run(_serve, config, config_path, data_dir, socket_path, ws_addr, systemd)
-    except* (LockedError, StoreError, ListenError, ConfigError) as group:
+    except* (DataDirError, LockedError, StoreError, ListenError, ConfigError) as group:
         failure = _leaf(group)
     if failure is None:
         return 0
-    if logging_ready:  # one line on stderr, and a record in the log file
-        log.error("%s", failure)
-        return 1
+    if logging_ready:
+        _log_to_file(str(failure))
     return _fail(failure)
 
 

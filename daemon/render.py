@@ -313,6 +313,8 @@ def status(result: dict[str, Any], socket_path: str) -> str:
     shown = dict(result)
     if isinstance(up := shown.get("uptime_s"), int | float):
         shown["uptime_s"] = f"{up:.0f}s"
+    if "dashboard_url" in shown and not shown["dashboard_url"]:
+        shown["dashboard_url"] = "off"  # `null`: the daemon runs without a dashboard
     shown["socket"] = socket_path
     return kv_lines(shown)
 

@@ -1,8 +1,13 @@
 """The unix-socket front-end: newline-delimited JSON-RPC for the CLI and scripts.
 
-Only the user who runs the daemon may use it: the socket directory is 0700 and ours, the
-socket 0600, and each connection's peer uid (SO_PEERCRED) is checked. A stale socket left by a
-dead daemon is replaced; a live daemon on the same path is never displaced.
+Only the user who runs the daemon may use it: the socket directory is 0700 and ours (an
+existing one of ours that is wider is tightened; someone else's is refused), the socket 0600,
+and each connection's peer uid (SO_PEERCRED) is checked. A stale socket left by a dead daemon
+is replaced; a live daemon on the same path is never displaced.
+
+A connection we end with an error (wrong uid, line too long) is half-closed after the error
+and its unread input discarded for a bounded time: closing a socket with unread input resets
+it, and the client would see ECONNRESET instead of the reply that says why.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ _SUN_PATH_MAX: Final = 107  # sizeof(sun_path) - 1 on Linux
 _PROBE_TIMEOUT_S: Final = 2.0  # a daemon that does not even accept in this long is wedged
 _READ_SIZE: Final = 64 * 1024
 _BACKLOG: Final = 128
+# After an error that ends a connection: how long, and how much of its input, to discard
+# before closing, so the error is read rather than lost to a reset.
+LINGER_S: Final = 1.0
+LINGER_BYTES: Final = 64 * 1024
 
 
 class ListenError(Exception):
@@ -47,7 +56,7 @@ def peer_uid(sock: trio.socket.SocketType) -> int:
 
 
 def _prepare_dir(directory: Path) -> None:
-    """Create the socket's directory 0700, or accept an existing one that is safely ours."""
+    """Create the socket's directory 0700, or make an existing one of ours 0700."""
     try:
         directory.mkdir(mode=0o700, parents=True)
         os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
@@ -64,8 +73,17 @@ def _prepare_dir(directory: Path) -> None:
     # Someone else's directory could let them swap our socket; a root-owned sticky one (/tmp)
     # cannot, since only we may rename or unlink what we create there.
     sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
-    if st.st_uid != os.getuid() and not sticky_root:
+    if sticky_root:
+        return
+    if st.st_uid != os.getuid():
         raise ListenError(f"{directory} belongs to uid {st.st_uid}, not to us; refusing to use it")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise ListenError(f"cannot make {directory} private: {exc.strerror}") from None
+        log.warning("socket directory %s was mode %04o; made it 0700", directory, mode)
 
 
 async def _remove_if_stale(path: Path) -> None:
@@ -163,7 +181,8 @@ async def serve_unix(
     async def handle(stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                await _serve_connection(stream, dispatcher, uid, get_peer_uid)
+                if await _serve_connection(stream, dispatcher, uid, get_peer_uid):
+                    await linger(stream)
             except Exception:  # a bug here must cost one connection, not the listener
                 log.exception("connection failed")
 
@@ -174,12 +193,34 @@ async def serve_unix(
             _unlink_if_ours(path, ident)
 
 
+async def linger(
+    stream: trio.abc.HalfCloseableStream, *, seconds: float = LINGER_S, limit: int = LINGER_BYTES
+) -> None:
+    """Half-close `stream` (our error is its last output), then discard what the client still
+    sends until it closes, `seconds` pass or `limit` bytes were read; the caller closes it."""
+    try:
+        await stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    discarded = 0
+    with trio.move_on_after(seconds):
+        while discarded < limit:
+            try:
+                data = await stream.receive_some(min(_READ_SIZE, limit - discarded))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            discarded += len(data)
+
+
 async def _serve_connection(
     stream: trio.SocketStream,
     dispatcher: Dispatcher,
     uid: int,
     get_peer_uid: Callable[[trio.socket.SocketType], int],
-) -> None:
+) -> bool:
+    """Serve one connection; True if we end it with an error (the caller lingers)."""
     try:
         peer = get_peer_uid(stream.socket)
     except OSError:
@@ -189,8 +230,8 @@ async def _serve_connection(
         try:
             await stream.send_all(error_line(UNAUTHORIZED, "unauthorized: wrong user"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        return
+            return False
+        return True
     max_line = dispatcher.max_message_bytes
     splitter = LineSplitter(max_line)
     async with dispatcher.open_connection(stream.send_all, coalesce=True) as conn:
@@ -206,6 +247,8 @@ async def _serve_connection(
             for line in splitter.feed(data):
                 await conn.handle(line)
             if splitter.oversized:
-                # We cannot know where the next message starts: say why, then hang up.
+                # We cannot know where the next message starts: say why, then hang up (after
+                # the replies in flight and the error are flushed, when the block ends).
                 await conn.send_error(INVALID_REQUEST, f"line too long (limit {max_line} bytes)")
-                break
+                return True
+    return False

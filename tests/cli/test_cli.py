@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from daemon import cli, render
-from tests.cli.fakeserver import Conn, Fail, conv, hang_guard, serving
+from tests.cli.fakeserver import DEFER, Conn, Fail, conv, hang_guard, serving
 
 HANG_GUARD = 30
 
@@ -68,7 +68,6 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         (["new", "--agent", "a", "--agent-cmd", "b"], "exclude each other"),
         (["new", "--agent-cmd", "'unclosed"], "--agent-cmd: No closing quotation"),
         (["new", "--cwd", "/definitely/not/here"], "not a directory"),
-        (["ls", "--limit", "0"], "--limit must be at least 1"),
         (["serve", "--ws", "127.0.0.1:0", "--no-ws"], "exclude each other"),
         (["chat", "abc", "--agent", "demo"], "are for a new conversation"),
     ],
@@ -165,7 +164,7 @@ def test_new_prints_the_id_and_sends_cwd(
         (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": True},
          "interrupted; the queue is paused until `acpd resume c1`\n"),
         (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": False},
-         "no turn was running\n"),
+         "no turn was running; the queue is paused until `acpd resume c1`\n"),
         (["resume", "c1"], "conversations/resume", {"id": "c1"}, {}, ""),
         (["permit", "c1", "r1", "allow"], "permissions/respond",
          {"id": "c1", "request": "r1", "option": "allow"}, {}, ""),
@@ -177,6 +176,13 @@ def test_new_prints_the_id_and_sends_cwd(
          "AGENT  COMMAND\ndemo   py\n"),
         (["send", "c1", "hi", "there", "--no-run"], "messages/send",
          {"id": "c1", "text": "hi there", "run": False, "interrupt": False},
+         {"seq": 7, "queued": 2},
+         "queued as message 7, behind 2 turns (paused: `acpd resume c1` runs it)\n"),
+        (["send", "c1", "hi", "--no-run"], "messages/send",
+         {"id": "c1", "text": "hi", "run": False, "interrupt": False},
+         {"seq": 7, "queued": 0}, "queued as message 7 (paused: `acpd resume c1` runs it)\n"),
+        (["send", "c1", "hi"], "messages/send",
+         {"id": "c1", "text": "hi", "run": True, "interrupt": False},
          {"seq": 7, "queued": 2}, "queued (message 7): 2 turns ahead of it\n"),
         (["send", "c1", "hi", "--interrupt"], "messages/send",
          {"id": "c1", "text": "hi", "run": True, "interrupt": True}, {"seq": 7, "queued": 0}, ""),
@@ -327,3 +333,152 @@ def test_client_commands_import_no_heavy_modules() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[]\n", "a client command imports heavy modules (daemon/__init__.py?)"
+
+
+# --- options before the command, bounds in our words, smaller fixes ----------------------------
+
+
+def test_socket_and_json_may_come_before_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with serving({"daemon/status": lambda c, p: {"pid": 1}}) as server:
+        assert acpd(capsys, "--json", "--socket", server.path, "status") == (0, '{"pid":1}\n', "")
+        assert acpd(capsys, "--socket", server.path, "status", "--json")[1] == '{"pid":1}\n'
+        # After the command wins over before it.
+        code, out, _ = acpd(capsys, "--socket", "/nowhere.sock", "status", "--socket", server.path)
+    assert (code, out.split()[:2]) == (0, ["pid:", "1"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--json", "serve"], "--json is for client commands"),
+        (["--socket", "/s", "install-systemd"], "--socket is not an option of this command"),
+    ],
+)
+def test_options_before_a_command_that_has_none(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"acpd {argv[-1]}: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ls", "--limit", "5000"], "argument --limit: must be from 1 to 1000, not 5000"),
+        (["ls", "--limit", "0"], "argument --limit: must be from 1 to 1000, not 0"),
+        (["queue", "c1", "--remove", "0"], "argument --remove: must be at least 1, not 0"),
+        (["show", "c" * 200], "argument ID: longer than 128 characters"),
+        (["permit", "c1", "r" * 300, "allow"], "argument REQUEST: longer than 256 characters"),
+        (["new", "--title", "t" * 2000], "--title: longer than 1024 characters"),
+    ],
+)
+def test_bad_params_are_usage_errors_in_our_words(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--socket", str(tmp_path / "never-used.sock")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Expected" not in err  # msgspec's wording
+
+
+def test_a_too_long_message_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x" * (cli.MAX_TEXT + 1)))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["send", "c1", "-", "--socket", str(tmp_path / "s")])
+    assert info.value.code == 2
+    assert f"longer than {cli.MAX_TEXT} characters" in capsys.readouterr().err
+
+
+def test_cli_bounds_match_the_daemons() -> None:
+    import msgspec
+
+    from protocol import api
+
+    def bound(tp: Any, field: str) -> int:
+        info = msgspec.inspect.type_info(tp)
+        kind = next(f.type for f in info.fields if f.name == field)
+        while isinstance(kind, msgspec.inspect.UnionType):
+            kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))
+        value = getattr(kind, "max_length", None) or getattr(kind, "le", None)
+        assert isinstance(value, int)
+        return value
+
+    assert bound(api.IdParams, "id") == cli.MAX_ID
+    assert bound(api.PermitParams, "request") == cli.MAX_NAME
+    assert bound(api.CreateParams, "agent") == cli.MAX_NAME
+    assert bound(api.CreateParams, "title") == cli.MAX_TITLE
+    assert bound(api.CreateParams, "cwd") == cli.MAX_PATH
+    assert bound(api.SendParams, "text") == cli.MAX_TEXT == api.MAX_TEXT
+    assert bound(api.ListParams, "limit") == cli.MAX_LIMIT
+
+
+def test_invalid_params_from_the_daemon_are_restated(capsys: pytest.CaptureFixture[str]) -> None:
+    def get(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        raise Fail(-32602, "invalid params: Expected `int` >= 1 - at `$.seq`")
+
+    with serving({"messages/remove": get}) as server:
+        code, _, err = acpd(capsys, "queue", "c1", "--remove", "3", "--socket", server.path)
+    assert (code, err) == (1, "acpd: error: the daemon refused seq: expected int >= 1\n")
+
+
+PERMISSION = {
+    "seq": 3, "type": "permission_requested", "ts": "2025-01-02T03:04:05.000Z", "request": "r1",
+    "options": [{"option_id": "allow", "name": "Allow", "kind": "allow_once"},
+                {"option_id": "deny", "name": "Deny", "kind": "reject_once"}],
+}  # fmt: skip
+
+
+def test_permit_takes_the_option_number_the_prompt_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handlers = {
+        "conversations/get": lambda c, p: {"conversation": conv("c1full", last_seq=4)},
+        "conversations/events": lambda c, p: {"events": [PERMISSION], "last_seq": 4},
+        "permissions/respond": lambda c, p: {},
+    }
+    with serving(handlers) as server:
+        assert acpd(capsys, "permit", "c1", "r1", "2", "--socket", server.path) == (0, "", "")
+        assert server.requests[-1] == (
+            "permissions/respond",
+            {"id": "c1full", "request": "r1", "option": "deny"},
+        )
+        assert server.requests[1] == (
+            "conversations/events",
+            {"id": "c1full", "after_seq": 0, "limit": 1000},
+        )
+        with pytest.raises(SystemExit) as info:
+            cli.main(["permit", "c1", "r1", "3", "--socket", server.path])
+        assert info.value.code == 2
+        assert "request r1 has options 1 to 2, not 3" in capsys.readouterr().err
+        # An option id is sent as it is, without looking anything up.
+        before = len(server.requests)
+        assert acpd(capsys, "permit", "c1", "r1", "allow", "--socket", server.path)[0] == 0
+        assert server.methods()[before:] == ["permissions/respond"]
+
+
+def test_status_without_dashboard_says_off(capsys: pytest.CaptureFixture[str]) -> None:
+    result = {"version": "1", "pid": 2, "uptime_s": 3, "dashboard_url": None}
+    with serving({"daemon/status": lambda c, p: result}) as server:
+        code, out, _ = acpd(capsys, "status", "--socket", server.path)
+    assert code == 0
+    assert "dashboard_url: off" in out
+    assert "None" not in out
+
+
+def test_a_wedged_daemon_is_one_line_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon import client
+
+    monkeypatch.setattr(client, "CALL_TIMEOUT", 0.2)
+    with serving({"conversations/list": lambda c, p: DEFER}) as server:
+        code, out, err = acpd(capsys, "ls", "--socket", server.path)
+    assert (code, out) == (1, "")
+    assert err.startswith("acpd: error: acpd did not answer conversations/list within 0.2s")
+    assert err.count("\n") == 1

@@ -205,3 +205,50 @@ def test_fake_server_shuts_down_cleanly() -> None:
     server.start()
     server.close()
     assert not os.path.exists(server.path)
+
+
+def test_a_call_without_reply_times_out_with_one_line() -> None:
+    with (
+        serving({"daemon/status": lambda c, p: DEFER}) as server,
+        Client(server.path, timeout=0.2) as client,
+        pytest.raises(ClientError) as info,
+    ):
+        client.call("daemon/status")
+    assert str(info.value).startswith("acpd did not answer daemon/status within 0.2s")
+    assert "\n" not in str(info.value)
+
+
+def test_streams_wait_without_the_call_timeout() -> None:
+    def status(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": 1}
+
+    with serving({"daemon/status": status}) as server, Client(server.path, timeout=0.2) as client:
+        assert client.call("daemon/status") == {"pid": 1}
+        assert client.next_notice(0.5) is None  # its own timeout, not the call's: no error
+
+
+def test_refusal_is_read_even_when_sending_failed() -> None:
+    """The daemon refuses and hangs up before reading our (large) request: the send fails,
+    yet the reason it sent first is what we report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen()
+        closed = threading.Event()
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            conn.sendall(b'{"jsonrpc":"2.0","id":null,"error":{"code":-32004,'
+                         b'"message":"unauthorized: wrong user"}}\n')  # fmt: skip
+            conn.close()
+            closed.set()
+
+        thread = threading.Thread(target=refuse, daemon=True)
+        thread.start()
+        with Client(path) as client:
+            assert closed.wait(10)
+            with pytest.raises(ClientError, match="acpd rejected a request: unauthorized"):
+                client.call("messages/send", {"id": "c", "text": "x" * (4 << 20)})
+        thread.join(10)
+        listener.close()

@@ -37,9 +37,12 @@ TIMEOUT = 30.0  # per command; a hang guard, far above what any of them takes
 class Daemon:
     def __init__(self, tmp: str) -> None:
         self.socket = os.path.join(tmp, "s.sock")
+        config = os.path.join(tmp, "config.toml")
+        with open(config, "w") as f:
+            f.write("# the defaults, not the user's\n")
         self.env = {
             **os.environ,
-            "ACPD_CONFIG": os.path.join(tmp, "no-config.toml"),  # the defaults, not the user's
+            "ACPD_CONFIG": config,
             "ACPD_SOCKET": os.path.join(tmp, "not-this.sock"),  # --socket must win
         }
         self.proc = subprocess.Popen(
@@ -204,11 +207,15 @@ def test_send_follow_json(acpd: Daemon) -> None:
 
 def test_send_without_follow_and_queue_remove_resume(acpd: Daemon) -> None:
     conv_id = acpd.new()
-    assert acpd.ok("send", conv_id, "staged", "--no-run") == ""
+    out = acpd.ok("send", conv_id, "staged", "--no-run")
     staged = acpd.json("queue", conv_id)["pending"]
+    seq = staged[0]["seq"]
+    assert out == f"queued as message {seq} (paused: `acpd resume {conv_id}` runs it)\n"
+    assert acpd.json("show", conv_id)["conversation"]["status"] == "paused"
     assert [m["text"] for m in staged] == ["staged"]
     assert re.search(rf"^\s+{staged[0]['seq']}  staged$", acpd.ok("queue", conv_id), re.MULTILINE)
-    acpd.ok("send", conv_id, "second", "--no-run")
+    out = acpd.ok("send", conv_id, "second", "--no-run")
+    assert out.startswith(f"queued as message {seq + 1}, behind 1 turn (paused: ")
     first_seq = staged[0]["seq"]
     assert acpd.ok("queue", conv_id, "--remove", str(first_seq)) == ""
     assert [m["text"] for m in acpd.json("queue", conv_id)["pending"]] == ["second"]
@@ -384,3 +391,29 @@ def test_errors_are_one_line(acpd: Daemon, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 1
     assert "acpd is not running" in proc.stderr
+
+
+def test_an_agent_that_cannot_be_found_is_refused_at_new(acpd: Daemon) -> None:
+    before = acpd.json("ls")["total"]
+    proc = acpd.run("new", "--agent-cmd", "acpd-no-such-agent --acp")
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        "acpd: error: agent failed to start: command not found: acpd-no-such-agent\n"
+    )
+    assert acpd.json("ls")["total"] == before
+
+
+def test_options_before_the_command_and_bounds(acpd: Daemon) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--json", "--socket", acpd.socket, "ls"],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, env=acpd.env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["total"] == acpd.json("ls")["total"]
+    proc = acpd.run("ls", "--limit", "5000")
+    assert proc.returncode == 2
+    assert "argument --limit: must be from 1 to 1000, not 5000" in proc.stderr
+    conv_id = acpd.new()
+    proc = acpd.run("interrupt", conv_id)
+    assert proc.stdout.startswith("no turn was running; the queue is paused until `acpd resume")
+    assert acpd.json("show", conv_id)["conversation"]["status"] == "paused"

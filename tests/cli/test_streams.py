@@ -399,3 +399,31 @@ def test_chat_survives_a_refused_message(out: Watch, stdin_pipe: tuple[TextIO, i
         code = main(["chat", CID, "--socket", server.path], out, stdin=stdin)
     assert code == 0
     assert out.getvalue() == "(error: invalid params: text too long)\n"
+
+
+def test_chat_json_prints_json_objects_only(
+    out: Watch, err: io.StringIO, stdin_pipe: tuple[TextIO, int]
+) -> None:
+    """With --json, stdout is one JSON object per line: notes such as "(queued: 1 turn ahead)"
+    and the /commands' messages go to stderr, or come as the methods' results."""
+    stdin, w = stdin_pipe
+    os.write(w, b"hello\n/queue\n/interrupt\n/resume\n/help\n/quit\n")
+    handlers = {
+        **base_handlers(),
+        "messages/send": lambda c, p: {"seq": 5, "queued": 1},
+        "messages/queue": lambda c, p: {"pending": [{"seq": 5, "text": "hello"}]},
+        "turns/interrupt": lambda c, p: {"interrupted": False},
+        "conversations/resume": lambda c, p: {},
+    }
+    with serving(handlers) as server:
+        code = main(["chat", CID, "--json", "--socket", server.path], out, err, stdin)
+    assert code == 0
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"seq": 5, "queued": 1},
+        {"pending": [{"seq": 5, "text": "hello"}]},
+        {"interrupted": False},
+        {},
+    ]
+    assert "/interrupt  /resume" in err.getvalue()  # /help: for people, on stderr
+    assert server.methods()[-1] == "conversations/resume"

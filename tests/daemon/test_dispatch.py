@@ -387,3 +387,30 @@ async def test_eof_answers_requests_in_flight(engine: FakeEngine) -> None:
     replies = [m for m in map(json.loads, [line async for line in inbox]) if "id" in m]
     assert sorted(r["id"] for r in replies) == [1, 2]
     assert engine.subs[0].closed
+
+
+async def test_create_refuses_an_agent_command_that_cannot_be_found(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """-32002 at create, not an `error` event (and restarts) at the first send."""
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    (tmp_path / "not-executable").write_text("")
+    dispatcher = make_dispatcher(engine)
+    async with open_client(dispatcher) as client:
+        cwd = str(tmp_path)
+        err = await client.error("conversations/create", {"agent_cmd": ["no-agent-x"], "cwd": cwd})
+        assert err == {
+            "code": -32002,
+            "message": "agent failed to start: command not found: no-agent-x",
+        }
+        err = await client.error("conversations/create",
+                                 {"agent_cmd": ["./not-executable"], "cwd": cwd})  # fmt: skip
+        assert err["code"] == -32002
+        assert engine.calls == []  # nothing created
+        # Found: on PATH, or relative to the cwd (as the agent will be run).
+        await client.call("conversations/create", {"agent_cmd": ["sh"], "cwd": str(tmp_path)})
+        await client.call("conversations/create",
+                          {"agent_cmd": ["./agent.sh"], "cwd": str(tmp_path)})  # fmt: skip
+        assert len(engine.calls) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -32,7 +33,9 @@ def serve_cmd(data_dir: Path, sock: Path, *extra: str) -> list[str]:
 
 def child_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
-    env["ACPD_CONFIG"] = str(tmp_path / "absent.toml")  # the defaults, whatever the host has
+    config = tmp_path / "empty.toml"  # the defaults, whatever the host has
+    config.touch()
+    env["ACPD_CONFIG"] = str(config)
     return env
 
 
@@ -113,6 +116,25 @@ async def test_conversation_end_to_end(tmp_path: Path) -> None:
         assert not await trio.Path(daemon.socket).exists()
 
 
+async def test_data_dir_and_files_are_ours_only(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)  # as a user's `mkdir` leaves it
+    with trio.fail_after(60):
+        async with running_daemon(tmp_path) as daemon:
+            client = await daemon.connect()
+            async with client.stream:  # a write, so the WAL exists
+                assert "result" in await client.call("conversations/create", {"cwd": "/"})
+            assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+            files = [p for p in data_dir.rglob("*") if p.is_file()]
+            assert {p.name for p in files} >= {"acpd.sqlite3", "acpd.sqlite3-wal", "acpd.log"}
+            for path in files:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            assert b"was mode 0755; made it 0700" in daemon.stderr
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await daemon.proc.wait() == 0
+
+
 async def test_second_daemon_is_refused(tmp_path: Path) -> None:
     with trio.fail_after(60):
         async with running_daemon(tmp_path) as first:
@@ -132,7 +154,7 @@ async def test_second_daemon_is_refused(tmp_path: Path) -> None:
                 env=child_env(tmp_path), cwd=REPO,
             )  # fmt: skip
             assert third.returncode == 1
-            assert b"already serving" in third.stderr, third.stderr
+            assert third.stderr.startswith(b"acpd: another acpd is already serving"), third.stderr
             assert third.stderr.count(b"\n") == 1, third.stderr
             # The first one never noticed.
             client = await first.connect()

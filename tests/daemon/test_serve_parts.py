@@ -1,4 +1,4 @@
-"""The pieces of `acpd serve` that need no daemon: paths, logging, systemd notify."""
+"""The pieces of `acpd serve` that need no daemon: paths, logging, the data dir."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import io
 import logging
 import logging.handlers
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,21 +112,31 @@ def test_setup_logging(tmp_path: Path) -> None:
     assert (handler.maxBytes, handler.backupCount) == (5 * 1024 * 1024, 3)
 
 
-def test_notify(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from daemon.main import notify
+def test_main_no_longer_exports_notify() -> None:
+    import daemon.main
 
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    assert notify("READY=1") is False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
-        sd.bind(str(tmp_path / "notify"))
-        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
-        assert notify("READY=1") is True
-        assert sd.recv(100) == b"READY=1"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
-        name = f"acpd-test-{os.getpid()}"
-        sd.bind("\0" + name)
-        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
-        assert notify("STOPPING=1") is True
-        assert sd.recv(100) == b"STOPPING=1"
-    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
-    assert notify("READY=1") is False  # logged, never fatal
+    assert not hasattr(daemon.main, "notify")
+    assert "notify" not in daemon.main.__all__
+
+
+def test_prepare_data_dir_makes_ours_private_and_refuses_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.main import DataDirError, prepare_data_dir
+
+    assert prepare_data_dir(tmp_path / "absent") is None  # left to the lock, which makes it
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    assert prepare_data_dir(data) == f"data dir {data} was mode 0755; made it 0700"
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert prepare_data_dir(data) is None  # already private: nothing to say
+    (tmp_path / "file").touch()
+    with pytest.raises(DataDirError, match="is not a directory"):
+        prepare_data_dir(tmp_path / "file")
+    os.chmod(data, 0o755)
+    owner = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)
+    with pytest.raises(DataDirError, match=f"belongs to uid {owner}, not to us; refusing"):
+        prepare_data_dir(data)
+    assert data.stat().st_mode & 0o777 == 0o755  # not ours: untouched

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from daemon.dispatch import DaemonInfo, Dispatcher
 from daemon.unix_server import ListenError, serve_unix
@@ -224,3 +225,86 @@ async def test_adopted_socket(tmp_path: Path, dispatcher: Dispatcher, connect: C
             assert (await client.read() or {})["result"] == {"count": 2}
             nursery.cancel_scope.cancel()
     assert await trio.Path(path).exists()  # systemd's socket, not ours to remove
+
+
+# --- the socket directory is ours only --------------------------------------------------------
+
+
+async def test_existing_wide_socket_dir_is_made_private(
+    sock_path: Path, dispatcher: Dispatcher
+) -> None:
+    sock_path.parent.mkdir()
+    os.chmod(sock_path.parent, 0o755)  # e.g. a /tmp/acpd-$UID made by hand
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sock_path, dispatcher)
+            assert stat.S_IMODE(os.stat(sock_path.parent).st_mode) == 0o700
+            nursery.cancel_scope.cancel()
+
+
+async def test_socket_dir_of_another_uid_is_refused(
+    sock_path: Path, dispatcher: Dispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path.parent.mkdir(mode=0o700)
+    owner = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: owner + 1)  # as if someone else made it
+    with trio.fail_after(10), pytest.raises(ListenError, match=f"belongs to uid {owner}"):
+        await serve_unix(sock_path, dispatcher)
+    assert stat.S_IMODE(os.stat(sock_path.parent).st_mode) == 0o700  # left alone
+
+
+# --- an error that ends a connection is read, not lost to a reset -----------------------------
+
+
+async def test_oversized_line_error_then_clean_eof_while_the_client_still_writes(
+    sock_path: Path, dispatcher: Dispatcher, engine: FakeEngine, connect: Connect
+) -> None:
+    engine.config = engine.config.__class__(max_line_bytes=100)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sock_path, dispatcher)
+            client = await connect(sock_path)
+            await client.send(b"x" * 200)  # a line over the cap, not finished yet
+            reply = await client.read()
+            assert reply["error"] == {"code": -32600, "message": "line too long (limit 100 bytes)"}
+            # The client is still sending the rest of its line. Closed with that unread, the
+            # socket would be reset (EPIPE here, or ECONNRESET instead of the reply): the
+            # daemon half-closes and discards it instead.
+            await client.send(b"x" * 10_000)
+            assert await client.read() is None  # a clean EOF
+            nursery.cancel_scope.cancel()
+
+
+async def test_wrong_uid_refusal_is_read_although_the_request_was_never_read(
+    sock_path: Path, dispatcher: Dispatcher
+) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sock_path, dispatcher, allowed_uid=os.getuid() + 1)
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.connect(str(sock_path))
+            raw.sendall(STATUS)  # queued before the daemon even looks at the connection
+            raw.setblocking(False)
+            client = LineClient(trio.SocketStream(trio.socket.from_stdlib_socket(raw)))
+            try:
+                assert (await client.read())["error"]["code"] == -32004
+                assert await client.read() is None  # EOF, not ECONNRESET
+            finally:
+                await client.stream.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_linger_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    from daemon.unix_server import LINGER_BYTES, LINGER_S, linger
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    # A client that never stops and never closes: given up on after LINGER_S.
+    await linger(ours)
+    assert trio.current_time() == LINGER_S
+    assert await theirs.receive_some() == b""  # it was told EOF first
+    # One that floods: given up on after LINGER_BYTES.
+    ours, theirs = trio.testing.memory_stream_pair()
+    await theirs.send_all(b"x" * (LINGER_BYTES + 10))
+    start = trio.current_time()
+    await linger(ours)
+    assert trio.current_time() == start
