@@ -28,6 +28,7 @@ from daemon._agentproc import (
     LogBudget,
     StderrRing,
     agent_env,
+    agent_umask,
     group_alive,
     printable,
     signal_group,
@@ -69,11 +70,13 @@ def client_info() -> acp.Implementation:
 class AgentStartError(Exception):
     """The agent could not be started: spawn failed, `initialize` failed or the agent speaks
     a protocol version acpd does not. The message is one line; `stderr` has the agent's last
-    stderr output, if any."""
+    stderr output, if any. `permanent`: retrying cannot help (no such command or cwd) until a
+    person changes something."""
 
-    def __init__(self, message: str, *, stderr: str = "") -> None:
+    def __init__(self, message: str, *, stderr: str = "", permanent: bool = False) -> None:
         super().__init__(message)
         self.stderr = stderr
+        self.permanent = permanent
 
 
 @attrs.frozen
@@ -335,6 +338,9 @@ async def open_agent(
             cwd=spec.cwd,
             env=agent_env(spec.env),
             start_new_session=True,
+            # The user's own umask, not the daemon's 077: files an agent writes in a project
+            # must come out as if the user had written them.
+            umask=-1 if (mask := agent_umask()) is None else mask,
         )
     except OSError as exc:
         what = exc.strerror or type(exc).__name__
@@ -344,7 +350,7 @@ async def open_agent(
             what = f"command not found: {spec.argv[0]}"
         elif isinstance(exc, PermissionError):
             what = f"permission denied: {spec.argv[0]}"
-        raise AgentStartError(f"cannot start agent {spec.name!r}: {what}") from None
+        raise AgentStartError(f"cannot start agent {spec.name!r}: {what}", permanent=True) from None
     assert proc.stdio is not None
     assert proc.stderr is not None
     if on_spawn is not None:

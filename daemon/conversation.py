@@ -34,7 +34,7 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agent import AgentConnection, AgentExited, AgentSpec
+from daemon.agent import AgentConnection, AgentExited, AgentSpec, AgentStartError
 from daemon.config import Config
 from daemon.eventlog import EventLog, LogClosed, close_dead_turn
 from daemon.fanout import Fanout
@@ -524,7 +524,16 @@ class Conversation:
         await self.log_.append(
             [_event("error", ev.ErrorEvent(message=f"agent failed to start: {reason}"))]
         )
-        self._note_crash()
+        if _permanent(failure) and not self.failed:
+            # No such command or cwd: retrying would only repeat the error until someone
+            # fixes it, so stop now (a send with run, or resume, tries again).
+            self.failed = True
+            self.recorder.durable(
+                "error",
+                ev.ErrorEvent(message="the conversation is stopped until resumed"),
+            )
+        else:
+            self._note_crash()
         if self.failed:
             await self.log_.set_status("failed")
         raise _NoAgent
@@ -725,6 +734,12 @@ class Conversation:
 
 def _event(type_: str, body: ev._Body) -> tuple[str, bytes]:
     return type_, ev.encode_body(body)
+
+
+def _permanent(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_permanent(e) for e in exc.exceptions)
+    return isinstance(exc, AgentStartError) and exc.permanent
 
 
 def _one_line(exc: BaseException) -> str:

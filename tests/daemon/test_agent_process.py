@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from daemon import _agentproc
 from daemon._agentproc import group_alive
 from daemon.agent import AgentExited, AgentSpec, AgentStartError, open_agent
 from tests.fakes.client import RecordingClient, demo_spec
@@ -193,3 +194,19 @@ async def test_exit_noticed_when_an_escaped_process_holds_stdout(tmp_path: Path)
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), 9)
+
+
+async def test_agents_get_the_users_umask_not_the_daemons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_agentproc, "_agent_umask", 0o022)  # what `acpd serve` remembered
+    old = os.umask(0o077)  # the daemon's own
+    try:
+        code = "import os, sys; sys.stderr.write('umask %o\\n' % os.umask(0)); sys.exit(5)"
+        spec = AgentSpec("mask", (sys.executable, "-c", code), str(tmp_path))
+        with trio.fail_after(10), pytest.raises(AgentStartError) as info:
+            async with open_agent(spec, on_update=lambda s, u: None):
+                pytest.fail("must not start")
+    finally:
+        os.umask(old)
+    assert str(info.value).endswith("umask 22")

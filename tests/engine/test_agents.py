@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from daemon.agent import AgentStartError
 from daemon.eventlog import EventLog
 from protocol import acp
 from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
@@ -250,3 +251,29 @@ async def test_client_requests_the_daemon_does_not_serve(
         codes = [a.code if isinstance(a, RpcFailure) else a for a in h.agent.client_answers]
         assert codes == [METHOD_NOT_FOUND] * 3 + [INVALID_PARAMS] * 3
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_agent_that_cannot_be_spawned_fails_the_conversation_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    def missing(agent: Any) -> None:
+        raise AgentStartError("cannot start agent 'x': command not found: x", permanent=True)
+
+    async with harness(tmp_path, max_crashes=3) as h:
+        h.prepare = missing
+        cid = await h.create()
+        await h.e.send(cid, "hi", run=True, interrupt=False)
+        await trio.sleep(60)  # no retries, however long we wait
+        assert h.launches == 1
+        info = await h.e.get(cid)
+        assert (info.status, info.queued) == ("failed", 1)  # the message waits, unprompted
+        errors = [e["message"] for e in await h.events(cid) if e["type"] == "error"]
+        assert errors == [
+            "agent failed to start: cannot start agent 'x': command not found: x",
+            "the conversation is stopped until resumed",
+        ]
+        h.prepare = None
+        h.script(Reply())
+        await h.e.resume(cid)  # fixed: a person tries again
+        await wait_turn_ended(h, cid)
+        assert h.launches == 2
