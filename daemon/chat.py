@@ -126,9 +126,19 @@ def find_permission_request(ctx: Ctx, conv: str, request: str) -> tuple[str, dic
     conv_id, last = str(info["id"]), int(info["last_seq"])
     start = last
     while start > 0 and last - start < _PERMIT_LOOKBACK:  # newest pages first
-        start = max(0, start - _PAGE)
-        page = ctx.call("conversations/events", {"id": conv_id, "after_seq": start, "limit": _PAGE})
-        for ev in reversed(page.get("events") or []):
+        end, start = start, max(0, start - _PAGE)
+        events: list[Any] = []
+        after = start
+        while after < end:  # a page may stop early (the daemon bounds its bytes): read on
+            page = ctx.call(
+                "conversations/events", {"id": conv_id, "after_seq": after, "limit": end - after}
+            )
+            got = [e for e in page.get("events") or [] if after < int(e.get("seq", 0)) <= end]
+            if not got:
+                break
+            events += got
+            after = int(got[-1]["seq"])
+        for ev in reversed(events):
             if ev.get("type") == "permission_requested" and str(ev.get("request")) == request:
                 return conv_id, ev
     return conv_id, None

@@ -42,6 +42,9 @@ T = TypeVar("T")
 
 _user_message = msgspec.json.Decoder(ev.UserMessage)
 MAX_TEXT = 1024 * 1024
+# Event bodies per page of `events` and of a subscription's replay: a page of long agent
+# messages must not become one reply of hundreds of megabytes (clients read on from its end).
+PAGE_BYTES = 8 * 1024 * 1024
 
 
 def _no_such(conv_id: str) -> RpcFailure:
@@ -181,7 +184,9 @@ class Engine:
         self, conv_id: str, *, after_seq: int, limit: int
     ) -> tuple[builtins.list[msgspec.Raw], int]:
         rec = await self._record(conv_id)
-        recs = await self.io.read(lambda s: s.read_events(conv_id, after_seq, limit))
+        recs = await self.io.read(
+            lambda s: s.read_events(conv_id, after_seq, limit, max_bytes=PAGE_BYTES)
+        )
         conv = self._live.get(conv_id)
         last = max(rec.last_seq, conv.log_.last_seq if conv is not None else 0)
         rendered = [msgspec.Raw(ev.render_event(r.seq, r.type, r.ts, r.body)) for r in recs]
@@ -268,13 +273,16 @@ class Engine:
         conv = await self._conversation(conv_id)
 
         async def replay(after: int, through: int, limit: int) -> tuple[builtins.list[bytes], int]:
-            recs = await self.io.read(lambda s: s.read_events(conv_id, after, limit))
+            recs = await self.io.read(
+                lambda s: s.read_events(conv_id, after, limit, max_bytes=PAGE_BYTES)
+            )
             lines = [
                 ev.event_notification(conv_id, ev.render_event(r.seq, r.type, r.ts, r.body))
                 for r in recs
                 if r.seq <= through
             ]
-            upto = recs[-1].seq if len(recs) == limit else through
+            # A short page (by count or by bytes) is no proof of the end: read on from its last.
+            upto = recs[-1].seq if recs else through
             return lines, min(upto, through)
 
         # The last subscriber leaving wakes the supervisor: it may retire now.

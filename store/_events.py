@@ -89,14 +89,35 @@ class EventOps(Base):
 
     # --- reads -------------------------------------------------------------------------------
 
-    def read_events(self, conv_id: str, after_seq: int = 0, limit: int = 500) -> list[EventRecord]:
-        """Events with seq > after_seq, in seq order; [] for an unknown conversation."""
+    def read_events(
+        self, conv_id: str, after_seq: int = 0, limit: int = 500, *, max_bytes: int | None = None
+    ) -> list[EventRecord]:
+        """Events with seq > after_seq, in seq order; [] for an unknown conversation.
+
+        With `max_bytes`, the page stops before the event that would take its bodies past it
+        (the first event always comes): a caller wanting more reads on from the last seq.
+        """
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
+        upto = None
+        if max_bytes is not None:
+            # Sizes first (SQLite reads a blob's length without its content), then the rows.
+            sizes = self._rows(
+                "SELECT seq, length(body) FROM events WHERE conversation_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (conv_id, after_seq, limit),
+            )
+            total = 0
+            for seq, size in sizes:
+                if upto is not None and total + size > max_bytes:
+                    break
+                total, upto = total + size, seq
+            if upto is None:
+                return []
         rows = self._rows(
             "SELECT seq, type, ts, body FROM events WHERE conversation_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (conv_id, after_seq, limit),
+            "AND seq <= ? ORDER BY seq LIMIT ?",
+            (conv_id, after_seq, upto if upto is not None else 2**63 - 1, limit),
         )
         return [EventRecord(seq=r[0], type=r[1], ts=r[2], body=r[3]) for r in rows]
 

@@ -175,17 +175,24 @@ export class ConversationView {
     const from = Math.max(0, upto - PAGE);
     this.dom.earlier.disabled = true;
     try {
-      const page = await this.rpc.call("conversations/events", {
-        id,
-        after_seq: from,
-        limit: upto - from,
-      });
-      if (gen !== this.gen) return;
+      // A page may stop early (the daemon bounds its bytes): read on to `upto`.
+      const events = [];
+      for (let after = from; after < upto; ) {
+        const page = await this.rpc.call("conversations/events", {
+          id,
+          after_seq: after,
+          limit: upto - after,
+        });
+        if (gen !== this.gen) return;
+        const got = page.events.filter((event) => event.seq > after && event.seq <= upto);
+        if (got.length === 0) break;
+        events.push(...got);
+        after = got[got.length - 1].seq;
+      }
       const timeline = this.dom.timeline;
       const before = timeline.scrollHeight;
       const frag = document.createDocumentFragment();
-      for (const event of page.events) {
-        if (event.seq > upto) break;
+      for (const event of events) {
         const node = this.render(event, true);
         if (node) frag.append(node);
       }

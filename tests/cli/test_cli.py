@@ -450,7 +450,7 @@ def test_permit_takes_the_option_number_the_prompt_shows(
         )
         assert server.requests[1] == (
             "conversations/events",
-            {"id": "c1full", "after_seq": 0, "limit": 1000},
+            {"id": "c1full", "after_seq": 0, "limit": 4},  # the window up to last_seq
         )
         with pytest.raises(SystemExit) as info:
             cli.main(["permit", "c1", "r1", "3", "--socket", server.path])

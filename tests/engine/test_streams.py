@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
+from daemon import engine as engine_mod
 from daemon import recorder
-from daemon.engine import open_engine
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, RpcFailure
@@ -328,4 +328,21 @@ async def test_events_and_subscribe_pages(
         raw, last = await h.e.events(cid, after_seq=1, limit=1)
         assert [json.loads(bytes(r))["seq"] for r in raw] == [2]
         assert last == 3
-        _ = open_engine  # imported for the type checker's sake in this module
+
+
+async def test_pages_are_bounded_by_bytes_and_replay_reads_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_mod, "PAGE_BYTES", 100)
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        for i in range(6):
+            await h.e.send(cid, f"{i}" * 60, run=False, interrupt=False)  # ~70 B bodies
+        raw, last = await h.e.events(cid, after_seq=0, limit=500)
+        assert ([json.loads(bytes(r))["seq"] for r in raw], last) == ([1], 6)
+        sub = await h.e.subscribe(cid, after_seq=0, deltas=False)
+        seqs = []
+        for _ in range(6):  # every one, in order, though each page holds one
+            seqs.append(parse(await sub.__anext__())["params"]["event"]["seq"])
+        sub.close()
+        assert seqs == [1, 2, 3, 4, 5, 6]

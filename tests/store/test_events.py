@@ -96,6 +96,17 @@ def test_read_events_pages_by_seq(store: Store, conv: ConversationRecord) -> Non
         store.read_events(conv.id, limit=0)
 
 
+def test_read_events_bounded_by_bytes(store: Store, conv: ConversationRecord) -> None:
+    sizes = (6, 6, 6, 30, 2)  # bytes of each body
+    recs = store.append_events(conv.id, [("e", b"{" + b" " * (n - 2) + b"}") for n in sizes])
+    assert store.read_events(conv.id, max_bytes=12) == recs[:2]  # a third would make 18
+    assert store.read_events(conv.id, max_bytes=13, limit=1) == recs[:1]  # limit still holds
+    assert store.read_events(conv.id, 2, max_bytes=12) == recs[2:3]
+    assert store.read_events(conv.id, 3, max_bytes=12) == recs[3:4]  # the first always comes
+    assert store.read_events(conv.id, 3, max_bytes=1000) == recs[3:]
+    assert store.read_events(conv.id, 5, max_bytes=12) == []
+
+
 def test_user_messages_queue_and_pending(store: Store, conv: ConversationRecord) -> None:
     m1 = store.append_user_message(conv.id, body("one"), now=50.0)
     store.append_event(conv.id, "note", b"{}")
