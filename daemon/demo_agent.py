@@ -72,6 +72,8 @@ class _Session:
     file: store.SessionFile
     turn: trio.CancelScope | None = None
     busy: bool = False
+    prompts_received: int = 0  # read off the wire, whether or not their task has started
+    cancel_next: bool = False  # a cancel came after a prompt was read but before it started
 
 
 def _decode(method: str, raw: msgspec.Raw) -> object:
@@ -100,6 +102,7 @@ class DemoAgent:
             on_update=lambda _sid, _update: None,  # clients send no session/update
             on_request=self.handle,
             on_notification=self.notified,
+            on_request_received=self.received,
             log=log,
         )
         self._tool_ids = 0
@@ -129,6 +132,16 @@ class DemoAgent:
             return await self._prompt(params)
         raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
 
+    def received(self, method: str, raw: msgspec.Raw) -> None:
+        if method != acp.SESSION_PROMPT:
+            return
+        try:
+            session = self.sessions.get(_cancel_decoder.decode(raw or b"{}").session_id)
+        except msgspec.DecodeError:
+            return  # its handler reports that
+        if session is not None:
+            session.prompts_received += 1
+
     def notified(self, method: str, raw: msgspec.Raw) -> None:
         if method != acp.SESSION_CANCEL:
             return
@@ -137,8 +150,12 @@ class DemoAgent:
         except msgspec.DecodeError:
             return
         session = self.sessions.get(note.session_id)
-        if session is not None and session.turn is not None:
+        if session is None:
+            return
+        if session.turn is not None:
             session.turn.cancel(reason="session/cancel")
+        elif session.prompts_received:  # read in the same batch as its prompt: not lost
+            session.cancel_next = True
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -175,6 +192,7 @@ class DemoAgent:
         session = self.sessions.get(params.session_id)
         if session is None:
             raise RpcFailure(RESOURCE_NOT_FOUND, f"session not found: {params.session_id}")
+        session.prompts_received = max(0, session.prompts_received - 1)
         if session.busy:
             raise RpcFailure(INVALID_REQUEST, "a prompt is already running in this session")
         text = "".join(acp.content_text(block) for block in params.prompt)
@@ -188,6 +206,9 @@ class DemoAgent:
         scope = trio.CancelScope()
         session.busy = True
         session.turn = scope
+        if session.cancel_next:
+            session.cancel_next = False
+            scope.cancel(reason="session/cancel")
         try:
             session.file.history.append(store.Entry(role="user", text=text))
             await self._save(session.file)

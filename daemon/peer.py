@@ -106,10 +106,14 @@ class AgentPeer:
         on_request: RequestHandler | None = None,
         on_notification: NotificationHandler | None = None,
         on_batch_end: Callable[[], None] | None = None,
+        on_request_received: Callable[[str, msgspec.Raw], None] | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
     ) -> None:
         self._stream = stream
+        # Called in the read loop, before the request's task starts: what the receiver must
+        # know in line order (a notification on the same read is handled before that task).
+        self._on_request_received = on_request_received
         self._on_update = on_update
         self._on_request = on_request
         self._on_notification = on_notification
@@ -330,6 +334,11 @@ class AgentPeer:
             self._malformed(f"request id {req_id!r} is already in use", line)
             return
         assert self._nursery is not None  # only called from the read loop, inside run()
+        if self._on_request_received is not None:
+            try:
+                self._on_request_received(method, params)
+            except Exception:
+                self._callback_failed("on_request_received")
         scope = trio.CancelScope()
         self._serving[req_id] = scope
         self._nursery.start_soon(self._serve, req_id, method, params, scope)

@@ -6,6 +6,7 @@ guard. Both directions of their traffic are checked against the schema, message 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from daemon import demo_agent
 from daemon.agent import AgentConnection, AgentExited, connect_agent, open_agent
 from daemon.demo_agent import DemoAgent
 from protocol import acp
+from protocol.framing import LineSplitter
 from protocol.jsonrpc import RpcFailure
 from tests.daemon.conftest import WireTap
 from tests.fakes.client import RecordingClient, demo_spec
@@ -262,3 +264,36 @@ def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     _demo_store.save(tmp_path / "s", file)
     assert _demo_store.load(tmp_path / "s", "demo-1") == file
     assert msgspec.json.decode((tmp_path / "s" / "demo-1.json").read_bytes())["cwd"] == "/"
+
+
+async def test_cancel_read_in_the_same_batch_as_its_prompt(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The peer hands the cancel (a notification, handled in line) over before the prompt's
+    task starts: the agent must still apply it to that prompt."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    nursery.start_soon(DemoAgent(theirs, state_dir=tmp_path, delay=0.05).run)
+    splitter = LineSplitter()
+    lines: list[bytes] = []
+
+    async def reply(id_: int) -> dict[str, object]:
+        while True:
+            for line in lines:
+                msg = json.loads(line)
+                if msg.get("id") == id_:
+                    return dict(msg)
+            lines.extend(splitter.feed(await ours.receive_some(65536)))
+
+    def line(msg: dict[str, object]) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", **msg}).encode() + b"\n"
+
+    with trio.fail_after(20):
+        await ours.send_all(line({"id": 1, "method": "session/new",
+                                  "params": {"cwd": str(tmp_path), "mcpServers": []}}))  # fmt: skip
+        sid = (await reply(1))["result"]["sessionId"]  # type: ignore[index]
+        prompt = {"sessionId": sid, "prompt": [{"type": "text", "text": "/slow 20"}]}
+        await ours.send_all(  # one write, so one read: the prompt, then its cancel
+            line({"id": 2, "method": "session/prompt", "params": prompt})
+            + line({"method": "session/cancel", "params": {"sessionId": sid}})
+        )
+        assert (await reply(2))["result"] == {"stopReason": "cancelled"}
