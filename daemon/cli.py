@@ -12,7 +12,6 @@ import os
 import sys
 
 from daemon import client as _client
-from daemon import render
 from daemon.client import ApiError, Client, ClientError, dumps, resolve_socket
 
 # `typing` is not imported at run time: it alone costs ~10% of a client command's start.
@@ -20,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO, TypeAlias
+
+    from daemon import render  # imported where used: --json output never needs it
 
     Arg: TypeAlias = tuple[tuple[str, ...], dict[str, Any]]
     Human: TypeAlias = Callable[[dict[str, Any]], str]
@@ -150,6 +151,8 @@ class Ctx:
         print(text, file=self.err)
 
     def renderer(self) -> render.Renderer:
+        from daemon import render
+
         return render.Renderer(self.out, render.Style.for_stream(self.out))
 
     def close(self) -> None:
@@ -209,6 +212,8 @@ def cmd_install_systemd(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command("status", "daemon health and figures")
 def cmd_status(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon import render
+
     return ctx.finish(ctx.call("daemon/status"), lambda r: render.status(r, ctx.client.path))
 
 
@@ -242,6 +247,8 @@ def cmd_dashboard(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command("agents", "configured agents")
 def cmd_agents(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon import render
+
     return ctx.finish(ctx.call("agents/list"), render.agents)
 
 
@@ -311,6 +318,8 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
         if not ctx.json:
             ctx.note("no conversations (start one with `acpd new` or `acpd chat`)")
         return ctx.finish(result)
+    from daemon import render
+
     width = os.get_terminal_size(ctx.out.fileno()).columns if ctx.out.isatty() else None
     ctx.say(render.conversations(result["conversations"], width))
     shown, total = len(result["conversations"]), result.get("total")
@@ -321,6 +330,8 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command("show", "a conversation's details", conv_id())
 def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon import render
+
     return ctx.finish(ctx.call("conversations/get", {"id": a.id}), render.conversation)
 
 
@@ -331,6 +342,8 @@ def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
     arg("--remove", type=bounded(1), metavar="SEQ", help="take the queued message SEQ out instead"),
 )
 def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon import render
+
     if a.remove is not None:
         return ctx.finish(ctx.call("messages/remove", {"id": a.id, "seq": a.remove}))
     return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
@@ -381,6 +394,7 @@ def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
 def option_by_number(ctx: Ctx, conv: str, request: str, number: str) -> tuple[str, str]:
     """(conversation id, option id) for option `number` (1-based) of `request`, found in the
     conversation's latest events. Raises UsageError if it has no such option."""
+    from daemon import render
     from daemon.chat import find_permission_request
 
     conv_id, event = find_permission_request(ctx, conv, request)
