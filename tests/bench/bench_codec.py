@@ -26,6 +26,7 @@ are skipped with a note.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -197,11 +198,21 @@ def run(quick: bool) -> list[dict[str, Any]]:
         sdk_note = sdk if isinstance(sdk, str) else ""
         if isinstance(sdk, dict):
             pipelines.update(sdk)
-        stats: dict[str, dict[str, Any]] = {}
-        for name, fn in pipelines.items():
-            note = _check(name, fn, line)
-            stats[name] = measure(fn, repeat=repeat, number=_number_for(fn, target_s))
-            rows.append(row(f"{label} {name}", "ns/op", stats[name], note or f"{len(line)} B line"))
+        notes = {name: _check(name, fn, line) for name, fn in pipelines.items()}
+        numbers = {name: _number_for(fn, target_s) for name, fn in pipelines.items()}
+        # Interleaved, round by round: every pipeline sees the same machine, so a busy moment
+        # slows all of them rather than skewing a ratio.
+        runs: dict[str, list[float]] = {name: [] for name in pipelines}
+        for _ in range(repeat):
+            for name, fn in pipelines.items():
+                runs[name].append(measure(fn, repeat=1, number=numbers[name])["median"])
+        stats: dict[str, dict[str, Any]] = {
+            name: {"median": statistics.median(r), "min": min(r), "max": max(r), "runs": len(r)}
+            for name, r in runs.items()
+        }
+        for name in pipelines:
+            note = notes[name] or f"{len(line)} B line"
+            rows.append(row(f"{label} {name}", "ns/op", stats[name], note))
         if sdk_note:
             rows.append({"name": f"{label} sdk", "unit": "", "note": f"skipped: {sdk_note}"})
         for ours in ("acpd-2pass", "acpd-fast"):
