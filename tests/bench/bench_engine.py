@@ -339,7 +339,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 f"p99 {st['p99']:.2f}; goal <= 5",
             )
         )
-        start = _startup(3 if quick else 10, tmp)
+        start = _startup(3 if quick else 20, tmp)
         (t0, r0), (t1, r1) = start[0], start[BIG]
         rows.append(row("time to ready, empty store", "ms", stats(t0), "spawn to daemon/status"))
         rows.append(row(f"time to ready, {BIG:,} stored", "ms", stats(t1)))
