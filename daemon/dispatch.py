@@ -179,10 +179,6 @@ def find_command(command: str, cwd: str, path: str | None) -> str | None:
     return shutil.which(command, path=path)
 
 
-def _is_dir(path: str) -> bool:
-    return os.path.isdir(path)
-
-
 def error_line(code: int, message: str) -> bytes:
     """An error reply to no request in particular (id null): for transports' own refusals."""
     return _error(None, code, message)
@@ -340,18 +336,15 @@ class Dispatcher:
         """-32002 now for an agent command that cannot be found, rather than an `error` event
         (and restarts) at the first send. Unknown agents and bad cwds are the engine's to refuse."""
         config = self._engine.config
-        if p.agent_cmd is not None:
-            name, argv = p.agent or "custom", p.agent_cmd
-        else:
-            name = p.agent or config.default_agent
-            argv = next((list(c) for n, c in self._engine.agents() if n == name), [])
+        custom = p.agent_cmd is not None
+        agent = config.all_agents().get(p.agent or ("custom" if custom else config.default_agent))
+        argv = p.agent_cmd if p.agent_cmd is not None else agent.command if agent else ()
         if not argv:
             return
-        agent = config.all_agents().get(name)
         path = (agent.env if agent is not None else {}).get("PATH", os.environ.get("PATH"))
 
         # A few stat calls, done inline: a worker thread would cost more than the lookup.
-        if _is_dir(cwd) and find_command(argv[0], cwd, path) is None:
+        if os.path.isdir(cwd) and find_command(argv[0], cwd, path) is None:  # noqa: ASYNC240
             raise RpcFailure(
                 AGENT_START_FAILED, f"agent failed to start: command not found: {argv[0]}"
             )
