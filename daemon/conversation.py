@@ -409,11 +409,14 @@ class Conversation:
         assert self.acp_session_id
         turn.prompted = True
         conn, nursery = agent.conn, agent.nursery
-        try:
-            if conn is None or nursery is None:
-                raise RuntimeError("agent gone")
-            nursery.start_soon(self._prompt, conn, self.acp_session_id, turn)
-        except RuntimeError:  # it exited since may_start (its nursery closed): agent_exited
+        spawned = False
+        if conn is not None and nursery is not None:
+            try:
+                nursery.start_soon(self._prompt, conn, self.acp_session_id, turn)
+                spawned = True
+            except RuntimeError:  # its nursery closed since may_start
+                pass
+        if not spawned:  # the agent exited since may_start: the turn ends agent_exited
             turn.done.set()
             return False
         with turn.scope:
