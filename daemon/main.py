@@ -28,7 +28,6 @@ import logging
 import os
 import signal
 import socket
-import stat
 import sys
 from collections.abc import AsyncIterator
 from functools import partial
@@ -43,7 +42,7 @@ from daemon.dashboard import serve_dashboard
 from daemon.dispatch import DaemonInfo, Dispatcher
 from daemon.engine import Engine, open_engine
 from daemon.logs import setup_logging, stderr_is_journal
-from daemon.paths import default_data_dir, default_socket_path
+from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, make_private
 from daemon.systemd import (
     ActivationError,
     Notifier,
@@ -73,26 +72,13 @@ def prepare_data_dir(data_dir: Path) -> str | None:
     A missing one is left to `DataDirLock`, which creates it (0700 under the daemon's umask).
     Returns a note for the log when the mode was tightened. Raises `DataDirError`.
     """
-    try:
-        st = os.stat(data_dir)  # a symlink to a directory of ours is fine: follow it
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DataDirError(f"cannot use data dir {data_dir}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise DataDirError(f"data dir {data_dir} is not a directory")
-    if st.st_uid != os.getuid():
-        raise DataDirError(
-            f"data dir {data_dir} belongs to uid {st.st_uid}, not to us; refusing to use it"
-        )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077 == 0:
+    if not data_dir.exists():
         return None
     try:
-        os.chmod(data_dir, 0o700)
-    except OSError as exc:
-        raise DataDirError(f"cannot make data dir {data_dir} private: {exc.strerror}") from None
-    return f"data dir {data_dir} was mode {mode:04o}; made it 0700"
+        mode = make_private(data_dir, what="data dir ")
+    except PrivateDirError as exc:
+        raise DataDirError(str(exc)) from None
+    return None if mode is None else f"data dir {data_dir} was mode {mode:04o}; made it 0700"
 
 
 def _version() -> str:

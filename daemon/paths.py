@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["default_data_dir", "default_socket_path", "log_dir"]
+__all__ = ["PrivateDirError", "default_data_dir", "default_socket_path", "log_dir", "make_private"]
 
 
 def _env_path(name: str) -> Path | None:
@@ -34,3 +35,37 @@ def default_data_dir() -> Path:
 
 def log_dir(data_dir: Path) -> Path:
     return data_dir / "logs"
+
+
+class PrivateDirError(Exception):
+    """A directory cannot be made ours only; the message is one line for the user."""
+
+
+def make_private(
+    directory: Path, *, what: str = "", follow_symlinks: bool = True, sticky_root_ok: bool = False
+) -> int | None:
+    """Make the existing `directory` 0700 if it is ours and wider: returns the mode it had then,
+    else None. `what` ("data dir ") starts the messages. With `sticky_root_ok`, a root-owned
+    sticky directory (/tmp) is accepted as it is: only we may rename or unlink what we put in
+    it. Raises `PrivateDirError` if it is not a directory, not ours, or cannot be changed.
+    """
+    try:
+        st = os.stat(directory, follow_symlinks=follow_symlinks)
+    except OSError as exc:
+        raise PrivateDirError(f"cannot use {what}{directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise PrivateDirError(f"{what}{directory} is not a directory")
+    if sticky_root_ok and st.st_uid == 0 and st.st_mode & stat.S_ISVTX:
+        return None
+    if st.st_uid != os.getuid():
+        raise PrivateDirError(
+            f"{what}{directory} belongs to uid {st.st_uid}, not to us; refusing to use it"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077 == 0:
+        return None
+    try:
+        os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise PrivateDirError(f"cannot make {what}{directory} private: {exc.strerror}") from None
+    return mode

@@ -25,6 +25,7 @@ from typing import Final, NoReturn
 import trio
 
 from daemon.dispatch import Dispatcher, error_line
+from daemon.paths import PrivateDirError, make_private
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import INVALID_REQUEST, UNAUTHORIZED
 
@@ -64,25 +65,12 @@ def _prepare_dir(directory: Path) -> None:
         pass
     except OSError as exc:
         raise ListenError(f"cannot create {directory}: {exc.strerror}") from None
+    # Someone else's directory could let them swap our socket; a root-owned sticky one cannot.
     try:
-        st = os.lstat(directory)
-    except OSError as exc:
-        raise ListenError(f"cannot use {directory}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ListenError(f"{directory} is not a directory")
-    # Someone else's directory could let them swap our socket; a root-owned sticky one (/tmp)
-    # cannot, since only we may rename or unlink what we create there.
-    sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
-    if sticky_root:
-        return
-    if st.st_uid != os.getuid():
-        raise ListenError(f"{directory} belongs to uid {st.st_uid}, not to us; refusing to use it")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        try:
-            os.chmod(directory, 0o700)
-        except OSError as exc:
-            raise ListenError(f"cannot make {directory} private: {exc.strerror}") from None
+        mode = make_private(directory, follow_symlinks=False, sticky_root_ok=True)
+    except PrivateDirError as exc:
+        raise ListenError(str(exc)) from None
+    if mode is not None:
         log.warning("socket directory %s was mode %04o; made it 0700", directory, mode)
 
 
