@@ -138,22 +138,23 @@ class Config:
         }
 
 
-def parse_ws_address(address: str) -> tuple[str, int]:
-    """`HOST:PORT` for the dashboard, loopback only: `127.0.0.1`, `[::1]`, `localhost`.
-    Returns (host, port); raises ValueError with a message for people."""
+def parse_ws_address(address: str) -> tuple[str, str, int]:
+    """The dashboard's `HOST:PORT` → (IP to bind, host as written in URLs, port). Loopback
+    only: `127.0.0.1`, `[::1]`, `localhost` (bound on 127.0.0.1). Raises ValueError with a
+    message for people."""
     host, sep, port_text = address.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7421), got {address!r}")
-    if host != "localhost":
-        try:
-            ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IP address or localhost") from None
-        if not ip.is_loopback:
-            raise ValueError(
-                f"{host} is not a loopback address; the dashboard serves only this host"
-            )
-    return host, int(port_text)
+    ip_text = "127.0.0.1" if host == "localhost" else host.removeprefix("[").removesuffix("]")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address or localhost") from None
+    if not ip.is_loopback:
+        # The token is the only thing between the network and the agents' shells.
+        raise ValueError(f"{host} is not a loopback address; the dashboard serves only this host")
+    url_host = host if host == "localhost" else f"[{ip}]" if ip.version == 6 else str(ip)
+    return str(ip), url_host, int(port_text)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import hmac
 import importlib.resources
-import ipaddress
 import logging
 import os
 import secrets
@@ -45,6 +44,7 @@ import trio_websocket
 from msgspec import UNSET
 
 from daemon._http import ClientClosed, HttpError, HttpExchange, ReplayStream, RequestHead, linger
+from daemon.config import parse_ws_address
 from daemon.dispatch import ClientGone, Dispatcher
 from daemon.unix_server import ListenError
 from protocol.jsonrpc import (
@@ -69,7 +69,6 @@ __all__ = [
     "claim_login_code",
     "create_login_code",
     "load_or_create_token",
-    "parse_address",
     "serve_dashboard",
 ]
 
@@ -189,24 +188,6 @@ def claim_login_code(data_dir: Path, code: str) -> bool:
 # --- the address -------------------------------------------------------------------------------
 
 
-def parse_address(address: str) -> tuple[str, str, int]:
-    """`HOST:PORT` → (IP to bind, host as written in URLs, port). Loopback only: `127.0.0.1`,
-    `[::1]`, `localhost` (bound on 127.0.0.1). Raises ValueError."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    ip_text = "127.0.0.1" if host == "localhost" else host.removeprefix("[").removesuffix("]")
-    try:
-        ip = ipaddress.ip_address(ip_text)
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address or localhost") from None
-    if not ip.is_loopback:
-        # The token is the only thing between the network and the agents' shells.
-        raise ValueError(f"{host} is not a loopback address; the dashboard serves this host only")
-    url_host = host if host == "localhost" else f"[{ip}]" if ip.version == 6 else str(ip)
-    return str(ip), url_host, int(port_text)
-
-
 # --- the site ----------------------------------------------------------------------------------
 
 
@@ -285,7 +266,7 @@ async def serve_dashboard(
     Resource handling: cancelling this task closes the listener and every connection.
     """
     try:
-        bind_ip, url_host, port = parse_address(address)
+        bind_ip, url_host, port = parse_ws_address(address)
     except ValueError as exc:
         raise ListenError(f"dashboard address: {exc}") from None
     try:

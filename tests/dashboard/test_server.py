@@ -23,6 +23,7 @@ import pytest
 import trio
 import trio_websocket
 
+from daemon.config import parse_ws_address
 from daemon.dashboard import (
     CODE_TTL_S,
     CODES_DIR,
@@ -31,7 +32,6 @@ from daemon.dashboard import (
     claim_login_code,
     create_login_code,
     load_or_create_token,
-    parse_address,
     serve_dashboard,
 )
 from daemon.dispatch import DaemonInfo, Dispatcher
@@ -412,8 +412,8 @@ def test_token_file_is_private_and_reused(tmp_path: Path) -> None:
         ("localhost:80", ("127.0.0.1", "localhost", 80)),
     ],
 )
-def test_parse_address(address: str, expected: tuple[str, str, int]) -> None:
-    assert parse_address(address) == expected
+def test_parse_ws_address(address: str, expected: tuple[str, str, int]) -> None:
+    assert parse_ws_address(address) == expected
 
 
 @pytest.mark.parametrize(
