@@ -347,6 +347,7 @@ async def open_engine(
     await trio.to_thread.run_sync(tracker.reap)
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(io.run_settler)
             engine = Engine(
                 config, io, launcher or tracker.launcher(lambda: engine.config), data_dir, nursery
             )

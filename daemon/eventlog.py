@@ -51,13 +51,13 @@ class EventLog:
 
         def write(s: Store) -> tuple[EventRecord, int]:
             rec = s.append_user_message(self.conv_id, body)
-            conv = s.get_conversation(self.conv_id)
-            return rec, conv.queued if conv is not None else 1
+            return rec, s.queued_count(self.conv_id)
 
         async with self._lock:
             self._check()
             rec, queued = await self.io.write(write)
             self._publish([rec])
+        self.io.settle_soon()  # its activity bump, after the acknowledgement
         return rec, queued
 
     async def append(self, items: list[tuple[str, bytes]], *, clear_drafts: bool = False) -> None:

@@ -7,17 +7,19 @@ event loop never waits on disk. `abandon_on_cancel` stays False: a commit always
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import attrs
 import trio
 
-from store import Store
+from store import Store, StoreError
 
 __all__ = ["StoreIO"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
@@ -29,6 +31,7 @@ class StoreIO:
     threads: bool = True
     _wlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _rlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
+    _settle_due: trio.Event = attrs.field(factory=trio.Event)
 
     async def write(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(writer)` on the writer connection's thread."""
@@ -43,6 +46,22 @@ class StoreIO:
             await trio.lowlevel.checkpoint()
             return fn(self.reader)
         return await trio.to_thread.run_sync(fn, self.reader, limiter=self._rlimit)
+
+    def settle_soon(self) -> None:
+        """Have the writer's pending activity bumps (a queued message's `updated_at`, which
+        its durable append leaves out) written after the caller's reply, by `run_settler`."""
+        self._settle_due.set()
+
+    async def run_settler(self) -> None:
+        """Write activity bumps when asked, one write however many asks arrived meanwhile.
+        A failure is logged, not raised: the bump stays pending for the next write."""
+        while True:
+            await self._settle_due.wait()
+            self._settle_due = trio.Event()
+            try:
+                await self.write(lambda s: s.flush_activity())
+            except StoreError as exc:
+                log.warning("could not record activity: %s", exc)
 
     def close(self) -> None:
         self.reader.close()

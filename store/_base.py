@@ -17,6 +17,9 @@ __all__ = ["Base", "now_or", "require"]
 _DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _DISK = frozenset({10, 13})  # SQLITE_IOERR, SQLITE_FULL
 _DAMAGED_ADVICE = "stop acpd, then move the file aside or restore a backup"
+_BUMP = "UPDATE conversations SET updated_at = max(updated_at, ?) WHERE id = ?"
+_SYNC_FULL = "PRAGMA synchronous = FULL"
+_SYNC_NORMAL = "PRAGMA synchronous = NORMAL"  # what schema._configure leaves a connection in
 
 
 def now_or(now: float | None) -> float:
@@ -30,6 +33,13 @@ class Base:
         self._conn = conn
         self.path = path
         self.readonly = readonly
+        # Activity not yet in `updated_at`: queued messages' times, conversation -> newest.
+        # The durable append leaves the conversation row alone (its latency is the ack's),
+        # so the bump rides on this connection's next other transaction, or flush_activity.
+        # A crash loses only bumps of messages still queued (every transaction that takes
+        # one off the queue applies them first), and opening re-derives those from the queue.
+        self._activity: dict[str, float] = {}
+        self._sync_full = False
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
         """One line naming the file. `from None` at the raise: the sqlite3 exception adds
@@ -45,9 +55,8 @@ class Base:
         """Also for a row SQLite read fine but we cannot decode: damage its checks missed."""
         return StoreError(f"store {self.path} is damaged ({what}); {_DAMAGED_ADVICE}")
 
-    @contextmanager
-    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+    def _begin(self, *, durable: bool = False) -> sqlite3.Connection:
+        """BEGIN IMMEDIATE, in the synchronous mode the commit needs; pair with `_end`.
 
         IMMEDIATE takes the write lock up front, so a transaction never fails halfway on a lock
         upgrade. `durable` commits with synchronous=FULL: the WAL is fsynced before COMMIT
@@ -57,21 +66,47 @@ class Base:
             raise StoreError(f"store {self.path}: this connection is read-only")
         conn = self._conn
         try:
-            if durable:
-                conn.execute("PRAGMA synchronous = FULL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-            finally:
-                if durable:
-                    conn.execute("PRAGMA synchronous = NORMAL")
+            # Switched only when the kind of commit changes, not back after each durable one:
+            # that would be one more statement between the fsync and the acknowledgement.
+            if durable != self._sync_full:
+                conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
+                self._sync_full = durable
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+        return conn
+
+    def _end(self) -> None:
+        """Roll back what did not commit (after an exception, or a missing COMMIT)."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+
+    @contextmanager
+    def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """A transaction (see `_begin`) committed at the end of the block, rolled back on any
+        exception. It first applies the pending activity bumps."""
+        conn = self._begin(durable=durable)
+        try:
+            bumps = list(self._activity.items())
+            if bumps:
+                conn.executemany(_BUMP, [(ts, conv_id) for conv_id, ts in bumps])
+            yield conn
+            conn.execute("COMMIT")
+            for conv_id, _ in bumps:
+                del self._activity[conv_id]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            self._end()
+
+    def flush_activity(self) -> None:
+        """Write the pending activity bumps (not durable: see `_activity`)."""
+        if self._activity:
+            with self._transaction():
+                pass
 
     def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         """One read statement: atomic on its own (a statement sees one snapshot)."""

@@ -25,24 +25,41 @@ __all__ = [
     "conversation_from_row",
 ]
 
-COLUMNS = (
+# The stored columns, for INSERT.
+_STORED = (
     "id, title, agent, agent_cmd, cwd, acp_session_id, acp_session_cwd, status, "
-    "created_at, updated_at, last_seq, cursor, queued, permission_policy"
+    "created_at, updated_at, last_seq, cursor, permission_policy"
+)
+# A record's columns, selected from `conversations AS c`. `last_seq` is the larger of the
+# stored floor and the newest event, `queued` the count of its queue: each one index seek,
+# so a page of the list stays O(limit).
+COLUMNS = (
+    "c.id, c.title, c.agent, c.agent_cmd, c.cwd, c.acp_session_id, c.acp_session_cwd, c.status, "
+    "c.created_at, c.updated_at, "
+    "max(c.last_seq, "
+    "ifnull((SELECT max(e.seq) FROM events AS e WHERE e.conversation_id = c.id), 0)), "
+    "c.cursor, (SELECT count(*) FROM queue AS q WHERE q.conversation_id = c.id), "
+    "c.permission_policy"
 )
 _argv_decoder = msgspec.json.Decoder(list[str])
-_LIST_ORDER = "ORDER BY updated_at DESC, id DESC LIMIT ?"
+_LIST_ORDER = "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
 # INDEXED BY pins the plan: O(limit) at any depth must not depend on the planner's stats.
-_ACTIVITY = "conversations INDEXED BY conversations_activity"
+_ACTIVITY = "conversations AS c INDEXED BY conversations_activity"
 LIST_FIRST_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} {_LIST_ORDER}"
-LIST_AFTER_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE (updated_at, id) < (?, ?) {_LIST_ORDER}"
-# Each branch reads one partial index, so this is O(pending) however many are stored. INDEXED
-# BY because, for whole rows in id order, the planner would rather scan the whole table.
-RECOVERY_SQL = (
-    f"SELECT {COLUMNS} FROM conversations INDEXED BY conversations_running "
-    "WHERE status = 'running' UNION "
-    f"SELECT {COLUMNS} FROM conversations INDEXED BY conversations_queued "
-    "WHERE queued > 0 AND status NOT IN ('paused', 'failed') ORDER BY id"
+LIST_AFTER_SQL = (
+    f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE (c.updated_at, c.id) < (?, ?) {_LIST_ORDER}"
 )
+# O(pending) however many are stored: one branch reads the partial index of running ones, the
+# other the queue. INDEXED BY because, for whole rows in id order, the planner would rather
+# scan the whole table.
+RECOVERY_SQL = (
+    f"SELECT {COLUMNS} FROM conversations AS c INDEXED BY conversations_running "
+    "WHERE c.status = 'running' UNION "
+    f"SELECT {COLUMNS} FROM conversations AS c "
+    "WHERE c.id IN (SELECT conversation_id FROM queue) AND c.status NOT IN ('paused', 'failed') "
+    "ORDER BY 1"
+)
+GET_SQL = f"SELECT {COLUMNS} FROM conversations AS c WHERE c.id = ?"
 
 
 def conversation_from_row(row: Any) -> ConversationRecord:
@@ -111,13 +128,14 @@ class ConversationOps(Base):
         argv, policy = msgspec.json.encode(rec.agent_cmd).decode(), permission_policy
         with self._transaction(durable=True) as conn:
             conn.execute(
-                f"INSERT INTO conversations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, 0, policy),
+                f"INSERT INTO conversations ({_STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, policy),
             )
         return rec
 
     def get_conversation(self, conv_id: str) -> ConversationRecord | None:
-        rows = self._rows(f"SELECT {COLUMNS} FROM conversations WHERE id = ?", (conv_id,))
+        self.flush_activity()
+        rows = self._rows(GET_SQL, (conv_id,))
         return self._records(rows)[0] if rows else None
 
     def resolve_id(self, prefix: str) -> list[str]:
@@ -142,6 +160,7 @@ class ConversationOps(Base):
         """
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
+        self.flush_activity()
         if before is None:
             rows = self._rows(LIST_FIRST_SQL, (limit + 1,))
         else:
@@ -162,6 +181,7 @@ class ConversationOps(Base):
         """Delete it with its events and drafts; False if there was no such conversation."""
         with self._transaction(durable=True) as conn:
             conn.execute("DELETE FROM drafts WHERE conversation_id = ?", (conv_id,))
+            conn.execute("DELETE FROM queue WHERE conversation_id = ?", (conv_id,))
             conn.execute("DELETE FROM events WHERE conversation_id = ?", (conv_id,))
             deleted = conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount
         return deleted > 0
@@ -202,4 +222,5 @@ class ConversationOps(Base):
     def conversations_needing_recovery(self) -> list[ConversationRecord]:
         """Running (a turn died with the daemon) or with queued messages and not held back
         (paused or failed), by id. O(pending): see RECOVERY_SQL."""
+        self.flush_activity()
         return self._records(self._rows(RECOVERY_SQL))

@@ -12,6 +12,7 @@ from types import TracebackType
 
 from ._conversations import ConversationOps
 from ._events import EventOps
+from .errors import StoreError
 from .schema import connect_reader, connect_writer
 
 __all__ = ["STORE_FILE", "Store"]
@@ -43,7 +44,13 @@ class Store(ConversationOps, EventOps):
         Raises StoreError, naming the path, for a file that is not ours, is damaged, or was
         written by a newer acpd; such a file is left as it was.
         """
-        return cls(connect_writer(path), path, readonly=False)
+        store = cls(connect_writer(path), path, readonly=False)
+        try:
+            store._recover_activity()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @classmethod
     def open_reader(cls, path: Path) -> Store:
@@ -54,13 +61,31 @@ class Store(ConversationOps, EventOps):
         """A read-only Store on the same file, with its own connection."""
         return self.open_reader(self.path)
 
+    def _recover_activity(self) -> None:
+        """Bumps a crash lost are those of messages still queued (Base._activity): re-derive
+        them from the queue, O(pending)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE conversations SET updated_at = max(updated_at, ("
+                "SELECT max(e.ts) FROM queue AS q JOIN events AS e "
+                "ON e.conversation_id = q.conversation_id AND e.seq = q.seq "
+                "WHERE q.conversation_id = conversations.id)) "
+                "WHERE id IN (SELECT conversation_id FROM queue)"
+            )
+
     def close(self) -> None:
-        """Close the connection (idempotent). The last one to close checkpoints the WAL.
+        """Close the connection (idempotent), after writing pending activity bumps (if that
+        fails, opening re-derives them). The last one to close checkpoints the WAL.
 
         No `PRAGMA optimize` here: it may ANALYZE a whole table, making shutdown O(stored);
         the queries that must stay cheap name their index (INDEXED BY) instead.
         """
-        self._conn.close()
+        try:
+            self.flush_activity()
+        except StoreError:
+            pass
+        finally:
+            self._conn.close()
 
     def __enter__(self) -> Store:
         return self

@@ -21,9 +21,9 @@ __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect_reader", "
 APPLICATION_ID = 0x61637064  # b"acpd" in the header: tells our files from other SQLite files
 BUSY_TIMEOUT_MS = 10_000
 WAL_SIZE_LIMIT = 32 * 1024 * 1024  # a burst may grow the WAL; it shrinks back to this
-# Pages in the WAL before a commit also checkpoints. A user message dirties about 6 pages, so
-# SQLite's 1,000 made every ~170th durable append pay for a checkpoint (and its fsync of the
-# main file); 4,000 (16 MB of WAL) keeps that out of the 99th percentile.
+# Pages in the WAL before a commit also checkpoints (and fsyncs the main file). SQLite's 1,000
+# put a checkpoint in the 99th percentile of a busy turn's durable appends; 4,000 (16 MB of
+# WAL) keeps it out.
 WAL_AUTOCHECKPOINT = 4000
 # No mmap (mmap_size = 0): an I/O error in a mapped page is SIGBUS, killing the daemon, where
 # a read(2) gives an error SQLite reports; the startup bench holds its 100k/100 ratio without.
@@ -96,6 +96,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
             SELECT conversation_id, prompt_seq, kind, 0, text FROM drafts""",
         "DROP TABLE drafts",
         "ALTER TABLE drafts_parts RENAME TO drafts",
+    ),
+    (
+        # The queue becomes a table of its own: the user messages not yet prompted. Queueing
+        # a message then writes two pages (its event and its queue row), where keeping a
+        # count and two partial indexes in step wrote five: the durable append is the
+        # acknowledgement's latency. `queued` is counted from it, recovery reads it
+        # (O(pending)), and a conversation's last seq is the larger of `last_seq` (a floor
+        # other writes keep) and its newest event.
+        """CREATE TABLE queue (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (conversation_id, seq)
+        ) WITHOUT ROWID""",
+        """INSERT INTO queue (conversation_id, seq)
+            SELECT e.conversation_id, e.seq FROM events AS e
+            JOIN conversations AS c ON c.id = e.conversation_id
+            WHERE e.type = 'user_message' AND e.seq > c.cursor""",
+        "DROP INDEX conversations_queued",
+        "DROP INDEX events_user_messages",
+        "ALTER TABLE conversations DROP COLUMN queued",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -93,6 +93,8 @@ def _check(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
             user = {e.seq for e in events if e.type == "user_message"}
             assert acked[conv_id] <= user, sorted(acked[conv_id] - user)
             assert rec.queued == len(user) == len(store.pending_messages(conv_id))
+            # Activity the crash cut off was re-derived from the queue at open.
+            assert rec.updated_at >= max((e.ts for e in events), default=rec.created_at)
             total += len(events)
     return total
 

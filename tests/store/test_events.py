@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,50 @@ def test_user_messages_queue_and_pending(store: Store, conv: ConversationRecord)
     assert store.pending_messages(conv.id) == [m1, m3]
     assert _rec(store, conv.id).queued == 2
     assert store.pending_messages("cnope") == []
+
+
+def test_a_queued_message_is_activity_once_settled(store: Store, conv: ConversationRecord) -> None:
+    """The durable append leaves the row alone; the bump is written by the next other write
+    or flush_activity, and the writer's own reads settle it first."""
+    t = conv.created_at + 10
+    with store.reader() as reader:
+        store.append_user_message(conv.id, body("a"), now=t)
+        assert _rec(reader, conv.id).updated_at == conv.created_at  # not written yet
+        assert _rec(reader, conv.id).queued == 1  # but the message is queued, durably
+        store.flush_activity()
+        assert _rec(reader, conv.id).updated_at == t
+        store.append_user_message(conv.id, body("b"), now=t + 1)
+        store.set_title(conv.id, "x")  # any other write carries it
+        assert _rec(reader, conv.id).updated_at == t + 1
+        store.append_user_message(conv.id, body("c"), now=t + 2)
+        assert _rec(store, conv.id).updated_at == t + 2  # the writer's read settles it
+        assert _rec(reader, conv.id).updated_at == t + 2
+    assert store.list_conversations()[0][0].updated_at == t + 2
+
+
+def test_a_failed_write_keeps_the_bump_for_the_next(store: Store, conv: ConversationRecord) -> None:
+    m = store.append_user_message(conv.id, body("a"), now=conv.created_at + 10)
+    with pytest.raises(Conflict):
+        store.start_turn(conv.id, m.seq + 5, b"{}")  # rolled back, bump included
+    with store.reader() as reader:
+        assert _rec(reader, conv.id).updated_at == conv.created_at
+        store.flush_activity()
+        assert _rec(reader, conv.id).updated_at == conv.created_at + 10
+
+
+def test_a_bump_lost_to_a_crash_is_recovered_on_open(db_path: Path) -> None:
+    store = Store.open(db_path)
+    a = store.create_conversation(title="a", agent="demo", agent_cmd=["x"], cwd="/", now=1.0)
+    b = store.create_conversation(title="b", agent="demo", agent_cmd=["x"], cwd="/", now=2.0)
+    store.append_user_message(a.id, body("queued"), now=30.0)
+    m = store.append_user_message(b.id, body("prompted"), now=20.0)
+    store.start_turn(b.id, m.seq, b"{}", now=21.0)  # carries both bumps...
+    store.append_user_message(a.id, body("queued too"), now=40.0)
+    store._conn.close()  # ...but not this one: the process dies before any other write
+    with Store.open(db_path) as s, s.reader() as reader:
+        got = {c.id: c.updated_at for c in reader.list_conversations()[0]}
+        assert got == {a.id: 40.0, b.id: 21.0}
+        assert _rec(reader, a.id).queued == 2
 
 
 def test_remove_pending(store: Store, conv: ConversationRecord) -> None:
@@ -251,19 +296,6 @@ def test_failed_transaction_rolls_back_and_store_stays_usable(
     assert store.append_event(conv.id, "x", b"{}").seq == 2
 
 
-def test_durable_commits_restore_normal_sync(store: Store, conv: ConversationRecord) -> None:
-    def sync() -> int:
-        value: int = store._conn.execute("PRAGMA synchronous").fetchone()[0]
-        return value
-
-    assert sync() == 1  # NORMAL
-    store.append_user_message(conv.id, body("a"))
-    assert sync() == 1
-    with pytest.raises(Conflict):
-        store.start_turn(conv.id, 5, b"{}")
-    assert sync() == 1
-
-
 def _statements(store: Store, fn: Callable[[], object]) -> list[str]:
     seen: list[str] = []
     store._conn.set_trace_callback(seen.append)
@@ -274,16 +306,57 @@ def _statements(store: Store, fn: Callable[[], object]) -> list[str]:
     return [s.split()[0] + (" " + s.split()[-1] if s.startswith("PRAGMA") else "") for s in seen]
 
 
-def test_which_commits_are_durable(store: Store, conv: ConversationRecord) -> None:
-    durable = ["PRAGMA FULL", "BEGIN", "UPDATE", "INSERT", "COMMIT", "PRAGMA NORMAL"]
+def _commit_modes(store: Store, fn: Callable[[], object]) -> list[str]:
+    """The synchronous mode in force at each COMMIT that `fn` runs."""
+    value = store._conn.execute("PRAGMA synchronous").fetchone()[0]
+    mode, modes = {1: "NORMAL", 2: "FULL"}[value], []
+    for statement in _statements(store, fn):
+        if statement.startswith("PRAGMA"):
+            mode = statement.split()[1]
+        elif statement == "COMMIT":
+            modes.append(mode)
+    return modes
+
+
+def test_each_commit_runs_in_the_mode_it_needs(store: Store, conv: ConversationRecord) -> None:
+    """Durable commits under FULL, the others under NORMAL; the mode is switched only when
+    the kind changes, so nothing runs between a durable append's fsync and its return."""
+    assert _commit_modes(store, lambda: store.append_user_message(conv.id, body("a"))) == ["FULL"]
+    second = _statements(store, lambda: store.append_user_message(conv.id, body("b")))
+    assert second == ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]  # FULL still: no PRAGMA
+    assert _commit_modes(store, lambda: store.append_event(conv.id, "x", b"{}")) == ["NORMAL"]
+    with pytest.raises(Conflict):
+        store.start_turn(conv.id, 99, b"{}")  # rolled back, under FULL
+    assert _commit_modes(store, lambda: store.set_title(conv.id, "t")) == ["NORMAL"]
+    assert _commit_modes(store, lambda: store.start_turn(conv.id, 1, b"{}")) == ["FULL"]
+    assert _commit_modes(store, lambda: store.append_draft(conv.id, 1, "message", "x")) == [
+        "NORMAL"
+    ]
+    ended = _commit_modes(store, lambda: store.end_turn(conv.id, [("turn_ended", b"{}")], "idle"))
+    assert ended == ["FULL"]
+    assert _commit_modes(store, lambda: store.remove_pending(conv.id, 2)) == ["FULL"]
+    assert _commit_modes(store, store.flush_activity) == []  # nothing pending: no transaction
+
+
+def test_which_statements_commit_a_message(store: Store, conv: ConversationRecord) -> None:
+    store.set_title(conv.id, "t")  # a NORMAL commit last
+    # The durable append: read the last seq, insert the event and its queue row; no UPDATE.
+    durable = ["PRAGMA FULL", "BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]
     assert _statements(store, lambda: store.append_user_message(conv.id, body("a"))) == durable
+    # The next other write carries the message's activity bump (the first UPDATE).
     assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
+        "PRAGMA NORMAL",
         "BEGIN",
         "UPDATE",
+        "SELECT",
         "INSERT",
+        "UPDATE",
         "COMMIT",
     ]
-    started = _statements(store, lambda: store.start_turn(conv.id, 1, b"{}"))
-    assert (started[0], started[-2], started[-1]) == ("PRAGMA FULL", "COMMIT", "PRAGMA NORMAL")
-    ended = _statements(store, lambda: store.end_turn(conv.id, [("turn_ended", b"{}")], "idle"))
-    assert (ended[0], ended[-2], ended[-1]) == ("PRAGMA FULL", "COMMIT", "PRAGMA NORMAL")
+    assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
+        "BEGIN",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "COMMIT",
+    ]

@@ -63,21 +63,73 @@ def test_forward_migration_steps_run_in_order_once(
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION + 1
 
 
-def test_version_1_drafts_become_parts(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with monkeypatch.context() as m:  # a store as acpd's first schema wrote it
-        m.setattr(schema_mod, "MIGRATIONS", schema_mod.MIGRATIONS[:1])
-        m.setattr(schema_mod, "SCHEMA_VERSION", 1)
-        with Store.open(db_path) as s:
-            conv = s.create_conversation(title="t", agent="demo", agent_cmd=["x"], cwd="/")
-            s._conn.execute(
-                "INSERT INTO drafts (conversation_id, prompt_seq, kind, text) VALUES (?, 1, ?, ?)",
-                (conv.id, "message", "half a "),
-            )
+def _old_store(db_path: Path, version: int) -> sqlite3.Connection:
+    """A raw connection to a new store at an earlier schema version, as that acpd made it."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(schema_mod, "MIGRATIONS", schema_mod.MIGRATIONS[:version])
+    mp.setattr(schema_mod, "SCHEMA_VERSION", version)
+    try:
+        return schema_mod.connect_writer(db_path)
+    finally:
+        mp.undo()
+
+
+_V1_CONVERSATION = (
+    "INSERT INTO conversations (id, title, agent, agent_cmd, cwd, status, created_at, "
+    "updated_at, last_seq, cursor, queued, permission_policy) "
+    "VALUES (?, 't', 'demo', '[\"x\"]', '/', ?, 1.0, 2.0, ?, ?, ?, 'ask')"
+)
+
+
+def test_version_1_drafts_become_parts(db_path: Path) -> None:
+    conn = _old_store(db_path, 1)
+    with conn:
+        conn.execute(_V1_CONVERSATION, ("c1", "running", 0, 0, 0))
+        conn.execute(
+            "INSERT INTO drafts (conversation_id, prompt_seq, kind, text) VALUES (?, 1, ?, ?)",
+            ("c1", "message", "half a "),
+        )
+    conn.close()
     assert _pragma(db_path, "user_version") == 1
     with Store.open(db_path) as s:
-        assert s.drafts(conv.id) == [(1, "message", "half a ")]
-        s.append_draft(conv.id, 1, "message", "reply")
-        assert s.drafts(conv.id) == [(1, "message", "half a reply")]
+        assert s.drafts("c1") == [(1, "message", "half a ")]
+        s.append_draft("c1", 1, "message", "reply")
+        assert s.drafts("c1") == [(1, "message", "half a reply")]
+    assert _pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
+def test_version_2_queue_becomes_a_table(db_path: Path) -> None:
+    """The unprompted user messages (seq > cursor) become the queue; counts, seqs, recovery
+    and the next appends carry on as before."""
+    conn = _old_store(db_path, 2)
+    events = [
+        ("c1", 1, "user_message"),  # prompted
+        ("c1", 2, "turn_started"),
+        ("c1", 3, "user_message"),  # queued
+        ("c1", 4, "agent_message"),
+        ("c1", 5, "user_message"),  # queued
+        ("c2", 1, "user_message"),  # prompted, nothing queued
+    ]
+    with conn:
+        conn.execute(_V1_CONVERSATION, ("c1", "running", 6, 1, 2))  # seq 6 was removed
+        conn.execute(_V1_CONVERSATION, ("c2", "idle", 1, 1, 0))
+        conn.executemany(
+            "INSERT INTO events (conversation_id, seq, type, ts, body) VALUES (?, ?, ?, 3.0, ?)",
+            [(*e, body(f"{e[0]}-{e[1]}")) for e in events],
+        )
+    conn.close()
+    with Store.open(db_path) as s:
+        c1, c2 = s.get_conversation("c1"), s.get_conversation("c2")
+        assert c1 is not None
+        assert c2 is not None
+        assert (c1.queued, c1.last_seq, c1.cursor) == (2, 6, 1)
+        assert (c2.queued, c2.last_seq) == (0, 1)
+        assert [m.seq for m in s.pending_messages("c1")] == [3, 5]
+        assert s.pending_messages("c2") == []
+        assert [r.id for r in s.conversations_needing_recovery()] == ["c1"]
+        assert s.append_user_message("c1", body("next")).seq == 7  # the removed 6 stays a gap
+        assert s.start_turn("c1", 5, b"{}").seq == 8
+        assert [m.seq for m in s.pending_messages("c1")] == [7]
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION
 
 
@@ -85,7 +137,7 @@ def test_version_1_drafts_become_parts(db_path: Path, monkeypatch: pytest.Monkey
 # rebuilt (SQLite's create-copy-drop-rename dance) with a column derived from each row.
 _STEP_WITH_ROWS = (
     "ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
-    "UPDATE conversations SET pinned = 1 WHERE queued > 0",
+    "UPDATE conversations SET pinned = 1 WHERE id IN (SELECT conversation_id FROM queue)",
     """CREATE TABLE events_new (
         conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
         seq INTEGER NOT NULL,
@@ -98,8 +150,6 @@ _STEP_WITH_ROWS = (
     "INSERT INTO events_new SELECT conversation_id, seq, type, ts, body, length(body) FROM events",
     "DROP TABLE events",
     "ALTER TABLE events_new RENAME TO events",
-    """CREATE INDEX events_user_messages ON events (conversation_id, seq)
-        WHERE type = 'user_message'""",
 )
 
 
@@ -288,16 +338,20 @@ def _assert_one_line_damage_error(info: pytest.ExceptionInfo[StoreError], path: 
     assert not chained, "a StoreError, not an sqlite3 error's traceback"
 
 
-def _damage_calls(s: Store, ids: list[str]) -> list[Callable[[], object]]:
-    """Reads, then (for a writer) writes."""
+def _damage_calls(
+    s: Store, ids: list[str], *, queue_intact: bool = False
+) -> list[Callable[[], object]]:
+    """Reads, then (for a writer) writes. With the queue intact, pending_messages (which reads
+    only the queue, empty here) has nothing damaged to meet."""
     reads: list[Callable[[], object]] = [
         s.count_conversations,
         s.list_conversations,
         s.conversations_needing_recovery,
         lambda: s.get_conversation(ids[3]),
         lambda: s.read_events(ids[0]),
-        lambda: s.pending_messages(ids[0]),
     ]
+    if not queue_intact:
+        reads.append(lambda: s.pending_messages(ids[0]))
     if s.readonly:
         return reads
     return [
@@ -313,12 +367,22 @@ def test_damage_beyond_the_schema_page_is_a_one_line_store_error(db_path: Path) 
     ids = _filled(db_path)
     data = db_path.read_bytes()
     assert len(data) > 10 * 4096
-    db_path.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
-    with Store.open(db_path) as s:  # the schema page is intact
-        for call in _damage_calls(s, ids):
+    with sqlite3.connect(db_path) as conn:  # open reads the queue (to recover activity)
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'queue'").fetchone()
+    queue_page = slice((root - 1) * 4096, root * 4096)
+    damaged = bytearray(data[:4096] + b"\xa5" * (len(data) - 4096))
+    damaged[queue_page] = data[queue_page]
+    db_path.write_bytes(damaged)
+    with Store.open(db_path) as s:  # the schema page and the (empty) queue's are intact
+        for call in _damage_calls(s, ids, queue_intact=True):
             with pytest.raises(StoreError) as info:
                 call()
             _assert_one_line_damage_error(info, db_path)
+    damaged[queue_page] = b"\xa5" * 4096
+    db_path.write_bytes(damaged)
+    with pytest.raises(StoreError) as info:
+        Store.open(db_path)
+    _assert_one_line_damage_error(info, db_path)
 
 
 def test_file_truncated_under_open_stores_is_a_one_line_store_error(db_path: Path) -> None:
