@@ -1,7 +1,7 @@
 """CLI: `acpd ls --json` against a daemon holding 100,000 conversations vs `python -c pass`.
 
 A real daemon (`python -m daemon.main serve --no-ws`) serves a data dir holding a copy of
-bench_store's cached 100k store, with `queued` cleared so start-up has no recovery work. Then,
+bench_store's cached 100k store, with its queue emptied so start-up has no recovery work. Then,
 interleaved run by run so all three see the same machine: `python -c pass` (the floor: an
 interpreter start), `python -m daemon.cli ls --json --socket S`, and the installed `acpd`
 script with the same arguments when there is one. Wall time of the whole process, spawn to
@@ -49,7 +49,7 @@ def _data_dir(tmp: Path) -> Path:
     shutil.copyfile(_store_of(BIG), db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
-        conn.execute("UPDATE conversations SET queued = 0")  # nothing for startup to recover
+        conn.execute("DELETE FROM queue")  # nothing for startup to recover
     finally:
         conn.close()
     return data

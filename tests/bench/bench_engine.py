@@ -235,7 +235,7 @@ def _data_dir(n: int, tmp: Path) -> Path:
         shutil.copyfile(_store_of(n), data / "acpd.sqlite3")
         conn = sqlite3.connect(data / "acpd.sqlite3", isolation_level=None)
         try:
-            conn.execute("UPDATE conversations SET queued = 0")  # no recovery: pure start-up
+            conn.execute("DELETE FROM queue")  # no recovery: pure start-up
         finally:
             conn.close()
     return data
