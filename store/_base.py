@@ -61,13 +61,14 @@ class Base:
         IMMEDIATE takes the write lock up front, so a transaction never fails halfway on a lock
         upgrade. `durable` commits with synchronous=FULL: the WAL is fsynced before COMMIT
         returns, and since the WAL is one file, so is every earlier NORMAL commit.
+
+        FULL is the resting mode (see `_end`): a durable commit, the one an acknowledgement
+        waits for, then runs no statement but its own.
         """
         if self.readonly:
             raise StoreError(f"store {self.path}: this connection is read-only")
         conn = self._conn
         try:
-            # Switched only when the kind of commit changes, not back after each durable one:
-            # that would be one more statement between the fsync and the acknowledgement.
             if durable != self._sync_full:
                 conn.execute(_SYNC_FULL if durable else _SYNC_NORMAL)
                 self._sync_full = durable
@@ -77,12 +78,21 @@ class Base:
         return conn
 
     def _end(self) -> None:
-        """Roll back what did not commit (after an exception, or a missing COMMIT)."""
-        if self._conn.in_transaction:
-            try:
-                self._conn.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
+        """Roll back what did not commit (after an exception, or a missing COMMIT), then go
+        back to FULL. That switch is best effort: `_begin` makes sure of the mode anyway."""
+        conn = self._conn
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            if not self._sync_full:
+                try:
+                    conn.execute(_SYNC_FULL)
+                    self._sync_full = True
+                except sqlite3.Error:
+                    pass
 
     @contextmanager
     def _transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:

@@ -319,11 +319,11 @@ def _commit_modes(store: Store, fn: Callable[[], object]) -> list[str]:
 
 
 def test_each_commit_runs_in_the_mode_it_needs(store: Store, conv: ConversationRecord) -> None:
-    """Durable commits under FULL, the others under NORMAL; the mode is switched only when
-    the kind changes, so nothing runs between a durable append's fsync and its return."""
+    """Durable commits under FULL, the others under NORMAL; FULL is the resting mode, so
+    nothing runs between a durable append's BEGIN and its fsync but its own statements."""
     assert _commit_modes(store, lambda: store.append_user_message(conv.id, body("a"))) == ["FULL"]
     second = _statements(store, lambda: store.append_user_message(conv.id, body("b")))
-    assert second == ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]  # FULL still: no PRAGMA
+    assert second == ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]  # no PRAGMA
     assert _commit_modes(store, lambda: store.append_event(conv.id, "x", b"{}")) == ["NORMAL"]
     with pytest.raises(Conflict):
         store.start_turn(conv.id, 99, b"{}")  # rolled back, under FULL
@@ -336,12 +336,15 @@ def test_each_commit_runs_in_the_mode_it_needs(store: Store, conv: ConversationR
     assert ended == ["FULL"]
     assert _commit_modes(store, lambda: store.remove_pending(conv.id, 2)) == ["FULL"]
     assert _commit_modes(store, store.flush_activity) == []  # nothing pending: no transaction
+    with pytest.raises(StoreError):
+        store.append_draft("cnope", 1, "message", "x")  # a failed NORMAL one goes back too
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_which_statements_commit_a_message(store: Store, conv: ConversationRecord) -> None:
-    store.set_title(conv.id, "t")  # a NORMAL commit last
+    store.set_title(conv.id, "t")  # a NORMAL commit last: the mode is back to FULL after it
     # The durable append: read the last seq, insert the event and its queue row; no UPDATE.
-    durable = ["PRAGMA FULL", "BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]
+    durable = ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]
     assert _statements(store, lambda: store.append_user_message(conv.id, body("a"))) == durable
     # The next other write carries the message's activity bump (the first UPDATE).
     assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
@@ -352,11 +355,14 @@ def test_which_statements_commit_a_message(store: Store, conv: ConversationRecor
         "INSERT",
         "UPDATE",
         "COMMIT",
+        "PRAGMA FULL",
     ]
     assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
+        "PRAGMA NORMAL",
         "BEGIN",
         "SELECT",
         "INSERT",
         "UPDATE",
         "COMMIT",
+        "PRAGMA FULL",
     ]
