@@ -12,8 +12,10 @@ the same run and all checked to reproduce the input JSON:
 * stdlib: `json.loads` + `json.dumps(...).encode()` (untyped dicts: a floor for "parse JSON
   at all", not a like-for-like codec).
 * sdk: the official Python SDK (`agent-client-protocol`, import `acp`, pydantic models), the
-  way its `Connection` does it: `json.loads`, `SessionNotification.model_validate(params)`,
-  then `json.dumps` of `model_dump(mode="json", by_alias=True, exclude_none=True)`.
+  way its connection does it, with its own functions where it has them: `json.loads` (its
+  transport), `SessionNotification.model_validate(params)` (its router), then
+  `acp.utils.serialize_params` (`model_dump(mode="json", by_alias=True, exclude_none=True,
+  exclude_defaults=True)`) and `json.dumps(..., separators=(",", ":"))` (its sender).
 * sdk-json: its models at their fastest: a pydantic envelope whose `params` is the SDK's
   `SessionNotification`, `model_validate_json(line)` + `model_dump_json(by_alias=True,
   exclude_none=True)` (all in pydantic-core).
@@ -142,19 +144,16 @@ def sdk_pipelines(line: bytes) -> dict[str, Pipeline] | str:
     """The SDK's pipelines, or why they cannot run."""
     try:
         from acp import schema as sdk  # the official SDK (`agent-client-protocol`)
+        from acp.utils import serialize_params
         from pydantic import BaseModel
     except ImportError as exc:
         return f"SDK not installed ({exc.name}): pip install -e '.[bench]'"
 
     def connection() -> bytes:
-        msg = json.loads(line)
-        note = sdk.SessionNotification.model_validate(msg["params"])
-        out = {
-            "jsonrpc": "2.0",
-            "method": msg["method"],
-            "params": note.model_dump(mode="json", by_alias=True, exclude_none=True),
-        }
-        return (json.dumps(out, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        msg = json.loads(line)  # acp._transport: a line read
+        note = sdk.SessionNotification.model_validate(msg["params"])  # acp.router
+        out = {"jsonrpc": "2.0", "method": msg["method"], "params": serialize_params(note)}
+        return (json.dumps(out, separators=(",", ":")) + "\n").encode("utf-8")  # MessageSender
 
     class Envelope(BaseModel):
         jsonrpc: str
