@@ -17,7 +17,9 @@ __all__ = ["Base", "now_or", "require"]
 _DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _DISK = frozenset({10, 13})  # SQLITE_IOERR, SQLITE_FULL
 _DAMAGED_ADVICE = "stop acpd, then move the file aside or restore a backup"
-_BUMP = "UPDATE conversations SET updated_at = max(updated_at, ?) WHERE id = ?"
+# To within a second, as an append's (store._events.ACTIVITY_RESOLUTION): a message queued
+# behind a streaming turn then writes no row page of its own.
+_BUMP = "UPDATE conversations SET updated_at = ?1 WHERE id = ?2 AND updated_at < ?1 - 1.0"
 _SYNC_FULL = "PRAGMA synchronous = FULL"
 _SYNC_NORMAL = "PRAGMA synchronous = NORMAL"  # what schema._configure leaves a connection in
 

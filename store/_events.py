@@ -3,7 +3,7 @@
 A conversation's last seq is the larger of its row's `last_seq` and its newest event's seq,
 read in the transaction that appends; so seqs are dense, never go back and are never reused:
 removing the newest event (a queued message) first raises `last_seq` to it, leaving a gap.
-Every append but a user message's also writes `last_seq` and `updated_at` on the row.
+Appends leave `last_seq` alone; `updated_at` follows them to within ACTIVITY_RESOLUTION.
 
 The queue is the `queue` table: the user messages above `cursor`, added with their event and
 taken off by the turn that prompts them (or by remove_pending); `queued` is its count.
@@ -28,6 +28,11 @@ _NEWEST_EVENT = "ifnull((SELECT max(seq) FROM events WHERE conversation_id = ?1)
 _LAST_SEQ = f"SELECT max(last_seq, {_NEWEST_EVENT}) FROM conversations WHERE id = ?1"
 
 
+# How stale `updated_at` may be while events stream in and messages queue (turn starts and
+# ends set it exactly). store._base._BUMP spells the same second.
+ACTIVITY_RESOLUTION = 1.0
+
+
 def _last_seq(conn: sqlite3.Connection, conv_id: str) -> int:
     rows = conn.execute(_LAST_SEQ, (conv_id,)).fetchall()
     require(rows, conv_id)
@@ -39,16 +44,18 @@ def _append(
     conn: sqlite3.Connection, conv_id: str, items: Sequence[tuple[str, bytes]], now: float
 ) -> list[EventRecord]:
     """Insert `items` (no user message) with the next seqs and record the activity on the
-    row; the caller holds the transaction and checked them."""
+    row (to ACTIVITY_RESOLUTION); the caller holds the transaction and checked them."""
     first = _last_seq(conn, conv_id) + 1
     recs = [EventRecord(seq=first + i, type=t, ts=now, body=b) for i, (t, b) in enumerate(items)]
     if len(recs) == 1:
         conn.execute(_INSERT_EVENT, (conv_id, first, recs[0].type, now, recs[0].body))
     else:
         conn.executemany(_INSERT_EVENT, [(conv_id, r.seq, r.type, now, r.body) for r in recs])
+    # No write when the row already says "active this last second": a streaming turn's group
+    # commits then add only their event pages, not the row's and the list index's.
     conn.execute(
-        "UPDATE conversations SET last_seq = ?, updated_at = max(updated_at, ?) WHERE id = ?",
-        (recs[-1].seq, now, conv_id),
+        "UPDATE conversations SET updated_at = ?2 WHERE id = ?1 AND updated_at < ?2 - ?3",
+        (conv_id, now, ACTIVITY_RESOLUTION),
     )
     return recs
 
@@ -205,11 +212,13 @@ class EventOps(Base):
             conn.execute(
                 "DELETE FROM queue WHERE conversation_id = ? AND seq <= ?", (conv_id, prompt_seq)
             )
+            now = now_or(now)
             conn.execute(
-                "UPDATE conversations SET cursor = ?2, status = 'running' WHERE id = ?1",
-                (conv_id, prompt_seq),
+                "UPDATE conversations SET cursor = ?2, status = 'running', "
+                "updated_at = max(updated_at, ?3) WHERE id = ?1",
+                (conv_id, prompt_seq, now),
             )
-            return _append(conn, conv_id, [("turn_started", body)], now_or(now))[0]
+            return _append(conn, conv_id, [("turn_started", body)], now)[0]
 
     def end_turn(
         self,

@@ -8,6 +8,9 @@ import pytest
 import trio
 import trio.testing
 
+import store._conversations
+import store._events
+from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, NOT_FOUND, RpcFailure
 from tests.engine.harness import harness, wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep
@@ -74,26 +77,34 @@ async def test_send_is_acknowledged_while_a_turn_streams(
 
 
 async def test_a_queued_message_is_activity_without_another_write(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The durable append leaves `updated_at` to the settler, which writes it right after the
     acknowledgement: a message queued behind a silent turn still moves its conversation to
     the top of the list."""
+    wall = [1_800_000_000.0]  # the store's clock, stepped past its 1 s activity resolution
+    for module in (store._events, store._conversations):
+        monkeypatch.setattr(module, "now_or", lambda now: wall[0] if now is None else now)
     async with harness(tmp_path) as h:
         busy, other = await h.create(title="busy"), await h.create(title="other")
         h.script(Sleep(60), Reply())
         await h.e.send(busy, "one", run=True, interrupt=False)
         await h.agents_wait_prompt(1)  # the turn has started; the agent now writes nothing
+        wall[0] += 5
         await h.e.send(other, "staged", run=False, interrupt=False)  # activity on `other`
         page, _, _ = await h.e.list(limit=50, before=None)
         assert [c.id for c in page] == [other, busy]
+        wall[0] += 5
         t0 = trio.current_time()
         await h.e.send(busy, "two", run=True, interrupt=False)
         await trio.testing.wait_all_tasks_blocked()
         assert trio.current_time() == t0  # the turn is still on, silent
         assert not h.e.io.writer._activity  # settled, not merely pending
         page, _, _ = await h.e.list(limit=50, before=None)
-        assert [(c.id, c.queued) for c in page] == [(busy, 1), (other, 1)]
+        assert [(c.id, c.queued, c.updated_at) for c in page] == [
+            (busy, 1, ev.rfc3339(wall[0])),
+            (other, 1, ev.rfc3339(wall[0] - 5)),
+        ]
 
 
 async def test_no_run_stages_until_resumed(

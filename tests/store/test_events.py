@@ -128,13 +128,34 @@ def test_a_queued_message_is_activity_once_settled(store: Store, conv: Conversat
         assert _rec(reader, conv.id).queued == 1  # but the message is queued, durably
         store.flush_activity()
         assert _rec(reader, conv.id).updated_at == t
-        store.append_user_message(conv.id, body("b"), now=t + 1)
+        store.append_user_message(conv.id, body("b"), now=t + 5)
         store.set_title(conv.id, "x")  # any other write carries it
-        assert _rec(reader, conv.id).updated_at == t + 1
-        store.append_user_message(conv.id, body("c"), now=t + 2)
-        assert _rec(store, conv.id).updated_at == t + 2  # the writer's read settles it
-        assert _rec(reader, conv.id).updated_at == t + 2
-    assert store.list_conversations()[0][0].updated_at == t + 2
+        assert _rec(reader, conv.id).updated_at == t + 5
+        store.append_user_message(conv.id, body("c"), now=t + 10)
+        assert _rec(store, conv.id).updated_at == t + 10  # the writer's read settles it
+        assert _rec(reader, conv.id).updated_at == t + 10
+        store.append_user_message(conv.id, body("d"), now=t + 10.5)
+        store.flush_activity()  # within the second: nothing to write
+        assert _rec(reader, conv.id).updated_at == t + 10
+    assert store.list_conversations()[0][0].updated_at == t + 10
+
+
+def test_streamed_events_move_activity_to_within_a_second(
+    store: Store, conv: ConversationRecord
+) -> None:
+    """A group commit writes the row only when it is a second stale (its pages are then the
+    event's alone); turn starts and ends set it exactly."""
+    t = conv.created_at
+    m = store.append_user_message(conv.id, body("go"), now=t + 0.1)
+    store.start_turn(conv.id, m.seq, b"{}", now=t + 0.2)
+    assert _rec(store, conv.id).updated_at == t + 0.2
+    store.append_event(conv.id, "agent_message", b"{}", now=t + 0.9)
+    assert _rec(store, conv.id).updated_at == t + 0.2  # within the second: not written
+    store.append_event(conv.id, "agent_message", b"{}", now=t + 1.5)
+    assert _rec(store, conv.id).updated_at == t + 1.5
+    store.end_turn(conv.id, [("turn_ended", b"{}")], "idle", now=t + 1.6)
+    rec = _rec(store, conv.id)
+    assert (rec.updated_at, rec.last_seq) == (t + 1.6, 5)
 
 
 def test_a_failed_write_keeps_the_bump_for_the_next(store: Store, conv: ConversationRecord) -> None:
