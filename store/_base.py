@@ -11,15 +11,16 @@ from typing import Any
 
 from .errors import NotFound, StoreError
 
-__all__ = ["Base", "now_or", "require"]
+__all__ = ["ACTIVITY_RESOLUTION", "Base", "now_or", "require"]
 
 # Primary result codes (the low byte of an extended one) worth their own message.
 _DAMAGED = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _DISK = frozenset({10, 13})  # SQLITE_IOERR, SQLITE_FULL
 _DAMAGED_ADVICE = "stop acpd, then move the file aside or restore a backup"
-# To within a second, as an append's (store._events.ACTIVITY_RESOLUTION): a message queued
-# behind a streaming turn then writes no row page of its own.
-_BUMP = "UPDATE conversations SET updated_at = ?1 WHERE id = ?2 AND updated_at < ?1 - 1.0"
+# How stale `updated_at` may be while events stream in and messages queue (turn starts and
+# ends set it exactly): a write to the row, and to the list's index, at most once a second.
+ACTIVITY_RESOLUTION = 1.0
+_BUMP = "UPDATE conversations SET updated_at = ?1 WHERE id = ?2 AND updated_at < ?1 - ?3"
 _SYNC_FULL = "PRAGMA synchronous = FULL"
 _SYNC_NORMAL = "PRAGMA synchronous = NORMAL"  # what schema._configure leaves a connection in
 
@@ -104,7 +105,9 @@ class Base:
         try:
             bumps = list(self._activity.items())
             if bumps:
-                conn.executemany(_BUMP, [(ts, conv_id) for conv_id, ts in bumps])
+                conn.executemany(
+                    _BUMP, [(ts, conv_id, ACTIVITY_RESOLUTION) for conv_id, ts in bumps]
+                )
             yield conn
             conn.execute("COMMIT")
             for conv_id, _ in bumps:

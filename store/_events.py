@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ._base import Base, now_or, require
+from ._base import ACTIVITY_RESOLUTION, Base, now_or, require
 from .errors import Conflict, NotFound
 from .records import KINDS, STATUSES, USER_MESSAGE, EventRecord, check_event
 
@@ -26,11 +26,6 @@ _INSERT_QUEUED = "INSERT INTO queue (conversation_id, seq) VALUES (?, ?)"
 _IS_QUEUED = "SELECT 1 FROM queue WHERE conversation_id = ? AND seq = ?"
 _NEWEST_EVENT = "ifnull((SELECT max(seq) FROM events WHERE conversation_id = ?1), 0)"
 _LAST_SEQ = f"SELECT max(last_seq, {_NEWEST_EVENT}) FROM conversations WHERE id = ?1"
-
-
-# How stale `updated_at` may be while events stream in and messages queue (turn starts and
-# ends set it exactly). store._base._BUMP spells the same second.
-ACTIVITY_RESOLUTION = 1.0
 
 
 def _last_seq(conn: sqlite3.Connection, conv_id: str) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from store import Store
-from store._events import ACTIVITY_RESOLUTION
+from store._base import ACTIVITY_RESOLUTION
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 50
