@@ -331,13 +331,22 @@ class App {
     const input = $("input");
     const text = input.value;
     if (!text.trim() || this.conv.id === null) return;
+    // Cleared now, not on the ack: the next message may be typed while this one is in flight,
+    // and clearing the box then would throw it away.
+    input.value = "";
     try {
       await this.conv.send(text);
-      input.value = "";
       this.conv.showError("");
       this.conv.scrollToEnd();
     } catch (err) {
-      this.conv.showError(err.message); // the text stays in the box
+      // Not sent: the text goes back in the box, unless something new is being typed there.
+      if (input.value === "") {
+        input.value = text;
+        this.conv.showError(err.message);
+      } else {
+        const gist = text.length > 80 ? `${text.slice(0, 80)}…` : text;
+        this.conv.showError(`${err.message} (not sent: "${gist}")`);
+      }
     }
   }
 

@@ -454,3 +454,92 @@ def _browse_reopen(link: str, engine: FakeEngine) -> None:
             page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
         finally:
             browser.close()
+
+
+async def test_composer_keeps_what_is_typed_while_a_send_is_in_flight(tmp_path: Path) -> None:
+    """The composer empties when a message is sent, not when the daemon acknowledges it: text
+    typed while the send is in flight must survive the ack. A failed send puts its text back
+    unless something new is in the box; then the error names the unsent text instead."""
+    _require_browser()
+    engine = FakeEngine()
+    engine.convs["conv0001"] = msgspec.structs.replace(engine.add("conv0001"), title="Chat")
+    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
+        token = (tmp_path / "dashboard.token").read_text().strip()
+        await trio.to_thread.run_sync(
+            partial(_browse_composer, f"{url}#c=conv0001&token={token}", engine)
+        )
+        nursery.cancel_scope.cancel()
+    sent = [c[2] for c in engine.calls if c[0] == "send"]
+    assert sent == ["refused", "refused", "typed meanwhile", "typed meanwhile"]
+
+
+def _browse_composer(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from protocol.jsonrpc import INVALID_PARAMS, RpcFailure
+
+    def hold_sends(*, fail: bool) -> Callable[[], None]:
+        """Make the next sends wait (and fail, if `fail`); returns what lets them go."""
+
+        def setup() -> trio.Event:
+            gate = engine.gates["send"] = trio.Event()
+            if fail:
+                engine.failures["send"] = RpcFailure(INVALID_PARAMS, "refused by the test")
+            else:
+                engine.failures.pop("send", None)
+            return gate
+
+        gate = trio.from_thread.run_sync(setup)
+        return lambda: trio.from_thread.run_sync(gate.set)
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.set_default_timeout(WAIT_MS)
+            page.goto(link)
+            expect(page.locator("#conv-title")).to_have_text("Chat")
+            composer = page.get_by_role("textbox", name="Message")
+            error = page.locator("#conv-error")
+
+            # A failed send with nothing typed since: its text is back in the box.
+            release = hold_sends(fail=True)
+            composer.fill("refused")
+            composer.press("Enter")
+            expect(composer).to_have_value("")
+            release()
+            expect(error).to_have_text("refused by the test")
+            expect(composer).to_have_value("refused")
+
+            # Sent again, and the next message typed before the ack: the ack leaves it be.
+            release = hold_sends(fail=False)
+            composer.press("Enter")
+            expect(composer).to_have_value("")
+            composer.fill("typed meanwhile")
+            release()
+            expect(error).to_be_hidden()  # the ack was handled
+            expect(composer).to_have_value("typed meanwhile")
+
+            # A failed send while something new is typed: that stays; the error names the text.
+            release = hold_sends(fail=True)
+            composer.press("Enter")
+            expect(composer).to_have_value("")
+            composer.fill("third")
+            release()
+            expect(error).to_have_text('refused by the test (not sent: "typed meanwhile")')
+            expect(composer).to_have_value("third")
+
+            # The same send succeeding: nothing else is touched.
+            release = hold_sends(fail=False)
+            composer.fill("typed meanwhile")
+            composer.press("Enter")
+            expect(composer).to_have_value("")
+            release()
+            expect(error).to_be_hidden()
+            expect(composer).to_have_value("")
+        finally:
+            browser.close()
