@@ -15,8 +15,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -307,34 +307,23 @@ def _seqs(page: Page) -> list[int]:
         "#events li[data-seq]", "els => els.map(e => e.dataset.seq)")]  # fmt: skip
 
 
-async def test_history_paging_and_lag_recovery(tmp_path: Path) -> None:
-    """Against the in-process server and the fake engine, so the test controls the stream: a
-    long history is paged backwards, and a burst that overflows the subscriber's buffer makes
-    the page resubscribe after `lagged`, ending with every event shown exactly once."""
-    _require_browser()
-    engine = FakeEngine()  # subscriber buffer: 8 messages
-    info = engine.add("conv0001", n_events=250)
-    engine.convs["conv0001"] = msgspec.structs.replace(info, title="Long one", last_seq=250)
+async def _browse_in_process(
+    tmp_path: Path, engine: FakeEngine, conv_id: str, browse: Callable[[str], None]
+) -> None:
+    """Serve the dashboard in process over `engine` and run `browse(link)` in a worker thread,
+    with a link that signs in and opens `conv_id`."""
     dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
     async with trio.open_nursery() as nursery:
         with trio.fail_after(5):
             url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
         token = (tmp_path / "dashboard.token").read_text().strip()
-
-        def burst(n: int) -> None:
-            # One synchronous burst on the trio thread: nothing is sent until it is over.
-            trio.from_thread.run_sync(lambda: [engine.publish("conv0001") for _ in range(n)])
-
-        await trio.to_thread.run_sync(
-            partial(_browse_fake, f"{url}#c=conv0001&token={token}", burst)
-        )
+        await trio.to_thread.run_sync(browse, f"{url}#c={conv_id}&token={token}")
         nursery.cancel_scope.cancel()
-    subscribes = [c for c in engine.calls if c[0] == "subscribe"]
-    assert len(subscribes) >= 2, "the page did not resubscribe after lagging"
-    assert subscribes[0][2] == 250
 
 
-def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
+@contextmanager
+def _fake_page() -> Iterator[Page]:
+    """A page in a fresh headless Chromium, with the test's timeouts."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=WAIT_MS)
@@ -343,23 +332,49 @@ def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 700})
             page.set_default_timeout(WAIT_MS)
-            page.goto(link)  # `#c=` opens the conversation once connected
-            expect(page.locator("#conv-title")).to_have_text("Long one")
-            events = page.locator("#events > li")
-            expect(events).to_have_count(100)  # the last page only
-            assert _seqs(page) == list(range(151, 251))
-            earlier = page.get_by_role("button", name="Load earlier")
-            earlier.click()
-            expect(events).to_have_count(200)
-            earlier.click()
-            expect(events).to_have_count(250)
-            expect(earlier).to_be_hidden()
-            assert _seqs(page) == list(range(1, 251))
-            burst(40)  # far past the subscriber's buffer of 8: lagged, then resubscribed
-            expect(events).to_have_count(290)
-            assert _seqs(page) == list(range(1, 291))
+            yield page
         finally:
             browser.close()
+
+
+async def test_history_paging_and_lag_recovery(tmp_path: Path) -> None:
+    """Against the in-process server and the fake engine, so the test controls the stream: a
+    long history is paged backwards, and a burst that overflows the subscriber's buffer makes
+    the page resubscribe after `lagged`, ending with every event shown exactly once."""
+    _require_browser()
+    engine = FakeEngine()  # subscriber buffer: 8 messages
+    info = engine.add("conv0001", n_events=250)
+    engine.convs["conv0001"] = msgspec.structs.replace(info, title="Long one", last_seq=250)
+
+    def burst(n: int) -> None:
+        # One synchronous burst on the trio thread: nothing is sent until it is over.
+        trio.from_thread.run_sync(lambda: [engine.publish("conv0001") for _ in range(n)])
+
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_fake, burst=burst))
+    subscribes = [c for c in engine.calls if c[0] == "subscribe"]
+    assert len(subscribes) >= 2, "the page did not resubscribe after lagging"
+    assert subscribes[0][2] == 250
+
+
+def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
+    from playwright.sync_api import expect
+
+    with _fake_page() as page:
+        page.goto(link)  # `#c=` opens the conversation once connected
+        expect(page.locator("#conv-title")).to_have_text("Long one")
+        events = page.locator("#events > li")
+        expect(events).to_have_count(100)  # the last page only
+        assert _seqs(page) == list(range(151, 251))
+        earlier = page.get_by_role("button", name="Load earlier")
+        earlier.click()
+        expect(events).to_have_count(200)
+        earlier.click()
+        expect(events).to_have_count(250)
+        expect(earlier).to_be_hidden()
+        assert _seqs(page) == list(range(1, 251))
+        burst(40)  # far past the subscriber's buffer of 8: lagged, then resubscribed
+        expect(events).to_have_count(290)
+        assert _seqs(page) == list(range(1, 291))
 
 
 async def test_reopening_streams_once_and_the_list_follows(tmp_path: Path) -> None:
@@ -375,22 +390,14 @@ async def test_reopening_streams_once_and_the_list_follows(tmp_path: Path) -> No
             info, title=title, last_seq=len(engine.stored[conv_id]),
             updated_at=f"2025-01-01T00:{at}.000Z",
         )  # fmt: skip
-    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(5):
-            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
-        token = (tmp_path / "dashboard.token").read_text().strip()
-        await trio.to_thread.run_sync(
-            partial(_browse_reopen, f"{url}#c=conv0001&token={token}", engine)
-        )
-        nursery.cancel_scope.cancel()
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_reopen, engine=engine))
     lists = [c for c in engine.calls if c[0] == "list"]
     assert len(lists) >= 2
     assert all(c == ("list", 50, None) for c in lists), lists  # page 1 only, however many
 
 
 def _browse_reopen(link: str, engine: FakeEngine) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from protocol.api import DELTA_METHOD, DeltaParams
     from tests.daemon.conftest import _line
@@ -416,44 +423,37 @@ def _browse_reopen(link: str, engine: FakeEngine) -> None:
 
         trio.from_thread.run_sync(apply)
 
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
-            page.set_default_timeout(WAIT_MS)
-            page.goto(link)
-            expect(page.locator("#conv-title")).to_have_text("Streaming")
-            queue = page.locator("#queue-list li")
-            expect(queue.first).to_contain_text("later")  # the fake's queue: loaded last
-            item = page.locator("#list li", has_text="Streaming").get_by_role("button")
-            page.locator("#list li", has_text="Other").get_by_role("button").click()
-            expect(page.locator("#conv-title")).to_have_text("Other")
-            item.click()  # back again: one subscription, the previous one gone
-            expect(page.locator("#conv-title")).to_have_text("Streaming")
-            expect(queue.first).to_contain_text("later")
-            item.click()  # the one already open: nothing happens
-            item.click()
-            expect(queue.first).to_contain_text("later")  # a reload (if any) is complete
-            expect(page.locator("#events > li")).to_have_count(3)
-            stream("1 ", "2 ", "3 ")
-            expect(page.locator("#live .msg.streaming .text")).to_have_text("1 2 3 ")
-            assert open_subs() == ["conv0001"]
+    with _fake_page() as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Streaming")
+        queue = page.locator("#queue-list li")
+        expect(queue.first).to_contain_text("later")  # the fake's queue: loaded last
+        item = page.locator("#list li", has_text="Streaming").get_by_role("button")
+        page.locator("#list li", has_text="Other").get_by_role("button").click()
+        expect(page.locator("#conv-title")).to_have_text("Other")
+        item.click()  # back again: one subscription, the previous one gone
+        expect(page.locator("#conv-title")).to_have_text("Streaming")
+        expect(queue.first).to_contain_text("later")
+        item.click()  # the one already open: nothing happens
+        item.click()
+        expect(queue.first).to_contain_text("later")  # a reload (if any) is complete
+        expect(page.locator("#events > li")).to_have_count(3)
+        stream("1 ", "2 ", "3 ")
+        expect(page.locator("#live .msg.streaming .text")).to_have_text("1 2 3 ")
+        assert open_subs() == ["conv0001"]
 
-            # The list: a status and queue change, and a deletion, show within a poll or two.
-            items = page.locator("#list li")
-            expect(items).to_have_count(3)
-            change("conv0002", status="running", queued=2,
-                   updated_at="2025-01-01T00:00:03.000Z")  # fmt: skip
-            trio.from_thread.run_sync(lambda: engine.convs.pop("conv0003"))
-            expect(items).to_have_count(2)
-            expect(items.first).to_contain_text("Other")
-            expect(items.first.locator(".badge")).to_have_text("running")
-            expect(items.first).to_contain_text("2 queued")
-            expect(page.locator("#list-summary")).to_have_text("2 conversations")
-            page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
-        finally:
-            browser.close()
+        # The list: a status and queue change, and a deletion, show within a poll or two.
+        items = page.locator("#list li")
+        expect(items).to_have_count(3)
+        change("conv0002", status="running", queued=2,
+               updated_at="2025-01-01T00:00:03.000Z")  # fmt: skip
+        trio.from_thread.run_sync(lambda: engine.convs.pop("conv0003"))
+        expect(items).to_have_count(2)
+        expect(items.first).to_contain_text("Other")
+        expect(items.first.locator(".badge")).to_have_text("running")
+        expect(items.first).to_contain_text("2 queued")
+        expect(page.locator("#list-summary")).to_have_text("2 conversations")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
 
 
 async def test_composer_keeps_what_is_typed_while_a_send_is_in_flight(tmp_path: Path) -> None:
@@ -463,21 +463,13 @@ async def test_composer_keeps_what_is_typed_while_a_send_is_in_flight(tmp_path: 
     _require_browser()
     engine = FakeEngine()
     engine.convs["conv0001"] = msgspec.structs.replace(engine.add("conv0001"), title="Chat")
-    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(5):
-            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
-        token = (tmp_path / "dashboard.token").read_text().strip()
-        await trio.to_thread.run_sync(
-            partial(_browse_composer, f"{url}#c=conv0001&token={token}", engine)
-        )
-        nursery.cancel_scope.cancel()
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_composer, engine=engine))
     sent = [c[2] for c in engine.calls if c[0] == "send"]
     assert sent == ["refused", "refused", "typed meanwhile", "typed meanwhile"]
 
 
 def _browse_composer(link: str, engine: FakeEngine) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from protocol.jsonrpc import INVALID_PARAMS, RpcFailure
 
@@ -495,51 +487,44 @@ def _browse_composer(link: str, engine: FakeEngine) -> None:
         gate = trio.from_thread.run_sync(setup)
         return lambda: trio.from_thread.run_sync(gate.set)
 
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 700})
-            page.set_default_timeout(WAIT_MS)
-            page.goto(link)
-            expect(page.locator("#conv-title")).to_have_text("Chat")
-            composer = page.get_by_role("textbox", name="Message")
-            error = page.locator("#conv-error")
+    with _fake_page() as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Chat")
+        composer = page.get_by_role("textbox", name="Message")
+        error = page.locator("#conv-error")
 
-            # A failed send with nothing typed since: its text is back in the box.
-            release = hold_sends(fail=True)
-            composer.fill("refused")
-            composer.press("Enter")
-            expect(composer).to_have_value("")
-            release()
-            expect(error).to_have_text("refused by the test")
-            expect(composer).to_have_value("refused")
+        # A failed send with nothing typed since: its text is back in the box.
+        release = hold_sends(fail=True)
+        composer.fill("refused")
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        release()
+        expect(error).to_have_text("refused by the test")
+        expect(composer).to_have_value("refused")
 
-            # Sent again, and the next message typed before the ack: the ack leaves it be.
-            release = hold_sends(fail=False)
-            composer.press("Enter")
-            expect(composer).to_have_value("")
-            composer.fill("typed meanwhile")
-            release()
-            expect(error).to_be_hidden()  # the ack was handled
-            expect(composer).to_have_value("typed meanwhile")
+        # Sent again, and the next message typed before the ack: the ack leaves it be.
+        release = hold_sends(fail=False)
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        composer.fill("typed meanwhile")
+        release()
+        expect(error).to_be_hidden()  # the ack was handled
+        expect(composer).to_have_value("typed meanwhile")
 
-            # A failed send while something new is typed: that stays; the error names the text.
-            release = hold_sends(fail=True)
-            composer.press("Enter")
-            expect(composer).to_have_value("")
-            composer.fill("third")
-            release()
-            expect(error).to_have_text('refused by the test (not sent: "typed meanwhile")')
-            expect(composer).to_have_value("third")
+        # A failed send while something new is typed: that stays; the error names the text.
+        release = hold_sends(fail=True)
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        composer.fill("third")
+        release()
+        expect(error).to_have_text('refused by the test (not sent: "typed meanwhile")')
+        expect(composer).to_have_value("third")
 
-            # The same send succeeding: nothing else is touched.
-            release = hold_sends(fail=False)
-            composer.fill("typed meanwhile")
-            composer.press("Enter")
-            expect(composer).to_have_value("")
-            release()
-            expect(error).to_be_hidden()
-            expect(composer).to_have_value("")
-        finally:
-            browser.close()
+        # The same send succeeding: nothing else is touched.
+        release = hold_sends(fail=False)
+        composer.fill("typed meanwhile")
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        release()
+        expect(error).to_be_hidden()
+        expect(composer).to_have_value("")
