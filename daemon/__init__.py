@@ -1,5 +1,7 @@
-"""acpd's daemon: every task (engine, agent peers, front-ends), the CLI and the demo agent.
+"""acpd's daemon, as rooms: `engine/` (conversations), `agents/` (ACP agents as children),
+`server/` (the front doors and `serve`), `cli/` (the `acpd` command; never imports trio), and
+at the top what every room shares: `config`, `paths`, `logs`.
 
-Deliberately empty: importing a light module (`daemon.paths`, the CLI's helpers) must not pull
-in trio and the agent machinery. Import from the modules: `daemon.agent`, `daemon.peer`, ...
+Deliberately empty: importing a light module (`daemon.paths`, the CLI) must not pull in trio
+and the agent machinery.
 """

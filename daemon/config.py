@@ -46,7 +46,7 @@ class ConfigError(Exception):
 class AgentConfig:
     """One agent: its argv and what it gets of the environment.
 
-    `env` is set on top of the allow-listed base environment (`daemon._agentproc.agent_env`);
+    `env` is set on top of the allow-listed base environment (`daemon.agents._process.agent_env`);
     `pass_env` names variables (or `PREFIX*` patterns) passed through from the daemon's own
     environment, which is how API keys reach an agent without being written in the file.
     In the file, a built-in agent's entry may leave `command` out: it keeps the preset's.
@@ -75,7 +75,7 @@ class AgentConfig:
 def builtin_agents() -> dict[str, AgentConfig]:
     """Agents every acpd knows: the demo agent and presets for the common real ones."""
     return {
-        "demo": AgentConfig(command=(sys.executable, "-m", "daemon.demo_agent")),
+        "demo": AgentConfig(command=(sys.executable, "-m", "daemon.agents.demo")),
         "claude": AgentConfig(
             command=("npx", "-y", "@agentclientprotocol/claude-agent-acp"),
             pass_env=frozenset({"ANTHROPIC_*", "CLAUDE_*"}),

@@ -128,7 +128,7 @@ def running_daemon(
 ) -> Iterator[Daemon]:
     """`acpd serve --no-ws` on `data`, on the defaults whatever the host's config; yields once
     it answers `daemon/status`, then stops it with SIGTERM."""
-    from daemon.client import Client, ClientError
+    from daemon.cli.client import Client, ClientError
 
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
     config = data.parent / "defaults.toml"
@@ -139,7 +139,7 @@ def running_daemon(
     start = time.perf_counter_ns()
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(data),
+            [sys.executable, "-m", "daemon.server", "serve", "--data-dir", str(data),
              "--socket", str(sock), "--no-ws"],
             cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip

@@ -1,6 +1,6 @@
 """CLI: `acpd ls --json` against a daemon holding 100,000 conversations vs `python -c pass`.
 
-A real daemon (`python -m daemon.main serve --no-ws`) serves a data dir holding a copy of
+A real daemon (`python -m daemon.server serve --no-ws`) serves a data dir holding a copy of
 bench_store's cached 100k store, with its queue emptied so start-up has no recovery work. Then,
 interleaved run by run so all three see the same machine: `python -c pass` (the floor: an
 interpreter start), `python -m daemon.cli ls --json --socket S`, and the installed `acpd`
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from daemon.client import Client
+from daemon.cli.client import Client
 from tests.bench._common import ratio_row, row, running_daemon, stats
 from tests.bench.bench_store import BIG, _store_of
 

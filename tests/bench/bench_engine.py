@@ -35,16 +35,16 @@ from typing import Any
 import attrs
 import trio
 
-from daemon.client import Client
+from daemon.cli.client import Client
 from daemon.config import Config
-from daemon.engine import Engine, open_engine
+from daemon.engine.registry import Engine, open_engine
 from tests.bench._common import ratio_row, row, running_daemon, stats
 from tests.bench.bench_store import BIG, _store_of
 from tests.engine.harness import harness, wait_turn_ended
 from tests.fakes.agent import Reply, WaitForCancel
 
 FLOOD = [sys.executable, str(Path(__file__).with_name("_flood_agent.py"))]
-DEMO = [sys.executable, "-m", "daemon.demo_agent"]
+DEMO = [sys.executable, "-m", "daemon.agents.demo"]
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import trio
 
-from daemon.peer import AgentPeer
+from daemon.agents.peer import AgentPeer
 from protocol import acp
 from tests.bench._common import row
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemon import cli, render
+from daemon.cli import commands as cli
+from daemon.cli import render
 from tests.cli.fakeserver import DEFER, Conn, Fail, conv, hang_guard, serving
 
 HANG_GUARD = 30
@@ -316,7 +317,7 @@ def test_closed_pipe_is_quiet() -> None:
 
 def test_module_is_runnable() -> None:
     assert os.path.exists(cli.__file__)
-    assert cli.__name__ == "daemon.cli"
+    assert cli.__name__ == "daemon.cli.commands"
 
 
 @pytest.mark.subprocess
@@ -324,8 +325,8 @@ def test_client_commands_import_no_heavy_modules() -> None:
     """`acpd ls` must start fast: no trio, msgspec, attrs or engine behind the client commands."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (
-        "import sys, daemon.cli, daemon.chat; "
-        "print(sorted(m for m in ('trio', 'msgspec', 'attrs', 'cattrs', 'daemon.engine') "
+        "import sys, daemon.cli.commands, daemon.cli.chat; "
+        "print(sorted(m for m in ('trio', 'msgspec', 'attrs', 'cattrs', 'daemon.engine.registry') "
         "if m in sys.modules))"
     )
     proc = subprocess.run(
@@ -474,7 +475,7 @@ def test_status_without_dashboard_says_off(capsys: pytest.CaptureFixture[str]) -
 def test_a_wedged_daemon_is_one_line_exit_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon import client
+    from daemon.cli import client
 
     monkeypatch.setattr(client, "CALL_TIMEOUT", 0.2)
     with serving({"conversations/list": lambda c, p: DEFER}) as server:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from daemon.client import ApiError, Client, ClientError, Notice, Subscription
+from daemon.cli.client import ApiError, Client, ClientError, Notice, Subscription
 from tests.cli.fakeserver import DEFER, Conn, Fail, FakeServer, ev, serving
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon._agentproc import agent_env
+from daemon.agents._process import agent_env
 from daemon.config import AgentConfig, Config, ConfigError, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_only_the_default_file_may_be_missing(
 def test_a_missing_config_stops_serve(tmp_path: Path) -> None:
     # A real process with a timeout: before, the daemon started on the defaults, for ever.
     missing = tmp_path / "nope.toml"
-    argv = [sys.executable, "-m", "daemon.main", "serve", "--data-dir", str(tmp_path / "d"),
+    argv = [sys.executable, "-m", "daemon.server", "serve", "--data-dir", str(tmp_path / "d"),
             "--socket", str(tmp_path / "s.sock"), "--no-ws", "--config", str(missing)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS")}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)

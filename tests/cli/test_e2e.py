@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from daemon.client import Client, ClientError
+from daemon.cli.client import Client, ClientError
 
 pytestmark = pytest.mark.subprocess
 
@@ -139,8 +139,6 @@ class Running:
 
 @pytest.fixture(scope="module")
 def acpd() -> Iterator[Daemon]:
-    if not (ROOT / "daemon" / "engine.py").exists():
-        pytest.skip("daemon/engine.py has not landed yet: no real daemon to run")
     # Short, private path: a unix socket path must fit in 108 bytes.
     with tempfile.TemporaryDirectory(prefix="acpd-e2e-") as tmp:
         daemon = Daemon(tmp)
@@ -374,8 +372,6 @@ def test_send_follow_asks_on_a_terminal(acpd: Daemon) -> None:
 
 
 def test_default_demo_agent(acpd: Daemon) -> None:
-    if not (ROOT / "daemon" / "demo_agent.py").exists():
-        pytest.skip("daemon/demo_agent.py has not landed yet")
     conv_id = acpd.ok("new").strip()
     assert acpd.json("show", conv_id)["conversation"]["agent"] == "demo"
     assert acpd.ok("send", conv_id, "hello demo", "--follow").strip()

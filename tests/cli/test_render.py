@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from daemon import render
-from daemon.client import Notice
-from daemon.render import Renderer, Style
+from daemon.cli import render
+from daemon.cli.client import Notice
+from daemon.cli.render import Renderer, Style
 from tests.cli.fakeserver import conv, ev
 
 

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from daemon import cli
+from daemon.cli import commands as cli
 from tests.cli.fakeserver import DEFER, Conn, Fail, FakeServer, conv, ev, hang_guard, serving
 
 CID = "c0ffee01full"

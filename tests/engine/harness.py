@@ -13,10 +13,10 @@ import msgspec
 import trio
 import trio.testing
 
-from daemon.agent import AgentConnection, AgentSpec, connect_agent
+from daemon.agents.connection import AgentConnection, AgentSpec, connect_agent
 from daemon.config import Config
-from daemon.engine import Engine, open_engine
-from daemon.fanout import Subscription
+from daemon.engine.fanout import Subscription
+from daemon.engine.registry import Engine, open_engine
 from protocol.acp import SessionUpdate
 from tests.fakes.agent import FakeAgent, Step
 

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.agent import AgentStartError
-from daemon.eventlog import EventLog
+from daemon.agents.connection import AgentStartError
+from daemon.engine.eventlog import EventLog
 from protocol import acp
 from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
 from tests.engine.harness import Harness, drain, harness, next_event, wait_turn_ended

@@ -11,11 +11,11 @@ import msgspec
 import pytest
 import trio
 
-from daemon import orphans
-from daemon._agentproc import group_alive
-from daemon.agent import AgentSpec, AgentStartError
+from daemon.agents import orphans
+from daemon.agents._process import group_alive
+from daemon.agents.connection import AgentSpec, AgentStartError
+from daemon.agents.orphans import AgentTracker, process_start_time
 from daemon.config import Config
-from daemon.orphans import AgentTracker, process_start_time
 from protocol import acp
 
 # An "agent" that never answers initialize: a daemon killed now must still find it.

@@ -1,6 +1,6 @@
 """Behaviours 11-12 with real processes: kill -9 and restart, SIGTERM, hung and crashing agents.
 
-`python -m daemon.main serve` runs as a child (tests/daemon/test_serve.py's `running_daemon`),
+`python -m daemon.server serve` runs as a child (tests/server/test_serve.py's `running_daemon`),
 the built-in demo agent behind it, and the test speaks JSON-RPC on the daemon's socket. Real
 time, with a `fail_after` hang guard around each test; waits read the subscription or poll
 state in bounded loops, never a blind sleep.
@@ -32,19 +32,19 @@ import attrs
 import pytest
 import trio
 
-from daemon._agentproc import group_alive
-from daemon.orphans import process_start_time
+from daemon.agents._process import group_alive
+from daemon.agents.orphans import process_start_time
 from protocol import events as ev
 from store import Store
-from tests.daemon.conftest import LineClient
-from tests.daemon.test_serve import Daemon, running_daemon
+from tests.fakes.engine import LineClient
+from tests.server.test_serve import Daemon, running_daemon
 
 pytestmark = pytest.mark.subprocess
 
 Json = dict[str, Any]
 DELAY = 0.05  # ACPD_DEMO_DELAY: `/slow 200` streams for 10 s
 GUARD = 45  # per-test hang guard (s); each takes a few seconds
-DEMO = f"{shlex.quote(sys.executable)} -m daemon.demo_agent"
+DEMO = f"{shlex.quote(sys.executable)} -m daemon.agents.demo"
 ORPHANING_DEMO = ["sh", "-c", f"sleep 300 & exec {DEMO}"]
 # The same, deaf to SIGTERM (an ignored signal stays ignored across fork and exec): stopping
 # its group takes SIGKILL after stop_grace.

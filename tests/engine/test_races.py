@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.eventlog import EventLog
-from daemon.recorder import Recorder
-from daemon.storeio import StoreIO
+from daemon.engine.eventlog import EventLog
+from daemon.engine.recorder import Recorder
+from daemon.engine.storeio import StoreIO
 from protocol import acp
 from protocol.jsonrpc import NOT_FOUND, RpcFailure
 from store import Store

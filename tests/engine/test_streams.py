@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from daemon import engine as engine_mod
-from daemon import recorder
+from daemon.engine import recorder
+from daemon.engine import registry as engine_mod
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, RpcFailure

@@ -62,7 +62,7 @@ import attrs
 import msgspec
 import trio
 
-from daemon.peer import AgentPeer
+from daemon.agents.peer import AgentPeer
 from protocol import acp
 from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
 

@@ -11,7 +11,7 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agent import AgentSpec
+from daemon.agents.connection import AgentSpec
 from protocol import acp
 from protocol.jsonrpc import METHOD_NOT_FOUND, RpcFailure
 
@@ -75,7 +75,7 @@ def demo_spec(state_dir: Path, cwd: Path, env: Mapping[str, str] | None = None) 
     base = {"ACPD_DEMO_DIR": str(state_dir), "ACPD_DEMO_DELAY": "0.01"}
     return AgentSpec(
         name="demo",
-        argv=(sys.executable, "-m", "daemon.demo_agent"),
+        argv=(sys.executable, "-m", "daemon.agents.demo"),
         cwd=str(cwd),
         env={**base, **(env or {})},
     )

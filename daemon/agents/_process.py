@@ -1,0 +1,150 @@
+"""Process plumbing for `daemon.agents.connection`: the agent's environment, its stderr ring, and
+signalling a whole process group."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+import trio
+
+__all__ = [
+    "STDERR_TAIL",
+    "LogBudget",
+    "StderrRing",
+    "agent_env",
+    "agent_umask",
+    "group_alive",
+    "printable",
+    "remember_umask",
+    "signal_group",
+]
+
+STDERR_TAIL: Final = 4096
+
+_ENV_NAMES: Final = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TERM", "TMPDIR", "SHELL"}
+    # The standard proxy variables (both spellings are in use) and TLS trust roots, which
+    # every agent that talks to a model API needs behind a corporate proxy.
+    | {f"{name}_proxy" for name in ("http", "https", "ftp", "all", "no")}
+    | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "FTP", "ALL", "NO")}
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
+_ENV_PREFIXES: Final = ("LC_", "XDG_", "NODE_", "npm_config_", "ACPD_DEMO_")
+# systemd's per-service variables: an agent that sees them could notify or take over sockets
+# in the daemon's name. Removed even if a spec asks for them.
+_ENV_DENIED: Final = frozenset({"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"})
+_ENV_DENIED_PREFIXES: Final = ("WATCHDOG_",)
+
+
+def agent_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment an agent gets: an allow-list of `base` (default `os.environ`), then
+    `extra`, minus systemd's per-service variables.
+
+    `extra` is the agent's `env` as `Config.all_agents()` resolves it: the variables its
+    `pass_env` names (API keys and the like), then the ones its config sets.
+    """
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
+    env.update(extra)
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in _ENV_DENIED and not k.startswith(_ENV_DENIED_PREFIXES)
+    }
+
+
+_agent_umask: int | None = None
+
+
+def agent_umask() -> int | None:
+    """The umask to give agents: the one acpd was started with. The daemon itself runs under
+    0o077 (its store, logs and token are the user's only), which files an agent writes in a
+    project should not inherit. None: leave the child's umask as it is."""
+    return _agent_umask
+
+
+def remember_umask(mask: int) -> None:
+    """Record acpd's original umask for `agent_umask` (called by `acpd serve`)."""
+    global _agent_umask
+    _agent_umask = mask
+
+
+@attrs.define(eq=False)
+class StderrRing:
+    """The last `limit` bytes of the agent's stderr."""
+
+    limit: int = STDERR_TAIL
+    buf: bytearray = attrs.field(factory=bytearray)
+    cut: bool = False
+
+    def add(self, data: bytes | bytearray) -> None:
+        self.buf += data
+        if len(self.buf) > 2 * self.limit:  # trim in batches, not on every chunk
+            del self.buf[: -self.limit]
+            self.cut = True
+
+    def text(self) -> str:
+        tail = self.buf[-self.limit :]
+        if self.cut or len(self.buf) > self.limit:
+            nl = tail.find(b"\n")  # start at a line boundary when we had to cut
+            if 0 <= nl < len(tail) - 1:
+                tail = tail[nl + 1 :]
+        return tail.decode("utf-8", "replace").rstrip()
+
+
+@attrs.define(eq=False)
+class LogBudget:
+    """At most `burst` INFO lines per `window` seconds; the rest go to DEBUG."""
+
+    burst: int = 20
+    window: float = 10.0
+    start: float = -1e9
+    used: int = 0
+
+    def log(self, logger: logging.Logger, msg: str, *args: object) -> None:
+        now = trio.current_time()
+        if now - self.start >= self.window:
+            self.start, self.used = now, 0
+        self.used += 1
+        logger.log(logging.INFO if self.used <= self.burst else logging.DEBUG, msg, *args)
+
+
+def printable(line: bytes) -> str:
+    text = line.decode("utf-8", "replace")
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group `pgid` is still running. Zombies don't count: an init that
+    does not reap (containers) leaves orphans as zombies, and they hold no resources."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

@@ -1,0 +1,407 @@
+"""ACP agents as child processes, and the connection object the engine drives.
+
+`open_agent` spawns an agent in its own process group with an explicit environment, runs an
+`AgentPeer` over its stdio, drains its stderr into a bounded ring, and performs `initialize`.
+Leaving the context stops the agent: stdin closed, SIGTERM to the whole group, a grace period,
+then SIGKILL to the group, so no grandchild survives (several real agents ignore stdin EOF and
+wrappers orphan their children, ACP.md §19). `connect_agent` does the same over an existing
+stream, for in-process fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import logging
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final, Protocol
+
+import attrs
+import trio
+
+from daemon.agents._process import (
+    STDERR_TAIL,
+    LogBudget,
+    StderrRing,
+    agent_env,
+    agent_umask,
+    group_alive,
+    printable,
+    signal_group,
+)
+from daemon.agents.peer import AgentExited, AgentPeer, RequestHandler, UpdateHandler
+from protocol import acp
+from protocol.framing import LineSplitter
+from protocol.jsonrpc import RpcFailure
+
+__all__ = [
+    "AgentConnection",
+    "AgentExited",
+    "AgentSpec",
+    "AgentStartError",
+    "Launcher",
+    "agent_env",
+    "connect_agent",
+    "open_agent",
+]
+
+log = logging.getLogger("acpd.agent")
+
+# After the agent's stdout ends, how long to wait for its exit status and the last of its
+# stderr (both normally follow at once; a grandchild may hold stderr open).
+_SETTLE: Final = 1.0
+# SIGKILL cannot be ignored, but reaping still takes a moment: the bound on stop() beyond grace.
+_KILL_BOUND: Final = 5.0
+
+
+@functools.cache
+def client_info() -> acp.Implementation:
+    """Our `clientInfo` (looked up once, when first needed: metadata lookups are slow)."""
+    try:
+        version = importlib.metadata.version("acpd")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return acp.Implementation(name="acpd", version=version)
+
+
+class AgentStartError(Exception):
+    """The agent could not be started: spawn failed, `initialize` failed or the agent speaks
+    a protocol version acpd does not. The message is one line; `stderr` has the agent's last
+    stderr output, if any. `permanent`: retrying cannot help (no such command or cwd) until a
+    person changes something."""
+
+    def __init__(self, message: str, *, stderr: str = "", permanent: bool = False) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+        self.permanent = permanent
+
+
+@attrs.frozen
+class AgentSpec:
+    name: str
+    argv: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str] = attrs.field(factory=dict)  # on top of the allow-listed base
+
+
+class Launcher(Protocol):
+    """How the engine starts an agent: `open_agent` (with its group tracked, `orphans.py`) in
+    production, an in-process fake in tests. Leaving the block stops the agent."""
+
+    def __call__(
+        self,
+        spec: AgentSpec,
+        *,
+        on_update: UpdateHandler,
+        on_request: RequestHandler,
+        on_batch_end: Callable[[], None],
+    ) -> AbstractAsyncContextManager[AgentConnection]: ...
+
+
+_NOT_INITIALIZED: Final = acp.InitializeResponse(protocol_version=0)
+
+
+@attrs.define(eq=False)
+class AgentConnection:
+    """An initialized agent. Made by `open_agent`/`connect_agent`, valid inside their block."""
+
+    peer: AgentPeer
+    process: trio.Process | None = None  # None for in-process (stream) agents
+    init: acp.InitializeResponse = _NOT_INITIALIZED  # set once `initialize` answered
+    name: str = "agent"
+    stop_grace: float = 2.0
+    _stderr: StderrRing = attrs.field(factory=StderrRing, init=False)
+    _gone: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _exited: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _stderr_done: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _stop_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
+
+    @property
+    def can_load(self) -> bool:
+        return self.init.agent_capabilities.load_session
+
+    @property
+    def can_resume(self) -> bool:
+        return acp.supported(self.init.agent_capabilities.session_capabilities.resume)
+
+    @property
+    def can_close(self) -> bool:
+        return acp.supported(self.init.agent_capabilities.session_capabilities.close)
+
+    @property
+    def alive(self) -> bool:
+        """False once its stream has ended (it exited, crashed or was stopped)."""
+        return not self._gone.is_set()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    # --- ACP ----------------------------------------------------------------------------------
+
+    async def initialize(self) -> acp.InitializeResponse:
+        """Negotiate (ACP.md §3). Raises `AgentStartError` for a version we cannot speak."""
+        caps = acp.ClientCapabilities(fs=acp.FileSystemCapability(), terminal=False)
+        params = acp.InitializeRequest(
+            protocol_version=acp.PROTOCOL_VERSION,
+            client_capabilities=caps,
+            client_info=client_info(),
+        )
+        resp = await self.peer.request(acp.INITIALIZE, params, acp.InitializeResponse)
+        if resp.protocol_version != acp.PROTOCOL_VERSION:
+            raise AgentStartError(
+                f"agent {self.name!r} speaks ACP protocol version {resp.protocol_version}; "
+                f"acpd speaks {acp.PROTOCOL_VERSION}"
+            )
+        self.init = resp
+        return resp
+
+    async def new_session(self, cwd: str) -> acp.NewSessionResponse:
+        params = acp.NewSessionRequest(cwd=cwd, mcp_servers=[])
+        return await self.peer.request(acp.SESSION_NEW, params, acp.NewSessionResponse)
+
+    async def load_session(self, session_id: str, cwd: str) -> None:
+        """The agent replays the history as updates before it answers (ACP.md §6)."""
+        params = acp.LoadSessionRequest(session_id=session_id, cwd=cwd, mcp_servers=[])
+        await self.peer.request(acp.SESSION_LOAD, params, acp.LoadSessionResponse)
+
+    async def resume_session(self, session_id: str, cwd: str) -> None:
+        params = acp.ResumeSessionRequest(session_id=session_id, cwd=cwd, mcp_servers=[])
+        await self.peer.request(acp.SESSION_RESUME, params, acp.ResumeSessionResponse)
+
+    async def prompt(self, session_id: str, text: str) -> acp.PromptResponse:
+        params = acp.PromptRequest(session_id=session_id, prompt=[acp.TextContent(text=text)])
+        return await self.peer.request(acp.SESSION_PROMPT, params, acp.PromptResponse)
+
+    async def cancel(self, session_id: str) -> None:
+        """`session/cancel`: a notification; the prompt's own reply ends the turn."""
+        await self.peer.notify(acp.SESSION_CANCEL, acp.CancelNotification(session_id=session_id))
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def stderr_tail(self) -> str:
+        """The last ~4 KiB of the agent's stderr, for error events."""
+        return self._stderr.text()
+
+    async def wait_exited(self) -> None:
+        """Block until the agent is gone: its stdout ended, or its process exited (then
+        briefly for its exit status and the last of its stderr)."""
+        await self._gone.wait()
+        if self.process is not None:
+            with trio.move_on_after(_SETTLE):
+                await self._exited.wait()
+                await self._stderr_done.wait()
+
+    async def stop(self) -> None:
+        """Stop the agent; idempotent. A process gets stdin closed and SIGTERM to its whole
+        group, then after `stop_grace` SIGKILL to whatever of the group is left; this waits
+        for the exit. An in-process agent has its stream closed."""
+        async with self._stop_lock:
+            if self._stopped:
+                return
+            if self.process is None:
+                await self.peer.aclose()
+            else:
+                await self._stop_process(self.process)
+            self._stopped = True
+
+    async def _stop_process(self, proc: trio.Process) -> None:
+        pgid = proc.pid  # start_new_session=True: the leader's pid is the group's id
+        if proc.stdin is not None:
+            with contextlib.suppress(trio.ClosedResourceError):
+                await proc.stdin.aclose()
+        signal_group(pgid, signal.SIGTERM)
+        with trio.move_on_after(self.stop_grace):
+            await proc.wait()
+            await _wait_group_gone(pgid)
+        if group_alive(pgid):
+            log.info("agent %s: still running after %gs, killing it", self.name, self.stop_grace)
+            signal_group(pgid, signal.SIGKILL)
+            # Delivery is asynchronous: "stopped" must mean gone, so wait (briefly) for it.
+            with trio.move_on_after(_KILL_BOUND):
+                await _wait_group_gone(pgid)
+        await proc.wait()
+
+    async def _run_peer(self, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await self.peer.run(task_status=task_status)
+        finally:
+            self._gone.set()
+
+    async def _watch_process(self, proc: trio.Process) -> None:
+        await proc.wait()
+        self._exited.set()
+        # Its stdout normally ends with it. If a process that left the group (setsid) still
+        # holds the pipe open, the agent is gone all the same once its last output had time
+        # to arrive: close our end, so the read loop ends and pending requests fail.
+        with trio.move_on_after(_SETTLE):
+            await self.peer.wait_finished()
+        if self.peer.running:
+            log.warning("agent %s exited but its stdout is still open; closing it", self.name)
+            await self.peer.aclose()
+
+    async def _drain_stderr(self, stream: trio.abc.ReceiveStream) -> None:
+        splitter = LineSplitter(STDERR_TAIL)
+        budget = LogBudget()
+        try:
+            while data := await stream.receive_some(65536):
+                self._stderr.add(data)
+                for line in splitter.feed(data):
+                    budget.log(log, "agent %s stderr: %s", self.name, printable(line))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._stderr_done.set()
+
+    def _start_error(self, exc: RpcFailure | AgentExited) -> AgentStartError:
+        tail = self.stderr_tail()
+        if isinstance(exc, RpcFailure):
+            what = f"failed to initialize: {exc.message}"
+        else:
+            code = self.returncode
+            what = "exited during initialize" + (f" (status {code})" if code is not None else "")
+        last = tail.splitlines()[-1].strip() if tail else ""
+        return AgentStartError(
+            f"agent {self.name!r} {what}" + (f": {last}" if last else ""), stderr=tail
+        )
+
+
+async def _wait_group_gone(pgid: int) -> None:
+    # Nothing signals "the group is empty" (only the leader is our child): poll.
+    while group_alive(pgid):  # noqa: ASYNC110
+        await trio.sleep(0.02)
+
+
+@asynccontextmanager
+async def _hosted(
+    conn: AgentConnection, stderr: trio.abc.ReceiveStream | None
+) -> AsyncIterator[AgentConnection]:
+    """Run `conn`'s tasks, initialize, yield; stop it on the way out, however we leave.
+
+    Errors from the body and start-up failures are re-raised *after* the nursery, so callers
+    get them as they are, not wrapped in an exception group.
+    """
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            if stderr is not None:
+                nursery.start_soon(conn._drain_stderr, stderr)
+            if conn.process is not None:
+                nursery.start_soon(conn._watch_process, conn.process)
+            await nursery.start(conn._run_peer)
+            try:
+                await conn.initialize()
+            except (RpcFailure, AgentExited) as exc:
+                if isinstance(exc, AgentExited):
+                    with trio.move_on_after(_SETTLE):
+                        await conn.wait_exited()
+                failure = conn._start_error(exc)
+            except AgentStartError as exc:
+                failure = exc
+            else:
+                try:
+                    yield conn
+                except Exception as exc:
+                    failure = exc
+        finally:
+            with trio.move_on_after(conn.stop_grace + _KILL_BOUND, shield=True):
+                await conn.stop()
+            # The group is dead, so stdout and stderr end at once, unless something that left
+            # the group holds them: don't wait for that.
+            nursery.cancel_scope.deadline = trio.current_time() + _SETTLE
+    if failure is not None:
+        raise failure
+
+
+@asynccontextmanager
+async def open_agent(
+    spec: AgentSpec,
+    *,
+    on_update: UpdateHandler,
+    on_request: RequestHandler | None = None,
+    on_batch_end: Callable[[], None] | None = None,
+    on_spawn: Callable[[trio.Process], None] | None = None,
+    stop_grace: float = 2.0,
+    log: logging.Logger | None = None,
+) -> AsyncIterator[AgentConnection]:
+    """Spawn `spec` and initialize it; stop it (whole process group) on exit.
+
+    `on_spawn(process)` runs right after the spawn, before `initialize`: the moment from which
+    the group exists and must be accounted for (orphans.py records it then).
+
+    Raises `AgentStartError` (one line) if it cannot be spawned, exits or fails during
+    `initialize`, or speaks another protocol version. Start-up is not bounded here. Bound it
+    from outside, with care: this holds a nursery open across the `yield`, so a
+    `with trio.fail_after(...)` must enclose the whole `async with` block, not only its entry.
+    (The engine enters it in a task started with `nursery.start` under `fail_after`, and calls
+    `task_status.started()` once set up.) On exit, normal or not, the agent is stopped under
+    a shield, bounded by `stop_grace` plus a few seconds.
+    """
+    if not spec.argv:
+        raise AgentStartError(f"agent {spec.name!r} has an empty command")
+    try:
+        proc = await trio.lowlevel.open_process(
+            list(spec.argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=spec.cwd,
+            env=agent_env(spec.env),
+            start_new_session=True,
+            # The user's own umask, not the daemon's 077: files an agent writes in a project
+            # must come out as if the user had written them.
+            umask=-1 if (mask := agent_umask()) is None else mask,
+        )
+    except OSError as exc:
+        what = exc.strerror or type(exc).__name__
+        if exc.filename == spec.cwd and isinstance(exc, FileNotFoundError | NotADirectoryError):
+            what = f"no such working directory: {spec.cwd}"
+        elif isinstance(exc, FileNotFoundError):
+            what = f"command not found: {spec.argv[0]}"
+        elif isinstance(exc, PermissionError):
+            what = f"permission denied: {spec.argv[0]}"
+        raise AgentStartError(f"cannot start agent {spec.name!r}: {what}", permanent=True) from None
+    assert proc.stdio is not None
+    assert proc.stderr is not None
+    if on_spawn is not None:
+        on_spawn(proc)
+    peer = AgentPeer(
+        proc.stdio,
+        on_update=on_update,
+        on_request=on_request,
+        on_batch_end=on_batch_end,
+        log=log or logging.getLogger(f"acpd.peer.{spec.name}"),
+    )
+    conn = AgentConnection(peer, proc, name=spec.name, stop_grace=stop_grace)
+    try:
+        async with _hosted(conn, proc.stderr) as hosted:
+            yield hosted
+    finally:
+        with trio.CancelScope(shield=True):
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+
+
+@asynccontextmanager
+async def connect_agent(
+    stream: trio.abc.Stream,
+    *,
+    on_update: UpdateHandler,
+    on_request: RequestHandler | None = None,
+    on_batch_end: Callable[[], None] | None = None,
+    name: str = "agent",
+    log: logging.Logger | None = None,
+) -> AsyncIterator[AgentConnection]:
+    """`open_agent` over an existing stream (in-process fakes); `process` is None, and
+    stopping closes the stream."""
+    peer = AgentPeer(
+        stream, on_update=on_update, on_request=on_request, on_batch_end=on_batch_end, log=log
+    )
+    async with _hosted(AgentConnection(peer, name=name), None) as conn:
+        yield conn

@@ -1,0 +1,161 @@
+"""A conversation's event log: every durable write, in seq order, then its fan-out.
+
+All appends for one conversation go through one FIFO lock, so the order subscribers see is the
+store's seq order even when a `send` and the turn's recorder write at the same moment. The
+in-memory `last_seq` moves only after a commit, which is what makes subscribe's "replay up to
+`last_seq`, then live" gap-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+import msgspec
+import trio
+
+from daemon.engine.fanout import Fanout
+from daemon.engine.storeio import StoreIO
+from protocol import events as ev
+from store import ConversationRecord, EventRecord, Store
+
+__all__ = ["EventLog", "LogClosed", "close_dead_turn"]
+
+
+class LogClosed(Exception):
+    """The conversation was retired or deleted: this log writes nothing any more."""
+
+
+def _line(conv_id: str, rec: EventRecord) -> bytes:
+    return ev.event_notification(conv_id, ev.render_event(rec.seq, rec.type, rec.ts, rec.body))
+
+
+@attrs.define(eq=False)
+class EventLog:
+    conv_id: str
+    io: StoreIO
+    fanout: Fanout
+    last_seq: int
+    _lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
+    closed: bool = False
+
+    def _publish(self, recs: list[EventRecord]) -> None:
+        for rec in recs:
+            self.last_seq = max(self.last_seq, rec.seq)
+            self.fanout.publish_event(rec.seq, _line(self.conv_id, rec))
+
+    async def append_user(self, text: str) -> tuple[EventRecord, int]:
+        """Queue a user message; returns it and how many are queued with it (the store's
+        count as of this commit, so concurrent sends each get an exact position)."""
+        body = ev.encode_body(ev.UserMessage(text=text))
+
+        def write(s: Store) -> tuple[EventRecord, int]:
+            rec = s.append_user_message(self.conv_id, body)
+            return rec, s.queued_count(self.conv_id)
+
+        async with self._lock:
+            self._check()
+            rec, queued = await self.io.write(write)
+            self._publish([rec])
+        self.io.settle_soon()  # its activity bump, after the acknowledgement
+        return rec, queued
+
+    async def append(self, items: list[tuple[str, bytes]], *, clear_drafts: bool = False) -> None:
+        if not items and not clear_drafts:
+            return
+
+        def write(s: Store) -> list[EventRecord]:
+            recs = s.append_events(self.conv_id, items) if items else []
+            if clear_drafts:
+                s.clear_drafts(self.conv_id)
+            return recs
+
+        async with self._lock:
+            self._check()
+            self._publish(await self.io.write(write))
+
+    async def start_turn(
+        self, prompt_seq: int, may_start: Callable[[], bool]
+    ) -> EventRecord | None:
+        """Move the cursor to `prompt_seq` and record `turn_started`, if `may_start()`.
+
+        `may_start` runs with the log locked, right before the write: no send, status change
+        or other write of this conversation can come between its decision and the commit.
+        Returns None if it said no. Raises `store.Conflict` if the message is not queued.
+        """
+        body = ev.encode_body(ev.TurnStarted(prompt_seq=prompt_seq))
+        async with self._lock:
+            self._check()
+            if not may_start():
+                return None
+            rec = await self.io.write(lambda s: s.start_turn(self.conv_id, prompt_seq, body))
+            self._publish([rec])
+        return rec
+
+    async def end_turn(self, items: list[tuple[str, bytes]], status: str) -> None:
+        async with self._lock:
+            self._check()
+            recs = await self.io.write(lambda s: s.end_turn(self.conv_id, items, status))
+            self._publish(recs)
+
+    async def set_status(self, status: str) -> None:
+        async with self._lock:
+            self._check()
+            await self.io.write(lambda s: s.set_status(self.conv_id, status))
+
+    async def append_draft(self, prompt_seq: int, kind: str, text: str) -> None:
+        async with self._lock:
+            self._check()
+            await self.io.write(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
+
+    async def set_title(self, title: str) -> None:
+        async with self._lock:
+            self._check()
+            await self.io.write(lambda s: s.set_title(self.conv_id, title))
+
+    async def set_acp_session(self, session_id: str, cwd: str) -> None:
+        async with self._lock:
+            self._check()
+            await self.io.write(lambda s: s.set_acp_session(self.conv_id, session_id, cwd))
+
+    async def record(self) -> ConversationRecord | None:
+        return await self.io.read(lambda s: s.get_conversation(self.conv_id))
+
+    async def close(self) -> None:
+        """No write starts after this returns (one in flight finishes first)."""
+        async with self._lock:
+            self.closed = True
+
+    def close_nowait(self) -> bool:
+        """Close only if no write is in flight or waiting: used by a supervisor retiring itself."""
+        if self._lock.locked():
+            return False
+        self.closed = True
+        return True
+
+    def _check(self) -> None:
+        if self.closed:
+            raise LogClosed(self.conv_id)
+
+
+def close_dead_turn(
+    s: Store,
+    *,
+    rec: ConversationRecord,
+    stop_reason: str = "daemon_restarted",
+    detail: str | msgspec.UnsetType = msgspec.UNSET,
+) -> None:
+    """End the turn a dead supervisor left "running": its drafts become partial messages."""
+    items: list[tuple[str, bytes]] = []
+    for prompt_seq, kind, text in s.drafts(rec.id):
+        body: ev._Body
+        if kind == "message":
+            body = ev.AgentMessage(text=text, prompt_seq=prompt_seq, partial=True)
+        else:
+            body = ev.AgentThought(text=text, prompt_seq=prompt_seq, partial=True)
+        items.append(
+            ("agent_message" if kind == "message" else "agent_thought", ev.encode_body(body))
+        )
+    ended = ev.TurnEnded(prompt_seq=rec.cursor, stop_reason=stop_reason, detail=detail)
+    items.append(("turn_ended", ev.encode_body(ended)))
+    s.end_turn(rec.id, items, "idle")

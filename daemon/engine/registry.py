@@ -1,0 +1,362 @@
+"""The conversation engine: a lazy registry of supervisors over the store.
+
+Stored conversations cost nothing until used: `list`, `get`, `count`, `events` and `queue` read
+the store and spawn nothing. The first `send`, `interrupt`, `resume` or `subscribe` hydrates a
+conversation; the registry's check-and-insert has no checkpoint in between (trio is
+single-threaded), so racing callers share one supervisor and wait on its `ready` event. An
+entry leaves the map in the supervisor's `finally`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import msgspec
+import trio
+
+from daemon.agents import orphans
+from daemon.agents.connection import Launcher
+from daemon.config import Config
+from daemon.engine.conversation import Conversation
+from daemon.engine.eventlog import LogClosed, close_dead_turn
+from daemon.engine.fanout import Subscription
+from daemon.engine.storeio import StoreIO
+from protocol import events as ev
+from protocol.api import ConversationInfo
+from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, RpcFailure
+from store import Conflict, ConversationRecord, NotFound, Store
+
+__all__ = ["Engine", "open_engine"]
+
+log = logging.getLogger("acpd.engine")
+
+T = TypeVar("T")
+
+_user_message = msgspec.json.Decoder(ev.UserMessage)
+MAX_TEXT = 1024 * 1024
+# Event bodies per page of `events` and of a subscription's replay: a page of long agent
+# messages must not become one reply of hundreds of megabytes (clients read on from its end).
+PAGE_BYTES = 8 * 1024 * 1024
+
+
+def _no_such(conv_id: str) -> RpcFailure:
+    return RpcFailure(NOT_FOUND, f"no such conversation: {conv_id}")
+
+
+@attrs.define(eq=False)
+class Engine:
+    config: Config
+    io: StoreIO
+    launcher: Launcher
+    data_dir: Path
+    _nursery: trio.Nursery
+    _live: dict[str, Conversation] = attrs.field(factory=dict)
+    _deleting: set[str] = attrs.field(factory=set)
+    # Why the agent of a retired supervisor went away (idle, crashed, drain_timeout), for the
+    # next one's `agent_restarted`. A conversation not in here last ran under an older daemon.
+    # One small entry per conversation used since startup, dropped when it is deleted.
+    _restart_reasons: dict[str, str] = attrs.field(factory=dict)
+    started_at: float = attrs.field(factory=time.monotonic)
+    hydrations: int = 0
+
+    # --- the registry ---------------------------------------------------------------------------
+
+    async def _conversation(self, conv_id: str) -> Conversation:
+        while True:
+            if conv_id in self._deleting:
+                raise _no_such(conv_id)
+            conv = self._live.get(conv_id)
+            if conv is None:
+                # No checkpoint between the lookup above and this insert: one supervisor.
+                reason = self._restart_reasons.pop(conv_id, "daemon_restarted")
+                conv = Conversation(
+                    conv_id, self.io, self.config, self.launcher, self._exited, reason
+                )
+                self._live[conv_id] = conv
+                self.hydrations += 1
+                self._nursery.start_soon(conv.run, name=f"conversation {conv_id}")
+            await conv.ready.wait()
+            if isinstance(conv.load_error, LookupError):
+                raise _no_such(conv_id)
+            if conv.load_error is not None:
+                raise RpcFailure(
+                    INTERNAL_ERROR, f"conversation {conv_id} failed: {conv.load_error}"
+                )
+            if conv.log_.closed and not conv.finished.is_set():
+                # Retiring (or being deleted): it would end a subscription at once and refuse
+                # writes. Wait until it has left the registry, then look again.
+                await conv.finished.wait()
+                continue
+            if not conv.finished.is_set():
+                return conv
+            # It retired while we waited: hydrate again.
+
+    async def _with(self, conv_id: str, fn: Callable[[Conversation], Awaitable[T]]) -> T:
+        while True:
+            conv = await self._conversation(conv_id)
+            try:
+                return await fn(conv)
+            except LogClosed:
+                if conv.deleting:
+                    raise _no_such(conv_id) from None
+                # Retired between lookup and use: the next lookup hydrates a fresh one.
+
+    def _exited(self, conv: Conversation) -> None:
+        if self._live.get(conv.conv_id) is conv:
+            del self._live[conv.conv_id]
+            if not conv.deleting and conv.acp_session_id:
+                self._restart_reasons[conv.conv_id] = conv.restart_reason
+
+    def live_count(self) -> int:
+        return len(self._live)
+
+    def agents_running(self) -> int:
+        return sum(1 for c in self._live.values() if c.live)
+
+    # --- read side: never hydrates --------------------------------------------------------------
+
+    def _info(self, rec: ConversationRecord) -> ConversationInfo:
+        conv = self._live.get(rec.id)
+        # `queued` is the store's: every write to the queue keeps it exact.
+        status, last_seq, live = rec.status, rec.last_seq, False
+        if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
+            status, live = conv.status, conv.live
+            last_seq = max(last_seq, conv.log_.last_seq)
+        return ConversationInfo(
+            id=rec.id,
+            title=rec.title,
+            agent=rec.agent,
+            cwd=rec.cwd,
+            status=status,
+            created_at=ev.rfc3339(rec.created_at),
+            updated_at=ev.rfc3339(rec.updated_at),
+            last_seq=last_seq,
+            queued=rec.queued,
+            live=live,
+        )
+
+    async def _record(self, conv_id: str) -> ConversationRecord:
+        rec = await self.io.read(lambda s: s.get_conversation(conv_id))
+        if rec is None or conv_id in self._deleting:
+            raise _no_such(conv_id)
+        return rec
+
+    async def resolve_id(self, id_or_prefix: str) -> str:
+        if not id_or_prefix:
+            raise RpcFailure(INVALID_PARAMS, "id must not be empty")
+        if id_or_prefix in self._live:
+            return id_or_prefix
+        matches = await self.io.read(lambda s: s.resolve_id(id_or_prefix))
+        if not matches:
+            raise _no_such(id_or_prefix)
+        if len(matches) > 1 and id_or_prefix not in matches:
+            raise RpcFailure(INVALID_PARAMS, f"ambiguous id prefix: {id_or_prefix}")
+        return id_or_prefix if id_or_prefix in matches else matches[0]
+
+    async def get(self, conv_id: str) -> ConversationInfo:
+        return self._info(await self._record(conv_id))
+
+    async def list(
+        self, *, limit: int, before: str | None
+    ) -> tuple[builtins.list[ConversationInfo], int, str | None]:
+        def read(s: Store) -> tuple[list[ConversationRecord], str | None, int]:
+            page, nxt = s.list_conversations(limit=limit, before=before)
+            return page, nxt, s.count_conversations()
+
+        try:
+            page, nxt, total = await self.io.read(read)
+        except ValueError as exc:  # a cursor that is not one of ours
+            raise RpcFailure(INVALID_PARAMS, f"invalid before cursor: {exc}") from None
+        return [self._info(r) for r in page], total, nxt
+
+    async def count(self) -> int:
+        return await self.io.read(lambda s: s.count_conversations())
+
+    async def events(
+        self, conv_id: str, *, after_seq: int, limit: int
+    ) -> tuple[builtins.list[msgspec.Raw], int]:
+        rec = await self._record(conv_id)
+        recs = await self.io.read(
+            lambda s: s.read_events(conv_id, after_seq, limit, max_bytes=PAGE_BYTES)
+        )
+        conv = self._live.get(conv_id)
+        last = max(rec.last_seq, conv.log_.last_seq if conv is not None else 0)
+        rendered = [msgspec.Raw(ev.render_event(r.seq, r.type, r.ts, r.body)) for r in recs]
+        return rendered, last
+
+    async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
+        await self._record(conv_id)
+        recs = await self.io.read(lambda s: s.pending_messages(conv_id))
+        return [(r.seq, _user_message.decode(r.body).text) for r in recs]
+
+    # --- write side ---------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        agent: str | None,
+        agent_cmd: builtins.list[str] | None,
+        cwd: str,
+        title: str | None,
+    ) -> ConversationInfo:
+        agents = self.config.all_agents()
+        if agent_cmd:
+            name, argv = agent or "custom", list(agent_cmd)
+        else:
+            name = agent or self.config.default_agent
+            if name not in agents:
+                known = ", ".join(sorted(agents))
+                raise RpcFailure(INVALID_PARAMS, f"unknown agent {name!r} (known: {known})")
+            argv = list(agents[name].command)
+        if not os.path.isabs(cwd) or not await trio.Path(cwd).is_dir():
+            raise RpcFailure(INVALID_PARAMS, f"cwd must be an existing absolute directory: {cwd}")
+        policy = self.config.permission_policy
+        rec = await self.io.write(
+            lambda s: s.create_conversation(
+                title=title or "", agent=name, agent_cmd=argv, cwd=cwd, permission_policy=policy
+            )
+        )
+        return self._info(rec)
+
+    async def delete(self, conv_id: str) -> None:
+        await self._record(conv_id)
+        self._deleting.add(conv_id)
+        try:
+            conv = self._live.get(conv_id)
+            if conv is not None:
+                await conv.close(deleting=True)
+            await self.io.write(lambda s: s.delete_conversation(conv_id))
+        finally:
+            self._deleting.discard(conv_id)
+            self._restart_reasons.pop(conv_id, None)
+
+    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
+        if not text.strip():
+            raise RpcFailure(INVALID_PARAMS, "text must not be empty")
+        if len(text) > MAX_TEXT:
+            raise RpcFailure(INVALID_PARAMS, f"text longer than {MAX_TEXT} characters")
+        return await self._with(conv_id, lambda c: c.send(text, run=run, interrupt=interrupt))
+
+    async def remove(self, conv_id: str, seq: int) -> None:
+        await self._record(conv_id)
+        try:
+            await self.io.write(lambda s: s.remove_pending(conv_id, seq))
+        except Conflict:
+            raise RpcFailure(CONFLICT, f"message {seq} was already prompted") from None
+        except NotFound:
+            raise RpcFailure(NOT_FOUND, f"no queued message {seq} in {conv_id}") from None
+
+    async def interrupt(self, conv_id: str) -> bool:
+        return await self._with(conv_id, lambda c: c.interrupt())
+
+    async def resume(self, conv_id: str) -> None:
+        await self._with(conv_id, lambda c: c.resume())
+
+    async def permit(
+        self, conv_id: str, *, request: str, option: str | None, cancelled: bool
+    ) -> None:
+        await self._record(conv_id)
+        conv = self._live.get(conv_id)
+        if conv is None:
+            raise RpcFailure(CONFLICT, f"no pending permission request {request!r}")
+        conv.answer_permission(request, option, cancelled=cancelled)
+
+    async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> Subscription:
+        conv = await self._conversation(conv_id)
+
+        async def replay(after: int, through: int, limit: int) -> tuple[builtins.list[bytes], int]:
+            recs = await self.io.read(
+                lambda s: s.read_events(conv_id, after, limit, max_bytes=PAGE_BYTES)
+            )
+            lines = [
+                ev.event_notification(conv_id, ev.render_event(r.seq, r.type, r.ts, r.body))
+                for r in recs
+                if r.seq <= through
+            ]
+            # A short page (by count or by bytes) is no proof of the end: read on from its last.
+            upto = recs[-1].seq if recs else through
+            return lines, min(upto, through)
+
+        # The last subscriber leaving wakes the supervisor: it may retire now.
+        return conv.fanout.open(
+            after_seq=after_seq,
+            through_seq=conv.log_.last_seq,
+            deltas=deltas,
+            replay=replay,
+            on_close=conv.wake,
+        )
+
+    def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:
+        return [(n, list(a.command)) for n, a in sorted(self.config.all_agents().items())]
+
+    def reload(self, config: Config) -> None:
+        self.config = config
+        for conv in self._live.values():
+            conv.config = config
+
+    # --- startup and shutdown -------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Close turns a dead daemon left open and restart queues: O(pending), not O(stored)."""
+        recs = await self.io.read(lambda s: s.conversations_needing_recovery())
+        for rec in recs:
+            if rec.status == "running":
+                await self.io.write(functools.partial(close_dead_turn, rec=rec))
+        for rec in recs:
+            if rec.queued > 0 and rec.status not in ("paused", "failed"):
+                await self._conversation(rec.id)
+        if recs:
+            log.info("recovered %d conversation(s)", len(recs))
+
+    async def shutdown(self) -> None:
+        """Drain running turns and stop every agent, bounded by `shutdown_grace`."""
+        convs = list(self._live.values())
+        for conv in convs:
+            conv.begin_shutdown()
+        with trio.move_on_after(self.config.shutdown_grace):
+            for conv in convs:
+                await conv.finished.wait()
+        self._nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_engine(
+    config: Config, data_dir: Path, *, launcher: Launcher | None = None, threads: bool = True
+) -> AsyncIterator[Engine]:
+    """Open the store, recover, and run the registry; on exit, stop gracefully.
+
+    `threads=False` runs store calls inline (deterministic tests under a mock clock).
+    """
+    path = data_dir / "acpd.sqlite3"
+    writer = await trio.to_thread.run_sync(Store.open, path)
+    try:
+        reader = await trio.to_thread.run_sync(Store.open_reader, path)
+    except BaseException:
+        writer.close()
+        raise
+    io = StoreIO(writer, reader, threads=threads)
+    tracker = orphans.AgentTracker(data_dir / "run")
+    await trio.to_thread.run_sync(tracker.reap)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(io.run_settler)
+            engine = Engine(
+                config, io, launcher or tracker.launcher(lambda: engine.config), data_dir, nursery
+            )
+            await engine.recover()
+            try:
+                yield engine
+            finally:
+                with trio.CancelScope(shield=True):
+                    await engine.shutdown()
+    finally:
+        io.close()

@@ -1,0 +1,478 @@
+"""The dashboard: a static page and a JSON-RPC websocket on one loopback port.
+
+```
+serve_dashboard(address, dispatcher, data_dir)
+└─ serve_listeners: one task per TCP connection
+   ├─ read the request head with h11 (bounded in size and time: slowloris)
+   ├─ GET /, /app.js, ...       → the file, with CSP and friends; then close
+   └─ GET /ws + Upgrade         → Host and Origin checked (403 before any handshake), then
+                                  trio-websocket over a stream that replays the bytes read;
+                                  first message must be `auth` with the token (or a single-use
+                                  code, answered with the token), at most 8 KiB until then;
+                                  then the dispatcher serves the connection, one message per
+                                  text frame (a binary frame gets -32600)
+```
+
+Who may talk to it: anyone on this machine can connect to a loopback port, and any web page in
+the user's browser can try. So the websocket needs both the `Origin` of the page we serve
+(other pages cannot forge it; DNS rebinding is caught by the `Host` check) and the secret in
+`dashboard.token` (0600 in the data dir, readable only by the user who may use the daemon),
+presented as the first message. Until then no API call runs. The token never travels in a URL
+query: `acpd dashboard` prints a link with it in the fragment, which browsers never send; and
+`acpd dashboard --open` hands the browser a single-use code instead (`create_login_code`), since
+a browser's command line is visible to every local user.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import importlib.resources
+import logging
+import os
+import secrets
+import stat
+import time
+from functools import partial
+from pathlib import Path
+from typing import Final, NoReturn
+
+import attrs
+import msgspec
+import trio
+import trio_websocket
+from msgspec import UNSET
+
+from daemon.config import parse_ws_address
+from daemon.server._http import (
+    ClientClosed,
+    HttpError,
+    HttpExchange,
+    ReplayStream,
+    RequestHead,
+    linger,
+)
+from daemon.server.dispatch import ClientGone, Dispatcher
+from daemon.server.unix import ListenError
+from protocol.jsonrpc import (
+    INVALID_REQUEST,
+    UNAUTHORIZED,
+    ErrorResponse,
+    RequestId,
+    Response,
+    RpcError,
+    RpcFailure,
+    decode_envelope,
+    decode_params,
+    encode,
+)
+
+__all__ = [
+    "AUTH_METHOD",
+    "CODES_DIR",
+    "CODE_TTL_S",
+    "PRE_AUTH_BYTES",
+    "TOKEN_FILE",
+    "claim_login_code",
+    "create_login_code",
+    "load_or_create_token",
+    "serve_dashboard",
+]
+
+log = logging.getLogger("acpd.dashboard")
+
+TOKEN_FILE: Final = "dashboard.token"
+CODES_DIR: Final = "dashboard-codes"  # single-use codes for `acpd dashboard --open`
+CODE_TTL_S: Final = 60.0
+CODE_CLOCK_SLACK_S: Final = 5.0  # a code "from the future" (the clock was set back) still works
+AUTH_METHOD: Final = "auth"
+PRE_AUTH_BYTES: Final = 8 * 1024  # websocket bytes a client may send before `auth` is answered
+HEAD_TIMEOUT_S: Final = 10.0  # to send a request head, and to finish the websocket handshake
+AUTH_TIMEOUT_S: Final = 10.0  # from the handshake to the `auth` message
+CLOSE_TIMEOUT_S: Final = 2.0  # for the websocket closing handshake
+LINGER_S: Final = 1.0  # after a response, for the client to close its side
+MAX_CONNECTIONS: Final = 256  # open TCP connections; past that new ones are closed at once
+_WS_PATH: Final = "/ws"
+# What the page is made of; anything else in static/ is not served.
+_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+# --- the token ---------------------------------------------------------------------------------
+
+
+def _usable(token: str) -> bool:
+    return len(token) >= 32 and all(c.isascii() and (c.isalnum() or c in "-_") for c in token)
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The token in `data_dir/dashboard.token`, created (0600) at first use and reused after.
+
+    A token file that others could read, or that is damaged, is replaced by a new one.
+    Raises OSError.
+    """
+    path = data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    else:
+        with open(fd, encoding="ascii", errors="replace") as file:
+            st = os.fstat(file.fileno())
+            token = file.read(4096).strip()
+        if st.st_uid == os.getuid() and not st.st_mode & 0o077 and _usable(token):
+            return token
+        log.warning("%s was damaged or readable by others: replacing it", path)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{TOKEN_FILE}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a leftover tmp file keeps its old mode through O_CREAT
+        os.write(fd, f"{token}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)  # whole or not at all: a crash never leaves half a token
+    return token
+
+
+def create_login_code(data_dir: Path) -> str:
+    """A single-use code that the page exchanges for the token (`auth {code}`), valid for
+    `CODE_TTL_S`: what `acpd dashboard --open` puts in the link it hands to a browser.
+
+    A browser's command line is readable by every local user (/proc/PID/cmdline) for as long
+    as the browser runs; a code there is worth nothing once the page has used it, or after a
+    minute. It is an empty 0600 file named by the code in `data_dir/dashboard-codes/` (0700):
+    whoever may read the token file may mint codes, nobody else. Expired codes are pruned.
+    Raises OSError.
+    """
+    codes = data_dir / CODES_DIR
+    try:
+        os.mkdir(codes, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(codes)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(errno.EPERM, "not a private directory of ours", str(codes))
+    now = time.time()
+    for entry in os.scandir(codes):
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < now - CODE_TTL_S:
+                os.unlink(entry.path)
+        except OSError:
+            pass  # claimed or pruned meanwhile
+    code = secrets.token_urlsafe(32)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    os.close(os.open(codes / code, flags, 0o600))
+    return code
+
+
+def claim_login_code(data_dir: Path, code: str) -> bool:
+    """Use up `code`: True if it was made by `create_login_code` less than `CODE_TTL_S` ago
+    and not used before. Whoever removes the file first has it; a used code is gone."""
+    if not _usable(code):  # also keeps `code` a plain file name
+        return False
+    path = data_dir / CODES_DIR / code
+    try:
+        st = os.lstat(path)
+        os.unlink(path)
+    except OSError:
+        return False
+    age = time.time() - st.st_mtime
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == os.getuid()
+        and not st.st_mode & 0o077
+        and -CODE_CLOCK_SLACK_S <= age <= CODE_TTL_S
+    )
+
+
+# --- the address -------------------------------------------------------------------------------
+
+
+# --- the site ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _File:
+    body: bytes
+    content_type: str
+
+
+def _load_files() -> dict[str, _File]:
+    files: dict[str, _File] = {}
+    for entry in importlib.resources.files("daemon").joinpath("static").iterdir():
+        content_type = _TYPES.get(os.path.splitext(entry.name)[1])
+        if content_type is not None and entry.is_file():
+            files[f"/{entry.name}"] = _File(entry.read_bytes(), content_type)
+    if "/index.html" not in files:
+        raise ListenError("the dashboard page is missing from the installation (daemon/static)")
+    files["/"] = files["/index.html"]
+    return files
+
+
+@attrs.define(eq=False)
+class _Site:
+    dispatcher: Dispatcher
+    data_dir: Path
+    token: bytes
+    files: dict[str, _File]
+    url_host: str
+    port: int
+    head_timeout: float
+    auth_timeout: float
+    connections: int = 0
+    hosts: frozenset[str] = attrs.field(init=False)
+    origins: frozenset[str] = attrs.field(init=False)
+    page_headers: tuple[tuple[str, str], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        host = f"{self.url_host}:{self.port}"
+        # A browser leaves out the default port, in `Host` and in `Origin`.
+        bare = {self.url_host} if self.port == 80 else set()
+        self.hosts = frozenset({host, *bare})
+        self.origins = frozenset(f"http://{h}" for h in self.hosts)
+        csp = (
+            f"default-src 'self'; connect-src 'self' ws://{host}; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'"
+        )
+        self.page_headers = (
+            ("Content-Security-Policy", csp),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Frame-Options", "DENY"),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.url_host}:{self.port}/"
+
+
+async def serve_dashboard(
+    address: str,
+    dispatcher: Dispatcher,
+    data_dir: Path,
+    *,
+    head_timeout: float = HEAD_TIMEOUT_S,
+    auth_timeout: float = AUTH_TIMEOUT_S,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the dashboard on `address` (`HOST:PORT`, loopback; port 0 picks a free one).
+
+    `task_status.started(url)` reports the page's URL as bound, without the token (e.g.
+    `http://127.0.0.1:7421/`), once the port accepts connections.
+
+    Error handling: a bad address, a port in use, or an unusable token file raise
+    `ListenError` (one line) from `nursery.start`; a failing connection ends only itself.
+    Resource handling: cancelling this task closes the listener and every connection.
+    """
+    try:
+        bind_ip, url_host, port = parse_ws_address(address)
+    except ValueError as exc:
+        raise ListenError(f"dashboard address: {exc}") from None
+    try:
+        token = await trio.to_thread.run_sync(load_or_create_token, data_dir)
+    except OSError as exc:
+        raise ListenError(f"cannot use {data_dir / TOKEN_FILE}: {exc.strerror}") from None
+    files = await trio.to_thread.run_sync(_load_files)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=bind_ip)
+    except OSError as exc:
+        raise ListenError(f"cannot serve the dashboard on {address}: {exc.strerror}") from None
+    port = listeners[0].socket.getsockname()[1]  # the one picked, for port 0
+    site = _Site(
+        dispatcher, data_dir, token.encode(), files, url_host, port, head_timeout, auth_timeout
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, partial(_handle, site), listeners)
+        log.info("dashboard at %s", site.url)
+        task_status.started(site.url)
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def _handle(site: _Site, stream: trio.SocketStream) -> None:
+    async with stream:
+        if site.connections >= MAX_CONNECTIONS:
+            log.warning("dashboard: %d connections open; refusing another", site.connections)
+            return
+        site.connections += 1
+        try:
+            await _serve_connection(site, stream)
+        except Exception:  # a bug here must cost one connection, not the listener
+            log.exception("dashboard connection failed")
+        finally:
+            site.connections -= 1
+
+
+async def _serve_connection(site: _Site, stream: trio.SocketStream) -> None:
+    http = HttpExchange(stream)
+    upgrade = False
+    with trio.move_on_after(site.head_timeout):
+        try:
+            head = await http.read_head()
+            upgrade = await _route(site, http, head)
+        except HttpError as exc:
+            await http.respond_text(exc.status, "bad request")
+        except (ClientClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    if upgrade:
+        await _serve_websocket(site, stream, http)
+    else:
+        with trio.move_on_after(LINGER_S):
+            await linger(stream)
+
+
+async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
+    """Answer `head`, or return True to hand the connection to the websocket."""
+    get_or_head = head.method in ("GET", "HEAD")
+    only_head = head.method == "HEAD"
+    if head.header("host") not in site.hosts:
+        # DNS rebinding: a foreign name resolving to us. Say where the dashboard lives.
+        await http.respond_text(403, f"open the dashboard at {site.url}", head_only=only_head)
+        return False
+    if head.path == _WS_PATH:
+        if head.method != "GET":
+            await http.respond(405, [("Allow", "GET")])
+        elif not (
+            head.has_token("upgrade", "websocket") and head.has_token("connection", "upgrade")
+        ):
+            await http.respond(426, [("Upgrade", "websocket")])
+        elif head.header("origin") not in site.origins:
+            # Refused before the handshake: another page in the browser never gets a socket.
+            log.warning("dashboard: refused a websocket from origin %r", head.header("origin"))
+            await http.respond_text(403, "origin not allowed")
+        elif not head.header("sec-websocket-key") or head.header("sec-websocket-version") != "13":
+            await http.respond(400, [("Sec-WebSocket-Version", "13")])
+        else:
+            return True
+        return False
+    file = site.files.get(head.path)
+    if file is None:
+        await http.respond_text(404, "not found", head_only=only_head)
+    elif not get_or_head:
+        await http.respond(405, [("Allow", "GET, HEAD")])
+    else:
+        headers = [("Content-Type", file.content_type), *site.page_headers]
+        await http.respond(200, headers, file.body, head_only=only_head)
+    return False
+
+
+# --- the websocket -----------------------------------------------------------------------------
+
+
+async def _serve_websocket(site: _Site, stream: trio.SocketStream, http: HttpExchange) -> None:
+    # Until `auth` is answered the client may send only a little: enough for the handshake's
+    # leftovers and one `auth` message, not the 4 MiB a frame may carry afterwards.
+    replay = ReplayStream(stream, bytes(http.raw), limit=max(0, PRE_AUTH_BYTES - http.trailing))
+    async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
+        try:
+            ws: trio_websocket.WebSocketConnection | None = None
+            with trio.move_on_after(site.head_timeout):
+                request = await trio_websocket.wrap_server_stream(
+                    nursery, replay, max_message_size=site.dispatcher.max_message_bytes
+                )
+                ws = await request.accept()
+            if ws is not None:
+                try:
+                    await _session(site, ws, replay)
+                finally:
+                    with trio.move_on_after(CLOSE_TIMEOUT_S):
+                        await ws.aclose()
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            nursery.cancel_scope.cancel(reason="websocket done")
+
+
+class _AuthParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str | None = None
+    code: str | None = None
+
+
+class _AuthResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    token: str | None = None  # the token, in exchange for a code
+
+
+_auth_params = msgspec.json.Decoder(_AuthParams)
+_FIRST = "unauthorized: send `auth` with the dashboard token first, as a text frame"
+
+
+def _error(req_id: RequestId, message: str) -> str:
+    return encode(ErrorResponse(id=req_id, error=RpcError(UNAUTHORIZED, message))).decode()
+
+
+async def _authenticate(site: _Site, message: str | bytes) -> tuple[bool, str]:
+    """Whether `message` is `auth` with the token or a valid code, and the reply to send."""
+    if not isinstance(message, str):
+        return False, _error(None, _FIRST)
+    try:
+        env = decode_envelope(message.encode())
+    except RpcFailure:
+        return False, _error(None, _FIRST)
+    req_id: RequestId = None if env.id is UNSET else env.id
+    if env.method != AUTH_METHOD:
+        return False, _error(req_id, _FIRST)
+    try:
+        params = decode_params(_auth_params, env.params)
+    except RpcFailure:
+        params = _AuthParams()
+    if (params.token is None) == (params.code is None):
+        return False, _error(req_id, "unauthorized: `auth` takes {token} or {code}")
+    if params.token is not None:
+        if not hmac.compare_digest(params.token.encode(), site.token):
+            return False, _error(req_id, "unauthorized: wrong token")
+        result = _AuthResult()
+    else:
+        assert params.code is not None
+        if not await trio.to_thread.run_sync(claim_login_code, site.data_dir, params.code):
+            return False, _error(
+                req_id, "unauthorized: this link was used already or has expired; "
+                "get a new one with `acpd dashboard --open`"
+            )  # fmt: skip
+        result = _AuthResult(token=site.token.decode())
+    return True, encode(Response(id=req_id, result=result)).decode()
+
+
+async def _session(
+    site: _Site, ws: trio_websocket.WebSocketConnection, replay: ReplayStream
+) -> None:
+    """Authenticate, then relay frames to and from the dispatcher until either side closes."""
+    first: str | bytes | None = None
+    with trio.move_on_after(site.auth_timeout):
+        first = await ws.get_message()
+    if first is None:
+        await ws.aclose(1008, "authentication timed out")
+        return
+    ok, reply = await _authenticate(site, first)
+    await ws.send_message(reply)
+    if not ok:
+        log.warning("dashboard: refused a websocket client: %s", reply)
+        await ws.aclose(1008, "unauthorized")
+        return
+    replay.unlimit()
+
+    async def send(line: bytes) -> None:
+        try:
+            # The dispatcher's lines end in a newline; a frame needs none.
+            await ws.send_message(line.rstrip(b"\n").decode())
+        except trio_websocket.ConnectionClosed:
+            raise ClientGone from None
+
+    async with site.dispatcher.open_connection(send) as conn:
+        while True:
+            try:
+                message = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                break
+            if isinstance(message, bytes):  # CONTRACT.md: one JSON-RPC message per text frame
+                await conn.send_error(INVALID_REQUEST, "binary frames are not accepted: send "
+                                      "each JSON-RPC message as a text frame")  # fmt: skip
+                continue
+            await conn.handle(message.encode())

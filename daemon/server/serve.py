@@ -1,0 +1,311 @@
+"""`acpd serve`: the daemon's entry point, its task tree, signals and systemd notification.
+
+```
+trio.run(_serve)
+└─ root nursery
+   ├─ signal watcher          SIGTERM/SIGINT: graceful stop (twice: now); SIGHUP: reload config
+   ├─ keep_alive              WATCHDOG=1 to systemd, if it asked for a watchdog
+   └─ open_engine(...)        store, recovery; on exit drains turns within shutdown_grace
+      └─ front-ends nursery
+         ├─ serve_unix        (nursery.start; the socket systemd passed, if any)
+         ├─ serve_dashboard   (nursery.start, unless --no-ws; then READY=1)
+         └─ status reporter   STATUS= to systemd when the figures change
+```
+
+Start-up errors a user can fix (config, data dir, lock, socket, store) are one line on stderr,
+`acpd: ...`, and exit 1. systemd's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are read and
+removed from the environment first thing: see `daemon.server.systemd`.
+
+Files: the daemon runs under umask 0o077 and makes its data dir 0700 (tightening one of ours
+that is wider; refusing one that is someone else's), so its store, logs and token are ours only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+import attrs
+import trio
+
+from daemon.agents._process import remember_umask
+from daemon.config import Config, ConfigError, load_config, parse_ws_address
+from daemon.engine.registry import Engine, open_engine
+from daemon.logs import setup_logging, stderr_is_journal
+from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, make_private
+from daemon.server.dashboard import serve_dashboard
+from daemon.server.dispatch import DaemonInfo, Dispatcher
+from daemon.server.systemd import (
+    ActivationError,
+    Notifier,
+    ServiceStatus,
+    figures,
+    keep_alive,
+    take_activated_socket,
+    watchdog_interval,
+)
+from daemon.server.unix import ListenError, serve_unix
+from store import DataDirLock, LockedError, StoreError
+
+__all__ = ["DataDirError", "add_serve_arguments", "main", "prepare_data_dir", "serve_main"]
+
+log = logging.getLogger("acpd")
+
+DAEMON_UMASK = 0o077
+
+
+class DataDirError(Exception):
+    """The data dir cannot be used safely; the message is one line for the user."""
+
+
+def prepare_data_dir(data_dir: Path) -> str | None:
+    """Make an existing `data_dir` 0700 if it is ours and wider; refuse one that is not ours.
+
+    A missing one is left to `DataDirLock`, which creates it (0700 under the daemon's umask).
+    Returns a note for the log when the mode was tightened. Raises `DataDirError`.
+    """
+    if not data_dir.exists():
+        return None
+    try:
+        mode = make_private(data_dir, what="data dir ")
+    except PrivateDirError as exc:
+        raise DataDirError(str(exc)) from None
+    return None if mode is None else f"data dir {data_dir} was mode {mode:04o}; made it 0700"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("acpd")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@attrs.define(eq=False)
+class _Control:
+    """What the signal watcher acts on."""
+
+    config: Config
+    config_path: Path | None
+    service: ServiceStatus
+    stop: trio.Event = attrs.field(factory=trio.Event)
+    force: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    engine: Engine | None = None
+
+    def reload(self) -> None:
+        self.service.reloading()
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config not reloaded, keeping the old one: %s", exc)
+            self.service.reloaded(f"config not reloaded, keeping the old one: {exc}")
+            return
+        self.config = config
+        if self.engine is not None:
+            self.engine.reload(config)
+        log.info("config reloaded")
+        self.service.reloaded()
+
+
+async def _watch_signals(signals: AsyncIterator[int], control: _Control) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            control.reload()
+        elif not control.stop.is_set():
+            log.info("%s: stopping", name)
+            control.stop.set()
+        else:
+            log.warning("%s again: stopping now, without waiting for turns", name)
+            control.force.cancel(reason=f"second {name}")
+
+
+async def _figures(engine: Engine) -> str:
+    stored = await engine.count()
+    return figures(live=engine.live_count(), agents=engine.agents_running(), stored=stored)
+
+
+async def _run(
+    control: _Control,
+    data_dir: Path,
+    socket_path: Path,
+    ws: str,
+    activated: socket.socket | None,
+) -> None:
+    started = trio.current_time()
+    async with open_engine(control.config, data_dir) as engine:
+        control.engine = engine
+        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, _version(), started))
+        async with trio.open_nursery() as fronts:
+            if activated is not None:  # systemd's socket: it stays bound when we stop
+                where = f"{activated.getsockname() or '?'} (from systemd)"
+                await fronts.start(partial(serve_unix, None, dispatcher, adopt=activated))
+            else:
+                where = str(socket_path)
+                await fronts.start(partial(serve_unix, socket_path, dispatcher))
+            if ws:  # its URL (no token) goes in daemon/status, for `acpd dashboard`
+                dispatcher.dashboard_url = await fronts.start(
+                    serve_dashboard, ws, dispatcher, data_dir
+                )
+            await control.service.ready(partial(_figures, engine))
+            fronts.start_soon(control.service.report)
+            log.info("ready: socket %s, data dir %s, pid %d", where, data_dir, os.getpid())
+            await control.stop.wait()
+            grace = engine.config.shutdown_grace
+            control.service.stopping(f"draining turns (up to {grace:g}s)")
+            log.info("closing listeners; draining turns (up to %gs)", grace)
+            fronts.cancel_scope.cancel(reason="daemon stopping")
+        control.engine = None
+    log.info("stopped")
+
+
+@attrs.frozen
+class _Systemd:
+    """What systemd handed us at start-up (all empty when not run by systemd)."""
+
+    notifier: Notifier
+    watchdog: float | None  # seconds between pings
+    activated: socket.socket | None
+
+    @classmethod
+    def from_environ(cls) -> _Systemd:
+        """Take systemd's variables out of the environment. Raises `ActivationError`."""
+        notifier, watchdog = Notifier.from_environ(), watchdog_interval()
+        return cls(notifier, watchdog, take_activated_socket())
+
+
+async def _serve(
+    config: Config,
+    config_path: Path | None,
+    data_dir: Path,
+    socket_path: Path,
+    ws: str,
+    systemd: _Systemd,
+) -> None:
+    control = _Control(config, config_path, ServiceStatus(systemd.notifier))
+    # Open before anything else so an early SIGTERM is a graceful stop, not a KeyboardInterrupt.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as root:
+            root.start_soon(_watch_signals, signals, control)
+            if systemd.watchdog is not None:  # pings from the start: startup is watched too
+                root.start_soon(keep_alive, systemd.notifier, systemd.watchdog)
+            with control.force:
+                await _run(control, data_dir, socket_path, ws, systemd.activated)
+            root.cancel_scope.cancel(reason="stopped")
+
+
+def _fail(message: object) -> int:
+    """One line on stderr (with an error priority when stderr is the journal)."""
+    prefix = "<3>" if stderr_is_journal() else ""
+    print(f"{prefix}acpd: {message}", file=sys.stderr)
+    return 1
+
+
+def _log_to_file(message: str) -> None:
+    """Record a start-up failure in the log file too (stderr has had its one line)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def serve_main(
+    *,
+    data_dir: Path | None,
+    socket: Path | None,
+    ws: str | None,
+    no_ws: bool,
+    config_path: Path | None,
+) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    try:  # first: nothing may inherit systemd's variables or its socket
+        systemd = _Systemd.from_environ()
+    except ActivationError as exc:
+        return _fail(exc)
+    data_dir = (data_dir or default_data_dir()).absolute()
+    socket_path = (socket or default_socket_path()).absolute()
+    if ws is not None:
+        try:
+            parse_ws_address(ws)
+        except ValueError as exc:
+            print(f"acpd: --ws: {exc}", file=sys.stderr)
+            return 2
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        return _fail(exc)
+    ws_addr = "" if no_ws else (ws if ws is not None else config.ws)
+    # Everything the daemon creates (store, WAL, logs, token, socket) is ours only; the
+    # original umask is kept for agents (`daemon.agents._process.agent_umask`).
+    old_umask = os.umask(DAEMON_UMASK)
+    remember_umask(old_umask)
+    try:
+        return _serve_locked(config, config_path, data_dir, socket_path, ws_addr, systemd)
+    finally:
+        os.umask(old_umask)
+
+
+def _serve_locked(
+    config: Config,
+    config_path: Path | None,
+    data_dir: Path,
+    socket_path: Path,
+    ws_addr: str,
+    systemd: _Systemd,
+) -> int:
+    failure: BaseException | None = None
+    logging_ready = False
+    try:
+        tightened = prepare_data_dir(data_dir)
+        with DataDirLock(data_dir):  # creates the data dir 0700 if need be
+            # After the lock: a refused second daemon must not touch the first one's log.
+            setup_logging(data_dir)
+            logging_ready = True
+            if tightened:
+                log.warning("%s", tightened)
+            trio.run(_serve, config, config_path, data_dir, socket_path, ws_addr, systemd)
+    except* (DataDirError, LockedError, StoreError, ListenError, ConfigError) as group:
+        failure = _leaf(group)
+    if failure is None:
+        return 0
+    if logging_ready:
+        _log_to_file(str(failure))
+    return _fail(failure)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """`serve`'s options (CONTRACT.md), for this module's parser and the CLI's."""
+    parser.add_argument("--data-dir", type=Path, help="default: $ACPD_DATA_DIR or XDG data dir")
+    parser.add_argument("--socket", type=Path, help="default: $ACPD_SOCKET or XDG runtime dir")
+    ws = parser.add_mutually_exclusive_group()
+    ws.add_argument("--ws", metavar="HOST:PORT", help="dashboard address (port 0: any free)")
+    ws.add_argument("--no-ws", action="store_true", help="no dashboard")
+    parser.add_argument("--config", type=Path, help="default: $ACPD_CONFIG or XDG config dir")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m daemon.server serve ...`: the daemon without the CLI."""
+    parser = argparse.ArgumentParser(prog="acpd")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_serve_arguments(commands.add_parser("serve", help="run the daemon in the foreground"))
+    args = parser.parse_args(argv)
+    return serve_main(
+        data_dir=args.data_dir,
+        socket=args.socket,
+        ws=args.ws,
+        no_ws=args.no_ws,
+        config_path=args.config,
+    )

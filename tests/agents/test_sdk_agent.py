@@ -1,0 +1,156 @@
+"""A real third-party agent: the ACP TypeScript SDK's example agent (ACP.md §19).
+
+npm installs the SDK once into `$XDG_CACHE_HOME/acpd-tests/npm-sdk-1.9.0` (default
+`~/.cache/acpd-tests`), through a temporary directory renamed into place, so an interrupted or
+concurrent install never leaves a half-made one; npm's own cache (`~/.npm`) is reused without
+revalidation (`--prefer-offline`). On a fresh npm cache the install takes about 2 s. Skipped,
+with the reason, if node/npm are missing or the install fails (no network), except where real
+agents are required (`CI=1` or `ACPD_REQUIRE_REAL_AGENTS=1`): there it fails. Its turn takes
+~5 s of real time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+import trio
+
+from daemon.agents.connection import AgentSpec, open_agent
+from protocol import acp
+from tests.fakes.client import RecordingClient
+from tests.fakes.wiretap import WireTap
+from tests.protocol._schema import assert_valid_traffic
+
+SDK = "@agentclientprotocol/sdk@1.9.0"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acpd-tests"
+PREFIX = CACHE / "npm-sdk-1.9.0"
+AGENT_JS = "node_modules/@agentclientprotocol/sdk/dist/examples/agent.js"
+REQUIRE_VARS = ("CI", "ACPD_REQUIRE_REAL_AGENTS")
+
+
+class _Unavailable(Exception):
+    """The SDK agent cannot be run here; the message says why."""
+
+
+def _required() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in REQUIRE_VARS)
+
+
+def _skip_or_fail(why: str) -> NoReturn:
+    if _required():
+        pytest.fail(f"{why} ({' or '.join(f'{v}=1' for v in REQUIRE_VARS)}: real agents required)")
+    pytest.skip(why)
+
+
+def _install() -> Path:
+    script = PREFIX / AGENT_JS
+    if script.exists():
+        return script
+    if shutil.which("node") is None or (npm := shutil.which("npm")) is None:
+        raise _Unavailable("node and npm are needed for the TypeScript SDK example agent")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".npm-sdk-"))
+    try:
+        # Few, short retries: without a network, npm's defaults take over a minute to give up.
+        cmd = [npm, "install", "--prefix", str(tmp), "--prefer-offline", "--no-audit",
+               "--no-fund", "--no-save", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
+               "--fetch-retry-maxtimeout=10000", SDK]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+        except subprocess.TimeoutExpired:
+            raise _Unavailable(f"npm install {SDK} timed out (no network?)") from None
+        if proc.returncode != 0 or not (tmp / AGENT_JS).exists():
+            # npm's first error line is its error code (ECONNREFUSED, E404, ...).
+            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("npm error ")]
+            last = (said or proc.stderr.strip().splitlines() or ["?"])[0]
+            raise _Unavailable(f"npm install {SDK} failed (no network?): {last}")
+        try:
+            tmp.rename(PREFIX)
+        except OSError:  # another run got there first
+            if not script.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return script
+
+
+@pytest.fixture(scope="session")
+def sdk_agent() -> Path:
+    try:
+        return _install()
+    except _Unavailable as exc:
+        why = str(exc)
+    _skip_or_fail(why)
+
+
+def test_unavailable_agent_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in REQUIRE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no npm"):
+        _skip_or_fail("no npm")
+    monkeypatch.setenv("CI", "0")
+    with pytest.raises(pytest.skip.Exception):
+        _skip_or_fail("no npm")
+    for var in REQUIRE_VARS:
+        with monkeypatch.context() as m:
+            m.setenv(var, "1")
+            with pytest.raises(pytest.fail.Exception, match=r"no npm.*real agents required"):
+                _skip_or_fail("no npm")
+
+
+@pytest.mark.subprocess
+async def test_sdk_example_agent_full_turn(
+    sdk_agent: Path, tmp_path: Path, wire_taps: list[WireTap]
+) -> None:
+    client = RecordingClient(answer="allow")
+    # Agents write under HOME and TMPDIR: keep them in the scratch directory.
+    env = {"HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    spec = AgentSpec("sdk-example", ("node", str(sdk_agent)), str(tmp_path), env)
+    with trio.fail_after(30):
+        async with open_agent(
+            spec, on_update=client.on_update, on_request=client.on_request
+        ) as conn:
+            assert conn.init.protocol_version == 1
+            assert not conn.can_load
+            sid = (await conn.new_session(str(tmp_path))).session_id
+            resp = await conn.prompt(sid, "Hello, agent!")
+            assert resp.stop_reason == "end_turn"
+            assert conn.peer.stats.malformed == 0
+            assert conn.peer.stats.requests_in == 1
+    (asked,) = client.asked
+    assert asked.session_id == sid
+    assert [o.option_id for o in asked.options] == ["allow", "reject"]
+    assert asked.tool_call["toolCallId"] == "call_2"
+    assert client.tags() == [
+        "AgentMessageChunk",
+        "ToolCall",
+        "ToolCallUpdate",
+        "AgentMessageChunk",
+        "ToolCall",
+        "ToolCallUpdate",
+        "AgentMessageChunk",
+    ]
+    tools = [u for u in client.of_type(acp.ToolCallUpdate) if isinstance(u, acp.ToolCallUpdate)]
+    assert [(t.tool_call_id, t.status) for t in tools] == [
+        ("call_1", "completed"),
+        ("call_2", "completed"),
+    ]
+    assert "successfully updated the configuration" in client.text()
+    # Each message either way against the def for its method: what acpd wrote to the agent's
+    # stdin, and (a check of the checker, on a third party's traffic) what the agent wrote.
+    (tap,) = wire_taps
+    assert assert_valid_traffic(bytes(tap.received), bytes(tap.sent), sender="agent")[-1] == (
+        "session/prompt result"
+    )
+    assert assert_valid_traffic(bytes(tap.sent), bytes(tap.received)) == [
+        "initialize",
+        "session/new",
+        "session/prompt",
+        "session/request_permission result",
+    ]

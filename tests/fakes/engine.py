@@ -1,0 +1,229 @@
+"""An in-memory fake of the engine's public API, for the front-end tests.
+
+`FakeEngine` implements what `daemon.server.dispatch.EngineAPI` asks for, records every call, and
+has hooks to block (`gates`) or fail (`failures`) a method, so dispatcher and socket tests
+need no store or agent. Its subscriptions replay stored events, then stream live ones from a
+bounded buffer, and are dropped with one `lagged` line when the buffer is full, as the real
+fan-out does. `LineClient` reads JSON lines from a real socket.
+
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import msgspec
+import trio
+
+from daemon.config import Config
+from protocol.api import (
+    EVENT_METHOD,
+    LAGGED_METHOD,
+    ConversationInfo,
+    EventParams,
+    LaggedParams,
+)
+from protocol.framing import LineSplitter
+from protocol.jsonrpc import INVALID_PARAMS, NOT_FOUND, Notification, RpcFailure, encode_line
+
+
+def _line(method: str, params: msgspec.Struct) -> bytes:
+    return bytes(encode_line(Notification(method=method, params=params)))
+
+
+@attrs.define(eq=False)
+class FakeSubscription:
+    conv_id: str
+    through_seq: int
+    replay: list[bytes]
+    recv: trio.MemoryReceiveChannel[bytes]
+    send: trio.MemorySendChannel[bytes]
+    last_seq: int
+    lagged: bool = False
+    closed: bool = False
+    closed_event: trio.Event = attrs.field(factory=trio.Event)
+
+    def __aiter__(self) -> FakeSubscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.replay:
+            return self.replay.pop(0)
+        try:
+            return await self.recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self.lagged and not self.closed:
+                self.closed = True
+                return _line(LAGGED_METHOD, LaggedParams(id=self.conv_id, last_seq=self.last_seq))
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self.closed = True
+        self.closed_event.set()
+        self.send.close()
+        self.recv.close()
+
+
+@attrs.define(eq=False)
+class FakeEngine:
+    config: Config = attrs.field(factory=lambda: Config(subscriber_buffer=8))
+    convs: dict[str, ConversationInfo] = attrs.field(factory=dict)
+    stored: dict[str, list[bytes]] = attrs.field(factory=dict)  # rendered event objects
+    subs: list[FakeSubscription] = attrs.field(factory=list)
+    calls: list[tuple[object, ...]] = attrs.field(factory=list)
+    gates: dict[str, trio.Event] = attrs.field(factory=dict)  # method -> wait before answering
+    failures: dict[str, Exception] = attrs.field(factory=dict)  # method -> raise this
+
+    def add(self, conv_id: str, n_events: int = 0) -> ConversationInfo:
+        t0 = "2025-01-01T00:00:00Z"
+        info = ConversationInfo(id=conv_id, title="t", agent="demo", cwd="/", status="idle",
+                                created_at=t0, updated_at=t0, last_seq=0, queued=0,
+                                live=False)  # fmt: skip
+        self.convs[conv_id] = info
+        self.stored[conv_id] = []
+        for _ in range(n_events):
+            self.publish(conv_id, "user_message")
+        return info
+
+    def publish(self, conv_id: str, type_: str = "agent_message") -> int:
+        """Store an event and offer it to subscribers without ever blocking (drop on full)."""
+        seq = len(self.stored[conv_id]) + 1
+        event = msgspec.json.encode({"seq": seq, "type": type_, "ts": "2025-01-01T00:00:00Z"})
+        self.stored[conv_id].append(event)
+        line = _line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(event)))
+        for sub in self.subs:
+            if sub.conv_id != conv_id or sub.closed or sub.lagged:
+                continue
+            try:
+                sub.send.send_nowait(line)
+                sub.last_seq = seq
+            except trio.WouldBlock:
+                sub.lagged = True
+                sub.send.close()
+            except trio.BrokenResourceError:
+                pass
+        return seq
+
+    async def _enter(self, method: str, *args: object) -> None:
+        self.calls.append((method, *args))
+        if (gate := self.gates.get(method)) is not None:
+            await gate.wait()
+        await trio.lowlevel.checkpoint()
+        if (exc := self.failures.get(method)) is not None:
+            raise exc
+
+    async def resolve_id(self, id_or_prefix: str) -> str:
+        found = [c for c in self.convs if c.startswith(id_or_prefix)]
+        if not found:
+            raise RpcFailure(NOT_FOUND, f"no such conversation: {id_or_prefix}")
+        if len(found) > 1:
+            raise RpcFailure(INVALID_PARAMS, f"ambiguous id prefix: {id_or_prefix}")
+        return found[0]
+
+    async def create(
+        self, *, agent: str | None, agent_cmd: list[str] | None, cwd: str, title: str | None
+    ) -> ConversationInfo:
+        await self._enter("create", agent, agent_cmd, cwd, title)
+        return self.add(f"new{len(self.convs):04d}")
+
+    async def list(
+        self, *, limit: int, before: str | None
+    ) -> tuple[list[ConversationInfo], int, str | None]:
+        await self._enter("list", limit, before)
+        return list(self.convs.values())[:limit], len(self.convs), None
+
+    async def count(self) -> int:
+        await self._enter("count")
+        return len(self.convs)
+
+    async def get(self, conv_id: str) -> ConversationInfo:
+        await self._enter("get", conv_id)
+        return self.convs[conv_id]
+
+    async def delete(self, conv_id: str) -> None:
+        await self._enter("delete", conv_id)
+
+    async def events(
+        self, conv_id: str, *, after_seq: int, limit: int
+    ) -> tuple[list[msgspec.Raw], int]:
+        await self._enter("events", conv_id, after_seq, limit)
+        stored = self.stored[conv_id]
+        return [msgspec.Raw(e) for e in stored[after_seq : after_seq + limit]], len(stored)
+
+    async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> FakeSubscription:
+        await self._enter("subscribe", conv_id, after_seq, deltas)
+        stored = self.stored[conv_id]
+        replay = [_line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(e)))
+                  for e in stored[after_seq:]]  # fmt: skip
+        send, recv = trio.open_memory_channel[bytes](self.config.subscriber_buffer)
+        sub = FakeSubscription(conv_id, len(stored), replay, recv, send, last_seq=len(stored))
+        self.subs.append(sub)
+        return sub
+
+    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
+        await self._enter("send", conv_id, text, run, interrupt)
+        return self.publish(conv_id, "user_message"), 0
+
+    async def queue(self, conv_id: str) -> list[tuple[int, str]]:
+        await self._enter("queue", conv_id)
+        return [(7, "later")]
+
+    async def remove(self, conv_id: str, seq: int) -> None:
+        await self._enter("remove", conv_id, seq)
+
+    async def interrupt(self, conv_id: str) -> bool:
+        await self._enter("interrupt", conv_id)
+        return True
+
+    async def resume(self, conv_id: str) -> None:
+        await self._enter("resume", conv_id)
+
+    async def permit(
+        self, conv_id: str, *, request: str, option: str | None, cancelled: bool
+    ) -> None:
+        await self._enter("permit", conv_id, request, option, cancelled)
+
+    def live_count(self) -> int:
+        return 1
+
+    def agents_running(self) -> int:
+        return 2
+
+    def agents(self) -> list[tuple[str, list[str]]]:
+        return [("demo", ["python", "-m", "daemon.agents.demo"])]
+
+
+class LineClient:
+    """A client on a real socket stream: writes bytes, reads JSON lines (None at EOF)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.notes: list[Any] = []  # notifications read while waiting for a reply
+        self._splitter = LineSplitter()
+        self._lines: list[bytes] = []
+        self._next_id = 0
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def read(self) -> Any:
+        """The next line as JSON, or None at EOF. (Callers hold the hang guard.)"""
+        while not self._lines:
+            data = await self.stream.receive_some()
+            if not data:
+                return None
+            self._lines.extend(self._splitter.feed(data))
+        return json.loads(self._lines.pop(0))
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Send a request; its response (with `result` or `error`)."""
+        self._next_id += 1
+        msg = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params or {}}
+        await self.send(json.dumps(msg).encode() + b"\n")
+        while (reply := await self.read()) is not None:
+            if reply.get("id") == self._next_id and "method" not in reply:
+                return reply
+            self.notes.append(reply)
+        raise EOFError(f"connection closed before the reply to {method}")

@@ -1,0 +1,530 @@
+"""The dashboard end to end: a real daemon process, the demo agent, headless Chromium.
+
+Playwright's sync API drives the browser from a worker thread (`trio.to_thread`), so the trio
+side can manage the daemon meanwhile; the browser thread asks it to stop and restart the daemon
+through `trio.from_thread`. Every browser wait is an event-driven Playwright wait with its own
+timeout (no sleeps); `fail_after` guards the daemon's side. Chromium is Debian's
+(`scripts/install-system-deps`); without it the test skips and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import msgspec
+import pytest
+import trio
+
+from daemon.server.dashboard import create_login_code, serve_dashboard
+from daemon.server.dispatch import DaemonInfo, Dispatcher
+from tests.fakes.engine import FakeEngine, LineClient
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.subprocess
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+WAIT_MS = 15_000  # each browser wait; the whole test stays well under a minute
+EXTRA_CONVERSATIONS = 55  # more than one page of the list (50)
+
+
+def _require_browser() -> None:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no chromium: run scripts/install-system-deps (apt-get install chromium)")
+    pytest.importorskip(
+        "playwright.sync_api", reason="no playwright: run scripts/install-system-deps"
+    )
+
+
+@attrs.define(eq=False)
+class Daemon:
+    tmp: Path
+    port: int = 0  # 0 until the first start: then the same port again, so the page reconnects
+    proc: trio.Process | None = None
+    stderr: bytearray = attrs.field(factory=bytearray)
+    _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "data"
+
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "run" / "acpd.sock"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
+        defaults = self.tmp / "defaults.toml"
+        defaults.touch()
+        env.update(
+            ACPD_CONFIG=str(defaults),  # the defaults, whatever the host has
+            ACPD_DEMO_DIR=str(self.tmp / "demo"),
+            ACPD_DEMO_DELAY="0.1",
+        )
+        return env
+
+    async def start(self, nursery: trio.Nursery) -> str:
+        """Start the daemon; returns the dashboard URL it logged."""
+        cmd = [sys.executable, "-m", "daemon.server", "serve", "--data-dir", str(self.data_dir),
+               "--socket", str(self.socket), "--ws", f"127.0.0.1:{self.port}"]  # fmt: skip
+        self.stderr = bytearray()
+        self.proc = await nursery.start(partial(
+            trio.run_process, cmd, stderr=subprocess.PIPE, check=False, env=self.env(), cwd=REPO,
+        ))  # fmt: skip
+        nursery.start_soon(self._drain, self.proc)
+        await self.wait_for(b"ready")
+        found = re.search(rb"dashboard at (http://127\.0\.0\.1:(\d+)/)", self.stderr)
+        assert found is not None, f"no dashboard in the log:\n{self.stderr.decode()}"
+        self.port = int(found[2])
+        return found[1].decode()
+
+    async def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        assert await self.proc.wait() == 0, self.stderr.decode()
+
+    async def _drain(self, proc: trio.Process) -> None:
+        assert proc.stderr is not None
+        async for chunk in proc.stderr:
+            self.stderr += chunk
+            self._changed.set()
+            self._changed = trio.Event()
+        self._changed.set()
+
+    async def wait_for(self, needle: bytes) -> None:
+        assert self.proc is not None
+        while needle not in self.stderr:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited: {self.stderr.decode()}")
+            await self._changed.wait()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        client = LineClient(await trio.open_unix_socket(str(self.socket)))
+        async with client.stream:
+            reply = await client.call(method, params)
+        assert "result" in reply, reply
+        return reply["result"]
+
+
+@asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Daemon, trio.Nursery]]:
+    daemon = Daemon(tmp_path)
+    async with trio.open_nursery() as nursery:
+        try:
+            yield daemon, nursery
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:
+                daemon.proc.send_signal(signal.SIGTERM)
+                with trio.move_on_after(15) as cleanup:
+                    cleanup.shield = True
+                    await daemon.proc.wait()
+
+
+async def test_dashboard_end_to_end(tmp_path: Path) -> None:
+    _require_browser()
+    async with running(tmp_path) as (daemon, nursery):
+        with trio.fail_after(20):
+            url = await daemon.start(nursery)
+            status = await daemon.call("daemon/status")
+            assert status["dashboard_url"] == url
+            for i in range(EXTRA_CONVERSATIONS):  # so that the list has a second page
+                params = {"cwd": str(tmp_path), "title": f"old {i}"}
+                await daemon.call("conversations/create", params)
+        token = (daemon.data_dir / "dashboard.token").read_text().strip()
+        # As `acpd dashboard --open` does: a single-use code, never the token, on the browser's
+        # command line; the page trades it for the token.
+        code = create_login_code(daemon.data_dir)
+
+        async def restart() -> None:
+            with trio.fail_after(20):
+                await daemon.stop()
+                await daemon.start(nursery)
+
+        def stop_and_start() -> None:
+            trio.from_thread.run(restart)
+
+        await trio.to_thread.run_sync(
+            partial(browse, f"{url}#code={code}", token, tmp_path, stop_and_start)
+        )
+
+
+def browse(link: str, token: str, cwd: Path, restart: Callable[[], None]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(WAIT_MS)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # CSP violations and failed loads show up as console errors; refused reconnects
+            # while the daemon restarts are expected.
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error"
+                    and "ERR_CONNECTION_REFUSED" not in m.text else None)  # fmt: skip
+            try:
+                _scenario(page, link, token, cwd, restart)
+            finally:
+                page.screenshot(path=str(ARTIFACTS / "dashboard-e2e.png"))
+        finally:
+            browser.close()
+    assert errors == [], errors
+
+
+def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[], None]) -> None:
+    from playwright.sync_api import expect
+
+    # The code leaves the address bar; the token it was traded for stays in sessionStorage
+    # (this tab only), for reconnects.
+    page.goto(link)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    assert "code=" not in page.url
+    assert page.evaluate("sessionStorage.getItem('acpd.token')") == token
+
+    # The list is paged: 50 first, the rest behind "More".
+    items = page.locator("#list li")
+    expect(items).to_have_count(50)
+    page.get_by_role("button", name="More").click()
+    expect(items).to_have_count(EXTRA_CONVERSATIONS)
+    expect(page.locator("#more")).to_be_hidden()
+
+    # A new conversation with the demo agent.
+    page.get_by_role("button", name="New conversation").click()
+    page.locator("#new-agent").select_option("demo")
+    page.locator("#new-cwd").fill(str(cwd))
+    page.locator("#new-title").fill("Dashboard test")
+    page.get_by_role("button", name="Create").click()
+    expect(page.locator("#conv-title")).to_have_text("Dashboard test")
+    expect(items.first).to_contain_text("Dashboard test")  # newest activity first
+    composer = page.get_by_role("textbox", name="Message")
+    expect(composer).to_be_focused()
+
+    # Send with Enter; the reply streams in and is then shown once, as the stored message.
+    composer.fill("hello dashboard")
+    composer.press("Enter")
+    expect(composer).to_have_value("")
+    agent_messages = page.locator("#events li.msg.agent")
+    expect(agent_messages).to_have_count(1)
+    expect(agent_messages.first).to_contain_text("hello dashboard")
+    expect(page.locator("#conv-status")).to_have_text("idle")
+    expect(page.locator("#live > *")).to_have_count(0)
+
+    # A slow turn streams; a message sent meanwhile is queued, shown, and removable.
+    composer.fill("/slow 60")
+    composer.press("Enter")
+    streaming = page.locator("#live .msg.streaming .text")
+    expect(streaming).to_contain_text("3 ")
+    expect(page.locator("#conv-status")).to_have_text("running")
+    composer.fill("first queued")
+    composer.press("Enter")
+    composer.fill("second queued, then removed")
+    composer.press("Enter")
+    queue = page.locator("#queue-list li")
+    expect(queue).to_have_count(2)
+    expect(page.locator("#events li.msg.user.queued")).to_have_count(2)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-running.png"))
+    page.get_by_role("button", name="Remove queued message: second queued").click()
+    expect(queue).to_have_count(1)
+    expect(queue.first).to_contain_text("first queued")
+
+    # Esc interrupts: the turn ends cancelled, the queue pauses, the partial reply shows once.
+    composer.press("Escape")
+    expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_be_visible()
+    expect(page.locator("#conv-status")).to_have_text("paused")
+    expect(page.locator("#live > *")).to_have_count(0)
+    expect(agent_messages).to_have_count(2)
+    expect(agent_messages.nth(1)).to_contain_text("1 2 3")
+    expect(queue).to_have_count(1)
+
+    # Resume: the queued message runs.
+    page.get_by_role("button", name="Resume").click()
+    expect(agent_messages).to_have_count(3)
+    expect(agent_messages.nth(2)).to_contain_text("first queued")
+    expect(page.locator("#queue")).to_be_hidden()
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
+    # The Interrupt button does what Esc does; Resume with nothing queued just unpauses.
+    interrupt = page.get_by_role("button", name="Interrupt")
+    expect(interrupt).to_be_disabled()
+    composer.fill("/slow 60")
+    composer.press("Enter")
+    expect(page.locator("#live .msg.streaming .text")).to_contain_text("2 ")
+    interrupt.click()
+    expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_have_count(2)
+    expect(page.locator("#conv-status")).to_have_text("paused")
+    expect(agent_messages).to_have_count(4)
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
+    # A permission request: buttons with a deadline; the answer reaches the agent.
+    composer.fill("may I have your permission?")
+    composer.press("Enter")
+    card = page.locator("#events li.permission")
+    expect(card.locator(".deadline")).to_contain_text("answer by")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-permission.png"))
+    card.get_by_role("button", name=re.compile("^Allow")).click()
+    expect(card).to_have_class(re.compile("settled"))
+    expect(card.locator(".deadline")).to_contain_text("answered: Allow")
+    expect(agent_messages).to_have_count(5)
+    expect(page.locator("#conv-status")).to_have_text("idle")
+
+    # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
+    seqs_before = _seqs(page)
+    restart()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    composer.fill("/echo after the restart")
+    composer.press("Enter")
+    expect(agent_messages).to_have_count(6)
+    expect(agent_messages.nth(5)).to_contain_text("after the restart")
+    expect(page.locator("#conv-status")).to_have_text("idle")
+    expect(page.locator("#queue")).to_be_hidden()
+    seqs = _seqs(page)
+    assert seqs[: len(seqs_before)] == seqs_before
+    assert seqs == sorted(set(seqs)), "an event was shown twice or out of order"
+
+
+def _seqs(page: Page) -> list[int]:
+    return [int(s) for s in page.eval_on_selector_all(
+        "#events li[data-seq]", "els => els.map(e => e.dataset.seq)")]  # fmt: skip
+
+
+async def _browse_in_process(
+    tmp_path: Path, engine: FakeEngine, conv_id: str, browse: Callable[[str], None]
+) -> None:
+    """Serve the dashboard in process over `engine` and run `browse(link)` in a worker thread,
+    with a link that signs in and opens `conv_id`."""
+    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            url = await nursery.start(serve_dashboard, "127.0.0.1:0", dispatcher, tmp_path)
+        token = (tmp_path / "dashboard.token").read_text().strip()
+        await trio.to_thread.run_sync(browse, f"{url}#c={conv_id}&token={token}")
+        nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def _fake_page() -> Iterator[Page]:
+    """A page in a fresh headless Chromium, with the test's timeouts."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 700})
+            page.set_default_timeout(WAIT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+async def test_history_paging_and_lag_recovery(tmp_path: Path) -> None:
+    """Against the in-process server and the fake engine, so the test controls the stream: a
+    long history is paged backwards, and a burst that overflows the subscriber's buffer makes
+    the page resubscribe after `lagged`, ending with every event shown exactly once."""
+    _require_browser()
+    engine = FakeEngine()  # subscriber buffer: 8 messages
+    info = engine.add("conv0001", n_events=250)
+    engine.convs["conv0001"] = msgspec.structs.replace(info, title="Long one", last_seq=250)
+
+    def burst(n: int) -> None:
+        # One synchronous burst on the trio thread: nothing is sent until it is over.
+        trio.from_thread.run_sync(lambda: [engine.publish("conv0001") for _ in range(n)])
+
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_fake, burst=burst))
+    subscribes = [c for c in engine.calls if c[0] == "subscribe"]
+    assert len(subscribes) >= 2, "the page did not resubscribe after lagging"
+    assert subscribes[0][2] == 250
+
+
+def _browse_fake(link: str, burst: Callable[[int], None]) -> None:
+    from playwright.sync_api import expect
+
+    with _fake_page() as page:
+        page.goto(link)  # `#c=` opens the conversation once connected
+        expect(page.locator("#conv-title")).to_have_text("Long one")
+        events = page.locator("#events > li")
+        expect(events).to_have_count(100)  # the last page only
+        assert _seqs(page) == list(range(151, 251))
+        earlier = page.get_by_role("button", name="Load earlier")
+        earlier.click()
+        expect(events).to_have_count(200)
+        earlier.click()
+        expect(events).to_have_count(250)
+        expect(earlier).to_be_hidden()
+        assert _seqs(page) == list(range(1, 251))
+        burst(40)  # far past the subscriber's buffer of 8: lagged, then resubscribed
+        expect(events).to_have_count(290)
+        assert _seqs(page) == list(range(1, 291))
+
+
+async def test_reopening_streams_once_and_the_list_follows(tmp_path: Path) -> None:
+    """Choosing the conversation already open (or coming back to it) must not subscribe a
+    second time: deltas carry no seq, so each chunk would show twice. And the list follows
+    status and queue changes, and deletions, by polling its first page only."""
+    _require_browser()
+    engine = FakeEngine()
+    for conv_id, title, at in [("conv0001", "Streaming", "00:02"), ("conv0002", "Other", "00:01"),
+                               ("conv0003", "Doomed", "00:00")]:  # fmt: skip
+        info = engine.add(conv_id, n_events=3 if conv_id == "conv0001" else 0)
+        engine.convs[conv_id] = msgspec.structs.replace(
+            info, title=title, last_seq=len(engine.stored[conv_id]),
+            updated_at=f"2025-01-01T00:{at}.000Z",
+        )  # fmt: skip
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_reopen, engine=engine))
+    lists = [c for c in engine.calls if c[0] == "list"]
+    assert len(lists) >= 2
+    assert all(c == ("list", 50, None) for c in lists), lists  # page 1 only, however many
+
+
+def _browse_reopen(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    from protocol.api import DELTA_METHOD, DeltaParams
+    from tests.fakes.engine import _line
+
+    def open_subs() -> list[str]:
+        return trio.from_thread.run_sync(
+            lambda: sorted(s.conv_id for s in engine.subs if not s.closed)
+        )
+
+    def stream(*chunks: str) -> None:
+        def push() -> None:
+            for sub in engine.subs:
+                if sub.conv_id == "conv0001" and not sub.closed:
+                    for text in chunks:
+                        params = DeltaParams(id="conv0001", prompt_seq=3, kind="message", text=text)
+                        sub.send.send_nowait(_line(DELTA_METHOD, params))
+
+        trio.from_thread.run_sync(push)
+
+    def change(conv_id: str, **fields: Any) -> None:
+        def apply() -> None:
+            engine.convs[conv_id] = msgspec.structs.replace(engine.convs[conv_id], **fields)
+
+        trio.from_thread.run_sync(apply)
+
+    with _fake_page() as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Streaming")
+        queue = page.locator("#queue-list li")
+        expect(queue.first).to_contain_text("later")  # the fake's queue: loaded last
+        item = page.locator("#list li", has_text="Streaming").get_by_role("button")
+        page.locator("#list li", has_text="Other").get_by_role("button").click()
+        expect(page.locator("#conv-title")).to_have_text("Other")
+        item.click()  # back again: one subscription, the previous one gone
+        expect(page.locator("#conv-title")).to_have_text("Streaming")
+        expect(queue.first).to_contain_text("later")
+        item.click()  # the one already open: nothing happens
+        item.click()
+        expect(queue.first).to_contain_text("later")  # a reload (if any) is complete
+        expect(page.locator("#events > li")).to_have_count(3)
+        stream("1 ", "2 ", "3 ")
+        expect(page.locator("#live .msg.streaming .text")).to_have_text("1 2 3 ")
+        assert open_subs() == ["conv0001"]
+
+        # The list: a status and queue change, and a deletion, show within a poll or two.
+        items = page.locator("#list li")
+        expect(items).to_have_count(3)
+        change("conv0002", status="running", queued=2,
+               updated_at="2025-01-01T00:00:03.000Z")  # fmt: skip
+        trio.from_thread.run_sync(lambda: engine.convs.pop("conv0003"))
+        expect(items).to_have_count(2)
+        expect(items.first).to_contain_text("Other")
+        expect(items.first.locator(".badge")).to_have_text("running")
+        expect(items.first).to_contain_text("2 queued")
+        expect(page.locator("#list-summary")).to_have_text("2 conversations")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
+
+
+async def test_composer_keeps_what_is_typed_while_a_send_is_in_flight(tmp_path: Path) -> None:
+    """The composer empties when a message is sent, not when the daemon acknowledges it: text
+    typed while the send is in flight must survive the ack. A failed send puts its text back
+    unless something new is in the box; then the error names the unsent text instead."""
+    _require_browser()
+    engine = FakeEngine()
+    engine.convs["conv0001"] = msgspec.structs.replace(engine.add("conv0001"), title="Chat")
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_composer, engine=engine))
+    sent = [c[2] for c in engine.calls if c[0] == "send"]
+    assert sent == ["refused", "refused", "typed meanwhile", "typed meanwhile"]
+
+
+def _browse_composer(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    from protocol.jsonrpc import INVALID_PARAMS, RpcFailure
+
+    def hold_sends(*, fail: bool) -> Callable[[], None]:
+        """Make the next sends wait (and fail, if `fail`); returns what lets them go."""
+
+        def setup() -> trio.Event:
+            gate = engine.gates["send"] = trio.Event()
+            if fail:
+                engine.failures["send"] = RpcFailure(INVALID_PARAMS, "refused by the test")
+            else:
+                engine.failures.pop("send", None)
+            return gate
+
+        gate = trio.from_thread.run_sync(setup)
+        return lambda: trio.from_thread.run_sync(gate.set)
+
+    with _fake_page() as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Chat")
+        composer = page.get_by_role("textbox", name="Message")
+        error = page.locator("#conv-error")
+
+        # A failed send with nothing typed since: its text is back in the box.
+        release = hold_sends(fail=True)
+        composer.fill("refused")
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        release()
+        expect(error).to_have_text("refused by the test")
+        expect(composer).to_have_value("refused")
+
+        # Sent again, and the next message typed before the ack: the ack leaves it be.
+        release = hold_sends(fail=False)
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        composer.fill("typed meanwhile")
+        release()
+        expect(error).to_be_hidden()  # the ack was handled
+        expect(composer).to_have_value("typed meanwhile")
+
+        # A failed send while something new is typed: that stays; the error names the text.
+        release = hold_sends(fail=True)
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        composer.fill("third")
+        release()
+        expect(error).to_have_text('refused by the test (not sent: "typed meanwhile")')
+        expect(composer).to_have_value("third")
+
+        # The same send succeeding: nothing else is touched.
+        release = hold_sends(fail=False)
+        composer.fill("typed meanwhile")
+        composer.press("Enter")
+        expect(composer).to_have_value("")
+        release()
+        expect(error).to_be_hidden()
+        expect(composer).to_have_value("")

@@ -1,0 +1,416 @@
+"""The dispatcher over an in-memory transport: routing, errors, concurrency, subscriptions."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from daemon.server.dispatch import MAX_IN_FLIGHT, MAX_SUBSCRIPTIONS, DaemonInfo, Dispatcher
+from protocol import api
+from protocol.jsonrpc import CONFLICT, RpcFailure
+from tests.fakes.engine import FakeEngine
+
+Json = dict[str, Any]
+_AUTO = object()
+
+
+class Client:
+    """One in-memory connection: every line the dispatcher sends lands in `inbox`."""
+
+    def __init__(self, conn: Any, inbox: trio.MemoryReceiveChannel[bytes]) -> None:
+        self.conn = conn
+        self.inbox = inbox
+        self.notes: list[Json] = []  # notifications seen while waiting for responses
+        self.responses: dict[object, Json] = {}
+        self._next_id = 0
+
+    async def raw(self, message: bytes | str) -> None:
+        await self.conn.handle(message.encode() if isinstance(message, str) else message)
+
+    async def request(
+        self, method: str, params: Json | None = None, *, id: object = _AUTO
+    ) -> object:
+        if id is _AUTO:
+            self._next_id += 1
+            id = self._next_id
+        msg: Json = {"jsonrpc": "2.0", "id": id, "method": method}
+        if params is not None:
+            msg["params"] = params
+        await self.raw(json.dumps(msg))
+        return id
+
+    async def read(self) -> Json:
+        with trio.fail_after(5):
+            line = await self.inbox.receive()
+        assert line.endswith(b"\n")
+        assert line.count(b"\n") == 1
+        msg: Json = json.loads(line)
+        assert msg["jsonrpc"] == "2.0"
+        return msg
+
+    async def response(self, id: object) -> Json:
+        while id not in self.responses:
+            msg = await self.read()
+            if "method" in msg:
+                self.notes.append(msg)
+            else:
+                self.responses[msg["id"]] = msg
+        return self.responses.pop(id)
+
+    async def call(self, method: str, params: Json | None = None) -> Json:
+        resp = await self.response(await self.request(method, params))
+        assert "error" not in resp, resp
+        result: Json = resp["result"]
+        return result
+
+    async def error(self, method: str, params: Json | None = None) -> Json:
+        resp = await self.response(await self.request(method, params))
+        assert "result" not in resp, resp
+        err: Json = resp["error"]
+        return err
+
+
+def make_dispatcher(engine: FakeEngine, **kw: Any) -> Dispatcher:
+    return Dispatcher(engine, DaemonInfo(Path("/data"), "9.9", trio.current_time()), **kw)
+
+
+@asynccontextmanager
+async def open_client(
+    dispatcher: Dispatcher, send: Callable[[bytes], Awaitable[None]] | None = None
+) -> AsyncIterator[Client]:
+    out, inbox = trio.open_memory_channel[bytes](math.inf)
+    async with dispatcher.open_connection(send or out.send) as conn:
+        yield Client(conn, inbox)
+
+
+CONV = "abc123"
+# method -> (params, the call the engine must see, a check on the result)
+ROUTES: dict[str, tuple[Json | None, tuple[object, ...] | None, Callable[[Json], bool]]] = {
+    "daemon/status": (None, ("count",), lambda r: r["conversations_stored"] == 2),
+    "agents/list": ({}, None, lambda r: r["agents"][0]["name"] == "demo"),
+    "conversations/list": ({"limit": 1}, ("list", 1, None), lambda r: r["total"] == 2),
+    "conversations/count": (None, ("count",), lambda r: r == {"count": 2}),
+    "conversations/get": ({"id": "abc"}, ("get", CONV), lambda r: r["conversation"]["id"] == CONV),
+    "conversations/delete": ({"id": "abc"}, ("delete", CONV), lambda r: r == {}),
+    "conversations/events": (
+        {"id": "abc", "after_seq": 1},
+        ("events", CONV, 1, 500),
+        lambda r: r["last_seq"] == 2 and [e["seq"] for e in r["events"]] == [2],
+    ),
+    "conversations/subscribe": (
+        {"id": "abc", "after_seq": 2, "deltas": False},
+        ("subscribe", CONV, 2, False),
+        lambda r: r == {"through_seq": 2},
+    ),
+    "conversations/unsubscribe": ({"id": "abc"}, None, lambda r: r == {}),
+    "messages/send": (
+        {"id": "abc", "text": "hi", "interrupt": True},
+        ("send", CONV, "hi", True, True),
+        lambda r: r == {"seq": 3, "queued": 0},
+    ),
+    "messages/queue": (
+        {"id": "abc"},
+        ("queue", CONV),
+        lambda r: r == {"pending": [{"seq": 7, "text": "later"}]},
+    ),
+    "messages/remove": ({"id": "abc", "seq": 3}, ("remove", CONV, 3), lambda r: r == {}),
+    "turns/interrupt": ({"id": "abc"}, ("interrupt", CONV), lambda r: r == {"interrupted": True}),
+    "conversations/resume": ({"id": "abc"}, ("resume", CONV), lambda r: r == {}),
+    "permissions/respond": (
+        {"id": "abc", "request": "r1", "option": "allow"},
+        ("permit", CONV, "r1", "allow", False),
+        lambda r: r == {},
+    ),
+    "conversations/create": (
+        {"agent": "demo", "cwd": "/w", "title": "T"},
+        ("create", "demo", None, "/w", "T"),
+        lambda r: r["conversation"]["id"] == "new0002",
+    ),
+}
+
+
+async def test_every_method_routes(engine: FakeEngine) -> None:
+    assert ROUTES.keys() == api.METHODS.keys()
+    async with open_client(make_dispatcher(engine)) as client:
+        for method, (params, call, check) in ROUTES.items():
+            engine.calls.clear()
+            result = await client.call(method, params)
+            assert check(result), (method, result)
+            if call is not None:
+                assert engine.calls == [call], method
+
+
+async def test_status_and_create_defaults(engine: FakeEngine, autojump_clock: Any) -> None:
+    dispatcher = make_dispatcher(engine)
+    await trio.sleep(12.5)
+    async with open_client(dispatcher) as client:
+        status = await client.call("daemon/status")
+        assert status["uptime_s"] == 12.5
+        assert (status["data_dir"], status["version"]) == ("/data", "9.9")
+        assert (status["conversations_live"], status["agents_running"]) == (1, 2)
+        await client.call("conversations/create", {})
+        assert engine.calls[-1] == ("create", None, None, str(Path.home()), None)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (b"{not json", -32700),
+        (b"\xff\xfe", -32700),
+        (b"[]", -32600),  # batches are not supported
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "daemon/status"}]', -32600),
+        (b"42", -32600),
+        (b'"daemon/status"', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1}', -32600),
+        (b'{"jsonrpc": "1.0", "id": 1, "method": "daemon/status"}', -32600),
+        (b'{"id": 1, "method": "daemon/status"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "daemon/status"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": true, "method": "daemon/status"}', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": 7}', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "nope/nothing"}', -32601),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "daemon/status", "params": [1]}', -32602),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "daemon/status", "params": {"x": 1}}', -32602),
+    ],
+)
+async def test_malformed_messages(engine: FakeEngine, message: bytes, code: int) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        await client.raw(message)
+        reply = await client.read()
+        assert reply["error"]["code"] == code, reply
+        assert set(reply) == {"jsonrpc", "id", "error"}
+        # The connection lives on.
+        assert (await client.call("conversations/count"))["count"] == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("conversations/list", {"limit": 0}),
+        ("conversations/list", {"limit": 1001}),
+        ("conversations/list", {"limit": "5"}),
+        ("conversations/get", {}),
+        ("conversations/get", {"id": ""}),
+        ("conversations/get", {"id": "abc", "extra": 1}),
+        ("conversations/events", {"id": "abc", "after_seq": -1}),
+        ("conversations/subscribe", {"id": "abc", "deltas": "yes"}),
+        ("messages/send", {"id": "abc"}),
+        ("messages/send", {"id": "abc", "text": ""}),
+        ("messages/send", {"id": "abc", "text": " \n"}),
+        ("messages/send", {"id": "abc", "text": "x" * (api.MAX_TEXT + 1)}),
+        ("messages/remove", {"id": "abc", "seq": 0}),
+        ("conversations/create", {"cwd": "relative/dir"}),
+        ("conversations/create", {"agent": "demo", "agent_cmd": ["x"]}),
+        ("conversations/create", {"agent_cmd": []}),
+        ("permissions/respond", {"id": "abc", "request": "r"}),
+        ("permissions/respond", {"id": "abc", "request": "r", "option": "o", "cancelled": True}),
+        ("conversations/get", {"id": "ab"}),  # ambiguous prefix
+    ],
+)
+async def test_invalid_params(engine: FakeEngine, method: str, params: Json) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        assert (await client.error(method, params))["code"] == -32602
+        assert engine.calls == []
+
+
+async def test_engine_errors_pass_through_and_internal_errors_are_contained(
+    engine: FakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.failures["remove"] = RpcFailure(CONFLICT, "already prompted")
+    engine.failures["resume"] = ZeroDivisionError("bug")
+    async with open_client(make_dispatcher(engine)) as client:
+        assert await client.error("conversations/get", {"id": "zzz"}) == {
+            "code": -32001,
+            "message": "no such conversation: zzz",
+        }
+        err = await client.error("messages/remove", {"id": "abc", "seq": 1})
+        assert err == {"code": CONFLICT, "message": "already prompted"}
+        err = await client.error("conversations/resume", {"id": "abc"})
+        assert err == {"code": -32603, "message": "internal error"}
+        assert "ZeroDivisionError" in caplog.text
+        assert (await client.call("conversations/count"))["count"] == 2
+
+
+async def test_notifications_run_but_get_no_reply(engine: FakeEngine) -> None:
+    dispatcher = make_dispatcher(engine)
+    async with open_client(dispatcher) as client:
+        await client.raw('{"jsonrpc": "2.0", "method": "turns/interrupt", "params": {"id": "abc"}}')
+        await client.raw('{"jsonrpc": "2.0", "method": "no/such"}')
+        await client.raw('{"jsonrpc": "2.0", "method": "messages/send", "params": {}}')
+        await client.raw('{"jsonrpc": "2.0", "id": 5, "result": {}}')  # a response: ignored
+        await client.request("conversations/count", id="last")
+        assert await client.read() == {"jsonrpc": "2.0", "id": "last", "result": {"count": 2}}
+        assert ("interrupt", CONV) in engine.calls
+        await client.request("conversations/count", id=None)  # id null is still a request
+        assert (await client.read()) == {"jsonrpc": "2.0", "id": None, "result": {"count": 2}}
+    assert dispatcher.statistics().requests == 6
+
+
+async def test_requests_run_concurrently_and_answer_out_of_order(engine: FakeEngine) -> None:
+    engine.gates["get"] = gate = trio.Event()
+    async with open_client(make_dispatcher(engine)) as client:
+        slow = await client.request("conversations/get", {"id": "abc"})
+        fast = await client.request("conversations/count")
+        first = await client.read()
+        assert first["id"] == fast
+        gate.set()
+        assert (await client.read())["id"] == slow
+
+
+async def test_in_flight_cap_stops_reading(engine: FakeEngine, autojump_clock: Any) -> None:
+    engine.gates["get"] = gate = trio.Event()
+    async with open_client(make_dispatcher(engine, max_in_flight=4)) as client:
+        for _ in range(4):
+            await client.request("conversations/get", {"id": "abc"})
+        with trio.move_on_after(100) as blocked:
+            await client.request("conversations/count")  # a fifth: handle() waits for a slot
+        assert blocked.cancelled_caught
+        assert len(engine.calls) == 4
+        gate.set()
+        await client.request("conversations/count", id="after")
+        assert (await client.response("after"))["result"] == {"count": 2}
+        for i in range(1, 5):
+            assert "result" in await client.response(i)
+    assert MAX_IN_FLIGHT == 64
+
+
+async def test_subscription_streams_while_calls_continue(engine: FakeEngine) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        sub = await client.request("conversations/subscribe", {"id": "abc"})
+        # The reply first, then the replay, in order.
+        assert await client.read() == {"jsonrpc": "2.0", "id": sub, "result": {"through_seq": 2}}
+        for seq in (1, 2):
+            note = await client.read()
+            assert note["method"] == "conversation/event"
+            assert note["params"]["event"]["seq"] == seq
+        assert (await client.call("conversations/get", {"id": "abc"}))["conversation"]
+        engine.publish(CONV)
+        engine.publish("abd456")  # another conversation: not ours
+        engine.publish(CONV)
+        seqs = [(await client.read())["params"]["event"]["seq"] for _ in range(2)]
+        assert seqs == [3, 4]
+        assert (await client.call("conversations/unsubscribe", {"id": "ab"})) == {}
+        assert engine.subs[0].closed
+        engine.publish(CONV)
+        assert (await client.call("conversations/count")) == {"count": 2}
+        assert client.notes == []
+
+
+async def test_subscriptions_end_with_the_connection(engine: FakeEngine) -> None:
+    dispatcher = make_dispatcher(engine)
+    async with open_client(dispatcher) as client:
+        for conv in ("abc123", "abd456", "abc123"):
+            await client.call("conversations/subscribe", {"id": conv, "after_seq": 2})
+        assert client.conn.subscription_count == 3
+    assert [sub.closed for sub in engine.subs] == [True] * 3
+    assert dispatcher.statistics().connections == 0
+
+
+async def test_subscription_limit(engine: FakeEngine) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        for _ in range(MAX_SUBSCRIPTIONS):
+            await client.request("conversations/subscribe", {"id": "abd"})
+        for i in range(1, MAX_SUBSCRIPTIONS + 1):
+            await client.response(i)
+        err = await client.error("conversations/subscribe", {"id": "abd"})
+        assert err["code"] == CONFLICT
+
+
+async def test_slow_reader_is_dropped_with_lagged_and_others_go_on(
+    engine: FakeEngine, autojump_clock: Any
+) -> None:
+    dispatcher = make_dispatcher(engine)
+    release = trio.Event()
+    slow_out, slow_inbox = trio.open_memory_channel[bytes](math.inf)
+
+    async def slow_send(line: bytes) -> None:
+        await release.wait()
+        await slow_out.send(line)
+
+    async with open_client(dispatcher, slow_send) as slow, open_client(dispatcher) as fast:
+        slow.inbox = slow_inbox
+        await slow.request("conversations/subscribe", {"id": "abc", "after_seq": 2})
+        await fast.call("conversations/subscribe", {"id": "abc", "after_seq": 2})
+        await trio.testing.wait_all_tasks_blocked()
+        for batch in range(25):  # far more than the slow path buffers
+            for _ in range(8):
+                engine.publish(CONV)  # never blocks, whoever is slow
+            await trio.testing.wait_all_tasks_blocked()
+            seen = [(await fast.read())["params"]["event"]["seq"] for _ in range(8)]
+            assert seen == [3 + 8 * batch + i for i in range(8)]
+        assert [sub.lagged for sub in engine.subs] == [True, False]
+        release.set()
+        assert (await slow.read())["result"] == {"through_seq": 2}
+        lines = [await slow.read() for _ in range(4)]
+        while lines[-1].get("method") != "conversation/lagged":
+            lines.append(await slow.read())
+        lagged = lines[-1]["params"]
+        assert lagged["id"] == CONV
+        assert lines[-2]["params"]["event"]["seq"] == lagged["last_seq"]
+        # The slow connection still answers calls after its subscription was dropped.
+        assert (await slow.call("conversations/count")) == {"count": 2}
+
+
+async def test_client_gone_ends_only_that_connection(engine: FakeEngine) -> None:
+    dispatcher = make_dispatcher(engine)
+
+    async def broken(line: bytes) -> None:
+        raise trio.BrokenResourceError
+
+    async with open_client(dispatcher) as good:
+        async with open_client(dispatcher, broken) as bad:
+            await bad.request("conversations/subscribe", {"id": "abc"})
+            await trio.sleep_forever()  # cancelled when the writer finds the client gone
+        assert engine.subs[0].closed
+        assert (await good.call("conversations/count")) == {"count": 2}
+
+
+async def test_eof_answers_requests_in_flight(engine: FakeEngine) -> None:
+    engine.gates["get"] = gate = trio.Event()
+    out, inbox = trio.open_memory_channel[bytes](math.inf)
+
+    async def messages() -> AsyncIterator[bytes]:
+        for i, method in enumerate(["conversations/get", "conversations/subscribe"], 1):
+            msg = {"jsonrpc": "2.0", "id": i, "method": method, "params": {"id": "abc"}}
+            yield json.dumps(msg).encode()
+        gate.set()
+
+    await make_dispatcher(engine).serve(messages(), out.send)
+    out.close()
+    replies = [m for m in map(json.loads, [line async for line in inbox]) if "id" in m]
+    assert sorted(r["id"] for r in replies) == [1, 2]
+    assert engine.subs[0].closed
+
+
+async def test_create_refuses_an_agent_command_that_cannot_be_found(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    """-32002 at create, not an `error` event (and restarts) at the first send."""
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    (tmp_path / "not-executable").write_text("")
+    dispatcher = make_dispatcher(engine)
+    async with open_client(dispatcher) as client:
+        cwd = str(tmp_path)
+        err = await client.error("conversations/create", {"agent_cmd": ["no-agent-x"], "cwd": cwd})
+        assert err == {
+            "code": -32002,
+            "message": "agent failed to start: command not found: no-agent-x",
+        }
+        err = await client.error("conversations/create",
+                                 {"agent_cmd": ["./not-executable"], "cwd": cwd})  # fmt: skip
+        assert err["code"] == -32002
+        assert engine.calls == []  # nothing created
+        # Found: on PATH, or relative to the cwd (as the agent will be run).
+        await client.call("conversations/create", {"agent_cmd": ["sh"], "cwd": str(tmp_path)})
+        await client.call("conversations/create",
+                          {"agent_cmd": ["./agent.sh"], "cwd": str(tmp_path)})  # fmt: skip
+        assert len(engine.calls) == 2
