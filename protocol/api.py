@@ -13,11 +13,20 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from protocol.limits import (
+    MAX_ID,
+    MAX_LIST_LIMIT,
+    MAX_NAME,
+    MAX_PATH,
+    MAX_SEQ,
+    MAX_TEXT,
+    MAX_TITLE,
+)
+
 __all__ = [
     "DELTA_METHOD",
     "EVENT_METHOD",
     "LAGGED_METHOD",
-    "MAX_TEXT",
     "METHODS",
     "AgentInfo",
     "AgentsResult",
@@ -53,13 +62,12 @@ EVENT_METHOD: Final = "conversation/event"
 DELTA_METHOD: Final = "conversation/delta"
 LAGGED_METHOD: Final = "conversation/lagged"
 
-# A user message: non-empty, and far below the line cap so the JSON escaping of a maximal
-# text (up to 6 bytes per character) still has room.
-MAX_TEXT: Final = 256 * 1024
 # Ids are short (store-generated); titles and names are for people.
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-_Seq = Annotated[int, msgspec.Meta(ge=0)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+_Path = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PATH)]
+_Word = Annotated[str, msgspec.Meta(max_length=MAX_PATH)]  # of an agent command
 
 
 class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,11 +123,13 @@ class IdParams(_Params, frozen=True):
 class CreateParams(_Params, frozen=True):
     agent: _Name | None = None
     agent_cmd: (
-        Annotated[list[Annotated[str, msgspec.Meta(max_length=4096)]], msgspec.Meta(min_length=1)]
+        Annotated[
+            list[Annotated[str, msgspec.Meta(max_length=MAX_PATH)]], msgspec.Meta(min_length=1)
+        ]
         | None
     ) = None
-    cwd: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
-    title: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    cwd: _Path | None = None
+    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE)] | None = None
 
     def __post_init__(self) -> None:  # ValueError here becomes msgspec's ValidationError
         if self.agent is not None and self.agent_cmd is not None:
@@ -131,13 +141,13 @@ class CreateParams(_Params, frozen=True):
 
 
 class ListParams(_Params, frozen=True):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
-    before: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)] = 50
+    before: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
 
 
 class EventsParams(IdParams, frozen=True):
     after_seq: _Seq = 0
-    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)] = 500
 
 
 class SubscribeParams(IdParams, frozen=True):
@@ -156,12 +166,12 @@ class SendParams(IdParams, frozen=True):
 
 
 class RemoveParams(IdParams, frozen=True):
-    seq: Annotated[int, msgspec.Meta(ge=1)]
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
 
 
 class PermitParams(IdParams, frozen=True):
-    request: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    option: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    request: _Name
+    option: _Name | None = None
     cancelled: bool = False
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 __all__ = [
     "AGENT_START_FAILED",
     "AUTH_REQUIRED",
+    "BUSY",
     "CONFLICT",
     "INTERNAL_ERROR",
     "INVALID_PARAMS",
@@ -25,6 +26,7 @@ __all__ = [
     "PARSE_ERROR",
     "REQUEST_CANCELLED",
     "RESOURCE_NOT_FOUND",
+    "STORAGE_UNAVAILABLE",
     "UNAUTHORIZED",
     "Envelope",
     "ErrorResponse",
@@ -61,6 +63,8 @@ NOT_FOUND: Final = -32001
 AGENT_START_FAILED: Final = -32002
 CONFLICT: Final = -32003
 UNAUTHORIZED: Final = -32004
+STORAGE_UNAVAILABLE: Final = -32005  # disk full, I/O error, the database deleted or replaced
+BUSY: Final = -32006  # a limit was reached; the message names it
 
 # An empty Raw is falsy: it marks "member absent" without a Raw | UNSET union (which msgspec
 # would not honour).

@@ -14,6 +14,9 @@ import sys
 from daemon.cli import client as _client
 from daemon.cli.client import ApiError, Client, ClientError, dumps, resolve_socket
 
+# The daemon's bounds on params, checked here too so a usage error says so in our words.
+from protocol.limits import MAX_ID, MAX_LIST_LIMIT, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TITLE
+
 # `typing` is not imported at run time: it alone costs ~10% of a client command's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,15 +43,6 @@ prints its {"seq", "queued"} result first.
 else $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else /tmp/acpd-$UID/acpd.sock.
 Exit status: 0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe.
 """
-
-# The daemon's bounds on params (protocol/api.py; this module must not import msgspec, and
-# tests/cli check these against it), checked here so a usage error says so in our words.
-MAX_ID = 128
-MAX_NAME = 256  # agent names, permission request and option ids
-MAX_TITLE = 1024
-MAX_PATH = 4096
-MAX_TEXT = 256 * 1024
-MAX_LIMIT = 1000
 
 
 class UsageError(Exception):
@@ -304,8 +298,8 @@ def create_params(
 @command(
     "ls",
     "list conversations, newest activity first",
-    arg("--limit", type=bounded(1, MAX_LIMIT), default=50, metavar="N",
-        help=f"at most N, 1 to {MAX_LIMIT} (default 50)"),
+    arg("--limit", type=bounded(1, MAX_LIST_LIMIT), default=50, metavar="N",
+        help=f"at most N, 1 to {MAX_LIST_LIMIT} (default 50)"),
     arg("--before", metavar="CURSOR", type=text_of(MAX_NAME),
         help="the page after this one (`next` of --json)"),
 )  # fmt: skip

@@ -33,7 +33,8 @@ from daemon.engine.storeio import StoreIO
 from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, RpcFailure
-from store import Conflict, ConversationRecord, NotFound, Store
+from protocol.limits import MAX_TEXT
+from store import STORE_FILE, Conflict, ConversationRecord, NotFound, Store
 
 __all__ = ["Engine", "open_engine"]
 
@@ -42,7 +43,6 @@ log = logging.getLogger("acpd.engine")
 T = TypeVar("T")
 
 _user_message = msgspec.json.Decoder(ev.UserMessage)
-MAX_TEXT = 1024 * 1024
 # Event bodies per page of `events` and of a subscription's replay: a page of long agent
 # messages must not become one reply of hundreds of megabytes (clients read on from its end).
 PAGE_BYTES = 8 * 1024 * 1024
@@ -336,7 +336,7 @@ async def open_engine(
 
     `threads=False` runs store calls inline (deterministic tests under a mock clock).
     """
-    path = data_dir / "acpd.sqlite3"
+    path = data_dir / STORE_FILE
     writer = await trio.to_thread.run_sync(Store.open, path)
     try:
         reader = await trio.to_thread.run_sync(Store.open_reader, path)

@@ -13,6 +13,7 @@ import pytest
 
 from daemon.cli import commands as cli
 from daemon.cli import render
+from protocol import limits
 from tests.cli.fakeserver import DEFER, Conn, Fail, conv, hang_guard, serving
 
 HANG_GUARD = 30
@@ -389,17 +390,17 @@ def test_bad_params_are_usage_errors_in_our_words(
 def test_a_too_long_message_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("x" * (cli.MAX_TEXT + 1)))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x" * (limits.MAX_TEXT + 1)))
     with pytest.raises(SystemExit) as info:
         cli.main(["send", "c1", "-", "--socket", str(tmp_path / "s")])
     assert info.value.code == 2
-    assert f"longer than {cli.MAX_TEXT} characters" in capsys.readouterr().err
+    assert f"longer than {limits.MAX_TEXT} characters" in capsys.readouterr().err
 
 
-def test_cli_bounds_match_the_daemons() -> None:
+def test_the_api_decodes_with_the_bounds_the_cli_checks() -> None:
     import msgspec
 
-    from protocol import api
+    from protocol import api, limits
 
     def bound(tp: Any, field: str) -> int:
         info = msgspec.inspect.type_info(tp)
@@ -410,13 +411,13 @@ def test_cli_bounds_match_the_daemons() -> None:
         assert isinstance(value, int)
         return value
 
-    assert bound(api.IdParams, "id") == cli.MAX_ID
-    assert bound(api.PermitParams, "request") == cli.MAX_NAME
-    assert bound(api.CreateParams, "agent") == cli.MAX_NAME
-    assert bound(api.CreateParams, "title") == cli.MAX_TITLE
-    assert bound(api.CreateParams, "cwd") == cli.MAX_PATH
-    assert bound(api.SendParams, "text") == cli.MAX_TEXT == api.MAX_TEXT
-    assert bound(api.ListParams, "limit") == cli.MAX_LIMIT
+    assert bound(api.IdParams, "id") == limits.MAX_ID
+    assert bound(api.PermitParams, "request") == limits.MAX_NAME
+    assert bound(api.CreateParams, "agent") == limits.MAX_NAME
+    assert bound(api.CreateParams, "title") == limits.MAX_TITLE
+    assert bound(api.CreateParams, "cwd") == limits.MAX_PATH
+    assert bound(api.SendParams, "text") == limits.MAX_TEXT
+    assert bound(api.ListParams, "limit") == limits.MAX_LIST_LIMIT
 
 
 def test_invalid_params_from_the_daemon_are_restated(capsys: pytest.CaptureFixture[str]) -> None:

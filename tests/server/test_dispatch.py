@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from daemon.server.dispatch import MAX_IN_FLIGHT, MAX_SUBSCRIPTIONS, DaemonInfo, Dispatcher
-from protocol import api
+from protocol import api, limits
 from protocol.jsonrpc import CONFLICT, RpcFailure
 from tests.fakes.engine import FakeEngine
 
@@ -204,7 +204,7 @@ async def test_malformed_messages(engine: FakeEngine, message: bytes, code: int)
         ("messages/send", {"id": "abc"}),
         ("messages/send", {"id": "abc", "text": ""}),
         ("messages/send", {"id": "abc", "text": " \n"}),
-        ("messages/send", {"id": "abc", "text": "x" * (api.MAX_TEXT + 1)}),
+        ("messages/send", {"id": "abc", "text": "x" * (limits.MAX_TEXT + 1)}),
         ("messages/remove", {"id": "abc", "seq": 0}),
         ("conversations/create", {"cwd": "relative/dir"}),
         ("conversations/create", {"agent": "demo", "agent_cmd": ["x"]}),
