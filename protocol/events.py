@@ -28,6 +28,7 @@ __all__ = [
     "event_notification",
     "render_event",
     "rfc3339",
+    "text_event",
 ]
 
 
@@ -104,6 +105,22 @@ class AgentRestarted(_Body, frozen=True, kw_only=True):
 class ErrorEvent(_Body, frozen=True, kw_only=True):
     message: str
     stderr: str | UnsetType = UNSET
+
+
+# The stored event type of a turn's text, by the kind of its chunks.
+TEXT_EVENT_TYPES: Final = {"message": "agent_message", "thought": "agent_thought"}
+
+
+def text_event(
+    kind: str, text: str, prompt_seq: int, *, partial: bool = False
+) -> tuple[str, bytes]:
+    """The stored (type, body) of a turn's text of `kind` ("message" or "thought")."""
+    body: _Body
+    if kind == "message":
+        body = AgentMessage(text=text, prompt_seq=prompt_seq, partial=partial)
+    else:
+        body = AgentThought(text=text, prompt_seq=prompt_seq, partial=partial)
+    return TEXT_EVENT_TYPES[kind], encode_body(body)
 
 
 _encoder = msgspec.json.Encoder()

@@ -11,12 +11,10 @@ stream, for in-process fakes.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.metadata
 import logging
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final, Protocol
 
@@ -34,6 +32,7 @@ from daemon.agents._process import (
     signal_group,
 )
 from daemon.agents.peer import AgentExited, AgentPeer, RequestHandler, UpdateHandler
+from daemon.version import acpd_version
 from protocol import acp
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import RpcFailure
@@ -58,14 +57,9 @@ _SETTLE: Final = 1.0
 _KILL_BOUND: Final = 5.0
 
 
-@functools.cache
 def client_info() -> acp.Implementation:
-    """Our `clientInfo` (looked up once, when first needed: metadata lookups are slow)."""
-    try:
-        version = importlib.metadata.version("acpd")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0+unknown"
-    return acp.Implementation(name="acpd", version=version)
+    """Our `clientInfo`."""
+    return acp.Implementation(name="acpd", version=acpd_version())
 
 
 class AgentStartError(Exception):
@@ -99,6 +93,7 @@ class Launcher(Protocol):
         on_update: UpdateHandler,
         on_request: RequestHandler,
         on_batch_end: Callable[[], None],
+        wait_for_space: Callable[[], Awaitable[None]],
     ) -> AbstractAsyncContextManager[AgentConnection]: ...
 
 
@@ -174,13 +169,68 @@ class AgentConnection:
         params = acp.ResumeSessionRequest(session_id=session_id, cwd=cwd, mcp_servers=[])
         await self.peer.request(acp.SESSION_RESUME, params, acp.ResumeSessionResponse)
 
-    async def prompt(self, session_id: str, text: str) -> acp.PromptResponse:
+    async def prompt(
+        self, session_id: str, text: str, *, on_answer: Callable[[], None] | None = None
+    ) -> acp.PromptResponse:
+        """`session/prompt`; `on_answer()` runs in the read loop as the reply arrives, before
+        any update read after it (which, by ACP, no longer belongs to this turn)."""
         params = acp.PromptRequest(session_id=session_id, prompt=[acp.TextContent(text=text)])
-        return await self.peer.request(acp.SESSION_PROMPT, params, acp.PromptResponse)
+        return await self.peer.request(
+            acp.SESSION_PROMPT, params, acp.PromptResponse, on_answer=on_answer
+        )
 
     async def cancel(self, session_id: str) -> None:
         """`session/cancel`: a notification; the prompt's own reply ends the turn."""
         await self.peer.notify(acp.SESSION_CANCEL, acp.CancelNotification(session_id=session_id))
+
+    @classmethod
+    @asynccontextmanager
+    async def hosting(
+        cls,
+        peer: AgentPeer,
+        *,
+        process: trio.Process | None = None,
+        stderr: trio.abc.ReceiveStream | None = None,
+        name: str = "agent",
+        stop_grace: float = 2.0,
+    ) -> AsyncIterator[AgentConnection]:
+        """Run a connection's tasks over `peer` (and `process`), initialize, yield it; stop it
+        on the way out, however we leave.
+
+        Errors from the body and start-up failures are re-raised *after* the nursery, so
+        callers get them as they are, not wrapped in an exception group.
+        """
+        conn = cls(peer, process, name=name, stop_grace=stop_grace)
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                if stderr is not None:
+                    nursery.start_soon(conn._drain_stderr, stderr)
+                if process is not None:
+                    nursery.start_soon(conn._watch_process, process)
+                await nursery.start(conn._run_peer)
+                try:
+                    await conn.initialize()
+                except (RpcFailure, AgentExited) as exc:
+                    if isinstance(exc, AgentExited):
+                        with trio.move_on_after(_SETTLE):
+                            await conn.wait_exited()
+                    failure = conn._start_error(exc)
+                except AgentStartError as exc:
+                    failure = exc
+                else:
+                    try:
+                        yield conn
+                    except Exception as exc:
+                        failure = exc
+            finally:
+                with trio.move_on_after(conn.stop_grace + _KILL_BOUND, shield=True):
+                    await conn.stop()
+                # The group is dead, so stdout and stderr end at once, unless something that
+                # left the group holds them: don't wait for that.
+                nursery.cancel_scope.deadline = trio.current_time() + _SETTLE
+        if failure is not None:
+            raise failure
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -278,53 +328,13 @@ async def _wait_group_gone(pgid: int) -> None:
 
 
 @asynccontextmanager
-async def _hosted(
-    conn: AgentConnection, stderr: trio.abc.ReceiveStream | None
-) -> AsyncIterator[AgentConnection]:
-    """Run `conn`'s tasks, initialize, yield; stop it on the way out, however we leave.
-
-    Errors from the body and start-up failures are re-raised *after* the nursery, so callers
-    get them as they are, not wrapped in an exception group.
-    """
-    failure: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            if stderr is not None:
-                nursery.start_soon(conn._drain_stderr, stderr)
-            if conn.process is not None:
-                nursery.start_soon(conn._watch_process, conn.process)
-            await nursery.start(conn._run_peer)
-            try:
-                await conn.initialize()
-            except (RpcFailure, AgentExited) as exc:
-                if isinstance(exc, AgentExited):
-                    with trio.move_on_after(_SETTLE):
-                        await conn.wait_exited()
-                failure = conn._start_error(exc)
-            except AgentStartError as exc:
-                failure = exc
-            else:
-                try:
-                    yield conn
-                except Exception as exc:
-                    failure = exc
-        finally:
-            with trio.move_on_after(conn.stop_grace + _KILL_BOUND, shield=True):
-                await conn.stop()
-            # The group is dead, so stdout and stderr end at once, unless something that left
-            # the group holds them: don't wait for that.
-            nursery.cancel_scope.deadline = trio.current_time() + _SETTLE
-    if failure is not None:
-        raise failure
-
-
-@asynccontextmanager
 async def open_agent(
     spec: AgentSpec,
     *,
     on_update: UpdateHandler,
     on_request: RequestHandler | None = None,
     on_batch_end: Callable[[], None] | None = None,
+    wait_for_space: Callable[[], Awaitable[None]] | None = None,
     on_spawn: Callable[[trio.Process], None] | None = None,
     stop_grace: float = 2.0,
     log: logging.Logger | None = None,
@@ -375,12 +385,15 @@ async def open_agent(
         on_update=on_update,
         on_request=on_request,
         on_batch_end=on_batch_end,
+        wait_for_space=wait_for_space,
         log=log or logging.getLogger(f"acpd.peer.{spec.name}"),
     )
-    conn = AgentConnection(peer, proc, name=spec.name, stop_grace=stop_grace)
+    hosting = AgentConnection.hosting(
+        peer, process=proc, stderr=proc.stderr, name=spec.name, stop_grace=stop_grace
+    )
     try:
-        async with _hosted(conn, proc.stderr) as hosted:
-            yield hosted
+        async with hosting as conn:
+            yield conn
     finally:
         with trio.CancelScope(shield=True):
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
@@ -395,13 +408,19 @@ async def connect_agent(
     on_update: UpdateHandler,
     on_request: RequestHandler | None = None,
     on_batch_end: Callable[[], None] | None = None,
+    wait_for_space: Callable[[], Awaitable[None]] | None = None,
     name: str = "agent",
     log: logging.Logger | None = None,
 ) -> AsyncIterator[AgentConnection]:
     """`open_agent` over an existing stream (in-process fakes); `process` is None, and
     stopping closes the stream."""
     peer = AgentPeer(
-        stream, on_update=on_update, on_request=on_request, on_batch_end=on_batch_end, log=log
+        stream,
+        on_update=on_update,
+        on_request=on_request,
+        on_batch_end=on_batch_end,
+        wait_for_space=wait_for_space,
+        log=log,
     )
-    async with _hosted(AgentConnection(peer, name=name), None) as conn:
+    async with AgentConnection.hosting(peer, name=name) as conn:
         yield conn

@@ -126,6 +126,7 @@ class AgentTracker:
             on_update: Callable[[str, SessionUpdate], None],
             on_request: Callable[[str, msgspec.Raw], Awaitable[object]],
             on_batch_end: Callable[[], None],
+            wait_for_space: Callable[[], Awaitable[None]],
         ) -> AsyncIterator[AgentConnection]:
             path: Path | None = None
 
@@ -144,6 +145,7 @@ class AgentTracker:
                     on_update=on_update,
                     on_request=on_request,
                     on_batch_end=on_batch_end,
+                    wait_for_space=wait_for_space,
                     on_spawn=spawned,
                     stop_grace=config().stop_grace,
                 ) as conn:

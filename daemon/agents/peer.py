@@ -23,6 +23,7 @@ import trio
 from protocol import acp
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import (
+    BUSY,
     INTERNAL_ERROR,
     METHOD_NOT_FOUND,
     REQUEST_CANCELLED,
@@ -39,7 +40,7 @@ from protocol.jsonrpc import (
     encode_line,
 )
 
-__all__ = ["DEFAULT_MAX_LINE", "AgentExited", "AgentPeer", "PeerStats"]
+__all__ = ["DEFAULT_MAX_LINE", "MAX_SERVING", "AgentExited", "AgentPeer", "PeerStats"]
 
 T = TypeVar("T")
 
@@ -47,6 +48,9 @@ DEFAULT_MAX_LINE: Final = 16 * 1024 * 1024
 READ_SIZE: Final = 65536
 # How long one write may block on an agent that does not read its input (see `_write`).
 WRITE_BOUND: Final = 5.0
+# Requests from the agent served at once (each holds a task; a permission request may wait
+# minutes for a person). Past it, a request is answered BUSY at once, so the agent sees why.
+MAX_SERVING: Final = 64
 # Bad input is logged at WARNING this many times per peer, then at DEBUG: a broken agent must
 # not flood the daemon's log, but the first occurrences are what someone debugging needs.
 LOUD_ERRORS: Final = 10
@@ -68,6 +72,7 @@ class PeerStats:
     oversized: int = 0  # lines over max_line, dropped
     unknown_responses: int = 0  # responses with a missing id or one we are not waiting for
     requests_in: int = 0  # requests from the peer
+    requests_refused: int = 0  # answered BUSY: MAX_SERVING were being served
     callback_errors: int = 0  # on_update/on_notification/on_batch_end raised (a bug: logged)
 
 
@@ -86,7 +91,11 @@ class AgentPeer:
     Struct, or anything msgspec encodes); raising `RpcFailure` answers with that error (its
     METHOD_NOT_FOUND for methods it does not handle), any other exception with -32603.
     Without `on_request`, every request gets -32601. `$/cancel_request` naming a request still
-    being served cancels its task and answers it -32800.
+    being served cancels its task and answers it -32800. At most `MAX_SERVING` are served at
+    once; one more is answered -32006 (busy) right away.
+
+    `wait_for_space()`, if given, is awaited after each batch's callbacks: a consumer that
+    falls behind makes the read loop wait, so the peer's writes block (back-pressure).
 
     Resource handling: `run()` owns the nursery of request tasks and returns at end of
     stream; every `request()` still waiting then raises `AgentExited`, and handler tasks are
@@ -107,6 +116,7 @@ class AgentPeer:
         on_notification: NotificationHandler | None = None,
         on_batch_end: Callable[[], None] | None = None,
         on_request_received: Callable[[str, msgspec.Raw], None] | None = None,
+        wait_for_space: Callable[[], Awaitable[None]] | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
     ) -> None:
@@ -118,11 +128,16 @@ class AgentPeer:
         self._on_request = on_request
         self._on_notification = on_notification
         self._on_batch_end = on_batch_end
+        self._wait_for_space = wait_for_space
+        self._refused: list[RequestId] = []  # over MAX_SERVING: answered after the batch
         self._splitter = LineSplitter(max_line)
         self._log = log or logging.getLogger("acpd.peer")
         self.stats = PeerStats()
         self._next_id = 0
         self._pending: dict[int, trio.MemorySendChannel[Envelope]] = {}
+        # Called in the read loop when the response to our request arrives, before any later
+        # line is dispatched (the waiter itself runs later): see `request(on_answer=)`.
+        self._on_answer: dict[int, Callable[[], None]] = {}
         self._serving: dict[RequestId, trio.CancelScope] = {}
         self._send_lock = trio.StrictFIFOLock()
         self._write_broken = False
@@ -142,8 +157,18 @@ class AgentPeer:
 
     # --- outgoing -----------------------------------------------------------------------------
 
-    async def request(self, method: str, params: msgspec.Struct, result_type: type[T]) -> T:
+    async def request(
+        self,
+        method: str,
+        params: msgspec.Struct,
+        result_type: type[T],
+        *,
+        on_answer: Callable[[], None] | None = None,
+    ) -> T:
         """Send a request and wait for its response, decoded as `result_type`.
+
+        `on_answer()` runs in the read loop the moment the response line is read, before the
+        lines after it: what arrives later is known to come after the answer.
 
         Raises `RpcFailure` if the peer answered with an error (`InvalidResult` if its result
         does not decode), `AgentExited` if the connection ends first. Cancelling this call
@@ -156,6 +181,8 @@ class AgentPeer:
             raise AgentExited(f"agent connection closed; cannot send {method}")
         send, recv = trio.open_memory_channel[Envelope](1)
         self._pending[req_id] = send
+        if on_answer is not None:
+            self._on_answer[req_id] = on_answer
         try:
             await self._write(data)
             try:
@@ -164,6 +191,7 @@ class AgentPeer:
                 raise AgentExited(f"agent exited before answering {method}") from None
         finally:
             self._pending.pop(req_id, None)
+            self._on_answer.pop(req_id, None)
             recv.close()
         if isinstance(env.error, RpcError):
             raise RpcFailure.from_error(env.error)
@@ -246,6 +274,10 @@ class AgentPeer:
                 self._complain("dropped a line over %d bytes", splitter.max_line)
             if lines:
                 self._dispatch_batch(lines)
+            while self._refused:
+                await self._refuse(self._refused.pop(0))
+            if self._wait_for_space is not None:
+                await self._wait_for_space()
 
     def _dispatch_batch(self, lines: list[bytes]) -> None:
         self.stats.lines += len(lines)
@@ -312,13 +344,18 @@ class AgentPeer:
 
     def _response(self, env: Envelope) -> None:
         rid = env.id
-        send = self._pending.pop(rid, None) if isinstance(rid, int) else None
-        if send is None:
+        if not isinstance(rid, int) or (send := self._pending.pop(rid, None)) is None:
             # Missing id (codex-acp answers notifications so, ACP.md §16), or a request we
             # stopped waiting for.
             self.stats.unknown_responses += 1
             self._log.debug("dropping a response with unknown id %r", rid)
             return
+        on_answer = self._on_answer.pop(rid, None)
+        if on_answer is not None:
+            try:
+                on_answer()
+            except Exception:
+                self._callback_failed("on_answer")
         try:
             send.send_nowait(env)
         except trio.BrokenResourceError:  # the waiter is gone already
@@ -334,6 +371,10 @@ class AgentPeer:
             self._malformed(f"request id {req_id!r} is already in use", line)
             return
         assert self._nursery is not None  # only called from the read loop, inside run()
+        if len(self._serving) >= MAX_SERVING:
+            self.stats.requests_refused += 1
+            self._refused.append(req_id)
+            return
         if self._on_request_received is not None:
             try:
                 self._on_request_received(method, params)
@@ -369,6 +410,15 @@ class AgentPeer:
         assert data is not None
         try:
             await self._write(data)
+        except AgentExited:
+            pass
+
+    async def _refuse(self, req_id: RequestId) -> None:
+        if self.stats.requests_refused <= LOUD_ERRORS:
+            self._log.warning("refused a request: %d already being served", MAX_SERVING)
+        error = RpcError(BUSY, f"busy: {MAX_SERVING} requests already being served")
+        try:
+            await self._write(encode_line(ErrorResponse(id=req_id, error=error)))
         except AgentExited:
             pass
 

@@ -1,6 +1,6 @@
 """A conversation's event log: every durable write, in seq order, then its fan-out.
 
-All appends for one conversation go through one FIFO lock, so the order subscribers see is the
+All writes for one conversation go through one FIFO lock, so the order subscribers see is the
 store's seq order even when a `send` and the turn's recorder write at the same moment. The
 in-memory `last_seq` moves only after a commit, which is what makes subscribe's "replay up to
 `last_seq`, then live" gap-free.
@@ -9,6 +9,7 @@ in-memory `last_seq` moves only after a commit, which is what makes subscribe's 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 import msgspec
@@ -19,7 +20,13 @@ from daemon.engine.storeio import StoreIO
 from protocol import events as ev
 from store import ConversationRecord, EventRecord, Store
 
-__all__ = ["EventLog", "LogClosed", "close_dead_turn"]
+__all__ = ["SEGMENT_CHARS", "EventLog", "LogClosed", "close_dead_turn", "text_events"]
+
+T = TypeVar("T")
+
+# The bound on one stored agent_message (or thought): what one join, one encode and one row
+# cost. Longer text is stored as several events of the same turn, in order.
+SEGMENT_CHARS = 1024 * 1024
 
 
 class LogClosed(Exception):
@@ -33,16 +40,44 @@ def _line(conv_id: str, rec: EventRecord) -> bytes:
 @attrs.define(eq=False)
 class EventLog:
     conv_id: str
-    io: StoreIO
-    fanout: Fanout
-    last_seq: int
+    _io: StoreIO
+    _fanout: Fanout
+    _last_seq: int
     _lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
-    closed: bool = False
+    _closed: bool = False
+
+    @property
+    def last_seq(self) -> int:
+        """The newest committed seq: subscribers opened now are live from here."""
+        return self._last_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def publish_delta(self, line: bytes) -> None:
+        """Fan out a transient notification (no seq, never stored)."""
+        self._fanout.publish_delta(line)
+
+    def start_at(self, last_seq: int) -> None:
+        """Set the seq the store had at hydration."""
+        self._last_seq = max(self._last_seq, last_seq)
+
+    async def _locked(self, fn: Callable[[Store], T]) -> T:
+        """Run one write with the log locked (no other write of this conversation between)."""
+        async with self._lock:
+            self._check()
+            return await self._io.write(fn)
+
+    async def _locked_publish(self, fn: Callable[[Store], list[EventRecord]]) -> None:
+        async with self._lock:
+            self._check()
+            self._publish(await self._io.write(fn))
 
     def _publish(self, recs: list[EventRecord]) -> None:
         for rec in recs:
-            self.last_seq = max(self.last_seq, rec.seq)
-            self.fanout.publish_event(rec.seq, _line(self.conv_id, rec))
+            self._last_seq = max(self._last_seq, rec.seq)
+            self._fanout.publish_event(rec.seq, _line(self.conv_id, rec))
 
     async def append_user(self, text: str) -> tuple[EventRecord, int]:
         """Queue a user message; returns it and how many are queued with it (the store's
@@ -55,9 +90,9 @@ class EventLog:
 
         async with self._lock:
             self._check()
-            rec, queued = await self.io.write(write)
+            rec, queued = await self._io.write(write)
             self._publish([rec])
-        self.io.settle_soon()  # its activity bump, after the acknowledgement
+        self._io.settle_soon()  # its activity bump, after the acknowledgement
         return rec, queued
 
     async def append(self, items: list[tuple[str, bytes]], *, clear_drafts: bool = False) -> None:
@@ -70,9 +105,7 @@ class EventLog:
                 s.clear_drafts(self.conv_id)
             return recs
 
-        async with self._lock:
-            self._check()
-            self._publish(await self.io.write(write))
+        await self._locked_publish(write)
 
     async def start_turn(
         self, prompt_seq: int, may_start: Callable[[], bool]
@@ -88,54 +121,55 @@ class EventLog:
             self._check()
             if not may_start():
                 return None
-            rec = await self.io.write(lambda s: s.start_turn(self.conv_id, prompt_seq, body))
+            rec = await self._io.write(lambda s: s.start_turn(self.conv_id, prompt_seq, body))
             self._publish([rec])
         return rec
 
     async def end_turn(self, items: list[tuple[str, bytes]], status: str) -> None:
-        async with self._lock:
-            self._check()
-            recs = await self.io.write(lambda s: s.end_turn(self.conv_id, items, status))
-            self._publish(recs)
+        await self._locked_publish(lambda s: s.end_turn(self.conv_id, items, status))
 
     async def set_status(self, status: str) -> None:
-        async with self._lock:
-            self._check()
-            await self.io.write(lambda s: s.set_status(self.conv_id, status))
+        await self._locked(lambda s: s.set_status(self.conv_id, status))
 
     async def append_draft(self, prompt_seq: int, kind: str, text: str) -> None:
-        async with self._lock:
-            self._check()
-            await self.io.write(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
+        await self._locked(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
 
     async def set_title(self, title: str) -> None:
-        async with self._lock:
-            self._check()
-            await self.io.write(lambda s: s.set_title(self.conv_id, title))
+        await self._locked(lambda s: s.set_title(self.conv_id, title))
 
     async def set_acp_session(self, session_id: str, cwd: str) -> None:
-        async with self._lock:
-            self._check()
-            await self.io.write(lambda s: s.set_acp_session(self.conv_id, session_id, cwd))
-
-    async def record(self) -> ConversationRecord | None:
-        return await self.io.read(lambda s: s.get_conversation(self.conv_id))
+        await self._locked(lambda s: s.set_acp_session(self.conv_id, session_id, cwd))
 
     async def close(self) -> None:
         """No write starts after this returns (one in flight finishes first)."""
         async with self._lock:
-            self.closed = True
+            self._closed = True
+
+    def close_now(self) -> None:
+        """No write starts after this (one in flight, of a caller outside the supervisor,
+        still finishes): the supervisor is gone."""
+        self._closed = True
 
     def close_nowait(self) -> bool:
         """Close only if no write is in flight or waiting: used by a supervisor retiring itself."""
         if self._lock.locked():
             return False
-        self.closed = True
+        self._closed = True
         return True
 
     def _check(self) -> None:
-        if self.closed:
+        if self._closed:
             raise LogClosed(self.conv_id)
+
+
+def text_events(
+    kind: str, text: str, prompt_seq: int, *, partial: bool = False
+) -> list[tuple[str, bytes]]:
+    """A turn's text as stored events of at most `SEGMENT_CHARS` each, in order."""
+    return [
+        ev.text_event(kind, text[i : i + SEGMENT_CHARS], prompt_seq, partial=partial)
+        for i in range(0, max(len(text), 1), SEGMENT_CHARS)
+    ]
 
 
 def close_dead_turn(
@@ -148,14 +182,7 @@ def close_dead_turn(
     """End the turn a dead supervisor left "running": its drafts become partial messages."""
     items: list[tuple[str, bytes]] = []
     for prompt_seq, kind, text in s.drafts(rec.id):
-        body: ev._Body
-        if kind == "message":
-            body = ev.AgentMessage(text=text, prompt_seq=prompt_seq, partial=True)
-        else:
-            body = ev.AgentThought(text=text, prompt_seq=prompt_seq, partial=True)
-        items.append(
-            ("agent_message" if kind == "message" else "agent_thought", ev.encode_body(body))
-        )
+        items.extend(text_events(kind, text, prompt_seq, partial=True))
     ended = ev.TurnEnded(prompt_seq=rec.cursor, stop_reason=stop_reason, detail=detail)
     items.append(("turn_ended", ev.encode_body(ended)))
     s.end_turn(rec.id, items, "idle")

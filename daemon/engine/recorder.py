@@ -1,13 +1,19 @@
 """Turns a turn's stream of updates into deltas (fanned out) and durable events (stored).
 
-The agent's read loop hands updates over synchronously (`delta`, `durable`): no await on the
-per-chunk path. One recorder task per conversation drains them in order, so a subscriber sees
-text, tool calls and text again in the order the agent sent them. Consecutive text chunks are
-coalesced into one `conversation/delta` per batch (encoded once for every subscriber), and the
-text is persisted as a draft at least every `draft_interval` (and every `DRAFT_CHARS`, so no
-one write holds the store's writer long), so a crash loses at most about a second of output.
-A message's text becomes a durable `agent_message` when something else durable follows it, the
-turn ends, or it reaches `SEGMENT_CHARS` (a longer one is stored in parts, in order).
+The agent's read loop hands updates over synchronously (`update`, `delta`, `durable`): no
+await on the per-chunk path. One recorder task per conversation drains them in order, so a
+subscriber sees text, tool calls and text again in the order the agent sent them.
+Consecutive text chunks are coalesced into one `conversation/delta` per batch (encoded once
+for every subscriber, at most `DELTA_CHARS` of text per notification), and the text is
+persisted as a draft at least every `draft_interval` (and every `DRAFT_CHARS`, so no one
+write holds the store's writer long), so a crash loses at most about a second of output.
+A message's text becomes a durable `agent_message` when something else durable follows it,
+the turn ends, or it reaches `SEGMENT_CHARS` (a longer one is stored in parts, in order,
+however it was chunked).
+
+The hand-off is bounded: once `BUFFER_CHARS` of handed-over text and bodies wait to be
+stored, `wait_for_space` blocks the agent's reader (once per read batch), so the agent's
+pipe pushes back while the store is slow; subscribers and senders never wait on it.
 """
 
 from __future__ import annotations
@@ -18,20 +24,22 @@ import attrs
 import msgspec
 import trio
 
-from daemon.engine.eventlog import EventLog, LogClosed
+from daemon.engine.eventlog import SEGMENT_CHARS, EventLog, LogClosed, text_events
 from protocol import acp
 from protocol import events as ev
 from protocol.api import DELTA_METHOD, DeltaParams
 from protocol.jsonrpc import Notification, encode_line
 
-__all__ = ["DRAFT_CHARS", "SEGMENT_CHARS", "Recorder"]
+__all__ = ["BUFFER_CHARS", "DELTA_CHARS", "DRAFT_CHARS", "Recorder", "RecorderStatistics"]
 
 # A draft is saved once this much text is unsaved, whatever the time: a flooding agent's
 # second of output would otherwise be one multi-megabyte write that every send queues behind.
 DRAFT_CHARS = 64 * 1024
-# The bound on one stored agent_message (or thought): what one join, one encode and one row
-# cost, and the text held in memory for the open message.
-SEGMENT_CHARS = 1024 * 1024
+# The most text one `conversation/delta` carries: a huge chunk becomes several notifications,
+# so no client meets a line longer than it accepts.
+DELTA_CHARS = 256 * 1024
+# Handed over but not yet stored: past this, the agent's reader waits (`wait_for_space`).
+BUFFER_CHARS = 8 * 1024 * 1024
 
 
 @attrs.define(eq=False, slots=True)
@@ -54,16 +62,22 @@ class _Flush:
 
 _Item = _Delta | _Durable | _Flush
 
-# Text kinds that accumulate into a stored event; "tool" progress is transient only.
-_STORED_KIND = {"message": "agent_message", "thought": "agent_thought"}
+
+@attrs.frozen
+class RecorderStatistics:
+    deltas_published: int  # `conversation/delta` notifications sent
+    buffered_chars: int  # handed over, not yet stored
+    reader_waits: int  # times the agent's reader waited for space
 
 
 @attrs.define(eq=False)
 class Recorder:
-    log: EventLog
-    draft_interval: float
+    _log: EventLog
+    _draft_interval: float
     _items: list[_Item] = attrs.field(factory=list)
     _kick: trio.Event = attrs.field(factory=trio.Event)
+    _space: trio.Event = attrs.field(factory=trio.Event)
+    _buffered: int = 0  # characters handed over and not yet stored (the batch in hand too)
     # Open text segments of the current message, in the order they began, and how many of
     # each one's parts are already in its stored draft.
     _segments: dict[str, list[str]] = attrs.field(factory=dict)
@@ -74,13 +88,18 @@ class Recorder:
     _draft_due: float = math.inf
     _batch: list[_Item] = attrs.field(factory=list)
     _closed: bool = False  # the log closed under us: nothing more is stored
-    deltas_published: int = 0
+    _deltas_published: int = 0
+    _reader_waits: int = 0
+
+    def statistics(self) -> RecorderStatistics:
+        return RecorderStatistics(self._deltas_published, self._buffered, self._reader_waits)
 
     # --- the synchronous side, called from the agent's read loop ----------------------------
 
     def delta(self, kind: str, text: str, prompt_seq: int) -> None:
         if not text:
             return
+        self._buffered += len(text)
         items = self._items
         if items:
             last = items[-1]
@@ -91,7 +110,11 @@ class Recorder:
         self._kick.set()
 
     def durable(self, type_: str, body: ev._Body) -> None:
-        self._items.append(_Durable(type_, ev.encode_body(body)))
+        """Store an event in order with the turn's text. Never refused, never waits: durable
+        items are small and few (tool calls, plans, permission requests)."""
+        data = ev.encode_body(body)
+        self._buffered += len(data)
+        self._items.append(_Durable(type_, data))
         self._kick.set()
 
     def update(self, update: acp.SessionUpdate, seq: int) -> None:
@@ -136,6 +159,15 @@ class Recorder:
             entries = [msgspec.to_builtins(e) for e in update.entries]
             self.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
 
+    async def wait_for_space(self) -> None:
+        """Block while the hand-off is full (the store is behind): called by the agent's
+        reader once per batch, so its pipe, not our memory, takes up the slack."""
+        if self._buffered <= BUFFER_CHARS or self._closed:
+            return
+        self._reader_waits += 1
+        while self._buffered > BUFFER_CHARS and not self._closed:
+            await self._space.wait()
+
     async def flush(self) -> None:
         """Wait until everything handed over so far is stored and published."""
         if self._closed:
@@ -155,6 +187,7 @@ class Recorder:
                 self._kick = trio.Event()
                 self._batch, self._items = self._items, []
                 await self._process(self._batch)
+                self._done_with(self._batch)
                 # Drafts are paced by time: that bounds what a crash loses, and each save
                 # stores only the text since the last one.
                 if self._unsaved >= DRAFT_CHARS or (
@@ -162,80 +195,104 @@ class Recorder:
                 ):
                     await self._save_drafts()
         except LogClosed:
-            # Deleted (or retired) under us: store nothing more, and hold up no flush.
+            # Deleted (or retired) under us: store nothing more, and hold up no flush or reader.
             self._closed = True
             for item in (*self._batch, *self._items):
                 if isinstance(item, _Flush):
                     item.done.set()
             self._items.clear()
+            self._buffered = 0
+            self._space.set()
+
+    def _done_with(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if type(item) is _Delta:
+                self._buffered -= sum(map(len, item.parts))
+            elif type(item) is _Durable:
+                self._buffered -= len(item.body)
+        batch.clear()
+        self._space.set()
+        self._space = trio.Event()
 
     async def _process(self, items: list[_Item]) -> None:
         pending: list[tuple[str, bytes]] = []
         run_kind, run_prompt = "", 0
         run_parts: list[str] = []
+        run_chars = 0
 
         def end_run() -> None:
-            nonlocal run_kind, run_parts
+            nonlocal run_kind, run_parts, run_chars
             if run_parts:
-                text = "".join(run_parts)
-                params = DeltaParams(
-                    id=self.log.conv_id, prompt_seq=run_prompt, kind=run_kind, text=text
-                )
-                line = encode_line(Notification(method=DELTA_METHOD, params=params))
-                self.log.fanout.publish_delta(bytes(line))
-                self.deltas_published += 1
-            run_kind, run_parts = "", []
+                self._publish_delta(run_kind, run_prompt, "".join(run_parts))
+            run_kind, run_parts, run_chars = "", [], 0
 
         for item in items:
             if isinstance(item, _Delta):
                 if pending:  # durable events that came first must be out first
-                    await self.log.append(pending, clear_drafts=True)
+                    await self._log.append(pending, clear_drafts=True)
                     pending = []
                 if item.kind != run_kind or item.prompt_seq != run_prompt:
                     end_run()
                     run_kind, run_prompt = item.kind, item.prompt_seq
-                run_parts.extend(item.parts)
-                if item.kind in _STORED_KIND:
-                    self._add_text(item.kind, item.parts, item.prompt_seq)
-                    if self._seg_chars >= SEGMENT_CHARS:
-                        pending.extend(self._close_segments())
+                for part in item.parts:
+                    run_parts.append(part)
+                    run_chars += len(part)
+                    if run_chars >= DELTA_CHARS:
+                        end_run()
+                        run_kind, run_prompt = item.kind, item.prompt_seq
+                    if item.kind in ev.TEXT_EVENT_TYPES:
+                        pending.extend(self._add_text(item.kind, part, item.prompt_seq))
             else:
                 end_run()
                 pending.extend(self._close_segments())
                 if isinstance(item, _Durable):
                     pending.append((item.type, item.body))
                 else:
-                    await self.log.append(pending, clear_drafts=True)
+                    await self._log.append(pending, clear_drafts=True)
                     pending = []
                     item.done.set()
         end_run()
         if pending:
-            await self.log.append(pending, clear_drafts=True)
+            await self._log.append(pending, clear_drafts=True)
 
-    def _add_text(self, kind: str, parts: list[str], prompt_seq: int) -> None:
+    def _publish_delta(self, kind: str, prompt_seq: int, text: str) -> None:
+        # A run over DELTA_CHARS is one huge chunk: cut it into bounded notifications.
+        for i in range(0, len(text), DELTA_CHARS):
+            params = DeltaParams(
+                id=self._log.conv_id,
+                prompt_seq=prompt_seq,
+                kind=kind,
+                text=text[i : i + DELTA_CHARS],
+            )
+            line = encode_line(Notification(method=DELTA_METHOD, params=params))
+            self._log.publish_delta(bytes(line))
+            self._deltas_published += 1
+
+    def _add_text(self, kind: str, text: str, prompt_seq: int) -> list[tuple[str, bytes]]:
+        """Add a chunk's text to the open segment; the events of segments it filled."""
         if prompt_seq != self._seg_prompt and self._segments:
             # A new turn's text: the old one was closed by its turn's flush; be safe anyway.
             self._segments.clear()
             self._saved.clear()
             self._seg_chars = 0
         self._seg_prompt = prompt_seq
-        self._segments.setdefault(kind, []).extend(parts)
-        if not self._unsaved:
-            self._draft_due = trio.current_time() + self.draft_interval
-        chars = sum(map(len, parts))
-        self._unsaved += chars
-        self._seg_chars += chars
+        out: list[tuple[str, bytes]] = []
+        while text:
+            room = SEGMENT_CHARS - self._seg_chars
+            piece, text = text[:room], text[room:]
+            self._segments.setdefault(kind, []).append(piece)
+            if not self._unsaved:
+                self._draft_due = trio.current_time() + self._draft_interval
+            self._unsaved += len(piece)
+            self._seg_chars += len(piece)
+            if self._seg_chars >= SEGMENT_CHARS:
+                out.extend(self._close_segments())
+        return out
 
     def _close_segments(self) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
         for kind, parts in self._segments.items():
-            text = "".join(parts)
-            body: ev._Body
-            if kind == "message":
-                body = ev.AgentMessage(text=text, prompt_seq=self._seg_prompt)
-            else:
-                body = ev.AgentThought(text=text, prompt_seq=self._seg_prompt)
-            out.append((_STORED_KIND[kind], ev.encode_body(body)))
+            out.extend(text_events(kind, "".join(parts), self._seg_prompt))
         self._segments.clear()
         self._saved.clear()
         self._unsaved = self._seg_chars = 0
@@ -249,4 +306,4 @@ class Recorder:
             saved = self._saved.get(kind, 0)
             if saved < len(parts):
                 self._saved[kind] = len(parts)
-                await self.log.append_draft(self._seg_prompt, kind, "".join(parts[saved:]))
+                await self._log.append_draft(self._seg_prompt, kind, "".join(parts[saved:]))

@@ -26,17 +26,17 @@ import trio
 from daemon.agents import orphans
 from daemon.agents.connection import Launcher
 from daemon.config import Config
-from daemon.engine.conversation import Conversation
 from daemon.engine.eventlog import LogClosed, close_dead_turn
 from daemon.engine.fanout import Subscription
-from daemon.engine.storeio import StoreIO
+from daemon.engine.storeio import StoreIO, StoreIOStatistics
+from daemon.engine.supervisor import Conversation
 from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, RpcFailure
 from protocol.limits import MAX_TEXT
 from store import STORE_FILE, Conflict, ConversationRecord, NotFound, Store
 
-__all__ = ["Engine", "open_engine"]
+__all__ = ["Engine", "EngineStatistics", "open_engine"]
 
 log = logging.getLogger("acpd.engine")
 
@@ -50,6 +50,15 @@ PAGE_BYTES = 8 * 1024 * 1024
 
 def _no_such(conv_id: str) -> RpcFailure:
     return RpcFailure(NOT_FOUND, f"no such conversation: {conv_id}")
+
+
+@attrs.frozen
+class EngineStatistics:
+    conversations_live: int  # supervisors in the registry
+    agents_running: int
+    hydrations: int  # supervisors started since start-up
+    updates_dropped: int  # agent updates outside their turn (load replays, stragglers)
+    store: StoreIOStatistics
 
 
 @attrs.define(eq=False)
@@ -67,6 +76,7 @@ class Engine:
     _restart_reasons: dict[str, str] = attrs.field(factory=dict)
     started_at: float = attrs.field(factory=time.monotonic)
     hydrations: int = 0
+    _updates_dropped: int = 0  # by supervisors that have retired
 
     # --- the registry ---------------------------------------------------------------------------
 
@@ -91,7 +101,7 @@ class Engine:
                 raise RpcFailure(
                     INTERNAL_ERROR, f"conversation {conv_id} failed: {conv.load_error}"
                 )
-            if conv.log_.closed and not conv.finished.is_set():
+            if conv.retiring and not conv.finished.is_set():
                 # Retiring (or being deleted): it would end a subscription at once and refuse
                 # writes. Wait until it has left the registry, then look again.
                 await conv.finished.wait()
@@ -111,10 +121,25 @@ class Engine:
                 # Retired between lookup and use: the next lookup hydrates a fresh one.
 
     def _exited(self, conv: Conversation) -> None:
+        self._updates_dropped += conv.dropped_updates
         if self._live.get(conv.conv_id) is conv:
             del self._live[conv.conv_id]
-            if not conv.deleting and conv.acp_session_id:
+            if not conv.deleting and conv.has_session:
                 self._restart_reasons[conv.conv_id] = conv.restart_reason
+
+    def supervisor(self, conv_id: str) -> Conversation | None:
+        """The live supervisor of `conv_id`, if any (for introspection: status, tests)."""
+        return self._live.get(conv_id)
+
+    def statistics(self) -> EngineStatistics:
+        live = list(self._live.values())
+        return EngineStatistics(
+            conversations_live=len(live),
+            agents_running=sum(1 for c in live if c.live),
+            hydrations=self.hydrations,
+            updates_dropped=self._updates_dropped + sum(c.dropped_updates for c in live),
+            store=self.io.statistics(),
+        )
 
     def live_count(self) -> int:
         return len(self._live)
@@ -130,7 +155,7 @@ class Engine:
         status, last_seq, live = rec.status, rec.last_seq, False
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
-            last_seq = max(last_seq, conv.log_.last_seq)
+            last_seq = max(last_seq, conv.last_seq)
         return ConversationInfo(
             id=rec.id,
             title=rec.title,
@@ -185,11 +210,11 @@ class Engine:
         self, conv_id: str, *, after_seq: int, limit: int
     ) -> tuple[builtins.list[msgspec.Raw], int]:
         rec = await self._record(conv_id)
-        recs = await self.io.read(
+        recs = await self.io.read_bulk(
             lambda s: s.read_events(conv_id, after_seq, limit, max_bytes=PAGE_BYTES)
         )
         conv = self._live.get(conv_id)
-        last = max(rec.last_seq, conv.log_.last_seq if conv is not None else 0)
+        last = max(rec.last_seq, conv.last_seq if conv is not None else 0)
         rendered = [msgspec.Raw(ev.render_event(r.seq, r.type, r.ts, r.body)) for r in recs]
         return rendered, last
 
@@ -274,7 +299,7 @@ class Engine:
         conv = await self._conversation(conv_id)
 
         async def replay(after: int, through: int, limit: int) -> tuple[builtins.list[bytes], int]:
-            recs = await self.io.read(
+            recs = await self.io.read_bulk(
                 lambda s: s.read_events(conv_id, after, limit, max_bytes=PAGE_BYTES)
             )
             lines = [
@@ -289,7 +314,7 @@ class Engine:
         # The last subscriber leaving wakes the supervisor: it may retire now.
         return conv.fanout.open(
             after_seq=after_seq,
-            through_seq=conv.log_.last_seq,
+            through_seq=conv.last_seq,
             deltas=deltas,
             replay=replay,
             on_close=conv.wake,
@@ -330,20 +355,16 @@ class Engine:
 
 @asynccontextmanager
 async def open_engine(
-    config: Config, data_dir: Path, *, launcher: Launcher | None = None, threads: bool = True
+    config: Config, data_dir: Path, *, launcher: Launcher | None = None
 ) -> AsyncIterator[Engine]:
-    """Open the store, recover, and run the registry; on exit, stop gracefully.
-
-    `threads=False` runs store calls inline (deterministic tests under a mock clock).
-    """
+    """Open the store, recover, and run the registry; on exit, stop gracefully."""
     path = data_dir / STORE_FILE
     writer = await trio.to_thread.run_sync(Store.open, path)
     try:
-        reader = await trio.to_thread.run_sync(Store.open_reader, path)
+        io = await trio.to_thread.run_sync(StoreIO.open_sync, writer)
     except BaseException:
         writer.close()
         raise
-    io = StoreIO(writer, reader, threads=threads)
     tracker = orphans.AgentTracker(data_dir / "run")
     await trio.to_thread.run_sync(tracker.reap)
     try:

@@ -1,8 +1,14 @@
-"""The store from trio: one writer thread at a time, reads on their own connection.
+"""The store from trio: one writer, and readers that never wait behind each other's big reads.
 
-`store/` is synchronous (DESIGN.md); every call goes through `trio.to_thread.run_sync` with a
-capacity-1 limiter per connection, so SQLite never sees two threads on one connection and the
-event loop never waits on disk. `abandon_on_cancel` stays False: a commit always finishes.
+`store/` is synchronous (DESIGN.md); every call runs in a worker thread through
+`trio.to_thread.run_sync` with a capacity-1 limiter per connection, so SQLite never sees two
+threads on one connection and the event loop never waits on disk. `abandon_on_cancel` stays
+False: a commit always finishes.
+
+Three connections: the writer; a reader for the small, frequent reads (a conversation's row,
+its queue head, a list page); and a bulk reader for what can be megabytes (event pages,
+replays), so an 8 MiB replay page never delays a turn loop's queue read. In WAL mode readers
+never block the writer, nor it them.
 """
 
 from __future__ import annotations
@@ -16,36 +22,69 @@ import trio
 
 from store import Store, StoreError
 
-__all__ = ["StoreIO"]
+__all__ = ["StoreIO", "StoreIOStatistics"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+@attrs.frozen
+class StoreIOStatistics:
+    calls_in_flight: int  # store calls running in (or waiting for) a worker thread
+    writes: int  # calls made on the writer since start
+    reads: int
+    bulk_reads: int
+
+
 @attrs.define(eq=False)
 class StoreIO:
-    writer: Store
-    reader: Store
-    # Tests under autojump_clock run calls inline: a task waiting on a thread counts as
-    # blocked, so the mock clock would jump past deadlines while SQLite works.
-    threads: bool = True
+    _writer: Store
+    _reader: Store
+    _bulk_reader: Store
     _wlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _rlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
+    _blimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _settle_due: trio.Event = attrs.field(factory=trio.Event)
+    _in_flight: int = 0
+    _writes: int = 0
+    _reads: int = 0
+    _bulk_reads: int = 0
+
+    @classmethod
+    def open_sync(cls, writer: Store) -> StoreIO:
+        """Around an open writer: opens the two readers on the same file (blocking)."""
+        reader = writer.reader()
+        try:
+            bulk = writer.reader()
+        except BaseException:
+            reader.close()
+            raise
+        return cls(writer, reader, bulk)
 
     async def write(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(writer)` on the writer connection's thread."""
-        if not self.threads:
-            await trio.lowlevel.checkpoint()
-            return fn(self.writer)
-        return await trio.to_thread.run_sync(fn, self.writer, limiter=self._wlimit)
+        self._writes += 1
+        return await self._run(fn, self._writer, self._wlimit)
 
     async def read(self, fn: Callable[[Store], T]) -> T:
-        """Run `fn(reader)` on the read connection, which never blocks the writer (WAL)."""
-        if not self.threads:
-            await trio.lowlevel.checkpoint()
-            return fn(self.reader)
-        return await trio.to_thread.run_sync(fn, self.reader, limiter=self._rlimit)
+        """Run `fn(reader)`: for small reads (a row, a queue head, a page of the list)."""
+        self._reads += 1
+        return await self._run(fn, self._reader, self._rlimit)
+
+    async def read_bulk(self, fn: Callable[[Store], T]) -> T:
+        """Run `fn(reader)` on the bulk reader: for reads that may be megabytes (event pages)."""
+        self._bulk_reads += 1
+        return await self._run(fn, self._bulk_reader, self._blimit)
+
+    async def _run(self, fn: Callable[[Store], T], store: Store, limit: trio.CapacityLimiter) -> T:
+        self._in_flight += 1
+        try:
+            return await trio.to_thread.run_sync(fn, store, limiter=limit)
+        finally:
+            self._in_flight -= 1
+
+    def statistics(self) -> StoreIOStatistics:
+        return StoreIOStatistics(self._in_flight, self._writes, self._reads, self._bulk_reads)
 
     def settle_soon(self) -> None:
         """Have the writer's pending activity bumps (a queued message's `updated_at`, which
@@ -64,5 +103,6 @@ class StoreIO:
                 log.warning("could not record activity: %s", exc)
 
     def close(self) -> None:
-        self.reader.close()
-        self.writer.close()
+        self._bulk_reader.close()
+        self._reader.close()
+        self._writer.close()

@@ -23,7 +23,6 @@ that is wider; refusing one that is someone else's), so its store, logs and toke
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import logging
 import os
 import signal
@@ -53,6 +52,7 @@ from daemon.server.systemd import (
     watchdog_interval,
 )
 from daemon.server.unix import ListenError, serve_unix
+from daemon.version import acpd_version
 from store import DataDirLock, LockedError, StoreError
 
 __all__ = ["DataDirError", "add_serve_arguments", "main", "prepare_data_dir", "serve_main"]
@@ -79,13 +79,6 @@ def prepare_data_dir(data_dir: Path) -> str | None:
     except PrivateDirError as exc:
         raise DataDirError(str(exc)) from None
     return None if mode is None else f"data dir {data_dir} was mode {mode:04o}; made it 0700"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("acpd")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 @attrs.define(eq=False)
@@ -142,7 +135,7 @@ async def _run(
     started = trio.current_time()
     async with open_engine(control.config, data_dir) as engine:
         control.engine = engine
-        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, _version(), started))
+        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, acpd_version(), started))
         async with trio.open_nursery() as fronts:
             if activated is not None:  # systemd's socket: it stays bound when we stop
                 where = f"{activated.getsockname() or '?'} (from systemd)"

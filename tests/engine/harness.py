@@ -17,6 +17,8 @@ from daemon.agents.connection import AgentConnection, AgentSpec, connect_agent
 from daemon.config import Config
 from daemon.engine.fanout import Subscription
 from daemon.engine.registry import Engine, open_engine
+from daemon.engine.supervisor import Conversation
+from protocol import acp
 from protocol.acp import SessionUpdate
 from tests.fakes.agent import FakeAgent, Step
 
@@ -65,6 +67,7 @@ class Harness:
         on_update: Callable[[str, SessionUpdate], None],
         on_request: Callable[[str, msgspec.Raw], Awaitable[object]],
         on_batch_end: Callable[[], None],
+        wait_for_space: Callable[[], Awaitable[None]],
     ) -> AsyncIterator[AgentConnection]:
         self.launches += 1
         self.launch_times.append(trio.current_time())
@@ -83,7 +86,11 @@ class Harness:
             async with trio.open_nursery() as nursery:
                 agent.start(nursery)
                 async with connect_agent(
-                    ours, on_update=on_update, on_request=on_request, on_batch_end=on_batch_end
+                    ours,
+                    on_update=on_update,
+                    on_request=on_request,
+                    on_batch_end=on_batch_end,
+                    wait_for_space=wait_for_space,
                 ) as conn:
                     yield conn
                 nursery.cancel_scope.cancel()
@@ -93,6 +100,23 @@ class Harness:
                     await trio.sleep(self.stop_delay)
             if self.running is agent:
                 self.running = None
+
+    async def agents_wait_prompt(self, n: int) -> None:
+        """Block until the running agent has received its `n`-th session/prompt."""
+        await trio.testing.wait_all_tasks_blocked()
+        assert self.running is not None, "no agent was started"
+        await self.running.wait_for("session/prompt", n)
+
+    async def inject(self, update: acp.KnownUpdate, session_id: str = "sess-1") -> None:
+        """Have the running agent send `update` now, and let it be handled."""
+        assert self.running is not None, "no agent is running"
+        await self.running.send_update(session_id, update)
+        await trio.testing.wait_all_tasks_blocked()
+
+    def supervisor(self, cid: str) -> Conversation:
+        conv = self.e.supervisor(cid)
+        assert conv is not None, f"{cid} has no live supervisor"
+        return conv
 
     async def create(self, **kw: Any) -> str:
         info = await self.e.create(
@@ -118,7 +142,7 @@ async def harness(tmp: Path, **config: Any) -> AsyncIterator[Harness]:
     }
     defaults.update(config)
     h = Harness(tmp, Config(**defaults))
-    async with open_engine(h.config, tmp, launcher=h.launch, threads=False) as engine:
+    async with open_engine(h.config, tmp, launcher=h.launch) as engine:
         h.engine = engine
         yield h
 
@@ -166,13 +190,3 @@ async def wait_turn_ended(h: Harness, cid: str, n: int = 1) -> list[Event]:
     finally:
         sub.close()
     return ended
-
-
-async def _agents_wait_prompt(self: Harness, n: int) -> None:
-    """Block until the running agent has received its `n`-th session/prompt."""
-    await trio.testing.wait_all_tasks_blocked()
-    assert self.running is not None, "no agent was started"
-    await self.running.wait_for("session/prompt", n)
-
-
-Harness.agents_wait_prompt = _agents_wait_prompt  # type: ignore[attr-defined]

@@ -80,7 +80,7 @@ async def test_an_update_during_a_permission_wait_keeps_the_turn_timeout_off(
         await next_event(sub, "permission_requested")
         sub.close()
         await trio.sleep(10)
-        h.e._live[cid]._on_update("sess-1", _chunk("still here"))
+        await h.inject(_chunk("still here"))
         (ended,) = await wait_turn_ended(h, cid)
         assert ended["stop_reason"] == "end_turn"
         assert trio.current_time() - t0 == 120.0
@@ -113,12 +113,16 @@ async def test_agent_start_up_is_bounded(
         assert not any(a.prompts for a in h.agents)
 
 
-async def _restart_after_idle(h: Harness, cid: str) -> None:
+async def _stop_after_idle(h: Harness, cid: str) -> None:
     await h.e.send(cid, "one", run=True, interrupt=False)
     await wait_turn_ended(h, cid)
-    await trio.sleep(100)  # idle_ttl: the agent is stopped
+    await trio.sleep(101)  # idle_ttl after the subscriber left: the agent is stopped
     await trio.testing.wait_all_tasks_blocked()
     assert h.e.agents_running() == 0
+
+
+async def _restart_after_idle(h: Harness, cid: str) -> None:
+    await _stop_after_idle(h, cid)
     await h.e.send(cid, "two", run=True, interrupt=False)
     await wait_turn_ended(h, cid, 2)
 
@@ -181,15 +185,18 @@ async def test_session_load_replay_is_not_shown_as_live(
     async with harness(tmp_path, idle_ttl=100.0) as h:
         h.agent_kwargs["load_replay"] = [("user", "one"), ("agent", "REPLAYED")]
         cid = await h.create()
+        await _stop_after_idle(h, cid)
+        # Watched from before the restart: the load's replay must not show up as live.
         sub = await h.e.subscribe(cid, after_seq=0, deltas=True)
-        await _restart_after_idle(h, cid)
+        await h.e.send(cid, "two", run=True, interrupt=False)
+        await wait_turn_ended(h, cid, 2)
         assert h.agent.count("session/load") == 1
         lines = await drain(sub)
         deltas = [m["params"]["text"] for m in lines if m["method"] == "conversation/delta"]
-        assert deltas == ["one", "two"]
+        assert deltas == ["two"]
         texts = [e.get("text") for e in await h.events(cid) if e["type"] == "agent_message"]
         assert texts == ["one", "two"]
-        assert h.e._live[cid].dropped_updates == 2
+        assert h.e.statistics().updates_dropped == 2
 
 
 async def test_updates_sent_after_the_reply_stay_out_of_the_next_turn(
@@ -227,7 +234,7 @@ async def test_updates_sent_after_the_reply_stay_out_of_the_next_turn(
         second_turn = [e for e in events if e.get("prompt_seq") == second]
         assert [e.get("text") for e in second_turn if e["type"] == "agent_message"] == ["two"]
         assert not [e for e in second_turn if e["type"] == "tool_call"]
-        assert h.e._live[cid].dropped_updates >= 2  # " LATER" and the tool call at least
+        assert h.supervisor(cid).dropped_updates >= 2  # " LATER" and the tool call at least
 
 
 async def test_client_requests_the_daemon_does_not_serve(

@@ -170,10 +170,9 @@ async def test_updates_outside_their_turn_are_dropped(
         h.script(Chunk("one"), Reply("end_turn"))
         await h.e.send(cid, "first", run=True, interrupt=False)
         await wait_turn_ended(h, cid)
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         # A straggler after the reply (ACP.md §9: agents do this) must not reach turn two.
-        chunk = acp.AgentMessageChunk(content=acp.TextContent(text="stray"))
-        conv._on_update("sess-1", chunk)
+        await h.inject(acp.AgentMessageChunk(content=acp.TextContent(text="stray")))
         h.script(Chunk("two"), Reply("end_turn"))
         await h.e.send(cid, "second", run=True, interrupt=False)
         await wait_turn_ended(h, cid, 2)

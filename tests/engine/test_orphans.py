@@ -41,7 +41,11 @@ async def test_the_group_is_recorded_before_initialize_answers(tmp_path: Path) -
     async def start() -> None:
         with pytest.raises(AgentStartError, match="exited during initialize"):
             async with launch(
-                spec, on_update=on_update, on_request=on_request, on_batch_end=lambda: None
+                spec,
+                on_update=on_update,
+                on_request=on_request,
+                on_batch_end=lambda: None,
+                wait_for_space=trio.lowlevel.checkpoint,
             ):
                 pass
 

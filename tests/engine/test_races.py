@@ -33,7 +33,7 @@ async def test_watched_supervisor_without_agent_blocks_then_retires_when_left(
     async with harness(tmp_path) as h:  # linger: 60 s
         cid = await h.create()
         sub = await h.e.subscribe(cid, after_seq=0, deltas=True)
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         rounds = 0
         real = trio.move_on_at
 
@@ -73,7 +73,7 @@ async def test_crash_mid_turn_with_a_message_queued_behind(
         h.script(Chunk("a"), Exit())
         await h.e.send(cid, "one", run=True, interrupt=False)
         await h.e.send(cid, "two", run=True, interrupt=False)
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         ended = await wait_turn_ended(h, cid, 2)
         assert [e["stop_reason"] for e in ended] == ["agent_exited", "end_turn"]
         assert conv.load_error is None
@@ -89,7 +89,7 @@ async def test_agent_exits_while_its_turn_is_being_started(
         cid = await h.create()
         await h.e.send(cid, "warm", run=True, interrupt=False)
         await wait_turn_ended(h, cid)
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         orig = EventLog.start_turn
         hits = 0
 
@@ -122,10 +122,9 @@ async def test_a_dangling_running_turn_is_closed_at_hydration(
         cid = await h.create()
         h.script(Chunk("half"), Hang())
         first, _ = await h.e.send(cid, "one", run=True, interrupt=False)
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
-        conv = h.e._live[cid]
-        conv.scope.cancel()  # a hard stop: records nothing, the store says "running"
-        await conv.finished.wait()
+        await h.agents_wait_prompt(1)
+        conv = h.supervisor(cid)
+        await conv.close(deleting=False)  # a hard stop: records nothing, "running" stays
         assert (await h.e.get(cid)).status == "running"
         second, _ = await h.e.send(cid, "two", run=True, interrupt=False)
         with trio.fail_after(100):
@@ -171,7 +170,7 @@ async def test_removing_the_message_while_the_agent_starts(
         cid = await h.create()
         seq, _ = await h.e.send(cid, "first", run=True, interrupt=False)
         await trio.sleep(1)
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         await h.e.remove(cid, seq)
         await trio.sleep(20)
         await trio.testing.wait_all_tasks_blocked()
@@ -241,13 +240,13 @@ async def test_subscribe_to_a_retiring_supervisor_gets_a_live_one(
     async with harness(tmp_path) as h:  # linger: 60 s
         cid = await h.create()
         (await h.e.subscribe(cid, after_seq=0, deltas=False)).close()
-        old = h.e._live[cid]
+        old = h.supervisor(cid)
         await trio.sleep(60.5)
-        assert old.log_.closed
+        assert old.retiring
         assert not old.finished.is_set()
         sub = await h.e.subscribe(cid, after_seq=0, deltas=False)
         assert old.finished.is_set()
-        assert h.e._live[cid] is not old
+        assert h.supervisor(cid) is not old
         await h.e.send(cid, "hello", run=True, interrupt=False)
         with trio.fail_after(10):
             event = await next_event(sub, "user_message")
@@ -265,7 +264,7 @@ async def test_no_run_during_a_turn_stages_the_message(
         cid = await h.create()
         h.script(Sleep(10), Reply())
         await h.e.send(cid, "one", run=True, interrupt=False)
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(1)
         staged, _ = await h.e.send(cid, "staged", run=False, interrupt=False)
         assert (await h.e.get(cid)).status == "running"
         await wait_turn_ended(h, cid)
@@ -291,7 +290,7 @@ async def test_concurrent_sends_get_exact_positions(
         h.script(Sleep(10), Reply())
         h.script(Sleep(100), Reply())
         await h.e.send(cid, "running", run=True, interrupt=False)
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(1)
         results: list[tuple[int, int]] = []
 
         async def send(text: str) -> None:
@@ -339,9 +338,9 @@ async def test_nothing_of_a_deleted_conversation_writes_again(
         cid = await h.create()
         h.script(Chunk("x"), WaitForCancel(), Reply("cancelled"))
         await h.e.send(cid, "run", run=True, interrupt=False)
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(1)
         await trio.testing.wait_all_tasks_blocked()
-        conv = h.e._live[cid]
+        conv = h.supervisor(cid)
         writes_after_delete = 0
         deleted = False
         orig = StoreIO.write
@@ -350,19 +349,19 @@ async def test_nothing_of_a_deleted_conversation_writes_again(
             nonlocal writes_after_delete
             # Once its log is closed, only the engine's own delete (after the supervisor has
             # finished) may write.
-            if deleted or (conv.log_.closed and not conv.finished.is_set()):
+            if deleted or (conv.retiring and not conv.finished.is_set()):
                 writes_after_delete += 1
             return await orig(self, fn)
 
         monkeypatch.setattr(StoreIO, "write", counting)
         # The recorder has two writes to do, the second queued behind delete's close.
-        conv._on_update("sess-1", acp.ToolCall(tool_call_id="t1", title="t", status="pending"))
-        conv._on_update("sess-1", _chunk("y"))
-        conv._on_update("sess-1", acp.ToolCall(tool_call_id="t2", title="t", status="pending"))
+        conv.on_update("sess-1", acp.ToolCall(tool_call_id="t1", title="t", status="pending"))
+        conv.on_update("sess-1", _chunk("y"))
+        conv.on_update("sess-1", acp.ToolCall(tool_call_id="t2", title="t", status="pending"))
         await h.e.delete(cid)
         deleted = True
         # A late update and a recorder kick after the delete.
-        conv._on_update("sess-1", _chunk("late"))
+        conv.on_update("sess-1", _chunk("late"))
         conv.recorder.delta("message", "later", 1)
         await trio.sleep(5)
         await trio.testing.wait_all_tasks_blocked()
@@ -386,7 +385,7 @@ async def test_restart_reason_survives_the_supervisor_retiring(
         h.script(Exit() if how == "crashed" else Hang())
         await h.e.send(cid, "one", run=True, interrupt=False)
         if how == "drain_timeout":
-            await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+            await h.agents_wait_prompt(1)
             await h.e.interrupt(cid)
             await h.e.resume(cid)
         await wait_turn_ended(h, cid)

@@ -107,13 +107,15 @@ async def test_a_long_message_is_stored_in_bounded_parts(
     async with harness(tmp_path) as h:
         cid = await h.create()
         steps: list[Any] = []
-        for _ in range(5):  # one batch each: the bound is checked per batch
+        for _ in range(5):  # one batch each
             steps += [Chunk("abcd"), Sleep(0.1)]
+        steps += [Chunk("x" * 25)]  # one chunk over the bound is cut too
         h.script(*steps, Reply())
         await h.e.send(cid, "go", run=True, interrupt=False)
         await wait_turn_ended(h, cid)
         texts = [e["text"] for e in await h.events(cid) if e["type"] == "agent_message"]
-        assert texts == ["abcd" * 3, "abcd" * 2]  # closed once past 10 characters, in order
+        # Parts of exactly 10 characters, in order, whatever the chunking.
+        assert texts == ["abcdabcdab", "cdabcdabcd", "x" * 10, "x" * 10, "x" * 5]
 
 
 async def test_drafts_grow_by_appending_what_is_new(
@@ -148,13 +150,13 @@ async def test_one_batch_of_chunks_becomes_one_delta(
         await h.agents_wait_prompt(1)
         await trio.testing.wait_all_tasks_blocked()
         sub = await h.e.subscribe(cid, after_seq=100, deltas=True)
-        conv = h.e._live[cid]
-        before = conv.recorder.deltas_published
+        conv = h.supervisor(cid)
+        before = conv.recorder.statistics().deltas_published
         # What the peer does with one read that holds many lines: all callbacks, no checkpoint.
         for c in "abcdefghij":
-            conv._on_update("sess-1", acp.AgentMessageChunk(content=acp.TextContent(text=c)))
+            conv.on_update("sess-1", acp.AgentMessageChunk(content=acp.TextContent(text=c)))
         await trio.testing.wait_all_tasks_blocked()
-        assert conv.recorder.deltas_published == before + 1
+        assert conv.recorder.statistics().deltas_published == before + 1
         msg = parse(await sub.__anext__())
         assert msg["params"] == {
             "id": cid,

@@ -251,6 +251,10 @@ class FakeAgent:
             await self.peer.run(task_status=task_status)
             nursery.cancel_scope.cancel()
 
+    async def send_update(self, session_id: str, update: acp.KnownUpdate) -> None:
+        """Send a `session/update` now, outside any script (a straggler, say)."""
+        await self._send(session_id, update)
+
     async def exit(self) -> None:
         """Close the agent's end now, as the `Exit` step does."""
         await self.peer.aclose()

@@ -1,0 +1,378 @@
+"""A conversation's agent slot: the agent process's lifecycle as an explicit state machine.
+
+```
+          acquire()            session set up
+  ABSENT ───────────> STARTING ──────────────> READY <──────────┐
+    ^                    │ failed to start      │ begin_turn()   │ end_turn()
+    │<───────────────────┘                      v                │
+    │                                         BUSY ──> DRAINING ─┘
+    │            gone (process group stopped)   │ stop(), or it   │
+    └──────────────────────────────────────── STOPPING <──────────┘
+                                                 exited by itself
+```
+
+One `AgentSlot` per supervisor owns the state; `_move` is the only place that changes it and
+refuses a transition the table does not allow. I/O code asks the state (`usable`, `state`)
+rather than keeping flags. The agent runs in a task of the supervisor's nursery
+(`_run_agent`); its connection's read loop calls the supervisor's handlers synchronously, and
+prompts run in the agent's own nursery, so interrupting a turn never cancels a request.
+
+The slot also owns the agent's ACP session (set up inside STARTING: resumed, loaded, or new,
+visibly) and the crash history that paces restarts (exponential backoff within
+`crash_window`).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+import msgspec
+import trio
+
+from daemon.agents.connection import AgentConnection, AgentSpec, AgentStartError, Launcher
+from daemon.config import Config
+from daemon.engine.eventlog import EventLog
+from protocol import acp
+from protocol import events as ev
+from protocol.jsonrpc import RpcFailure
+from store import ConversationRecord
+
+__all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed"]
+
+log = logging.getLogger("acpd.slot")
+
+# After its stdout ends, how long a crashed agent gets to report its exit status and the last
+# of its stderr before the error event is written without them.
+_EXIT_REPORT_S: Final = 1.0
+
+
+class SlotState(enum.Enum):
+    ABSENT = "absent"  # no agent process
+    STARTING = "starting"  # backing off, spawning, initialize, session set-up
+    READY = "ready"  # an agent with its session, no turn
+    BUSY = "busy"  # a turn's prompt is (about to be) out
+    DRAINING = "draining"  # the turn was cancelled; waiting a bounded time for its reply
+    STOPPING = "stopping"  # being stopped, or exited by itself: its group is being ended
+
+
+_S = SlotState
+_TRANSITIONS: Final = {
+    _S.ABSENT: {_S.STARTING},
+    _S.STARTING: {_S.READY, _S.ABSENT},
+    _S.READY: {_S.BUSY, _S.STOPPING},
+    _S.BUSY: {_S.READY, _S.DRAINING, _S.STOPPING},
+    _S.DRAINING: {_S.READY, _S.STOPPING},
+    _S.STOPPING: {_S.ABSENT},
+}
+# States in which the agent's process runs and takes requests.
+_LIVE: Final = frozenset({_S.READY, _S.BUSY, _S.DRAINING})
+
+
+@attrs.frozen
+class StartFailed:
+    """The agent could not be started; the `error` event is already recorded."""
+
+    permanent: bool  # retrying cannot help until a person acts (no such command or cwd)
+
+
+@attrs.frozen
+class SlotStatistics:
+    state: SlotState
+    crashes: int  # failures within crash_window
+    starts: int  # agents started by this slot
+    idle_since: float  # trio time it last became READY (inf when not READY)
+
+
+@attrs.define(eq=False)
+class _Agent:
+    """One running agent: valid from READY until its STOPPING ends."""
+
+    conn: AgentConnection
+    nursery: trio.Nursery
+    stop_requested: trio.Event = attrs.field(factory=trio.Event)
+    gone: trio.Event = attrs.field(factory=trio.Event)
+
+
+@attrs.define(eq=False)
+class AgentSlot:
+    conv_id: str
+    _log: EventLog
+    _launcher: Launcher
+    _config: Callable[[], Config]
+    # The read loop's handlers: the supervisor routes them to the running turn.
+    _on_update: Callable[[str, acp.SessionUpdate], None]
+    _on_request: Callable[[str, msgspec.Raw], Awaitable[object]]
+    _on_batch_end: Callable[[], None]
+    _wait_for_space: Callable[[], Awaitable[None]]
+    # The `agent_restarted` reason if a stored session is resumed: what the previous
+    # supervisor of this conversation left ("daemon_restarted" if none did).
+    restart_reason: str = "daemon_restarted"
+    session_id: str | None = None
+    _state: SlotState = SlotState.ABSENT
+    _agent: _Agent | None = None
+    _stop_reason: str = ""  # why the agent is STOPPING ("crashed" if it exited by itself)
+    _start_scope: trio.CancelScope | None = None
+    _closing: bool = False  # the conversation is stopping: start no agent
+    _crashes: collections.deque[float] = attrs.field(factory=collections.deque)
+    _starts: int = 0
+    _idle_since: float = float("inf")
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SlotState:
+        return self._state
+
+    @property
+    def live(self) -> bool:
+        """An agent process runs (or is being stopped)."""
+        return self._agent is not None
+
+    @property
+    def conn(self) -> AgentConnection | None:
+        """The running agent's connection, while it takes requests."""
+        return self._agent.conn if self._agent is not None and self._state in _LIVE else None
+
+    def statistics(self) -> SlotStatistics:
+        self._prune_crashes()
+        return SlotStatistics(self._state, len(self._crashes), self._starts, self._idle_since)
+
+    def _move(self, to: SlotState) -> None:
+        if to not in _TRANSITIONS[self._state]:
+            raise RuntimeError(f"agent slot of {self.conv_id}: {self._state.name} -> {to.name}")
+        self._state = to
+        self._idle_since = trio.current_time() if to is _S.READY else float("inf")
+
+    # --- the turn's side ----------------------------------------------------------------------
+
+    def begin_turn(self) -> bool:
+        """READY -> BUSY; False if the agent is not ready (it exited since it was acquired)."""
+        if self._state is not _S.READY:
+            return False
+        self._move(_S.BUSY)
+        return True
+
+    def drain(self) -> None:
+        if self._state is _S.BUSY:
+            self._move(_S.DRAINING)
+
+    def end_turn(self) -> None:
+        if self._state in (_S.BUSY, _S.DRAINING):
+            self._move(_S.READY)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run `fn(*args)` in the agent's nursery (a request that must outlive a cancelled
+        wait); False if the agent no longer takes requests."""
+        if self._state not in _LIVE or self._agent is None:
+            return False
+        # Live states are left before the agent's nursery closes: no checkpoint since.
+        self._agent.nursery.start_soon(fn, *args)
+        return True
+
+    # --- starting and stopping ----------------------------------------------------------------
+
+    async def acquire(
+        self, nursery: trio.Nursery, record: ConversationRecord
+    ) -> AgentConnection | StartFailed:
+        """A READY agent: the running one, or a new one started in `nursery` (after any
+        backoff, bounded by `start_timeout`). Waits for an agent being stopped to be gone."""
+        while True:
+            if self._state is _S.READY and self._agent is not None:
+                return self._agent.conn
+            if self._agent is None:
+                break
+            await self._agent.gone.wait()
+        if self._closing:
+            return StartFailed(permanent=False)
+        config = self._config()
+        self._move(_S.STARTING)
+        failure: Exception | None = None
+        agent: _Agent | None = None
+        with trio.CancelScope() as self._start_scope:  # `cancel_start` ends a start-up
+            try:
+                if backoff := self._backoff():
+                    await trio.sleep(backoff)
+                with trio.fail_after(config.start_timeout):
+                    agent = await nursery.start(self._run_agent, record)
+            except Exception as exc:  # groups too: whatever stopped the start is reported
+                failure = exc
+        self._start_scope = None
+        if agent is not None:
+            self._agent = agent
+            self._starts += 1
+            self._move(_S.READY)
+            return agent.conn
+        self._move(_S.ABSENT)
+        if failure is None:
+            return StartFailed(permanent=False)  # cancelled: the daemon is stopping
+        reason = _one_line(failure)
+        if isinstance(failure, trio.TooSlowError):
+            reason = f"no answer within {config.start_timeout:g}s"
+        message = f"agent failed to start: {reason}"
+        await self._log.append([_event("error", ev.ErrorEvent(message=message))])
+        return StartFailed(permanent=_permanent(failure))
+
+    def cancel_start(self) -> None:
+        """Give up a start-up in progress, and start no other (a stopping daemon does not
+        wait for one)."""
+        self._closing = True
+        if self._start_scope is not None:
+            self._start_scope.cancel()
+
+    async def stop(self, reason: str) -> None:
+        """Stop the agent, if one runs, and wait until its process group is gone."""
+        agent = self._agent
+        if agent is None:
+            return
+        if self._state in _LIVE:
+            self._stop_reason = reason
+            self._move(_S.STOPPING)
+        agent.stop_requested.set()
+        with trio.CancelScope(shield=True):
+            await agent.gone.wait()
+
+    async def _run_agent(
+        self, record: ConversationRecord, *, task_status: trio.TaskStatus[_Agent]
+    ) -> None:
+        launch = self._launcher(
+            self._spec(record),
+            on_update=self._on_update,
+            on_request=self._on_request,
+            on_batch_end=self._on_batch_end,
+            wait_for_space=self._wait_for_space,
+        )
+        agent: _Agent | None = None
+        try:
+            async with launch as conn, trio.open_nursery() as nursery:
+                await self._set_up_session(conn, record)
+                agent = _Agent(conn, nursery)
+                task_status.started(agent)
+                nursery.start_soon(self._watch_exit, agent)
+                await agent.stop_requested.wait()
+                nursery.cancel_scope.cancel()
+        except Exception:
+            if agent is None:
+                raise  # still starting: `acquire` records it
+            log.exception("conversation %s: agent task failed", self.conv_id)
+        finally:
+            if agent is not None:
+                if self._state in _LIVE:  # its launcher failed under it: as if it exited
+                    self._stop_reason = "crashed"
+                    self._move(_S.STOPPING)
+                self.restart_reason = self._stop_reason or "stopped"
+                self._agent = None
+                self._move(_S.ABSENT)
+                agent.gone.set()
+
+    async def _watch_exit(self, agent: _Agent) -> None:
+        await agent.conn.wait_exited()
+        # By itself: a stop request would have cancelled this first.
+        if self._state in _LIVE:
+            self._stop_reason = "crashed"
+            self._move(_S.STOPPING)
+        agent.stop_requested.set()
+
+    def _spec(self, record: ConversationRecord) -> AgentSpec:
+        agents = self._config().all_agents()
+        env = agents[record.agent].env if record.agent in agents else {}
+        return AgentSpec(name=record.agent, argv=tuple(record.agent_cmd), cwd=record.cwd, env=env)
+
+    async def _set_up_session(self, conn: AgentConnection, record: ConversationRecord) -> None:
+        sid = self.session_id
+        if sid is None:
+            resp = await conn.new_session(record.cwd)
+            self.session_id = resp.session_id
+            await self._log.set_acp_session(resp.session_id, record.cwd)
+            return
+        # session/resume when advertised (no replay), else or if it fails session/load (its
+        # replay arrives with no turn current, so it is dropped, never shown as live).
+        ways = []
+        if conn.can_resume:
+            ways.append(conn.resume_session)
+        if conn.can_load:
+            ways.append(conn.load_session)
+        loaded, why = False, "the agent cannot load sessions"
+        for way in ways:
+            try:
+                await way(sid, record.cwd)
+            except RpcFailure as exc:
+                why = exc.message
+            else:
+                loaded = True
+                break
+        items = []
+        if not loaded:
+            resp = await conn.new_session(record.cwd)
+            self.session_id = resp.session_id
+            await self._log.set_acp_session(resp.session_id, record.cwd)
+            items.append(
+                _event(
+                    "error",
+                    ev.ErrorEvent(
+                        message=f"could not resume the agent's session ({why}); "
+                        "started a new one: the agent has lost this conversation's context"
+                    ),
+                )
+            )
+        reason = self.restart_reason or "restarted"
+        items.append(
+            _event("agent_restarted", ev.AgentRestarted(reason=reason, session_loaded=loaded))
+        )
+        self.restart_reason = ""
+        await self._log.append(items)
+
+    # --- crashes ------------------------------------------------------------------------------
+
+    def note_failure(self) -> int:
+        """Count a crash (or failed start); returns the failures within `crash_window`."""
+        self._prune_crashes()
+        self._crashes.append(trio.current_time())
+        return len(self._crashes)
+
+    def forget_failures(self) -> None:
+        """A person lifted `failed` (or resumed): count crashes afresh."""
+        self._crashes.clear()
+
+    def _backoff(self) -> float:
+        """Exponential backoff after recent crashes: 0.5 s, 1 s, 2 s, ... capped."""
+        self._prune_crashes()
+        return min(0.5 * 2 ** (len(self._crashes) - 1), 10.0) if self._crashes else 0.0
+
+    def _prune_crashes(self) -> None:
+        cutoff = trio.current_time() - self._config().crash_window
+        while self._crashes and self._crashes[0] < cutoff:
+            self._crashes.popleft()
+
+
+async def crash_event(conn: AgentConnection) -> tuple[str, bytes]:
+    """The `error` event for an agent that exited by itself: its status and stderr's tail."""
+    # Let the exit status and the last of stderr arrive (bounded: it is exiting).
+    with trio.move_on_after(_EXIT_REPORT_S):
+        await conn.wait_exited()
+    code = conn.returncode
+    tail = conn.stderr_tail()
+    msg = "agent exited" + (f" with status {code}" if code is not None else "")
+    body = ev.ErrorEvent(message=msg, stderr=tail) if tail else ev.ErrorEvent(message=msg)
+    return _event("error", body)
+
+
+def _event(type_: str, body: ev._Body) -> tuple[str, bytes]:
+    return type_, ev.encode_body(body)
+
+
+def _permanent(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_permanent(e) for e in exc.exceptions)
+    return isinstance(exc, AgentStartError) and exc.permanent
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _one_line(exc.exceptions[0])
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,496 @@
+"""One supervisor per live conversation: the durable FIFO queue and the commands on it.
+
+Invariants (DESIGN.md), and where they are kept:
+- The store is the queue. `send` commits the user message before it answers, then wakes the
+  supervisor; the queue loop takes the oldest unprompted message *from the store*, so a lost
+  or coalesced wake-up loses nothing. `EventLog.start_turn` moves the cursor in the same
+  transaction as the `turn_started` event: a message is prompted at most once, even across
+  crashes.
+- At most one `session/prompt` is outstanding: one turn at a time (`turn.Turn`), and the next
+  prompt is written only after the previous one answered or its agent was stopped.
+- Nothing is decided early: between taking a message and moving the cursor (agent start-up,
+  crash backoff) the queue head is read again, and stop/pause/supersede are checked with the
+  log locked, right before the commit (`may_start`).
+- An agent whose process ended is never handed a prompt (`slot.AgentSlot` knows its state).
+- The queue's gate (open, paused, failed) is this object's alone; the agent's lifecycle is the
+  slot's; a turn's progress is the turn's.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import math
+from collections.abc import Callable
+
+import attrs
+import msgspec
+import trio
+
+from daemon.agents.connection import Launcher
+from daemon.config import Config
+from daemon.engine.eventlog import EventLog, LogClosed, close_dead_turn
+from daemon.engine.fanout import Fanout
+from daemon.engine.permissions import Permissions
+from daemon.engine.recorder import Recorder
+from daemon.engine.slot import AgentSlot, SlotState, StartFailed, crash_event
+from daemon.engine.storeio import StoreIO
+from daemon.engine.turn import Turn
+from protocol import acp
+from protocol import events as ev
+from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure, decode_params
+from store import Conflict, ConversationRecord, EventRecord
+
+__all__ = ["Conversation", "Gate"]
+
+log = logging.getLogger("acpd.conversation")
+
+_user_message = msgspec.json.Decoder(ev.UserMessage)
+_permission_params = msgspec.json.Decoder(acp.RequestPermissionRequest)
+# How long a supervisor with no agent, no work and nobody watching stays before it retires.
+_LINGER = 60.0
+
+
+class Gate(enum.Enum):
+    """Whether the queue runs. FAILED outranks PAUSED: both are lifted by a resume."""
+
+    OPEN = "idle"
+    PAUSED = "paused"  # by an interrupt or a staged (`run: false`) send
+    FAILED = "failed"  # the agent failed for good, or too often: until a person acts
+
+
+@attrs.define(eq=False)
+class _Starting:
+    """The message the queue loop is about to prompt, while its agent starts or backs off."""
+
+    seq: int
+    superseded: bool = False  # by `send(interrupt=True)`: record it cancelled, never prompt it
+
+
+@attrs.define(eq=False)
+class Conversation:
+    """A live conversation. Created by the registry; `run()` is its supervisor task."""
+
+    conv_id: str
+    _io: StoreIO
+    config: Config
+    _launcher: Launcher
+    _on_exit: Callable[[Conversation], None]
+    # The `agent_restarted` reason if the agent's session is resumed: what the previous
+    # supervisor of this conversation left ("daemon_restarted" if none did).
+    _initial_restart_reason: str = "daemon_restarted"
+    fanout: Fanout = attrs.field(init=False)
+    log: EventLog = attrs.field(init=False)
+    permissions: Permissions = attrs.field(init=False)
+    ready: trio.Event = attrs.field(factory=trio.Event)
+    finished: trio.Event = attrs.field(factory=trio.Event)
+    load_error: BaseException | None = None
+    deleting: bool = False
+    _recorder: Recorder = attrs.field(init=False)
+    _slot: AgentSlot = attrs.field(init=False)
+    _record: ConversationRecord | None = None
+    _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _stopping: bool = False
+    _gate: Gate = Gate.OPEN
+    _turn: Turn | None = None
+    _starting: _Starting | None = None
+    _dropped_updates: int = 0
+    _wake_send: trio.MemorySendChannel[None] = attrs.field(init=False)
+    _wake_recv: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
+    _nursery: trio.Nursery | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.fanout = Fanout(self.conv_id, self.config.subscriber_buffer)
+        self.log = EventLog(self.conv_id, self._io, self.fanout, 0)
+        self._recorder = Recorder(self.log, self.config.draft_interval)
+        self.permissions = Permissions(
+            self._recorder,
+            policy=self._policy,
+            timeout=self.config.permission_timeout,
+            default=self.config.permission_default,
+        )
+        self._slot = AgentSlot(
+            self.conv_id,
+            self.log,
+            self._launcher,
+            lambda: self.config,
+            on_update=self.on_update,
+            on_request=self.on_request,
+            on_batch_end=self.on_batch_end,
+            wait_for_space=self._recorder.wait_for_space,
+            restart_reason=self._initial_restart_reason,
+        )
+        # Capacity 1: a full buffer already means "look at the store again".
+        self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """An agent process runs for it."""
+        return self._slot.live
+
+    @property
+    def status(self) -> str:
+        if self._turn is not None:
+            return "running"
+        if self._gate is not Gate.OPEN:
+            return str(self._gate.value)
+        return "starting" if self._slot.state is SlotState.STARTING else "idle"
+
+    @property
+    def restart_reason(self) -> str:
+        """Why its agent last went away, for the next supervisor's `agent_restarted`."""
+        return self._slot.restart_reason
+
+    @property
+    def has_session(self) -> bool:
+        return self._slot.session_id is not None
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.last_seq
+
+    @property
+    def retiring(self) -> bool:
+        """It writes nothing more: retiring or deleted (not yet out of the registry)."""
+        return self.log.closed
+
+    @property
+    def dropped_updates(self) -> int:
+        """Updates that arrived outside their turn (a load's replay, stragglers)."""
+        return self._dropped_updates
+
+    @property
+    def slot(self) -> AgentSlot:
+        return self._slot
+
+    @property
+    def recorder(self) -> Recorder:
+        return self._recorder
+
+    def _policy(self) -> str:
+        rec = self._record
+        return rec.permission_policy if rec is not None else self.config.permission_policy
+
+    # --- commands (called by the engine from request handlers) --------------------------------
+
+    def wake(self) -> None:
+        try:
+            self._wake_send.send_nowait(None)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def send(self, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
+        rec, queued = await self.log.append_user(text)
+        # Turns that run before this message's, as of its commit (no checkpoint since): the
+        # messages queued ahead of it, plus the running turn unless this send supersedes it.
+        ahead = queued - 1
+        turn, starting = self._turn, self._starting
+        if turn is not None:
+            if interrupt:
+                turn.interrupt()
+            else:
+                ahead += 1
+        elif interrupt and starting is not None:
+            starting.superseded = True  # its turn is recorded cancelled, not run
+            ahead -= 1
+        if self._record is not None and not self._record.title:
+            # An untitled conversation is named after its first message, for `acpd ls`.
+            title = " ".join(text.split())[:80]
+            await self.log.set_title(title)
+            self._record = msgspec.structs.replace(self._record, title=title)
+        if run or interrupt:
+            # Sending with run is a person acting: it also lifts a crash-loop `failed`.
+            await self._set_gate(Gate.OPEN)
+        else:
+            # run=false stages the message: the queue waits for `resume` or a send with run,
+            # even behind a running turn (whose end writes the status).
+            await self._set_gate(Gate.PAUSED)
+        self.wake()
+        return rec.seq, max(0, ahead)
+
+    async def interrupt(self) -> bool:
+        """Cancel the running turn and pause the queue."""
+        turn = self._turn
+        if turn is not None and not turn.done:
+            turn.interrupt()
+            hit = True
+        else:
+            # A turn about to start (its agent starting, or backing off after a crash): the
+            # user means "not that one", so it counts. The pause keeps the message queued,
+            # visible and editable, and the queue loop looks at the gate before prompting.
+            hit = turn is None and self._starting is not None
+        await self._set_gate(Gate.PAUSED)
+        return hit
+
+    async def resume(self) -> None:
+        self._slot.forget_failures()
+        await self._set_gate(Gate.OPEN)
+        self.wake()
+
+    def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
+        self.permissions.answer(request, option, cancelled=cancelled)
+
+    async def _set_gate(self, gate: Gate) -> None:
+        """Set the queue's gate now; store the status unless a turn runs (its end will).
+        PAUSED never hides FAILED; OPEN lifts either."""
+        if gate is Gate.PAUSED and self._gate is Gate.FAILED:
+            return
+        before = self.status
+        if self._gate is Gate.FAILED and gate is Gate.OPEN:
+            self._slot.forget_failures()  # a person lifted it: count crashes afresh
+        self._gate = gate
+        if self._turn is None and self.status != before:
+            await self.log.set_status(self._stored_status())
+
+    def _stored_status(self) -> str:
+        # `starting` lives only while the supervisor does: stored, it is `idle`.
+        status = self.status
+        return "idle" if status == "starting" else status
+
+    # --- the supervisor -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with self._scope:
+                await self._hydrate()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._recorder.run)
+                    self.ready.set()
+                    await self._serve_queue(nursery)
+                    nursery.cancel_scope.cancel()
+        except Exception as exc:
+            # The log closed under a write (a delete): the end we were asked for, not a fault.
+            if not (self.log.closed and _only(exc, LogClosed)):
+                log.exception("conversation %s: supervisor failed", self.conv_id)
+                self.load_error = exc
+        finally:
+            self.log.close_now()
+            self.fanout.close_all()
+            self._wake_recv.close()
+            self.ready.set()
+            self.finished.set()
+            self._on_exit(self)
+
+    async def _hydrate(self) -> None:
+        rec = await self._io.read(lambda s: s.get_conversation(self.conv_id))
+        if rec is None:
+            raise LookupError(self.conv_id)
+        if rec.status == "running":
+            # A supervisor before us stopped mid-turn without closing it (a hard cancel, or a
+            # failure): close it as startup recovery does, or it stays "running" forever.
+            close = functools.partial(
+                close_dead_turn,
+                rec=rec,
+                stop_reason="agent_exited",
+                detail="its supervisor stopped mid-turn",
+            )
+            await self._io.write(close)
+            rec = await self._io.read(lambda s: s.get_conversation(self.conv_id))
+            if rec is None:
+                raise LookupError(self.conv_id)
+        self._record = rec
+        self.log.start_at(rec.last_seq)
+        self._gate = {"paused": Gate.PAUSED, "failed": Gate.FAILED}.get(rec.status, Gate.OPEN)
+        self._slot.session_id = rec.acp_session_id
+
+    async def _serve_queue(self, nursery: trio.Nursery) -> None:
+        """Prompt queued messages in order until asked to stop, or idle and unwatched."""
+        while (head := await self._next_message()) is not None:
+            self._starting = _Starting(head.seq)
+            try:
+                await self._run_turn(nursery, self._starting)
+            finally:
+                self._starting = None
+            if self._stopping:
+                return
+
+    async def _next_message(self) -> EventRecord | None:
+        """The queue's head once the gate is open; None when it is time to retire."""
+        while not self._stopping:
+            if self._gate is Gate.OPEN:
+                pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
+                if pending:
+                    return pending[0]
+            if not await self._wait_for_work():
+                return None
+        return None
+
+    async def _wait_for_work(self) -> bool:
+        """Block until woken (True); meanwhile stop an idle, unwatched agent, and say when
+        nobody needs this supervisor any more (False)."""
+        idle_since = trio.current_time()
+        while True:
+            watched = self.fanout.subscribers > 0
+            if watched:
+                # Someone is looking: the agent stays, and so do we. The last subscriber
+                # leaving wakes us (engine.subscribe), and the idle clock starts again then.
+                deadline = math.inf
+            elif self._slot.live:
+                deadline = idle_since + self.config.idle_ttl
+            else:
+                deadline = idle_since + min(self.config.idle_ttl, _LINGER)
+            with trio.move_on_at(deadline):
+                try:
+                    await self._wake_recv.receive()
+                except trio.EndOfChannel:
+                    return False
+                return True
+            if self._slot.live:
+                log.info("conversation %s: agent idle, stopping it", self.conv_id)
+                await self._slot.stop("idle")
+            elif self.log.close_nowait():
+                return False
+            # Stopped the agent, or could not retire (a write is in flight): a full wait
+            # again, never a busy loop.
+            idle_since = trio.current_time()
+
+    # --- a turn -------------------------------------------------------------------------------
+
+    async def _run_turn(self, nursery: trio.Nursery, starting: _Starting) -> None:
+        assert self._record is not None
+        if self._stopping:
+            return
+        got = await self._slot.acquire(nursery, self._record)
+        if isinstance(got, StartFailed):
+            await self._start_failed(got)
+            return
+        # Start-up and crash backoff take time: re-read the queue; the gate is looked at
+        # again with the log locked, right before the cursor moves.
+        pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
+        if not pending:
+            return
+        msg = pending[0]
+        session_id = self._slot.session_id
+        assert session_id is not None
+        turn = Turn(
+            msg.seq,
+            _user_message.decode(msg.body).text,
+            got,
+            session_id,
+            self.permissions,
+            self.config.turn_timeout,
+        )
+
+        def may_start() -> bool:
+            if self._stopping or self._gate is not Gate.OPEN or not self._slot.begin_turn():
+                return False
+            # From here a pause, stop or superseding send finds `self._turn` and cancels it.
+            turn.interrupted = starting.superseded and starting.seq == msg.seq
+            self._turn, self._starting = turn, None
+            return True
+
+        try:
+            started = await self.log.start_turn(msg.seq, may_start)
+        except Conflict:  # removed between the read and the write
+            self._turn = None
+            self._slot.end_turn()
+            await self.log.set_status(self._stored_status())
+            return
+        if started is None:
+            return
+        try:
+            if not turn.interrupted:
+                await turn.run(self._slot, drain_timeout=self.config.drain_timeout)
+        finally:
+            # A hard cancel (delete, or shutdown past its grace) records nothing here: the turn
+            # stays "running" in the store with its drafts, and startup recovery (or the next
+            # hydration) closes it, the same path as after kill -9. A graceful stop goes
+            # through `begin_shutdown`.
+            turn.close()
+        await self._finish_turn(turn)
+
+    async def _finish_turn(self, turn: Turn) -> None:
+        self.permissions.cancel_all("turn_ended")
+        await self._recorder.flush()
+        self._turn = None
+        self._slot.end_turn()
+        stop, detail, items, crashed = turn.outcome()
+        if crashed:
+            items.append(await crash_event(turn.conn))
+            self._note_failure()
+        ended = ev.TurnEnded(prompt_seq=turn.prompt_seq, stop_reason=stop, detail=detail)
+        items.append(("turn_ended", ev.encode_body(ended)))
+        await self.log.end_turn(items, self._stored_status())
+
+    async def _start_failed(self, failure: StartFailed) -> None:
+        if self._stopping:
+            return
+        if failure.permanent and self._gate is not Gate.FAILED:
+            # No such command or cwd: retrying would only repeat the error until someone
+            # fixes it, so stop now (a send with run, or resume, tries again).
+            self._fail("the conversation is stopped until resumed")
+        else:
+            self._note_failure()
+        if self._gate is Gate.FAILED:
+            await self.log.set_status("failed")
+
+    def _note_failure(self) -> None:
+        crashes = self._slot.note_failure()
+        if crashes >= self.config.max_crashes and self._gate is not Gate.FAILED:
+            self._fail(
+                f"agent failed {crashes} times within {self.config.crash_window:g}s; "
+                "the conversation is stopped until resumed"
+            )
+
+    def _fail(self, message: str) -> None:
+        self._gate = Gate.FAILED
+        self._recorder.durable("error", ev.ErrorEvent(message=message))
+
+    # --- callbacks from the agent's read loop (synchronous: the per-chunk path) --------------
+
+    def on_update(self, session_id: str, update: acp.SessionUpdate) -> None:
+        turn = self._turn
+        if turn is None or not turn.accepts(session_id):
+            # Replay of a session/load, or a straggler after its turn: never the next turn's.
+            self._dropped_updates += 1
+            return
+        turn.counted()
+        self._recorder.update(update, turn.prompt_seq)
+
+    def on_batch_end(self) -> None:
+        turn = self._turn
+        if turn is not None:
+            turn.on_batch_end()
+
+    async def on_request(self, method: str, raw: msgspec.Raw) -> object:
+        # fs/* and terminal/*: we advertise neither capability (agents/connection.py): -32601.
+        if method != acp.REQUEST_PERMISSION:
+            raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
+        params = decode_params(_permission_params, raw)  # -32602 for bad or absent params
+        if params.session_id != self._slot.session_id:
+            raise RpcFailure(INVALID_PARAMS, f"no such session: {params.session_id[:100]}")
+        if not params.options:
+            raise RpcFailure(INVALID_PARAMS, "a permission request needs at least one option")
+        turn = self._turn
+        if turn is None or not turn.takes_requests():
+            return acp.RequestPermissionResponse(outcome=acp.CancelledOutcome())
+        return await turn.wait_for_person(params)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Graceful stop: drain the running turn (queue kept for next start), then retire."""
+        self._stopping = True
+        if self._turn is not None:
+            self._turn.interrupt()
+        self._slot.cancel_start()
+        self._wake_send.close()
+
+    async def close(self, *, deleting: bool) -> None:
+        """Stop the supervisor (and its agent). With `deleting`, nothing of it writes again."""
+        self.deleting = deleting
+        if deleting:
+            await self.log.close()
+        self._scope.cancel()
+        await self.finished.wait()
+
+
+def _only(exc: BaseException, tp: type[BaseException]) -> bool:
+    """Whether `exc` is `tp`, or a group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(tp)[1] is None
+    return isinstance(exc, tp)
