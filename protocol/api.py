@@ -52,6 +52,7 @@ __all__ = [
     "RemoveParams",
     "SendParams",
     "SendResult",
+    "StatusCounters",
     "StatusResult",
     "SubscribeParams",
     "SubscribeResult",
@@ -197,6 +198,17 @@ class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
     # The dashboard page as bound (`http://127.0.0.1:7421/`), without its token; null when
     # the daemon serves none. `acpd dashboard` adds the token from the data dir.
     dashboard_url: str | None = None
+    counters: StatusCounters | None = None
+
+
+class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):
+    """Since start-up: what went by, for someone looking into a problem."""
+
+    requests: int  # API messages handled, over every connection
+    request_errors: int  # error replies, malformed input included
+    hydrations: int  # conversation supervisors started
+    updates_dropped: int  # agent updates outside their turn (a load's replay, stragglers)
+    subscribers_lagged: int  # subscriptions dropped for falling behind
 
 
 class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):

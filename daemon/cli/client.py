@@ -42,7 +42,6 @@ CALL_TIMEOUT = 60.0
 _RECV = 256 * 1024
 
 EVENT = "conversation/event"
-DELTA = "conversation/delta"
 LAGGED = "conversation/lagged"
 
 
@@ -199,12 +198,6 @@ class Client:
             elif not self._read(max(0.0, deadline - time.monotonic())):
                 return None
         return self._notices.popleft()
-
-    def notices(self) -> Iterator[Notice]:
-        while True:
-            notice = self.next_notice()
-            assert notice is not None
-            yield notice
 
     def _read(self, timeout: float | None) -> bool:
         """Read once from the socket and parse whole lines; False if the timeout passed."""

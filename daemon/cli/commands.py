@@ -400,7 +400,7 @@ def option_by_number(ctx: Ctx, conv: str, request: str, number: str) -> tuple[st
     return conv_id, options[int(number) - 1]["option_id"]
 
 
-# --- messages and streams (daemon.follow holds the loops) --------------------------------------
+# --- messages and streams (chat.py holds the loops) --------------------------------------------
 
 
 @command(

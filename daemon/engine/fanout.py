@@ -16,7 +16,7 @@ import trio
 from protocol.api import LAGGED_METHOD, LaggedParams
 from protocol.jsonrpc import Notification, encode_line
 
-__all__ = ["Fanout", "Subscription"]
+__all__ = ["Fanout", "FanoutStatistics", "Subscription"]
 
 # Replay reads the store in pages of this many events.
 REPLAY_PAGE = 500
@@ -35,16 +35,25 @@ class _Sink:
     on_close: Callable[[], None] | None = None  # once, however it ends
 
 
+@attrs.frozen
+class FanoutStatistics:
+    subscribers: int
+    lagged: int  # subscribers dropped for falling behind
+
+
 @attrs.define(eq=False)
 class Fanout:
     conv_id: str
     buffer: int
     _sinks: set[_Sink] = attrs.field(factory=set)
-    dropped: int = 0
+    _lagged: int = 0
 
     @property
     def subscribers(self) -> int:
         return len(self._sinks)
+
+    def statistics(self) -> FanoutStatistics:
+        return FanoutStatistics(len(self._sinks), self._lagged)
 
     def open(
         self,
@@ -101,7 +110,7 @@ class Fanout:
         self._sinks.discard(sink)
         sink.lagged = lagged
         if lagged:
-            self.dropped += 1
+            self._lagged += 1
         sink.send.close()
         if sink.on_close is not None:
             sink.on_close()

@@ -58,6 +58,7 @@ class EngineStatistics:
     agents_running: int
     hydrations: int  # supervisors started since start-up
     updates_dropped: int  # agent updates outside their turn (load replays, stragglers)
+    subscribers_lagged: int  # subscriptions dropped for falling behind
     store: StoreIOStatistics
 
 
@@ -77,6 +78,7 @@ class Engine:
     started_at: float = attrs.field(factory=time.monotonic)
     hydrations: int = 0
     _updates_dropped: int = 0  # by supervisors that have retired
+    _lagged: int = 0  # likewise
 
     # --- the registry ---------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Engine:
 
     def _exited(self, conv: Conversation) -> None:
         self._updates_dropped += conv.dropped_updates
+        self._lagged += conv.fanout.statistics().lagged
         if self._live.get(conv.conv_id) is conv:
             del self._live[conv.conv_id]
             if not conv.deleting and conv.has_session:
@@ -138,8 +141,14 @@ class Engine:
             agents_running=sum(1 for c in live if c.live),
             hydrations=self.hydrations,
             updates_dropped=self._updates_dropped + sum(c.dropped_updates for c in live),
+            subscribers_lagged=self._lagged + sum(c.fanout.statistics().lagged for c in live),
             store=self.io.statistics(),
         )
+
+    def counters(self) -> tuple[int, int, int]:
+        """(hydrations, updates dropped, subscribers lagged) since start-up."""
+        stats = self.statistics()
+        return stats.hydrations, stats.updates_dropped, stats.subscribers_lagged
 
     def live_count(self) -> int:
         return len(self._live)

@@ -24,7 +24,6 @@ __all__ = [
     "HttpExchange",
     "ReplayStream",
     "RequestHead",
-    "linger",
 ]
 
 MAX_HEAD_BYTES: Final = 16 * 1024  # request line + headers; browsers send well under 4 KiB
@@ -133,20 +132,6 @@ class HttpExchange:
             body,
             head_only=head_only,
         )
-
-
-async def linger(stream: trio.SocketStream, *, max_bytes: int = 64 * 1024) -> None:
-    """Half-close, then read until the client closes too (the caller bounds the time).
-
-    Closing a socket with unread input makes the kernel send RST, which can destroy our
-    response before the client reads it: e.g. a 431 to a client still sending its head.
-    """
-    try:
-        await stream.send_eof()
-        while max_bytes > 0 and (data := await stream.receive_some(_READ_SIZE)):
-            max_bytes -= len(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
 
 
 _REASONS: Final = {

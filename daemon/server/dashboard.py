@@ -50,9 +50,10 @@ from daemon.server._http import (
     HttpExchange,
     ReplayStream,
     RequestHead,
-    linger,
 )
-from daemon.server.dispatch import ClientGone, Dispatcher
+from daemon.server._linger import linger
+from daemon.server.connection import ClientGone
+from daemon.server.dispatch import Dispatcher
 from daemon.server.unix import ListenError
 from protocol.jsonrpc import (
     INVALID_REQUEST,
@@ -90,7 +91,6 @@ PRE_AUTH_BYTES: Final = 8 * 1024  # websocket bytes a client may send before `au
 HEAD_TIMEOUT_S: Final = 10.0  # to send a request head, and to finish the websocket handshake
 AUTH_TIMEOUT_S: Final = 10.0  # from the handshake to the `auth` message
 CLOSE_TIMEOUT_S: Final = 2.0  # for the websocket closing handshake
-LINGER_S: Final = 1.0  # after a response, for the client to close its side
 MAX_CONNECTIONS: Final = 256  # open TCP connections; past that new ones are closed at once
 _WS_PATH: Final = "/ws"
 # What the page is made of; anything else in static/ is not served.
@@ -190,9 +190,6 @@ def claim_login_code(data_dir: Path, code: str) -> bool:
         and not st.st_mode & 0o077
         and -CODE_CLOCK_SLACK_S <= age <= CODE_TTL_S
     )
-
-
-# --- the address -------------------------------------------------------------------------------
 
 
 # --- the site ----------------------------------------------------------------------------------
@@ -325,8 +322,7 @@ async def _serve_connection(site: _Site, stream: trio.SocketStream) -> None:
     if upgrade:
         await _serve_websocket(site, stream, http)
     else:
-        with trio.move_on_after(LINGER_S):
-            await linger(stream)
+        await linger(stream)
 
 
 async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:

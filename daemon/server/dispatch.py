@@ -1,15 +1,9 @@
-"""The JSON-RPC dispatcher every front-end shares (unix socket, websocket).
+"""The JSON-RPC dispatcher every front-end shares (unix socket, websocket): one handler per
+method of the socket API, each turning params into an engine call and its result into a reply.
 
-Transport-neutral: a transport opens a `Connection` with an async `send(bytes)` for outgoing
-lines and feeds it each incoming message with `handle()`. Per connection:
-
-- requests run concurrently, each in its own task, at most `max_in_flight` at once (past that
-  `handle()` waits, so the transport stops reading: backpressure, not buffering);
-- every outgoing line goes through one bounded channel and one writer task, so a slow client
-  backs up only itself: subscription pumps block, the engine's bounded subscriber buffer fills
-  and the engine drops the subscription with `lagged`; no turn ever waits for a client;
-- `conversations/subscribe` replies `{through_seq}`, then streams that subscription's lines on
-  the same connection while other calls go on; all subscriptions end with the connection.
+Transports open a connection (`Dispatcher.open_connection`, see `connection.py` for what a
+connection guarantees) and feed it messages. `conversations/subscribe` replies
+`{through_seq}`, then streams that subscription's lines on the same connection.
 
 Error handling: malformed input becomes a JSON-RPC error reply (-32700, -32600, -32601, -32602);
 an engine `RpcFailure` is passed through; any other `Exception` from a handler is logged and
@@ -26,7 +20,7 @@ import builtins
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -37,18 +31,22 @@ import trio
 from msgspec import UNSET
 
 from daemon.config import Config
+from daemon.server.connection import (
+    Connection,
+    Send,
+    SubscriptionAPI,
+    error_line,
+    open_connection,
+)
 from protocol import api
 from protocol.jsonrpc import (
     AGENT_START_FAILED,
     CONFLICT,
     INTERNAL_ERROR,
-    INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
-    ErrorResponse,
     RequestId,
     Response,
-    RpcError,
     RpcFailure,
     decode_envelope,
     decode_params,
@@ -58,41 +56,15 @@ from protocol.jsonrpc import (
 __all__ = [
     "MAX_IN_FLIGHT",
     "MAX_SUBSCRIPTIONS",
-    "ClientGone",
-    "Connection",
     "DaemonInfo",
     "Dispatcher",
     "EngineAPI",
-    "Send",
-    "SubscriptionAPI",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT: Final = 64  # concurrent requests per connection
 MAX_SUBSCRIPTIONS: Final = 256  # per connection; each holds an engine-side buffer
-OUT_BUFFER: Final = 64  # outgoing lines queued per connection before producers wait
-CLOSE_FLUSH_S: Final = 10.0  # after the client's EOF: time to flush the last replies
-_COALESCE_BYTES: Final = 64 * 1024
-
-Send = Callable[[bytes], Awaitable[None]]
-
-
-class ClientGone(Exception):
-    """Raised by a transport's `send` when the client has gone (as are trio's Broken/Closed)."""
-
-
-_GONE = (ClientGone, trio.BrokenResourceError, trio.ClosedResourceError)
-
-
-class SubscriptionAPI(Protocol):
-    """What the dispatcher needs of `daemon.engine.fanout.Subscription`. `close()` is idempotent."""
-
-    @property
-    def through_seq(self) -> int: ...
-    def __aiter__(self) -> SubscriptionAPI: ...
-    async def __anext__(self) -> bytes: ...
-    def close(self) -> None: ...
 
 
 class EngineAPI(Protocol):
@@ -131,6 +103,7 @@ class EngineAPI(Protocol):
     ) -> None: ...
     def live_count(self) -> int: ...
     def agents_running(self) -> int: ...
+    def counters(self) -> tuple[int, int, int]: ...
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]: ...
 
 
@@ -166,10 +139,6 @@ def _reply(req_id: RequestId, result: msgspec.Struct) -> bytes:
     return bytes(encode_line(Response(id=req_id, result=result)))
 
 
-def _error(req_id: RequestId, code: int, message: str) -> bytes:
-    return bytes(encode_line(ErrorResponse(id=req_id, error=RpcError(code, message))))
-
-
 def find_command(command: str, cwd: str, path: str | None) -> str | None:
     """Where `command` would be run from (as `subprocess` resolves it: relative to `cwd` if it
     has a slash, else on `path`); None if nowhere."""
@@ -177,11 +146,6 @@ def find_command(command: str, cwd: str, path: str | None) -> str | None:
         full = os.path.join(cwd, command)
         return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
     return shutil.which(command, path=path)
-
-
-def error_line(code: int, message: str) -> bytes:
-    """An error reply to no request in particular (id null): for transports' own refusals."""
-    return _error(None, code, message)
 
 
 class Dispatcher:
@@ -228,37 +192,22 @@ class Dispatcher:
     async def open_connection(
         self, send: Send, *, coalesce: bool = False
     ) -> AsyncIterator[Connection]:
-        """Serve one client for the duration of the block.
-
-        `send` writes one outgoing chunk; with `coalesce` (byte streams) queued lines are joined
-        into one chunk, without it (message transports) each call carries one line. When `send`
-        raises `ClientGone` or trio's Broken/ClosedResourceError the whole block is cancelled.
-
-        Resource handling: leaving the block normally (the client's EOF) waits for the requests
-        in flight, ends the subscriptions and flushes the replies (bounded by CLOSE_FLUSH_S);
-        leaving it by an exception cancels all of it.
-        """
-        out_send, out_recv = trio.open_memory_channel[bytes](OUT_BUFFER)
+        """Serve one client for the duration of the block (`connection.open_connection`)."""
         self._connections += 1
         try:
-            async with trio.open_nursery() as conn_nursery:
-                conn_nursery.start_soon(
-                    _write_loop, out_recv, send, coalesce, conn_nursery.cancel_scope
-                )
-                with out_send:
-                    async with trio.open_nursery() as streams:
-                        async with trio.open_nursery() as requests:
-                            yield Connection(self, out_send, requests, streams)
-                        streams.cancel_scope.cancel(reason="client closed the connection")
-                conn_nursery.cancel_scope.deadline = trio.current_time() + CLOSE_FLUSH_S
+            async with open_connection(
+                send,
+                self._respond,
+                max_in_flight=self._max_in_flight,
+                coalesce=coalesce,
+                on_error_reply=self._count_error,
+            ) as conn:
+                yield conn
         finally:
             self._connections -= 1
 
-    async def serve(self, messages: AsyncIterable[bytes], send: Send) -> None:
-        """Serve a message transport (one JSON-RPC message per item, one line per `send`)."""
-        async with self.open_connection(send) as conn:
-            async for message in messages:
-                await conn.handle(message)
+    def _count_error(self) -> None:
+        self._errors += 1
 
     # --- one message --------------------------------------------------------------------------
 
@@ -294,14 +243,15 @@ class Dispatcher:
             log.exception("internal error handling %s", method)
             return None if is_notification else self._fail(req_id, INTERNAL_ERROR, "internal error")
         if isinstance(outcome, _Streaming):
-            await conn._start_stream(outcome, req_id, reply=not is_notification)
+            reply = None if is_notification else _reply(req_id, outcome.result)
+            await conn.start_stream(outcome.conv_id, outcome.sub, reply)
             return None
         return None if is_notification else _reply(req_id, outcome)
 
     def _fail(self, req_id: RequestId, code: int, message: str) -> bytes:
         self._errors += 1
         log.debug("error reply %d to id %r: %s", code, req_id, message)
-        return _error(req_id, code, message)
+        return error_line(code, message, req_id)
 
     # --- handlers -----------------------------------------------------------------------------
 
@@ -318,6 +268,17 @@ class Dispatcher:
             conversations_live=self._engine.live_count(),
             agents_running=self._engine.agents_running(),
             dashboard_url=self.dashboard_url,
+            counters=self._counters(),
+        )
+
+    def _counters(self) -> api.StatusCounters:
+        hydrations, dropped, lagged = self._engine.counters()
+        return api.StatusCounters(
+            requests=self._requests,
+            request_errors=self._errors,
+            hydrations=hydrations,
+            updates_dropped=dropped,
+            subscribers_lagged=lagged,
         )
 
     async def _agents(self, conn: Connection, p: api.NoParams) -> api.AgentsResult:
@@ -380,7 +341,7 @@ class Dispatcher:
     async def _unsubscribe(self, conn: Connection, p: api.IdParams) -> api.EmptyResult:
         # Matched against this connection's own subscriptions, so it works for a conversation
         # deleted meanwhile; unknown ids are a no-op (idempotent).
-        conn._unsubscribe(p.id)
+        conn.unsubscribe(p.id)
         return api.EmptyResult()
 
     async def _send(self, conn: Connection, p: api.SendParams) -> api.SendResult:
@@ -408,105 +369,3 @@ class Dispatcher:
         cid = await self._resolve(p.id)
         await self._engine.permit(cid, request=p.request, option=p.option, cancelled=p.cancelled)
         return api.EmptyResult()
-
-
-@attrs.define(eq=False)
-class _Stream:
-    conv_id: str
-    sub: SubscriptionAPI
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-
-
-@attrs.define(eq=False)
-class Connection:
-    """One client's side of the dispatcher; made by `Dispatcher.open_connection`."""
-
-    _dispatcher: Dispatcher
-    _out: trio.MemorySendChannel[bytes]
-    _requests: trio.Nursery
-    _streams: trio.Nursery
-    _slots: trio.Semaphore = attrs.field(init=False)
-    _subs: set[_Stream] = attrs.field(init=False, factory=set)
-
-    def __attrs_post_init__(self) -> None:
-        self._slots = trio.Semaphore(self._dispatcher._max_in_flight)
-
-    @property
-    def subscription_count(self) -> int:
-        return len(self._subs)
-
-    async def handle(self, message: bytes) -> None:
-        """Take one incoming message; waits while `max_in_flight` requests are running."""
-        await self._slots.acquire()
-        self._requests.start_soon(self._run_one, message)
-
-    async def send_error(self, code: int, message: str) -> None:
-        """Queue an error reply with id null (e.g. the transport's "line too long")."""
-        self._dispatcher._errors += 1
-        await self._out.send(_error(None, code, message))
-
-    async def _run_one(self, message: bytes) -> None:
-        try:
-            line = await self._dispatcher._respond(self, message)
-            if line is not None:
-                await self._out.send(line)
-        finally:
-            self._slots.release()
-
-    async def _start_stream(self, outcome: _Streaming, req_id: RequestId, *, reply: bool) -> None:
-        stream = _Stream(outcome.conv_id, outcome.sub)
-        self._subs.add(stream)
-        try:
-            if reply:  # the reply goes out before the first streamed line
-                await self._out.send(_reply(req_id, outcome.result))
-            self._streams.start_soon(self._pump, stream)
-        except BaseException:
-            self._subs.discard(stream)
-            stream.sub.close()
-            raise
-
-    async def _pump(self, stream: _Stream) -> None:
-        try:
-            with stream.scope:
-                async for line in stream.sub:
-                    await self._out.send(line)
-        except Exception:
-            log.exception("subscription to %s failed", stream.conv_id)
-        finally:
-            self._subs.discard(stream)
-            stream.sub.close()
-
-    def _unsubscribe(self, id_or_prefix: str) -> None:
-        matches = [s for s in self._subs if s.conv_id.startswith(id_or_prefix)]
-        if len({s.conv_id for s in matches}) > 1:
-            raise RpcFailure(INVALID_PARAMS, f"ambiguous id prefix: {id_or_prefix}")
-        for stream in matches:
-            # Cancelled before the reply is queued: nothing of it follows the reply.
-            stream.scope.cancel(reason="unsubscribed")
-            stream.sub.close()
-            self._subs.discard(stream)
-
-
-async def _write_loop(
-    lines: trio.MemoryReceiveChannel[bytes], send: Send, coalesce: bool, conn: trio.CancelScope
-) -> None:
-    with lines:
-        async for line in lines:
-            chunk = line
-            if coalesce:
-                parts = [line]
-                size = len(line)
-                while size < _COALESCE_BYTES:
-                    try:
-                        more = lines.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    parts.append(more)
-                    size += len(more)
-                if len(parts) > 1:
-                    chunk = b"".join(parts)
-            try:
-                await send(chunk)
-            except _GONE:
-                conn.cancel(reason="client gone")
-                return

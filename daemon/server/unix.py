@@ -12,6 +12,7 @@ it, and the client would see ECONNRESET instead of the reply that says why.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -25,9 +26,11 @@ from typing import Final, NoReturn
 import trio
 
 from daemon.paths import PrivateDirError, make_private
-from daemon.server.dispatch import Dispatcher, error_line
+from daemon.server._linger import linger
+from daemon.server.connection import error_line
+from daemon.server.dispatch import Dispatcher
 from protocol.framing import LineSplitter
-from protocol.jsonrpc import INVALID_REQUEST, UNAUTHORIZED
+from protocol.jsonrpc import BUSY, INVALID_REQUEST, UNAUTHORIZED
 
 __all__ = ["ListenError", "bind_unix_socket", "peer_uid", "serve_unix"]
 
@@ -37,10 +40,9 @@ _SUN_PATH_MAX: Final = 107  # sizeof(sun_path) - 1 on Linux
 _PROBE_TIMEOUT_S: Final = 2.0  # a daemon that does not even accept in this long is wedged
 _READ_SIZE: Final = 64 * 1024
 _BACKLOG: Final = 128
-# After an error that ends a connection: how long, and how much of its input, to discard
-# before closing, so the error is read rather than lost to a reset.
-LINGER_S: Final = 1.0
-LINGER_BYTES: Final = 64 * 1024
+# Clients served at once (each holds a task, buffers and up to MAX_IN_FLIGHT requests). One
+# more is told why and closed; the CLI, editors and scripts use a handful.
+MAX_CONNECTIONS: Final = 256
 
 
 class ListenError(Exception):
@@ -166,40 +168,35 @@ async def serve_unix(
     else:
         raise ValueError("serve_unix needs a path or a socket to adopt")
 
+    open_connections = 0
+    refused = 0
+
     async def handle(stream: trio.SocketStream) -> None:
+        nonlocal open_connections, refused
         async with stream:
+            if open_connections >= MAX_CONNECTIONS:
+                refused += 1
+                level = logging.WARNING if refused == 1 else logging.DEBUG  # once, not a flood
+                log.log(level, "refused a connection: %d clients connected", MAX_CONNECTIONS)
+                message = f"busy: {MAX_CONNECTIONS} clients are connected (the limit); try again"
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(error_line(BUSY, message))
+                    await linger(stream)
+                return
+            open_connections += 1
             try:
                 if await _serve_connection(stream, dispatcher, uid, get_peer_uid):
                     await linger(stream)
             except Exception:  # a bug here must cost one connection, not the listener
                 log.exception("connection failed")
+            finally:
+                open_connections -= 1
 
     try:
         await trio.serve_listeners(handle, [trio.SocketListener(sock)], task_status=task_status)
     finally:
         if path is not None and ident is not None:
             _unlink_if_ours(path, ident)
-
-
-async def linger(
-    stream: trio.abc.HalfCloseableStream, *, seconds: float = LINGER_S, limit: int = LINGER_BYTES
-) -> None:
-    """Half-close `stream` (our error is its last output), then discard what the client still
-    sends until it closes, `seconds` pass or `limit` bytes were read; the caller closes it."""
-    try:
-        await stream.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return
-    discarded = 0
-    with trio.move_on_after(seconds):
-        while discarded < limit:
-            try:
-                data = await stream.receive_some(min(_READ_SIZE, limit - discarded))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not data:
-                return
-            discarded += len(data)
 
 
 async def _serve_connection(

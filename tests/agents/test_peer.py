@@ -12,10 +12,10 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.agents.peer import WRITE_BOUND, AgentExited, AgentPeer
+from daemon.agents.peer import MAX_SERVING, WRITE_BOUND, AgentExited, AgentPeer
 from protocol import acp
 from protocol.framing import LineSplitter
-from protocol.jsonrpc import InvalidResult, RpcFailure
+from protocol.jsonrpc import BUSY, InvalidResult, RpcFailure
 from tests.fakes.guard import hang_guard
 
 
@@ -542,3 +542,91 @@ async def test_callback_errors_are_logged_not_fatal(
     assert "on_update raised" in caplog.text
     assert "TypeError: engine bug" in caplog.text
     assert peer.running
+
+
+@hang_guard()
+async def test_an_answer_is_known_before_the_lines_after_it(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    """A reply and an update in one read: the reply's `on_answer` runs before the update is
+    handed over, so a turn can tell a straggler from its own output."""
+    peer, far = await _open(nursery, seen)
+    params = acp.PromptRequest(session_id="s1", prompt=[acp.TextContent(text="hi")])
+    call = _call(
+        nursery,
+        lambda: peer.request(
+            "session/prompt",
+            params,
+            acp.PromptResponse,
+            on_answer=lambda: seen.events.append("answer"),
+        ),
+    )
+    await far.recv()
+    await far.send(
+        _chunk("s1", "before"),
+        {"jsonrpc": "2.0", "id": 0, "result": {"stopReason": "end_turn"}},
+        _chunk("s1", "after"),
+    )
+    assert await call.wait() == acp.PromptResponse(stop_reason="end_turn")
+    assert seen.events == ["update", "answer", "update", "batch"]
+
+
+@hang_guard()
+async def test_requests_past_the_cap_are_answered_busy_at_once(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    release = trio.Event()
+
+    async def on_request(method: str, raw: msgspec.Raw) -> object:
+        await release.wait()  # a person who takes their time
+        return acp.EmptyResult()
+
+    peer, far = await _open(nursery, seen, on_request)
+    asks = [
+        {"jsonrpc": "2.0", "id": i, "method": "x/ask", "params": {}} for i in range(MAX_SERVING + 2)
+    ]
+    await far.send(*asks)
+    # The two over the cap are answered at once, while the others are still being served.
+    refused = [await far.recv(), await far.recv()]
+    assert [r["id"] for r in refused] == [MAX_SERVING, MAX_SERVING + 1]
+    assert {r["error"]["code"] for r in refused} == {BUSY}
+    assert "busy" in refused[0]["error"]["message"]
+    assert peer.stats.requests_refused == 2
+    release.set()
+    answered = [await far.recv() for _ in range(MAX_SERVING)]
+    assert sorted(a["id"] for a in answered) == list(range(MAX_SERVING))
+    assert all(a["result"] == {} for a in answered)
+    # Served again once there is room.
+    await far.send({"jsonrpc": "2.0", "id": "again", "method": "x/ask", "params": {}})
+    assert (await far.recv()) == {"jsonrpc": "2.0", "id": "again", "result": {}}
+
+
+@hang_guard()
+async def test_the_read_loop_waits_for_space_once_per_batch(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    """While the consumer says it is full, nothing more is read: the agent's writes block."""
+    room = trio.Event()
+    waits = 0
+
+    async def wait_for_space() -> None:
+        nonlocal waits
+        waits += 1
+        await room.wait()
+
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    peer = AgentPeer(ours, on_update=seen.on_update, wait_for_space=wait_for_space)
+    await nursery.start(peer.run)
+    far = Far(theirs)
+    await far.send(_chunk("s1", "one"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert seen.texts() == ["one"]
+    assert waits == 1
+    blocked = _call(nursery, lambda: far.send(_chunk("s1", "two")))
+    await trio.testing.wait_all_tasks_blocked()
+    assert not blocked.done.is_set()  # nobody reads: the writer waits
+    assert seen.texts() == ["one"]
+    room.set()
+    await blocked.wait()
+    await trio.testing.wait_all_tasks_blocked()
+    assert seen.texts() == ["one", "two"]

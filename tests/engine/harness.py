@@ -39,6 +39,8 @@ class Harness:
     # SIGTERM until stop_grace), in virtual seconds.
     start_delay: float = 0.0
     stop_delay: float = 0.0
+    # Agents' pipes that hold nothing: a write waits until acpd reads it (back-pressure).
+    lockstep: bool = False
     # Called with each new agent before it serves: per-agent scripts and settings.
     prepare: Callable[[FakeAgent], None] | None = None
     running: FakeAgent | None = None
@@ -73,7 +75,10 @@ class Harness:
         self.launch_times.append(trio.current_time())
         if self.start_delay:
             await trio.sleep(self.start_delay)
-        ours, theirs = trio.testing.memory_stream_pair()
+        pair = (
+            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
+        )
+        ours, theirs = pair()
         agent = FakeAgent(theirs, **self.agent_kwargs)
         for steps in self.scripts:
             agent.script(*steps)

@@ -234,7 +234,7 @@ async def test_idle_agent_stops_and_the_registry_empties(
         await h.e.send(cid, "hi", run=True, interrupt=False)
         await wait_turn_ended(h, cid)
         assert h.e.agents_running() == 1
-        await trio.sleep(100)
+        await trio.sleep(101)  # idle_ttl from when wait_turn_ended's subscription closed
         await trio.testing.wait_all_tasks_blocked()
         assert h.e.agents_running() == 0
         assert h.running is None

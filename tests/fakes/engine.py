@@ -185,6 +185,9 @@ class FakeEngine:
     ) -> None:
         await self._enter("permit", conv_id, request, option, cancelled)
 
+    def counters(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
     def live_count(self) -> int:
         return 1
 

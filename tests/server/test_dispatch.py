@@ -156,6 +156,10 @@ async def test_status_and_create_defaults(engine: FakeEngine, autojump_clock: An
         assert status["uptime_s"] == 12.5
         assert (status["data_dir"], status["version"]) == ("/data", "9.9")
         assert (status["conversations_live"], status["agents_running"]) == (1, 2)
+        await client.error("no/such")
+        counters = (await client.call("daemon/status"))["counters"]
+        assert (counters["requests"], counters["request_errors"]) == (3, 1)
+        assert counters["hydrations"] == 0
         await client.call("conversations/create", {})
         assert engine.calls[-1] == ("create", None, None, str(Path.home()), None)
 
@@ -382,7 +386,9 @@ async def test_eof_answers_requests_in_flight(engine: FakeEngine) -> None:
             yield json.dumps(msg).encode()
         gate.set()
 
-    await make_dispatcher(engine).serve(messages(), out.send)
+    async with make_dispatcher(engine).open_connection(out.send) as conn:
+        async for message in messages():
+            await conn.handle(message)
     out.close()
     replies = [m for m in map(json.loads, [line async for line in inbox]) if "id" in m]
     assert sorted(r["id"] for r in replies) == [1, 2]

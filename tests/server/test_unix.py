@@ -15,8 +15,10 @@ import pytest
 import trio
 import trio.testing
 
+from daemon.server import unix
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.unix import ListenError, serve_unix
+from protocol.jsonrpc import BUSY
 from tests.fakes.engine import FakeEngine, LineClient
 
 STATUS = b'{"jsonrpc": "2.0", "id": 1, "method": "conversations/count"}\n'
@@ -295,7 +297,7 @@ async def test_wrong_uid_refusal_is_read_although_the_request_was_never_read(
 
 
 async def test_linger_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    from daemon.server.unix import LINGER_BYTES, LINGER_S, linger
+    from daemon.server._linger import LINGER_BYTES, LINGER_S, linger
 
     ours, theirs = trio.testing.memory_stream_pair()
     # A client that never stops and never closes: given up on after LINGER_S.
@@ -308,3 +310,34 @@ async def test_linger_is_bounded(autojump_clock: trio.testing.MockClock) -> None
     start = trio.current_time()
     await linger(ours)
     assert trio.current_time() == start
+
+
+async def test_connections_past_the_cap_are_told_why_and_closed(
+    sock_path: Path,
+    dispatcher: Dispatcher,
+    connect: Connect,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(unix, "MAX_CONNECTIONS", 2)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sock_path, dispatcher)
+            first, second = await connect(sock_path), await connect(sock_path)
+            assert (await first.call("conversations/count"))["result"] == {"count": 2}
+            assert (await second.call("conversations/count"))["result"] == {"count": 2}
+            for _ in range(2):
+                extra = await connect(sock_path)
+                refusal = await extra.read()
+                assert refusal["error"]["code"] == BUSY
+                assert "2 clients are connected" in refusal["error"]["message"]
+                assert await extra.read() is None
+            warnings = [r for r in caplog.records if "refused a connection" in r.getMessage()]
+            assert [r.levelname for r in warnings if r.levelname != "DEBUG"] == ["WARNING"]
+            # The ones in serve on; one leaving makes room.
+            assert (await first.call("conversations/count"))["result"] == {"count": 2}
+            await second.stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            third = await connect(sock_path)
+            assert (await third.call("conversations/count"))["result"] == {"count": 2}
+            nursery.cancel_scope.cancel()
