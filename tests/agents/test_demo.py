@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.agents import demo as demo_agent
+from daemon.agents import _demo_store
 from daemon.agents.connection import AgentConnection, AgentExited, connect_agent, open_agent
 from daemon.agents.demo import DemoAgent
 from protocol import acp
@@ -209,7 +209,7 @@ async def test_cancel_while_the_prompt_is_being_saved(
     saving, release = trio.Event(), trio.Event()
     real_save = DemoAgent._save
 
-    async def gated_save(self: DemoAgent, file: demo_agent.store.SessionFile) -> None:
+    async def gated_save(self: DemoAgent, file: _demo_store.SessionFile) -> None:
         if file.history and not release.is_set():
             saving.set()
             await release.wait()
@@ -242,7 +242,7 @@ async def test_cancel_while_the_prompt_is_being_saved(
             # The cancel was for that turn only: the next one runs to the end.
             assert (await conn.prompt(sid, "/slow 2")).stop_reason == "end_turn"
             assert client.text() == "1 2 "
-    saved = demo_agent.store.load(tmp_path, sid)
+    saved = _demo_store.load(tmp_path, sid)
     assert [(e.role, e.text) for e in saved.history] == [
         ("user", "/slow 20"),
         ("user", "/slow 2"),
@@ -251,7 +251,6 @@ async def test_cancel_while_the_prompt_is_being_saved(
 
 
 def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from daemon.agents import _demo_store
 
     env = {"HOME": str(tmp_path)}
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -205,7 +205,6 @@ async def _interrupt_latency(rounds: int, tmp: Path) -> tuple[list[float], list[
     to_cancel: list[float] = []
     to_next: list[float] = []
     async with harness(tmp, drain_timeout=5.0) as h:
-        h.e.io.threads = True  # real store threads: this is about wall time
         cid = await h.create()
         await h.e.send(cid, "warm", run=True, interrupt=False)
         await wait_turn_ended(h, cid)

@@ -33,7 +33,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def _timed(fn: Callable[[], object], runs: int) -> list[int]:
     return samples
 
 
-def _interleaved(ops: dict[Any, Callable[[], object]], runs: int) -> dict[Any, list[int]]:
+def _interleaved(ops: Mapping[Any, Callable[[], object]], runs: int) -> dict[Any, list[int]]:
     """`runs` timed calls of each op, alternating, so all see the same machine."""
     samples: dict[Any, list[int]] = {k: [] for k in ops}
     for _ in range(runs):
@@ -302,14 +302,14 @@ def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
         name = f"durable append / {label}, {q}"
         return _ratio(name, value, 1.0, runs, _verdict(value, 1.5) + tmpfs)
 
-    size = f"{len(line)} B"
+    body_size = f"{len(line)} B"
     return [
         _row("append_user_message (durable)", "us", st["durable"],
-             f"{p99('durable')}; {size} body, {wal_per_append / 1024:.0f} KiB of WAL; {fs}"),
+             f"{p99('durable')}; {body_size} body, {wal_per_append / 1024:.0f} KiB of WAL; {fs}"),
         _row("baseline: write O_APPEND + fsync", "us", st["append"],
-             f"{p99('append')}; {size}; grows the file; same dir"),
+             f"{p99('append')}; {body_size}; grows the file; same dir"),
         _row("baseline: pwrite in place + fdatasync", "us", st["overwrite"],
-             f"{p99('overwrite')}; {size}; preallocated, as a reused WAL"),
+             f"{p99('overwrite')}; {body_size}; preallocated, as a reused WAL"),
         ratio("p50", "append", "append+fsync"),
         ratio("p99", "append", "append+fsync"),
         ratio("p50", "overwrite", "overwrite+fdatasync (floor)"),

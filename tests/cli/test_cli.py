@@ -404,6 +404,7 @@ def test_the_api_decodes_with_the_bounds_the_cli_checks() -> None:
 
     def bound(tp: Any, field: str) -> int:
         info = msgspec.inspect.type_info(tp)
+        assert isinstance(info, msgspec.inspect.StructType)
         kind = next(f.type for f in info.fields if f.name == field)
         while isinstance(kind, msgspec.inspect.UnionType):
             kind = next(t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType))

@@ -79,7 +79,7 @@ def test_a_stat_line_that_does_not_parse_is_skipped(monkeypatch: pytest.MonkeyPa
         return ["4242"]
 
     monkeypatch.setattr(orphans, "process_start_time", lambda _pid: None)  # leader gone
-    monkeypatch.setattr(orphans.os, "listdir", listdir)
+    monkeypatch.setattr(os, "listdir", listdir)
     monkeypatch.setattr(orphans, "Path", BadStat)
     assert orphans._left_running(4242, "100") is False
     assert os.listdir is listdir  # (the patch is what was exercised)

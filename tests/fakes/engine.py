@@ -10,6 +10,7 @@ fan-out does. `LineClient` reads JSON lines from a real socket.
 
 from __future__ import annotations
 
+import builtins
 import json
 from typing import Any
 
@@ -147,7 +148,7 @@ class FakeEngine:
 
     async def events(
         self, conv_id: str, *, after_seq: int, limit: int
-    ) -> tuple[list[msgspec.Raw], int]:
+    ) -> tuple[builtins.list[msgspec.Raw], int]:
         await self._enter("events", conv_id, after_seq, limit)
         stored = self.stored[conv_id]
         return [msgspec.Raw(e) for e in stored[after_seq : after_seq + limit]], len(stored)
@@ -166,7 +167,7 @@ class FakeEngine:
         await self._enter("send", conv_id, text, run, interrupt)
         return self.publish(conv_id, "user_message"), 0
 
-    async def queue(self, conv_id: str) -> list[tuple[int, str]]:
+    async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
         await self._enter("queue", conv_id)
         return [(7, "later")]
 
@@ -194,7 +195,7 @@ class FakeEngine:
     def agents_running(self) -> int:
         return 2
 
-    def agents(self) -> list[tuple[str, list[str]]]:
+    def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:
         return [("demo", ["python", "-m", "daemon.agents.demo"])]
 
 
@@ -203,9 +204,9 @@ class LineClient:
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
-        self.notes: list[Any] = []  # notifications read while waiting for a reply
+        self.notes: builtins.list[Any] = []  # notifications read while waiting for a reply
         self._splitter = LineSplitter()
-        self._lines: list[bytes] = []
+        self._lines: builtins.list[bytes] = []
         self._next_id = 0
 
     async def send(self, data: bytes) -> None:

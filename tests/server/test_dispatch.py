@@ -371,7 +371,7 @@ async def test_client_gone_ends_only_that_connection(engine: FakeEngine) -> None
     async with open_client(dispatcher) as good:
         async with open_client(dispatcher, broken) as bad:
             await bad.request("conversations/subscribe", {"id": "abc"})
-            await trio.sleep_forever()  # cancelled when the writer finds the client gone
+            await trio.Event().wait()  # cancelled when the writer finds the client gone
         assert engine.subs[0].closed
         assert (await good.call("conversations/count")) == {"count": 2}
 

@@ -182,7 +182,7 @@ json_values = st.recursive(
 ids = st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10)
 
 
-def _fields(method: str) -> list[str]:
+def _fields(method: str) -> list[msgspec.structs.FieldInfo]:
     # Never let the fuzzer name a command to run.
     return [f for f in msgspec.structs.fields(METHODS[method].params) if f.name != "agent_cmd"]
 
