@@ -25,7 +25,9 @@ __all__ = [
     "AgentConfig",
     "Config",
     "ConfigError",
+    "DashboardExposure",
     "builtin_agents",
+    "check_ws_exposure",
     "default_config_path",
     "load_config",
     "parse_config",
@@ -36,6 +38,9 @@ PermissionPolicy = Literal["ask", "allow", "deny"]
 
 # `NAME`, or `PREFIX*` for every variable whose name starts with PREFIX.
 _ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+# A DNS name (e.g. a tailnet's `box.tail1234.ts.net`) or an IP address, as a browser sends it in
+# `Host`, without the port.
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]")
 
 
 class ConfigError(Exception):
@@ -121,8 +126,22 @@ class Config:
     subscriber_buffer: int = 1024
     # Persist the streaming text of a turn at least this often (a crash loses at most this).
     draft_interval: float = 1.0
-    # Dashboard listen address ("" disables it).
+    # Dashboard listen address ("" disables it). A non-loopback one needs TLS (cert + key)
+    # or the explicitly unencrypted option, for a VPN; `ws_hosts` are the names it is
+    # reached by (e.g. the one in the certificate), besides the address itself.
     ws: str = "127.0.0.1:7421"
+    ws_tls_cert: str = ""
+    ws_tls_key: str = ""
+    ws_plain_http_on_network: bool = False
+    ws_hosts: tuple[str, ...] = ()
+
+    def dashboard_exposure(self) -> DashboardExposure:
+        return DashboardExposure(
+            tls_cert=Path(self.ws_tls_cert).expanduser() if self.ws_tls_cert else None,
+            tls_key=Path(self.ws_tls_key).expanduser() if self.ws_tls_key else None,
+            plain_http_on_network=self.ws_plain_http_on_network,
+            hosts=self.ws_hosts,
+        )
 
     def all_agents(self, environ: Mapping[str, str] | None = None) -> dict[str, AgentConfig]:
         """Every agent as it runs: the presets with the file's entries merged over them, and
@@ -138,10 +157,24 @@ class Config:
         }
 
 
+@attrs.frozen
+class DashboardExposure:
+    """How the dashboard may be served beyond this host (config `ws_*`)."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    plain_http_on_network: bool = False
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
 def parse_ws_address(address: str) -> tuple[str, str, int]:
-    """The dashboard's `HOST:PORT` → (IP to bind, host as written in URLs, port). Loopback
-    only: `127.0.0.1`, `[::1]`, `localhost` (bound on 127.0.0.1). Raises ValueError with a
-    message for people."""
+    """The dashboard's `HOST:PORT` → (IP to bind, host as written in URLs, port). HOST is an
+    IP address or `localhost` (bound on 127.0.0.1); whether a non-loopback one may be served
+    is `check_ws_exposure`'s to say. Raises ValueError with a message for people."""
     host, sep, port_text = address.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7421), got {address!r}")
@@ -150,11 +183,23 @@ def parse_ws_address(address: str) -> tuple[str, str, int]:
         ip = ipaddress.ip_address(ip_text)
     except ValueError:
         raise ValueError(f"{host!r} is not an IP address or localhost") from None
-    if not ip.is_loopback:
-        # The token is the only thing between the network and the agents' shells.
-        raise ValueError(f"{host} is not a loopback address; the dashboard serves only this host")
     url_host = host if host == "localhost" else f"[{ip}]" if ip.version == 6 else str(ip)
     return str(ip), url_host, int(port_text)
+
+
+def check_ws_exposure(address: str, exposure: DashboardExposure) -> None:
+    """Refuse a non-loopback dashboard address unless the user chose how it is served: HTTPS
+    (a certificate and key) or, on purpose, unencrypted HTTP (e.g. inside a VPN). The token
+    alone must not cross a network in clear by accident. Raises ValueError."""
+    bind_ip, _, _ = parse_ws_address(address)
+    if ipaddress.ip_address(bind_ip).is_loopback:
+        return
+    if not exposure.tls and not exposure.plain_http_on_network:
+        raise ValueError(
+            f"{address} is not a loopback address: serving the dashboard on a network needs "
+            "ws_tls_cert and ws_tls_key (HTTPS), or ws_plain_http_on_network = true "
+            "(unencrypted, only inside a VPN such as a tailnet); see the README"
+        )
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -231,6 +276,7 @@ def _converter() -> TomllibConverter:
             "a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool), float
         ),
     )
+    conv.register_structure_hook(bool, _strict("a boolean", lambda v: isinstance(v, bool), bool))
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _argv)
     conv.register_structure_hook_func(lambda t: t == frozenset[str], _names)
     conv.register_structure_hook_factory(_is_literal, _literal)
@@ -287,9 +333,24 @@ def _validate(cfg: Config) -> None:
     for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
+    exposure = cfg.dashboard_exposure()
+    if bool(cfg.ws_tls_cert) != bool(cfg.ws_tls_key):
+        raise ValueError(
+            "ws_tls_cert, ws_tls_key: give both (a certificate and its key) or neither"
+        )
+    for key in ("ws_tls_cert", "ws_tls_key"):
+        if getattr(cfg, key) and not getattr(exposure, key.removeprefix("ws_")).is_absolute():
+            raise ValueError(f"{key}: must be an absolute path (or start with ~)")
+    if exposure.tls and exposure.plain_http_on_network:
+        raise ValueError(
+            "ws_plain_http_on_network: not with ws_tls_cert (HTTPS is served); choose one"
+        )
+    for name in cfg.ws_hosts:
+        if not _HOST_NAME.fullmatch(name):
+            raise ValueError(f"ws_hosts: {name!r} is not a host name (no port, no scheme)")
     if cfg.ws:
         try:
-            parse_ws_address(cfg.ws)
+            check_ws_exposure(cfg.ws, exposure)
         except ValueError as exc:
             raise ValueError(f'ws: {exc} (ws = "" turns the dashboard off)') from None
 

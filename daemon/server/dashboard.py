@@ -1,4 +1,4 @@
-"""The dashboard: a static page and a JSON-RPC websocket on one loopback port.
+"""The dashboard: a static page and a JSON-RPC websocket on one port (loopback by default).
 
 ```
 serve_dashboard(address, dispatcher, data_dir)
@@ -21,6 +21,12 @@ presented as the first message. Until then no API call runs. The token never tra
 query: `acpd dashboard` prints a link with it in the fragment, which browsers never send; and
 `acpd dashboard --open` hands the browser a single-use code instead (`create_login_code`), since
 a browser's command line is visible to every local user.
+
+On a network (a non-loopback address, e.g. for a phone) the same checks hold, and the user must
+have chosen how it is served (`check_ws_exposure`): HTTPS with their certificate (`ws_tls_cert`,
+`ws_tls_key`: trio's TLS listener over the stdlib `ssl` module), or plain HTTP on purpose
+(`ws_plain_http_on_network`, inside a VPN that encrypts already). `Host` may be the address the
+client connected to, or a name from `ws_hosts` (e.g. the one in the certificate).
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from __future__ import annotations
 import errno
 import hmac
 import importlib.resources
+import ipaddress
 import logging
 import os
 import secrets
+import ssl
 import stat
 import time
 from functools import partial
@@ -43,7 +51,7 @@ import trio
 import trio_websocket
 from msgspec import UNSET
 
-from daemon.config import parse_ws_address
+from daemon.config import DashboardExposure, check_ws_exposure, parse_ws_address
 from daemon.server._http import (
     ClientClosed,
     HttpError,
@@ -192,6 +200,8 @@ def claim_login_code(data_dir: Path, code: str) -> bool:
     )
 
 
+_LOOPBACK_ONLY: Final = DashboardExposure()
+
 # --- the site ----------------------------------------------------------------------------------
 
 
@@ -219,36 +229,86 @@ class _Site:
     data_dir: Path
     token: bytes
     files: dict[str, _File]
-    url_host: str
+    scheme: str  # http | https
+    url_host: str  # for the link: a configured name, else the address (loopback if wildcard)
+    names: frozenset[str]  # names (not addresses) `Host` may carry: localhost, `ws_hosts`
     port: int
     head_timeout: float
     auth_timeout: float
     connections: int = 0
-    hosts: frozenset[str] = attrs.field(init=False)
-    origins: frozenset[str] = attrs.field(init=False)
-    page_headers: tuple[tuple[str, str], ...] = attrs.field(init=False)
 
-    def __attrs_post_init__(self) -> None:
-        host = f"{self.url_host}:{self.port}"
-        # A browser leaves out the default port, in `Host` and in `Origin`.
-        bare = {self.url_host} if self.port == 80 else set()
-        self.hosts = frozenset({host, *bare})
-        self.origins = frozenset(f"http://{h}" for h in self.hosts)
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.url_host}:{self.port}/"
+
+    def host_ok(self, host: str | None, local_ip: str | None) -> bool:
+        """Whether `Host` names this site: a configured name, or the very address the client
+        connected to (what a browser sends when opened by IP). Anything else is a foreign
+        name resolving to us: DNS rebinding."""
+        if host is None:
+            return False
+        name, sep, port = host.rpartition(":")
+        if not sep or name.endswith(":"):  # no port, or a bare IPv6 address
+            name, port = host, ""
+        default = "443" if self.scheme == "https" else "80"
+        if port != str(self.port) and not (port == "" and str(self.port) == default):
+            return False  # a browser leaves out only the scheme's default port
+        if name.lower() in self.names:
+            return True
+        return local_ip is not None and name == local_ip
+
+    def origin_ok(self, origin: str | None, host: str) -> bool:
+        """Same origin as the page: this scheme and the `Host` already checked."""
+        return origin == f"{self.scheme}://{host}"
+
+    def page_headers(self, host: str) -> tuple[tuple[str, str], ...]:
+        ws = "wss" if self.scheme == "https" else "ws"
         csp = (
-            f"default-src 'self'; connect-src 'self' ws://{host}; base-uri 'none'; "
+            f"default-src 'self'; connect-src 'self' {ws}://{host}; base-uri 'none'; "
             "form-action 'none'; frame-ancestors 'none'"
         )
-        self.page_headers = (
+        headers = [
             ("Content-Security-Policy", csp),
             ("Cache-Control", "no-cache"),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
             ("X-Frame-Options", "DENY"),
-        )
+        ]
+        if self.scheme == "https":
+            headers.append(("Strict-Transport-Security", "max-age=31536000"))
+        return tuple(headers)
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.url_host}:{self.port}/"
+
+def _local_ip(stream: trio.abc.Stream) -> str | None:
+    """The address this connection was made to, as it appears in a `Host` header."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    ip = ipaddress.ip_address(stream.socket.getsockname()[0].partition("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _tls_context(exposure: DashboardExposure) -> ssl.SSLContext:
+    """A server context with the user's certificate and key. Raises ListenError."""
+    assert exposure.tls_cert is not None
+    assert exposure.tls_key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(exposure.tls_cert, exposure.tls_key)
+    except ssl.SSLError as exc:  # before OSError: it is one
+        why = exc.reason or str(exc)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    else:
+        return context
+    raise ListenError(
+        f"cannot use the dashboard's certificate {exposure.tls_cert} and key "
+        f"{exposure.tls_key} (ws_tls_cert, ws_tls_key): {why}"
+    )
 
 
 async def serve_dashboard(
@@ -256,36 +316,54 @@ async def serve_dashboard(
     dispatcher: Dispatcher,
     data_dir: Path,
     *,
+    exposure: DashboardExposure = _LOOPBACK_ONLY,
     head_timeout: float = HEAD_TIMEOUT_S,
     auth_timeout: float = AUTH_TIMEOUT_S,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve the dashboard on `address` (`HOST:PORT`, loopback; port 0 picks a free one).
+    """Serve the dashboard on `address` (`HOST:PORT`; port 0 picks a free one): loopback, or
+    a network address if `exposure` says how (HTTPS, or plain HTTP on purpose).
 
     `task_status.started(url)` reports the page's URL as bound, without the token (e.g.
     `http://127.0.0.1:7421/`), once the port accepts connections.
 
-    Error handling: a bad address, a port in use, or an unusable token file raise
-    `ListenError` (one line) from `nursery.start`; a failing connection ends only itself.
+    Error handling: a bad or unexposable address, a port in use, an unusable certificate or
+    token file raise `ListenError` (one line) from `nursery.start`; a failing connection ends
+    only itself.
     Resource handling: cancelling this task closes the listener and every connection.
     """
     try:
         bind_ip, url_host, port = parse_ws_address(address)
+        check_ws_exposure(address, exposure)
     except ValueError as exc:
         raise ListenError(f"dashboard address: {exc}") from None
+    context = _tls_context(exposure) if exposure.tls else None
     try:
         token = await trio.to_thread.run_sync(load_or_create_token, data_dir)
     except OSError as exc:
         raise ListenError(f"cannot use {data_dir / TOKEN_FILE}: {exc.strerror}") from None
     files = await trio.to_thread.run_sync(_load_files)
     try:
-        listeners = await trio.open_tcp_listeners(port, host=bind_ip)
+        tcp = await trio.open_tcp_listeners(port, host=bind_ip)
     except OSError as exc:
         raise ListenError(f"cannot serve the dashboard on {address}: {exc.strerror}") from None
-    port = listeners[0].socket.getsockname()[1]  # the one picked, for port 0
+    port = tcp[0].socket.getsockname()[1]  # the one picked, for port 0
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+    if context is not None:
+        # https_compatible: browsers close without TLS's close_notify, as HTTPS allows.
+        listeners = [trio.SSLListener(t, context, https_compatible=True) for t in tcp]
+    ip = ipaddress.ip_address(bind_ip)
+    if exposure.hosts:
+        url_host = exposure.hosts[0]
+    elif ip.is_unspecified:  # every address: the link is for this host
+        url_host = "[::1]" if ip.version == 6 else "127.0.0.1"
+    names = {h.lower() for h in exposure.hosts}
+    if url_host == "localhost" or ip.is_loopback or ip.is_unspecified:
+        names.add("localhost")
     site = _Site(
-        dispatcher, data_dir, token.encode(), files, url_host, port, head_timeout, auth_timeout
-    )
+        dispatcher, data_dir, token.encode(), files, "https" if context else "http", url_host,
+        frozenset(names), port, head_timeout, auth_timeout,
+    )  # fmt: skip
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, partial(_handle, site), listeners)
         log.info("dashboard at %s", site.url)
@@ -294,7 +372,7 @@ async def serve_dashboard(
     raise AssertionError("unreachable")
 
 
-async def _handle(site: _Site, stream: trio.SocketStream) -> None:
+async def _handle(site: _Site, stream: trio.abc.Stream) -> None:
     async with stream:
         if site.connections >= MAX_CONNECTIONS:
             log.warning("dashboard: %d connections open; refusing another", site.connections)
@@ -308,30 +386,34 @@ async def _handle(site: _Site, stream: trio.SocketStream) -> None:
             site.connections -= 1
 
 
-async def _serve_connection(site: _Site, stream: trio.SocketStream) -> None:
+async def _serve_connection(site: _Site, stream: trio.abc.Stream) -> None:
     http = HttpExchange(stream)
     upgrade = False
-    with trio.move_on_after(site.head_timeout):
+    with trio.move_on_after(site.head_timeout):  # over TLS, the handshake too
         try:
             head = await http.read_head()
-            upgrade = await _route(site, http, head)
+            upgrade = await _route(site, http, head, _local_ip(stream))
         except HttpError as exc:
             await http.respond_text(exc.status, "bad request")
         except (ClientClosed, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            pass  # also: a failed TLS handshake (plain HTTP to an HTTPS port, say)
     if upgrade:
         await _serve_websocket(site, stream, http)
-    else:
+    elif isinstance(stream, trio.SocketStream):  # TLS has no half-close; https_compatible
         await linger(stream)
 
 
-async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
+async def _route(site: _Site, http: HttpExchange, head: RequestHead, local_ip: str | None) -> bool:
     """Answer `head`, or return True to hand the connection to the websocket."""
     get_or_head = head.method in ("GET", "HEAD")
     only_head = head.method == "HEAD"
-    if head.header("host") not in site.hosts:
+    host = head.header("host")
+    if host is None or not site.host_ok(host, local_ip):
         # DNS rebinding: a foreign name resolving to us. Say where the dashboard lives.
-        await http.respond_text(403, f"open the dashboard at {site.url}", head_only=only_head)
+        hint = f"open the dashboard at {site.url}"
+        if host and site.scheme == "https":
+            hint += " (or add the name you used to ws_hosts in the config)"
+        await http.respond_text(403, hint, head_only=only_head)
         return False
     if head.path == _WS_PATH:
         if head.method != "GET":
@@ -340,7 +422,7 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
             head.has_token("upgrade", "websocket") and head.has_token("connection", "upgrade")
         ):
             await http.respond(426, [("Upgrade", "websocket")])
-        elif head.header("origin") not in site.origins:
+        elif not site.origin_ok(head.header("origin"), host):
             # Refused before the handshake: another page in the browser never gets a socket.
             log.warning("dashboard: refused a websocket from origin %r", head.header("origin"))
             await http.respond_text(403, "origin not allowed")
@@ -355,7 +437,7 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
     elif not get_or_head:
         await http.respond(405, [("Allow", "GET, HEAD")])
     else:
-        headers = [("Content-Type", file.content_type), *site.page_headers]
+        headers = [("Content-Type", file.content_type), *site.page_headers(host)]
         await http.respond(200, headers, file.body, head_only=only_head)
     return False
 
@@ -363,7 +445,7 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead) -> bool:
 # --- the websocket -----------------------------------------------------------------------------
 
 
-async def _serve_websocket(site: _Site, stream: trio.SocketStream, http: HttpExchange) -> None:
+async def _serve_websocket(site: _Site, stream: trio.abc.Stream, http: HttpExchange) -> None:
     # Until `auth` is answered the client may send only a little: enough for the handshake's
     # leftovers and one `auth` message, not the 4 MiB a frame may carry afterwards.
     replay = ReplayStream(stream, bytes(http.raw), limit=max(0, PRE_AUTH_BYTES - http.trailing))

@@ -144,8 +144,9 @@ async def _run(
                 where = str(socket_path)
                 await fronts.start(partial(serve_unix, socket_path, dispatcher))
             if ws:  # its URL (no token) goes in daemon/status, for `acpd dashboard`
+                exposure = control.config.dashboard_exposure()
                 dispatcher.dashboard_url = await fronts.start(
-                    serve_dashboard, ws, dispatcher, data_dir
+                    partial(serve_dashboard, exposure=exposure), ws, dispatcher, data_dir
                 )
             await control.service.ready(partial(_figures, engine))
             fronts.start_soon(control.service.report)
@@ -284,7 +285,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="default: $ACPD_DATA_DIR or XDG data dir")
     parser.add_argument("--socket", type=Path, help="default: $ACPD_SOCKET or XDG runtime dir")
     ws = parser.add_mutually_exclusive_group()
-    ws.add_argument("--ws", metavar="HOST:PORT", help="dashboard address (port 0: any free)")
+    ws.add_argument(
+        "--ws",
+        metavar="HOST:PORT",
+        help="dashboard address (port 0: any free); a non-loopback one needs ws_tls_cert and "
+        "ws_tls_key, or ws_plain_http_on_network, in the config",
+    )
     ws.add_argument("--no-ws", action="store_true", help="no dashboard")
     parser.add_argument("--config", type=Path, help="default: $ACPD_CONFIG or XDG config dir")
 

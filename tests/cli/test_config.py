@@ -133,7 +133,7 @@ def test_a_missing_config_stops_serve(tmp_path: Path) -> None:
          "permission_policy: expected one of 'ask', 'allow', 'deny', got 'sometimes'"),
         ("permission_default = 1", "permission_default: expected one of 'reject', 'allow',"),
         ('ws = "nope"', "ws: expected HOST:PORT"),
-        ('ws = "0.0.0.0:7421"', "ws: 0.0.0.0 is not a loopback address; the dashboard serves"),
+        ('ws = "0.0.0.0:7421"', "ws: 0.0.0.0:7421 is not a loopback address: serving the"),
         ('ws = "example.com:80"', "ws: 'example.com' is not an IP address or localhost"),
         ("[agents.x]\ncommand = 3", "agents.x.command: expected a string or a list of strings"),
         ('[agents.x]\ncommand = ["a", 3]', "agents.x.command: expected a string or a list"),
