@@ -82,6 +82,9 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
     queued: int
     live: bool
+    # Requests from the agent waiting for a person's answer (permission requests): what the
+    # dashboard counts in its title and notifies about.
+    open_requests: int = 0
 
 
 # --- notifications on a subscription -----------------------------------------------------------

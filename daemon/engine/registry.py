@@ -161,10 +161,11 @@ class Engine:
     def _info(self, rec: ConversationRecord) -> ConversationInfo:
         conv = self._live.get(rec.id)
         # `queued` is the store's: every write to the queue keeps it exact.
-        status, last_seq, live = rec.status, rec.last_seq, False
+        status, last_seq, live, asks = rec.status, rec.last_seq, False, 0
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.last_seq)
+            asks = conv.permissions.waiting  # only a live conversation can be asked anything
         return ConversationInfo(
             id=rec.id,
             title=rec.title,
@@ -176,6 +177,7 @@ class Engine:
             last_seq=last_seq,
             queued=rec.queued,
             live=live,
+            open_requests=asks,
         )
 
     async def _record(self, conv_id: str) -> ConversationRecord:

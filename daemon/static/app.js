@@ -1,14 +1,21 @@
 // The dashboard: token bootstrap, the conversation list, the new-conversation form, keys.
 //
+// On a narrow screen (a phone) the list and the conversation are two views: choosing a
+// conversation shows it (a history entry, so the phone's back gesture returns to the list), and
+// its Back button returns. On a wide one both show side by side and the view is ignored.
+//
 // The token arrives in the URL fragment (`#token=...`, never sent to any server), moves to
 // sessionStorage (this tab only) and leaves the address bar at once.
 
 import { ConversationView, el } from "./conversation.js";
+import { Watcher } from "./notify.js";
 import { Rpc } from "./rpc.js";
 
 const TOKEN_KEY = "acpd.token";
 const LIST_PAGE = 50;
 const LIST_REFRESH_MS = 2000; // the first page, while the tab is visible
+const HIDDEN_EVERY = 5; // ticks between polls while hidden (the title's count, notifications)
+const NARROW = window.matchMedia("(max-width: 720px)");
 
 const $ = (id) => document.getElementById(id);
 
@@ -70,16 +77,57 @@ class App {
         queueList: $("queue-list"),
         queueTitle: $("queue-title"),
         error: $("conv-error"),
+        input: $("input"),
       },
-      { onInfo: (info) => this.learn(info) },
+      {
+        onInfo: (info) => this.learn(info),
+        onEvent: (id, event, info) => {
+          if (info) this.watcher.event(info, event);
+        },
+      },
     );
+    this.watcher = new Watcher({
+      rpc: () => this.rpc,
+      onScreen: (id) => this.onScreen(id),
+      open: (id) => this.open(id, { push: true }),
+      changed: () => this.renderList(),
+    });
+    this.watcher.bind($("notify"));
     this.bind();
+  }
+
+  /** Whether conversation `id` is what the user is looking at now. */
+  onScreen(id) {
+    return (
+      id === this.conv.id &&
+      document.visibilityState === "visible" &&
+      (!NARROW.matches || $("app").dataset.view === "conv")
+    );
+  }
+
+  setView(view) {
+    $("app").dataset.view = view;
+    if (view === "conv" && this.conv.id !== null) this.watcher.looked(this.conv.id);
+  }
+
+  /** Back to the list (narrow screens): the history entry `open` pushed, if it did. */
+  back() {
+    if (history.state?.acpd === "conv") {
+      history.back(); // popstate shows the list
+    } else {
+      history.replaceState(null, "", location.pathname + location.search);
+      this.setView("list");
+    }
+    const current = this.items.get(this.conv.id)?.querySelector("button");
+    if (current) current.focus();
   }
 
   start(credentials) {
     $("auth").hidden = true;
+    this.setView(routeId() ? "conv" : "list");
     $("empty").hidden = this.conv.id !== null;
-    this.rpc = new Rpc(`ws://${location.host}/ws`, credentials);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    this.rpc = new Rpc(`${scheme}://${location.host}/ws`, credentials);
     this.conv.rpc = this.rpc;
     this.rpc.addEventListener("token", (e) => sessionStorage.setItem(TOKEN_KEY, e.detail));
     this.rpc.addEventListener("state", (e) => this.showState(e.detail));
@@ -99,11 +147,17 @@ class App {
     else if (wanted) this.open(wanted);
     clearInterval(this.listTimer);
     this.listTimer = setInterval(() => {
-      if (document.visibilityState !== "visible" || this.rpc.state !== "open") return;
+      if (this.rpc.state !== "open") return;
+      ++this.ticks;
+      // Hidden, less often: the tab's title still counts what waits, and notifications come.
+      if (document.visibilityState !== "visible") {
+        if (this.ticks % HIDDEN_EVERY === 0) this.refreshList();
+        return;
+      }
       this.refreshList();
       // The open conversation follows its events; this catches what has none (e.g. another
       // client removing a queued message).
-      if (++this.ticks % 2 === 0) this.conv.refreshSoon(0);
+      if (this.ticks % 2 === 0) this.conv.refreshSoon(0);
     }, LIST_REFRESH_MS);
   }
 
@@ -162,6 +216,8 @@ class App {
         }
         for (const info of fresh) this.known.set(info.id, info);
       }
+      this.watcher.observe(fresh, this.conv.id);
+      this.watcher.keepOnly(new Set(this.known.keys()));
       this.renderList();
     } catch {
       // Offline: the reconnect refreshes the list.
@@ -177,6 +233,7 @@ class App {
 
   /** Take `info` (e.g. from conversations/get) unless what we have is newer. */
   learn(info) {
+    this.watcher.setRequests(info.id, info.open_requests ?? 0);
     const had = this.known.get(info.id);
     if (had === undefined || newer(had, info)) return;
     this.known.set(info.id, info);
@@ -234,15 +291,17 @@ class App {
       li.dataset.id = info.id;
       const button = el("button", "item");
       button.type = "button";
-      button.addEventListener("click", () => this.open(info.id));
+      button.addEventListener("click", () => this.open(info.id, { push: true }));
       li.append(button);
       this.items.set(info.id, li);
     }
     const current = info.id === this.conv.id;
     const when = ago(info.updated_at);
+    const asks = this.watcher.requests.get(info.id) ?? info.open_requests ?? 0;
+    const news = this.watcher.unseen.get(info.id);
     // Rebuilt only when something shown changed: polling must not churn the DOM (or a screen
     // reader) every few seconds.
-    const signature = JSON.stringify([info.title, info.status, info.agent, info.queued, when, current]);
+    const signature = JSON.stringify([info.title, info.status, info.agent, info.queued, when, current, asks, news]);
     if (li.dataset.signature === signature) return;
     li.dataset.signature = signature;
     const button = li.querySelector("button");
@@ -254,11 +313,15 @@ class App {
     if (info.queued > 0) parts.push(`${info.queued} queued`);
     meta.textContent = parts.join(" · ");
     const top = el("span", "item-top");
-    top.append(title, status);
+    top.append(title);
+    if (asks > 0) top.append(el("span", "badge asks", asks === 1 ? "waits for you" : `${asks} wait for you`));
+    if (news) top.append(el("span", "news", "●"));
+    top.append(status);
     button.replaceChildren(top, meta);
+    const flags = [asks > 0 ? `${asks} waiting for you` : "", news ? "new" : ""].filter(Boolean);
     button.setAttribute(
       "aria-label",
-      `${info.title || "Untitled"}, ${info.status}${info.queued ? `, ${info.queued} queued` : ""}, ${when}`,
+      [info.title || "Untitled", info.status, ...(info.queued ? [`${info.queued} queued`] : []), ...flags, when].join(", "),
     );
     li.classList.toggle("current", current);
     if (current) button.setAttribute("aria-current", "true");
@@ -267,12 +330,24 @@ class App {
 
   // --- opening a conversation ----------------------------------------------------------------
 
-  open(id) {
-    history.replaceState(null, "", `${location.pathname}${location.search}#c=${encodeURIComponent(id)}`);
+  /** Show conversation `id`. `push`: a new history entry (chosen from the list), so that
+   *  going back returns to the list on a phone. */
+  open(id, { push = false } = {}) {
+    const url = `${location.pathname}${location.search}#c=${encodeURIComponent(id)}`;
+    if (push && routeId() !== id) history.pushState({ acpd: "conv" }, "", url);
+    else history.replaceState(history.state, "", url);
     $("empty").hidden = true;
     $("conv").hidden = false;
     this.conv.open(id); // the one already open: nothing happens
+    this.setView("conv");
     this.renderList(); // marks the current one
+  }
+
+  /** The address changed (back, forward, a new link): show what it names. */
+  route() {
+    const id = routeId();
+    if (id && this.rpc?.state === "open") this.open(id);
+    else if (!id) this.setView("list");
   }
 
   // --- new conversation ----------------------------------------------------------------------
@@ -315,7 +390,7 @@ class App {
       this.known.set(conversation.id, conversation);
       this.total += 1;
       this.renderList();
-      this.open(conversation.id);
+      this.open(conversation.id, { push: true });
       $("input").focus();
       this.refreshList();
     } catch (err) {
@@ -360,6 +435,12 @@ class App {
     $("interrupt").addEventListener("click", () => this.conv.interrupt());
     $("resume").addEventListener("click", () => this.conv.resumeQueue());
     $("retry").addEventListener("click", () => this.rpc?.reconnectNow());
+    $("back").addEventListener("click", () => this.back());
+    window.addEventListener("popstate", () => this.route());
+    // A notification clicked on a phone (through the service worker): open its conversation.
+    navigator.serviceWorker?.addEventListener("message", (e) => {
+      if (typeof e.data?.open === "string") this.open(e.data.open, { push: true });
+    });
     // Arrow keys, Home and End move through the list; Enter or Space opens.
     $("list").addEventListener("keydown", (e) => {
       const buttons = [...$("list").querySelectorAll("button.item")];
@@ -373,10 +454,12 @@ class App {
     window.addEventListener("hashchange", () => {
       const fresh = takeCredentials({ kept: false });
       if (fresh && (this.rpc === null || this.rpc.state === "unauthorized")) this.start(fresh);
-      else if (routeId() && this.rpc?.state === "open") this.open(routeId());
+      else this.route();
     });
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState !== "visible" || this.rpc?.state !== "open") return;
+      if (document.visibilityState !== "visible") return;
+      if (this.onScreen(this.conv.id)) this.watcher.looked(this.conv.id);
+      if (this.rpc?.state !== "open") return;
       this.refreshList(); // back to the tab: no waiting for the next tick
       this.conv.refreshSoon(0);
     });
@@ -422,6 +505,7 @@ function ago(ts) {
 }
 
 function showAuth(message) {
+  $("app").dataset.view = "conv"; // on a phone: the pane that holds the form
   $("auth").hidden = false;
   $("empty").hidden = true;
   $("new-toggle").disabled = true;
@@ -435,6 +519,7 @@ function showAuth(message) {
 }
 
 const app = new App();
+app.setView(routeId() ? "conv" : "list");
 const credentials = takeCredentials();
 if (credentials) app.start(credentials);
 else showAuth();

@@ -2,9 +2,11 @@
 //
 // Stored events are shown in seq order, each seq once: history pages are prepended, the
 // subscription appends, and anything at or below the last seq seen is a duplicate (a replay
-// after reconnect or lag). Deltas stream into "live" blocks below the events; the stored
-// agent_message / agent_thought that completes a block replaces it, so each message shows once.
-// All agent text goes through textContent, never innerHTML.
+// after reconnect or lag). One exception, so that a queued message never shows above the reply
+// of the turn that runs: a user message is shown where its turn starts (`turn_started`), and
+// until then only in the queue panel. Deltas stream into "live" blocks below the events; the
+// stored agent_message / agent_thought that completes a block replaces it, so each message
+// shows once. All agent text goes through textContent, never innerHTML.
 
 const PAGE = 100;
 
@@ -29,14 +31,19 @@ function countdown(ms) {
   return `default answer in ${m}:${String(s % 60).padStart(2, "0")}`;
 }
 
+function toolPlaceholder(event) {
+  return event.kind ? `${event.kind.replaceAll("_", " ")} (tool call)` : "tool call";
+}
+
 const TOOL_MARK = { pending: "○", in_progress: "◐", completed: "●", failed: "✕" };
 const PLAN_MARK = { pending: "○", in_progress: "◐", completed: "●" };
 
 export class ConversationView {
-  constructor(rpc, dom, { onInfo }) {
+  constructor(rpc, dom, { onInfo, onEvent }) {
     this.rpc = rpc;
     this.dom = dom;
     this.onInfo = onInfo; // (conversation info) => void: keeps the list in step
+    this.onEvent = onEvent; // (id, event) => void: each event streamed live, for notifications
     this.id = null;
     this.gen = 0; // bumped on every load: late answers for an old view are dropped
     this.failed = false; // the last load failed: choosing the conversation again retries
@@ -61,12 +68,14 @@ export class ConversationView {
     this.lastSeq = 0; // highest event seq shown
     this.loadedFrom = 0; // every event with seq > loadedFrom is shown (or on its way)
     this.users = new Map(); // seq -> user message <li>
-    this.tools = new Map(); // tool_call_id -> {li, mark, title}
+    this.held = new Map(); // seq -> user message <li> whose turn has not started: not shown
+    this.anchors = new Map(); // prompt_seq -> hidden <li> where a turn started, its message unseen
+    this.tools = new Map(); // tool_call_id -> {li, mark, title, status, titled, output}
     this.plans = new Map(); // prompt_seq -> <li>
     this.permissions = new Map(); // request -> {li, event}
     this.resolved = new Map(); // request -> permission_resolved event
     this.pending = new Map(); // queued seq -> text
-    this.removed = new Set();
+    this.lastStop = null; // stop reason of the latest turn shown: was it interrupted?
     this.live = {}; // kind -> {block, body, promptSeq}
     this.dom.events.replaceChildren();
     this.dom.live.replaceChildren();
@@ -111,7 +120,8 @@ export class ConversationView {
       this.loadedFrom = after;
       this.dom.earlier.hidden = after === 0;
       this.lastSeq = after;
-      for (const event of page.events) this.addEvent(event);
+      for (const event of page.events) this.addEvent(event, { history: true });
+      await this.fillAnchors(gen);
       this.scrollToEnd();
       await this.subscribe(gen);
       await this.refreshQueue();
@@ -166,6 +176,22 @@ export class ConversationView {
     this.subscribedTo = null; // that subscription ended with the old connection
     await this.subscribe();
     this.refreshSoon(0);
+  }
+
+  /** Turns on the first page whose message is older than the page (it waited in the queue
+   *  meanwhile): fetch those messages, so each turn shows what started it. */
+  async fillAnchors(gen) {
+    const missing = [...this.anchors.keys()].filter((seq) => seq <= this.loadedFrom).slice(0, 20);
+    for (const seq of missing) {
+      const page = await this.rpc.call("conversations/events", {
+        id: this.id,
+        after_seq: seq - 1,
+        limit: 1,
+      });
+      if (gen !== this.gen) return;
+      const event = page.events.find((e) => e.seq === seq);
+      if (event) this.render(event, true);
+    }
   }
 
   async loadEarlier() {
@@ -225,12 +251,15 @@ export class ConversationView {
     return method === "conversation/event";
   }
 
-  addEvent(event) {
+  addEvent(event, { history = false } = {}) {
     if (event.seq <= this.lastSeq) return; // seen already: a replay overlapping what we have
     this.lastSeq = event.seq;
     const node = this.render(event, false);
     if (node) this.dom.events.append(node);
-    if (["user_message", "turn_started", "turn_ended", "agent_restarted", "error"].includes(event.type)) {
+    if (!history) this.onEvent?.(this.id, event, this.info);
+    const refreshing = ["user_message", "turn_started", "turn_ended", "agent_restarted", "error",
+      "permission_requested", "permission_resolved", "elicitation_requested", "elicitation_resolved"];
+    if (refreshing.includes(event.type)) {
       this.refreshSoon();
     }
   }
@@ -282,11 +311,8 @@ export class ConversationView {
     switch (event.type) {
       case "user_message":
         return this.renderUser(event);
-      case "turn_started": {
-        const user = this.users.get(event.prompt_seq);
-        if (user) user.classList.remove("queued");
-        return null;
-      }
+      case "turn_started":
+        return this.placeUser(event.prompt_seq);
       case "agent_message":
         if (!older) this.clearLive("message");
         return this.renderText(event, "msg agent", this.info ? this.info.agent : "agent");
@@ -300,6 +326,7 @@ export class ConversationView {
         return li;
       }
       case "tool_call":
+      case "tool_call_update":
         return this.renderTool(event, older);
       case "plan":
         return this.renderPlan(event, older);
@@ -308,7 +335,10 @@ export class ConversationView {
       case "permission_resolved":
         return this.renderResolved(event, older);
       case "turn_ended": {
-        if (!older) this.clearLive();
+        if (!older) {
+          this.clearLive();
+          this.lastStop = event.stop_reason;
+        }
         const ok = event.stop_reason === "end_turn";
         const li = el("li", ok ? "meta" : "meta warn");
         let text = ok ? "turn ended" : `turn ended: ${event.stop_reason.replaceAll("_", " ")}`;
@@ -346,32 +376,88 @@ export class ConversationView {
     return li;
   }
 
+  /** A user message is held until its turn starts: a queued one must not show above the
+   *  reply of the turn that runs (the queue panel shows it meanwhile). */
   renderUser(event) {
     const li = this.renderText(event, "msg user", "you");
     this.users.set(event.seq, li);
-    this.markQueued(event.seq);
-    return li;
+    const anchor = this.anchors.get(event.seq);
+    if (anchor) {
+      // Its turn is shown already (an earlier page, read later): the message goes there.
+      this.anchors.delete(event.seq);
+      anchor.replaceWith(li);
+    } else {
+      this.held.set(event.seq, li);
+    }
+    return null;
+  }
+
+  /** Where the turn of message `seq` starts: the message, or a hidden anchor for it. */
+  placeUser(seq) {
+    const li = this.held.get(seq);
+    if (li) {
+      this.held.delete(seq);
+      return li;
+    }
+    if (this.users.has(seq) || this.anchors.has(seq)) return null;
+    const anchor = el("li", "anchor");
+    anchor.hidden = true;
+    this.anchors.set(seq, anchor);
+    return anchor;
   }
 
   renderTool(event, older) {
     const known = this.tools.get(event.tool_call_id);
     if (known) {
-      if (older) return null; // an older status than the one shown
-      known.li.dataset.status = event.status;
-      known.mark.textContent = TOOL_MARK[event.status] ?? "·";
-      known.status.textContent = event.status.replaceAll("_", " ");
-      if (event.title) known.title.textContent = event.title;
+      // A title from any event beats none; between two, the newer one wins.
+      if (event.title && (!older || !known.titled)) {
+        known.title.textContent = event.title;
+        known.titled = true;
+      }
+      if (older) return null; // an older status and output than the ones shown
+      if (event.status) {
+        known.li.dataset.status = event.status;
+        known.mark.textContent = TOOL_MARK[event.status] ?? "·";
+        known.status.textContent = event.status.replaceAll("_", " ");
+      }
+      this.toolOutput(known, event);
       return null;
     }
+    const status = event.status || "pending";
     const li = el("li", "tool");
-    li.dataset.status = event.status;
-    const mark = el("span", "mark", TOOL_MARK[event.status] ?? "·");
+    li.dataset.status = status;
+    const mark = el("span", "mark", TOOL_MARK[status] ?? "·");
     mark.setAttribute("aria-hidden", "true");
-    const title = el("span", "title", event.title || event.tool_call_id);
-    const status = el("span", "status", event.status.replaceAll("_", " "));
-    li.append(mark, title, status);
-    this.tools.set(event.tool_call_id, { li, mark, title, status });
+    // Never the id: until an event with the title comes (e.g. an earlier page), its kind.
+    const title = el("span", "title", event.title || toolPlaceholder(event));
+    if (!event.title) title.title = event.tool_call_id;
+    const label = el("span", "status", status.replaceAll("_", " "));
+    const line = el("div", "tool-line");
+    line.append(mark, title, label);
+    li.append(line);
+    const entry = { li, mark, title, status: label, titled: Boolean(event.title), output: null };
+    this.tools.set(event.tool_call_id, entry);
+    this.toolOutput(entry, event);
     return li;
+  }
+
+  /** The text a stored tool call carries (`content` items), shown as the live view shows the
+   *  tool's streamed output; the stored one replaces the streamed one. */
+  toolOutput(entry, event) {
+    if (!Array.isArray(event.content)) return;
+    const text = event.content
+      .map((item) => item?.content?.text ?? item?.text)
+      .filter((t) => typeof t === "string")
+      .join("\n");
+    if (!text) return;
+    if (entry.output === null) {
+      const details = el("details", "tool-output");
+      details.append(el("summary", "", "Tool output"), el("pre", "text"));
+      entry.output = details;
+      entry.li.append(details);
+    }
+    entry.output.querySelector("pre").textContent = text;
+    if (event.seq > this.loadedFrom) this.clearLive("tool");
   }
 
   renderPlan(event, older) {
@@ -466,8 +552,36 @@ export class ConversationView {
     d.resume.disabled = !held;
     d.resume.classList.toggle("primary", held); // the way on, once the queue is held
     d.queue.classList.toggle("paused", held);
-    d.queueTitle.textContent = held ? "Queued · paused until you resume" : "Queued";
+    this.renderQueueTitle();
     this.onInfo(info);
+  }
+
+  /** What the queue does next, in words: after an interrupt it is paused, and a message sent
+   *  from here resumes it (the queued messages run in order, then the new one). */
+  renderQueueTitle() {
+    const d = this.dom;
+    const status = this.info?.status;
+    const n = this.pending.size;
+    const queued = `${n} queued`;
+    let text;
+    if (status === "paused") {
+      const what = this.lastStop === "cancelled" ? "Interrupted. The queue is paused" : "The queue is paused";
+      text = n > 0 ? `${what}: Resume, or send a message, to run the ${queued}.`
+        : `${what}. Nothing is queued: a message you send runs at once.`;
+    } else if (status === "failed") {
+      text = n > 0 ? `The agent failed. Resume, or send a message, to try again: the ${queued} run first.`
+        : "The agent failed. Resume, or send a message, to try again.";
+    } else {
+      text = n > 0 ? `Queued (${n}): each runs when the turn before it ends.` : "";
+    }
+    if (d.queueTitle.textContent !== text) d.queueTitle.textContent = text;
+    d.queue.hidden = text === "";
+    d.input.placeholder =
+      (status === "paused" || status === "failed") && n > 0
+        ? `Message (sending resumes the queue: the ${queued} run first, then yours)`
+        : status === "running"
+          ? "Message (queued until the turn ends; Esc interrupts)"
+          : "Message (Enter sends, Shift+Enter for a new line, Esc interrupts)";
   }
 
   refreshSoon(delay = 150) {
@@ -492,9 +606,12 @@ export class ConversationView {
     const gen = this.gen;
     const { pending } = await this.rpc.call("messages/queue", { id: this.id });
     if (gen !== this.gen) return;
-    const old = this.pending;
     this.pending = new Map(pending.map((m) => [m.seq, m.text]));
-    for (const seq of new Set([...old.keys(), ...this.pending.keys()])) this.markQueued(seq);
+    this.renderQueue();
+  }
+
+  renderQueue() {
+    const pending = [...this.pending].map(([seq, text]) => ({ seq, text }));
     const list = this.dom.queueList;
     list.replaceChildren();
     for (const { seq, text } of pending) {
@@ -507,20 +624,13 @@ export class ConversationView {
       li.append(remove);
       list.append(li);
     }
-    this.dom.queue.hidden = pending.length === 0;
-  }
-
-  markQueued(seq) {
-    const li = this.users.get(seq);
-    if (!li) return;
-    li.classList.toggle("queued", this.pending.has(seq));
-    li.classList.toggle("removed", this.removed.has(seq));
+    this.renderQueueTitle();
   }
 
   async removeQueued(seq) {
     try {
       await this.rpc.call("messages/remove", { id: this.id, seq });
-      this.removed.add(seq);
+      this.held.delete(seq); // deleted from the store: it never starts
     } catch (err) {
       this.showError(err.message);
     }
@@ -530,7 +640,11 @@ export class ConversationView {
 
   async send(text) {
     const { seq, queued } = await this.rpc.call("messages/send", { id: this.id, text });
-    if (queued > 0) this.pending.set(seq, text);
+    const started = this.users.has(seq) && !this.held.has(seq);
+    if (queued > 0 && !started) {
+      this.pending.set(seq, text); // shown in the queue at once; the refresh confirms it
+      this.renderQueue();
+    }
     this.refreshSoon(0);
     return { seq, queued };
   }

@@ -179,6 +179,8 @@ async def test_permission_first_answer_wins_and_is_recorded(
         await h.e.send(cid, "edit", run=True, interrupt=False)
         req = await next_event(sub, "permission_requested")
         sub.close()
+        # The list and `get` count what waits for a person (the dashboard's title and badge).
+        assert (await h.e.get(cid)).open_requests == 1
         with pytest.raises(RpcFailure) as bad:
             await h.e.permit(cid, request=req["request"], option="nope", cancelled=False)
         assert bad.value.code == INVALID_PARAMS
@@ -186,6 +188,7 @@ async def test_permission_first_answer_wins_and_is_recorded(
         with pytest.raises(RpcFailure) as late:
             await h.e.permit(cid, request=req["request"], option="reject", cancelled=False)
         assert late.value.code == CONFLICT
+        assert (await h.e.get(cid)).open_requests == 0
         await wait_turn_ended(h, cid)
         (answer,) = h.agent.permission_answers
         assert answer.outcome.option_id == "allow"  # type: ignore[union-attr]

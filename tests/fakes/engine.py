@@ -84,14 +84,16 @@ class FakeEngine:
                                 live=False)  # fmt: skip
         self.convs[conv_id] = info
         self.stored[conv_id] = []
-        for _ in range(n_events):
-            self.publish(conv_id, "user_message")
+        for i in range(n_events):
+            self.publish(conv_id, "agent_message", text=f"message {i + 1}", prompt_seq=0)
         return info
 
-    def publish(self, conv_id: str, type_: str = "agent_message") -> int:
+    def publish(self, conv_id: str, type_: str = "agent_message", **body: Any) -> int:
         """Store an event and offer it to subscribers without ever blocking (drop on full)."""
         seq = len(self.stored[conv_id]) + 1
-        event = msgspec.json.encode({"seq": seq, "type": type_, "ts": "2025-01-01T00:00:00Z"})
+        event = msgspec.json.encode(
+            {"seq": seq, "type": type_, "ts": "2025-01-01T00:00:00Z", **body}
+        )
         self.stored[conv_id].append(event)
         line = _line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(event)))
         for sub in self.subs:
@@ -165,7 +167,9 @@ class FakeEngine:
 
     async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
         await self._enter("send", conv_id, text, run, interrupt)
-        return self.publish(conv_id, "user_message"), 0
+        seq = self.publish(conv_id, "user_message", text=text)
+        self.publish(conv_id, "turn_started", prompt_seq=seq)  # it starts now (queued: 0)
+        return seq, 0
 
     async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
         await self._enter("queue", conv_id)

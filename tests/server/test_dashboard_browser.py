@@ -228,7 +228,9 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(page.locator("#conv-status")).to_have_text("idle")
     expect(page.locator("#live > *")).to_have_count(0)
 
-    # A slow turn streams; a message sent meanwhile is queued, shown, and removable.
+    # A slow turn streams; messages sent meanwhile are queued: shown in the queue panel,
+    # removable, and never in the timeline above the reply that streams.
+    user_messages = page.locator("#events li.msg.user")
     composer.fill("/slow 60")
     composer.press("Enter")
     streaming = page.locator("#live .msg.streaming .text")
@@ -240,13 +242,19 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     composer.press("Enter")
     queue = page.locator("#queue-list li")
     expect(queue).to_have_count(2)
-    expect(page.locator("#events li.msg.user.queued")).to_have_count(2)
+    expect(page.locator("#queue-title")).to_have_text(
+        "Queued (2): each runs when the turn before it ends."
+    )
+    expect(streaming).to_contain_text("5 ")  # still streaming, below the last user message
+    expect(user_messages).to_have_count(2)
+    expect(user_messages.last).to_contain_text("/slow 60")
     page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-running.png"))
     page.get_by_role("button", name="Remove queued message: second queued").click()
     expect(queue).to_have_count(1)
     expect(queue.first).to_contain_text("first queued")
 
-    # Esc interrupts: the turn ends cancelled, the queue pauses, the partial reply shows once.
+    # Esc interrupts: the turn ends cancelled, the queue pauses, the partial reply shows once,
+    # and the page says what a send does now.
     composer.press("Escape")
     expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_be_visible()
     expect(page.locator("#conv-status")).to_have_text("paused")
@@ -254,13 +262,24 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(agent_messages).to_have_count(2)
     expect(agent_messages.nth(1)).to_contain_text("1 2 3")
     expect(queue).to_have_count(1)
+    expect(page.locator("#queue-title")).to_have_text(
+        "Interrupted. The queue is paused: Resume, or send a message, to run the 1 queued."
+    )
 
-    # Resume: the queued message runs.
-    page.get_by_role("button", name="Resume").click()
-    expect(agent_messages).to_have_count(3)
+    # A message sent now resumes the queue: the queued one runs first, then the new one, each
+    # shown where its turn starts.
+    composer.fill("/echo sent while paused")
+    composer.press("Enter")
+    expect(agent_messages).to_have_count(4)
     expect(agent_messages.nth(2)).to_contain_text("first queued")
+    expect(agent_messages.nth(3)).to_contain_text("sent while paused")
     expect(page.locator("#queue")).to_be_hidden()
     expect(page.locator("#conv-status")).to_have_text("idle")
+    texts = page.locator("#events li.msg").all_inner_texts()
+    firsts = [i for i, t in enumerate(texts) if "first queued" in t]
+    pauses = [i for i, t in enumerate(texts) if "sent while paused" in t]
+    assert len(firsts) == 2 and len(pauses) == 2, texts  # each: the message, then its reply
+    assert firsts[0] + 1 == firsts[1] < pauses[0] and pauses[0] + 1 == pauses[1], texts
 
     # The Interrupt button does what Esc does; Resume with nothing queued just unpauses.
     interrupt = page.get_by_role("button", name="Interrupt")
@@ -271,7 +290,10 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     interrupt.click()
     expect(page.locator("#events li.meta.warn", has_text="cancelled")).to_have_count(2)
     expect(page.locator("#conv-status")).to_have_text("paused")
-    expect(agent_messages).to_have_count(4)
+    expect(agent_messages).to_have_count(5)
+    expect(page.locator("#queue-title")).to_have_text(
+        "Interrupted. The queue is paused. Nothing is queued: a message you send runs at once."
+    )
     page.get_by_role("button", name="Resume").click()
     expect(page.locator("#conv-status")).to_have_text("idle")
 
@@ -284,7 +306,7 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     card.get_by_role("button", name=re.compile("^Allow")).click()
     expect(card).to_have_class(re.compile("settled"))
     expect(card.locator(".deadline")).to_contain_text("answered: Allow")
-    expect(agent_messages).to_have_count(5)
+    expect(agent_messages).to_have_count(6)
     expect(page.locator("#conv-status")).to_have_text("idle")
 
     # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
@@ -293,13 +315,18 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
     composer.fill("/echo after the restart")
     composer.press("Enter")
-    expect(agent_messages).to_have_count(6)
-    expect(agent_messages.nth(5)).to_contain_text("after the restart")
+    expect(agent_messages).to_have_count(7)
+    expect(agent_messages.nth(6)).to_contain_text("after the restart")
     expect(page.locator("#conv-status")).to_have_text("idle")
     expect(page.locator("#queue")).to_be_hidden()
     seqs = _seqs(page)
     assert seqs[: len(seqs_before)] == seqs_before
-    assert seqs == sorted(set(seqs)), "an event was shown twice or out of order"
+    assert len(seqs) == len(set(seqs)), "an event was shown twice"
+    # In seq order, except that a message shows where its turn started (after what ran
+    # before it): the other events alone are in order.
+    others = [int(s) for s in page.eval_on_selector_all(
+        "#events li[data-seq]:not(.user)", "els => els.map(e => e.dataset.seq)")]  # fmt: skip
+    assert others == sorted(others), "an event was shown out of order"
 
 
 def _seqs(page: Page) -> list[int]:
