@@ -177,9 +177,10 @@ def test_good_values_load() -> None:
 
 
 def test_readme_example_config_loads() -> None:
-    """The README's example config is valid (and so stays in step with the code)."""
+    """The README's example configs are valid (and so stay in step with the code)."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    start = readme.index("```toml\n") + len("```toml\n")
-    example = readme[start : readme.index("```", start)]
-    cfg = parse_config(example, source="README.md")
-    assert "claude" in cfg.all_agents({})
+    examples = [block.partition("```")[0] for block in readme.split("```toml\n")[1:]]
+    assert len(examples) >= 2  # the dashboard's, the configuration's
+    for example in examples:
+        cfg = parse_config(example, source="README.md")
+        assert "claude" in cfg.all_agents({})

@@ -76,6 +76,7 @@ class FakeEngine:
     calls: list[tuple[object, ...]] = attrs.field(factory=list)
     gates: dict[str, trio.Event] = attrs.field(factory=dict)  # method -> wait before answering
     failures: dict[str, Exception] = attrs.field(factory=dict)  # method -> raise this
+    queues: dict[str, list[tuple[int, str]]] = attrs.field(factory=dict)  # else [(7, "later")]
 
     def add(self, conv_id: str, n_events: int = 0) -> ConversationInfo:
         t0 = "2025-01-01T00:00:00Z"
@@ -173,7 +174,7 @@ class FakeEngine:
 
     async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
         await self._enter("queue", conv_id)
-        return [(7, "later")]
+        return self.queues.get(conv_id, [(7, "later")])
 
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._enter("remove", conv_id, seq)

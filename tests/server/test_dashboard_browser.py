@@ -278,8 +278,8 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     texts = page.locator("#events li.msg").all_inner_texts()
     firsts = [i for i, t in enumerate(texts) if "first queued" in t]
     pauses = [i for i, t in enumerate(texts) if "sent while paused" in t]
-    assert len(firsts) == 2 and len(pauses) == 2, texts  # each: the message, then its reply
-    assert firsts[0] + 1 == firsts[1] < pauses[0] and pauses[0] + 1 == pauses[1], texts
+    assert (len(firsts), len(pauses)) == (2, 2), texts  # each: the message, then its reply
+    assert (firsts[1], pauses[0], pauses[1]) == (firsts[0] + 1, firsts[1] + 1, pauses[0] + 1), texts
 
     # The Interrupt button does what Esc does; Resume with nothing queued just unpauses.
     interrupt = page.get_by_role("button", name="Interrupt")
