@@ -11,11 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import pytest
 import trio
 
+from daemon.config import DashboardExposure
+from daemon.server.dashboard import serve_dashboard
+from daemon.server.dispatch import DaemonInfo, Dispatcher
 from tests.fakes.engine import FakeEngine
 from tests.server.test_dashboard_browser import (
     ARTIFACTS,
@@ -27,8 +32,6 @@ from tests.server.test_dashboard_browser import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from playwright.sync_api import Page
 
 PHONE = {"width": 390, "height": 844}
@@ -332,3 +335,39 @@ def _replay(link: str) -> None:
         texts = page.locator("#events > li:visible").all_inner_texts()
         first = next(t for t in texts if "queued meanwhile" in t or "the reply" in t)
         assert first.startswith("you")
+
+
+async def test_the_page_over_https(tmp_path: Path) -> None:
+    """Served with a certificate, the page connects its websocket by wss:// (allowed by its
+    CSP) and is a secure context, so notifications may be turned on."""
+    _require_browser()
+    trustme = pytest.importorskip("trustme", reason="a test dependency: pip install -e '.[test]'")
+    leaf = trustme.CA().issue_cert("box.test", "127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    exposure = DashboardExposure(tls_cert=cert, tls_key=key)
+    engine = FakeEngine()
+    engine.convs["conv0001"] = msgspec.structs.replace(engine.add("conv0001"), title="Secure")
+    dispatcher = Dispatcher(engine, DaemonInfo(tmp_path, "0", 0.0))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(5):
+            url = await nursery.start(
+                partial(serve_dashboard, exposure=exposure), "127.0.0.1:0", dispatcher, tmp_path
+            )
+        assert url.startswith("https://127.0.0.1:")
+        token = (tmp_path / "dashboard.token").read_text().strip()
+        await trio.to_thread.run_sync(_secure, f"{url}#c=conv0001&token={token}")
+        nursery.cancel_scope.cancel()
+
+
+def _secure(link: str) -> None:
+    from playwright.sync_api import expect
+
+    # The test's CA is not the browser's: its certificate errors are waved through here.
+    with _page(ignore_https_errors=True) as page:
+        page.goto(link)
+        expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+        expect(page.locator("#conv-title")).to_have_text("Secure")
+        assert page.evaluate("window.isSecureContext") is True
+        expect(page.get_by_role("button", name="Notify me")).to_be_enabled()
