@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio_websocket
+import trustme
 
 from daemon.config import ConfigError, DashboardExposure, parse_config
 from daemon.server.dashboard import TOKEN_FILE, serve_dashboard
@@ -25,8 +26,6 @@ from daemon.server.serve import serve_main
 from daemon.server.unix import ListenError
 from tests.fakes.engine import FakeEngine
 from tests.server.test_dashboard import auth, get, http, upgrade
-
-trustme = pytest.importorskip("trustme", reason="a test dependency: pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="module")

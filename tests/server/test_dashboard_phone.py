@@ -149,7 +149,9 @@ def _phone(link: str, engine: FakeEngine) -> None:
         expect(conv_view).to_be_hidden()
         _no_sideways_scroll(page)
         item = items.first.get_by_role("button")
-        assert (item.bounding_box() or {}).get("height", 0) >= 44
+        box = item.bounding_box()
+        assert box is not None
+        assert box["height"] >= 44
 
         item.tap()
         expect(page.locator("#conv-title")).to_contain_text("Conversation 1")
