@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final, Protocol
 
@@ -31,7 +31,7 @@ from daemon.agents._process import (
     printable,
     signal_group,
 )
-from daemon.agents.peer import AgentExited, AgentPeer, RequestHandler, UpdateHandler
+from daemon.agents.peer import AgentExited, AgentPeer, PeerHandlers
 from daemon.version import acpd_version
 from protocol import acp
 from protocol.framing import LineSplitter
@@ -43,6 +43,7 @@ __all__ = [
     "AgentSpec",
     "AgentStartError",
     "Launcher",
+    "PeerHandlers",
     "agent_env",
     "connect_agent",
     "open_agent",
@@ -87,13 +88,7 @@ class Launcher(Protocol):
     production, an in-process fake in tests. Leaving the block stops the agent."""
 
     def __call__(
-        self,
-        spec: AgentSpec,
-        *,
-        on_update: UpdateHandler,
-        on_request: RequestHandler,
-        on_batch_end: Callable[[], None],
-        wait_for_space: Callable[[], Awaitable[None]],
+        self, spec: AgentSpec, handlers: PeerHandlers
     ) -> AbstractAsyncContextManager[AgentConnection]: ...
 
 
@@ -330,16 +325,14 @@ async def _wait_group_gone(pgid: int) -> None:
 @asynccontextmanager
 async def open_agent(
     spec: AgentSpec,
+    handlers: PeerHandlers,
     *,
-    on_update: UpdateHandler,
-    on_request: RequestHandler | None = None,
-    on_batch_end: Callable[[], None] | None = None,
-    wait_for_space: Callable[[], Awaitable[None]] | None = None,
     on_spawn: Callable[[trio.Process], None] | None = None,
     stop_grace: float = 2.0,
     log: logging.Logger | None = None,
 ) -> AsyncIterator[AgentConnection]:
-    """Spawn `spec` and initialize it; stop it (whole process group) on exit.
+    """Spawn `spec` and initialize it; stop it (whole process group) on exit. `handlers` are
+    the peer's (`AgentPeer`).
 
     `on_spawn(process)` runs right after the spawn, before `initialize`: the moment from which
     the group exists and must be accounted for (orphans.py records it then).
@@ -380,14 +373,7 @@ async def open_agent(
     assert proc.stderr is not None
     if on_spawn is not None:
         on_spawn(proc)
-    peer = AgentPeer(
-        proc.stdio,
-        on_update=on_update,
-        on_request=on_request,
-        on_batch_end=on_batch_end,
-        wait_for_space=wait_for_space,
-        log=log or logging.getLogger(f"acpd.peer.{spec.name}"),
-    )
+    peer = _peer(proc.stdio, handlers, log or logging.getLogger(f"acpd.peer.{spec.name}"))
     hosting = AgentConnection.hosting(
         peer, process=proc, stderr=proc.stderr, name=spec.name, stop_grace=stop_grace
     )
@@ -404,23 +390,24 @@ async def open_agent(
 @asynccontextmanager
 async def connect_agent(
     stream: trio.abc.Stream,
+    handlers: PeerHandlers,
     *,
-    on_update: UpdateHandler,
-    on_request: RequestHandler | None = None,
-    on_batch_end: Callable[[], None] | None = None,
-    wait_for_space: Callable[[], Awaitable[None]] | None = None,
     name: str = "agent",
     log: logging.Logger | None = None,
 ) -> AsyncIterator[AgentConnection]:
     """`open_agent` over an existing stream (in-process fakes); `process` is None, and
     stopping closes the stream."""
-    peer = AgentPeer(
+    async with AgentConnection.hosting(_peer(stream, handlers, log), name=name) as conn:
+        yield conn
+
+
+def _peer(stream: trio.abc.Stream, h: PeerHandlers, log: logging.Logger | None) -> AgentPeer:
+    return AgentPeer(
         stream,
-        on_update=on_update,
-        on_request=on_request,
-        on_batch_end=on_batch_end,
-        wait_for_space=wait_for_space,
+        on_update=h.on_update,
+        on_request=h.on_request,
+        on_batch_end=h.on_batch_end,
+        wait_for_space=h.wait_for_space,
+        on_dropped=h.on_dropped,
         log=log,
     )
-    async with AgentConnection.hosting(peer, name=name) as conn:
-        yield conn

@@ -12,17 +12,21 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
-import msgspec
 import trio
 
-from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, open_agent
+from daemon.agents.connection import (
+    AgentConnection,
+    AgentSpec,
+    Launcher,
+    PeerHandlers,
+    open_agent,
+)
 from daemon.config import Config
-from protocol.acp import SessionUpdate
 
 __all__ = ["AgentTracker", "process_start_time"]
 
@@ -120,14 +124,7 @@ class AgentTracker:
         tracker = self
 
         @asynccontextmanager
-        async def launch(
-            spec: AgentSpec,
-            *,
-            on_update: Callable[[str, SessionUpdate], None],
-            on_request: Callable[[str, msgspec.Raw], Awaitable[object]],
-            on_batch_end: Callable[[], None],
-            wait_for_space: Callable[[], Awaitable[None]],
-        ) -> AsyncIterator[AgentConnection]:
+        async def launch(spec: AgentSpec, handlers: PeerHandlers) -> AsyncIterator[AgentConnection]:
             path: Path | None = None
 
             def spawned(proc: trio.Process) -> None:
@@ -142,10 +139,7 @@ class AgentTracker:
             try:
                 async with open_agent(
                     spec,
-                    on_update=on_update,
-                    on_request=on_request,
-                    on_batch_end=on_batch_end,
-                    wait_for_space=wait_for_space,
+                    handlers,
                     on_spawn=spawned,
                     stop_grace=config().stop_grace,
                 ) as conn:

@@ -21,10 +21,11 @@ import msgspec
 import trio
 
 from protocol import acp
-from protocol.framing import LineSplitter
+from protocol.framing import DroppedLine, LineSplitter
 from protocol.jsonrpc import (
     BUSY,
     INTERNAL_ERROR,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     REQUEST_CANCELLED,
     Envelope,
@@ -39,8 +40,17 @@ from protocol.jsonrpc import (
     decode_result,
     encode_line,
 )
+from protocol.peek import peek_message
 
-__all__ = ["DEFAULT_MAX_LINE", "MAX_SERVING", "AgentExited", "AgentPeer", "PeerStats"]
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "MAX_SERVING",
+    "AgentExited",
+    "AgentPeer",
+    "DroppedMessage",
+    "PeerHandlers",
+    "PeerStats",
+]
 
 T = TypeVar("T")
 
@@ -58,6 +68,31 @@ LOUD_ERRORS: Final = 10
 UpdateHandler = Callable[[str, acp.SessionUpdate], None]
 RequestHandler = Callable[[str, msgspec.Raw], Awaitable[object]]
 NotificationHandler = Callable[[str, msgspec.Raw], None]
+
+
+@attrs.frozen
+class DroppedMessage:
+    """A line from the peer dropped for its length: what it seemed to be (`protocol.peek`)."""
+
+    size: int  # bytes
+    limit: int  # the cap it was over
+    kind: str  # response | request | notification | unknown
+    method: str | None  # of a request or notification, if it could be read
+    failed_request: str | None  # the method of our request this failed, if it answered one
+
+
+DroppedHandler = Callable[[DroppedMessage], None]
+
+
+@attrs.frozen
+class PeerHandlers:
+    """What a peer's owner hears from it (see `AgentPeer` for when each is called)."""
+
+    on_update: UpdateHandler
+    on_request: RequestHandler | None = None
+    on_batch_end: Callable[[], None] | None = None
+    wait_for_space: Callable[[], Awaitable[None]] | None = None
+    on_dropped: DroppedHandler | None = None
 
 
 class AgentExited(Exception):
@@ -97,6 +132,10 @@ class AgentPeer:
     `wait_for_space()`, if given, is awaited after each batch's callbacks: a consumer that
     falls behind makes the read loop wait, so the peer's writes block (back-pressure).
 
+    A line over `max_line` is dropped, but not silently: `on_dropped(DroppedMessage)` says what
+    it seemed to be; if it answered one of our requests, that request fails at once (-32603,
+    saying so) rather than waiting for ever; if it asked something, it is refused (-32600).
+
     Resource handling: `run()` owns the nursery of request tasks and returns at end of
     stream; every `request()` still waiting then raises `AgentExited`, and handler tasks are
     cancelled. `aclose()` closes the stream, which ends `run()`.
@@ -117,6 +156,7 @@ class AgentPeer:
         on_batch_end: Callable[[], None] | None = None,
         on_request_received: Callable[[str, msgspec.Raw], None] | None = None,
         wait_for_space: Callable[[], Awaitable[None]] | None = None,
+        on_dropped: DroppedHandler | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
     ) -> None:
@@ -129,7 +169,9 @@ class AgentPeer:
         self._on_notification = on_notification
         self._on_batch_end = on_batch_end
         self._wait_for_space = wait_for_space
-        self._refused: list[RequestId] = []  # over MAX_SERVING: answered after the batch
+        self._on_dropped = on_dropped
+        # Requests refused in the read loop, answered (with these errors) after the batch.
+        self._refused: list[tuple[RequestId, RpcError]] = []
         self._splitter = LineSplitter(max_line)
         self._log = log or logging.getLogger("acpd.peer")
         self.stats = PeerStats()
@@ -138,6 +180,7 @@ class AgentPeer:
         # Called in the read loop when the response to our request arrives, before any later
         # line is dispatched (the waiter itself runs later): see `request(on_answer=)`.
         self._on_answer: dict[int, Callable[[], None]] = {}
+        self._methods: dict[int, str] = {}  # of our pending requests, for messages
         self._serving: dict[RequestId, trio.CancelScope] = {}
         self._send_lock = trio.StrictFIFOLock()
         self._write_broken = False
@@ -181,6 +224,7 @@ class AgentPeer:
             raise AgentExited(f"agent connection closed; cannot send {method}")
         send, recv = trio.open_memory_channel[Envelope](1)
         self._pending[req_id] = send
+        self._methods[req_id] = method
         if on_answer is not None:
             self._on_answer[req_id] = on_answer
         try:
@@ -191,6 +235,7 @@ class AgentPeer:
                 raise AgentExited(f"agent exited before answering {method}") from None
         finally:
             self._pending.pop(req_id, None)
+            self._methods.pop(req_id, None)
             self._on_answer.pop(req_id, None)
             recv.close()
         if isinstance(env.error, RpcError):
@@ -267,15 +312,18 @@ class AgentPeer:
                 last = splitter.flush()
                 if last is not None:
                     self._dispatch_batch([last])
+                for dropped in splitter.take_dropped():
+                    self._dropped(dropped)
                 return
             lines = splitter.feed(data)
-            if splitter.oversized != self.stats.oversized:
-                self.stats.oversized = splitter.oversized
-                self._complain("dropped a line over %d bytes", splitter.max_line)
             if lines:
                 self._dispatch_batch(lines)
+            if splitter.oversized != self.stats.oversized:
+                self.stats.oversized = splitter.oversized
+                for dropped in splitter.take_dropped():
+                    self._dropped(dropped)
             while self._refused:
-                await self._refuse(self._refused.pop(0))
+                await self._refuse(*self._refused.pop(0))
             if self._wait_for_space is not None:
                 await self._wait_for_space()
 
@@ -373,7 +421,10 @@ class AgentPeer:
         assert self._nursery is not None  # only called from the read loop, inside run()
         if len(self._serving) >= MAX_SERVING:
             self.stats.requests_refused += 1
-            self._refused.append(req_id)
+            if self.stats.requests_refused <= LOUD_ERRORS:
+                self._log.warning("refused a request: %d already being served", MAX_SERVING)
+            error = RpcError(BUSY, f"busy: {MAX_SERVING} requests already being served")
+            self._refused.append((req_id, error))
             return
         if self._on_request_received is not None:
             try:
@@ -413,10 +464,7 @@ class AgentPeer:
         except AgentExited:
             pass
 
-    async def _refuse(self, req_id: RequestId) -> None:
-        if self.stats.requests_refused <= LOUD_ERRORS:
-            self._log.warning("refused a request: %d already being served", MAX_SERVING)
-        error = RpcError(BUSY, f"busy: {MAX_SERVING} requests already being served")
+    async def _refuse(self, req_id: RequestId, error: RpcError) -> None:
         try:
             await self._write(encode_line(ErrorResponse(id=req_id, error=error)))
         except AgentExited:
@@ -433,6 +481,29 @@ class AgentPeer:
             scope.cancel(reason="$/cancel_request")
 
     # --- bad input ----------------------------------------------------------------------------
+
+    def _dropped(self, line: DroppedLine) -> None:
+        """A line over the cap: say what it was, and end what waits on it."""
+        peek = peek_message(line.head, line.tail)
+        cap = self._splitter.max_line
+        self._complain(
+            "dropped a %s line of %d bytes (over %d)", peek.method or peek.kind, line.size, cap
+        )
+        failed = None
+        rid = peek.id
+        if peek.kind == "response" and isinstance(rid, int) and rid in self._pending:
+            failed = self._methods.get(rid, "a request")
+            why = f"the agent's answer was {line.size} bytes, over the {cap}-byte limit: dropped"
+            self._response(Envelope(jsonrpc="2.0", id=rid, error=RpcError(INTERNAL_ERROR, why)))
+        elif peek.kind == "request" and rid is not None and rid not in self._serving:
+            why = f"request of {line.size} bytes is over the {cap}-byte limit"
+            self._refused.append((rid, RpcError(INVALID_REQUEST, why)))
+        if self._on_dropped is not None:
+            note = DroppedMessage(line.size, cap, peek.kind, peek.method, failed)
+            try:
+                self._on_dropped(note)
+            except Exception:
+                self._callback_failed("on_dropped")
 
     def _malformed(self, why: str, line: bytes) -> None:
         self.stats.malformed += 1

@@ -31,13 +31,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import attrs
-import msgspec
 import trio
 
-from daemon.agents.connection import AgentConnection, AgentSpec, AgentStartError, Launcher
+from daemon.agents.connection import (
+    AgentConnection,
+    AgentSpec,
+    AgentStartError,
+    Launcher,
+    PeerHandlers,
+)
 from daemon.config import Config
 from daemon.engine.eventlog import EventLog
-from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import RpcFailure
 from store import ConversationRecord
@@ -105,10 +109,7 @@ class AgentSlot:
     _launcher: Launcher
     _config: Callable[[], Config]
     # The read loop's handlers: the supervisor routes them to the running turn.
-    _on_update: Callable[[str, acp.SessionUpdate], None]
-    _on_request: Callable[[str, msgspec.Raw], Awaitable[object]]
-    _on_batch_end: Callable[[], None]
-    _wait_for_space: Callable[[], Awaitable[None]]
+    _handlers: PeerHandlers
     # The `agent_restarted` reason if a stored session is resumed: what the previous
     # supervisor of this conversation left ("daemon_restarted" if none did).
     restart_reason: str = "daemon_restarted"
@@ -239,13 +240,7 @@ class AgentSlot:
     async def _run_agent(
         self, record: ConversationRecord, *, task_status: trio.TaskStatus[_Agent]
     ) -> None:
-        launch = self._launcher(
-            self._spec(record),
-            on_update=self._on_update,
-            on_request=self._on_request,
-            on_batch_end=self._on_batch_end,
-            wait_for_space=self._wait_for_space,
-        )
+        launch = self._launcher(self._spec(record), self._handlers)
         agent: _Agent | None = None
         try:
             async with launch as conn, trio.open_nursery() as nursery:

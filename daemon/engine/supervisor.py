@@ -28,7 +28,8 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agents.connection import Launcher
+from daemon.agents.connection import Launcher, PeerHandlers
+from daemon.agents.peer import DroppedMessage
 from daemon.config import Config
 from daemon.engine.eventlog import EventLog, LogClosed, close_dead_turn
 from daemon.engine.fanout import Fanout
@@ -115,10 +116,13 @@ class Conversation:
             self.log,
             self._launcher,
             lambda: self.config,
-            on_update=self.on_update,
-            on_request=self.on_request,
-            on_batch_end=self.on_batch_end,
-            wait_for_space=self._recorder.wait_for_space,
+            PeerHandlers(
+                on_update=self.on_update,
+                on_request=self.on_request,
+                on_batch_end=self.on_batch_end,
+                wait_for_space=self._recorder.wait_for_space,
+                on_dropped=self.on_dropped,
+            ),
             restart_reason=self._initial_restart_reason,
         )
         # Capacity 1: a full buffer already means "look at the store again".
@@ -450,6 +454,19 @@ class Conversation:
             return
         turn.counted()
         self._recorder.update(update, turn.prompt_seq)
+
+    def on_dropped(self, dropped: DroppedMessage) -> None:
+        """The agent wrote a line over the cap: say so, with how big it was."""
+        what = dropped.method or {"response": "an answer", "request": "a request"}.get(
+            dropped.kind, "output"
+        )
+        message = (
+            f"dropped {what} of {dropped.size / 2**20:.1f} MiB from the agent: over the "
+            f"{dropped.limit / 2**20:g} MiB limit of one message"
+        )
+        if dropped.failed_request:
+            message += f" (it answered {dropped.failed_request}, which fails)"
+        self._recorder.durable("error", ev.ErrorEvent(message=message))
 
     def on_batch_end(self) -> None:
         turn = self._turn

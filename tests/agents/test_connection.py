@@ -49,12 +49,7 @@ async def _connected(
     # A hang guard for the whole test, in virtual seconds (a cancel scope cannot bound only
     # the start-up: the connection's nursery opens inside it).
     with trio.fail_after(100):
-        async with connect_agent(
-            ours,
-            on_update=client.on_update,
-            on_request=client.on_request,
-            on_batch_end=client.on_batch_end,
-        ) as conn:
+        async with connect_agent(ours, client.handlers()) as conn:
             yield conn, agent
 
 
@@ -299,9 +294,7 @@ async def test_everything_we_send_is_schema_valid(
     agent.start(nursery)
     client = RecordingClient()
     with trio.fail_after(100):
-        async with connect_agent(
-            ours, on_update=client.on_update, on_request=client.on_request
-        ) as conn:
+        async with connect_agent(ours, client.handlers()) as conn:
             sid = (await conn.new_session("/w")).session_id
             await conn.load_session(sid, "/w")
             await conn.resume_session(sid, "/w")

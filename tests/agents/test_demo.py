@@ -17,7 +17,12 @@ import trio
 import trio.testing
 
 from daemon.agents import _demo_store
-from daemon.agents.connection import AgentConnection, AgentExited, connect_agent, open_agent
+from daemon.agents.connection import (
+    AgentConnection,
+    AgentExited,
+    connect_agent,
+    open_agent,
+)
 from daemon.agents.demo import DemoAgent
 from protocol import acp
 from protocol.framing import LineSplitter
@@ -30,12 +35,7 @@ from tests.protocol._schema import assert_valid_traffic
 @asynccontextmanager
 async def _demo(tmp_path: Path, client: RecordingClient) -> AsyncIterator[AgentConnection]:
     spec = demo_spec(tmp_path / "state", tmp_path)
-    async with open_agent(
-        spec,
-        on_update=client.on_update,
-        on_request=client.on_request,
-        on_batch_end=client.on_batch_end,
-    ) as conn:
+    async with open_agent(spec, client.handlers()) as conn:
         yield conn
 
 
@@ -222,7 +222,7 @@ async def test_cancel_while_the_prompt_is_being_saved(
     replies: list[acp.PromptResponse] = []
     with trio.fail_after(20):
         async with (
-            connect_agent(ours, on_update=client.on_update, on_request=client.on_request) as conn,
+            connect_agent(ours, client.handlers()) as conn,
             trio.open_nursery() as inner,
         ):
             sid = (await conn.new_session(str(tmp_path))).session_id

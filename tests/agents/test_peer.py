@@ -12,7 +12,13 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.agents.peer import MAX_SERVING, WRITE_BOUND, AgentExited, AgentPeer
+from daemon.agents.peer import (
+    MAX_SERVING,
+    WRITE_BOUND,
+    AgentExited,
+    AgentPeer,
+    DroppedMessage,
+)
 from protocol import acp
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import BUSY, InvalidResult, RpcFailure
@@ -630,3 +636,53 @@ async def test_the_read_loop_waits_for_space_once_per_batch(
     await blocked.wait()
     await trio.testing.wait_all_tasks_blocked()
     assert seen.texts() == ["one", "two"]
+
+
+@hang_guard()
+async def test_an_oversized_answer_fails_its_request_at_once(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    dropped: list[DroppedMessage] = []
+    peer, far = await _open(nursery, seen, max_line=1000, on_dropped=dropped.append)
+    params = acp.PromptRequest(session_id="s1", prompt=[acp.TextContent(text="hi")])
+    call = _call(nursery, lambda: peer.request("session/prompt", params, acp.PromptResponse))
+    assert (await far.recv())["id"] == 0
+    huge = {"jsonrpc": "2.0", "id": 0, "result": {"stopReason": "end_turn", "x": "y" * 5000}}
+    await far.send(huge, _chunk("s1", "after"))
+    with pytest.raises(RpcFailure) as info:
+        await call.wait()  # not a hang: the answer came, and was too big to read
+    assert "over the 1000-byte limit" in info.value.message
+    (note,) = dropped
+    assert (note.kind, note.failed_request, note.limit) == ("response", "session/prompt", 1000)
+    assert note.size > 5000
+    assert seen.texts() == ["after"]  # the stream goes on
+    assert peer.stats.oversized == 1
+
+
+@hang_guard()
+async def test_oversized_requests_are_refused_and_notifications_reported(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    dropped: list[DroppedMessage] = []
+
+    async def on_request(method: str, raw: msgspec.Raw) -> object:
+        raise AssertionError("an oversized request must never be served")
+
+    _, far = await _open(nursery, seen, on_request, max_line=1000, on_dropped=dropped.append)
+    ask = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "session/request_permission",
+        "params": {"p": "q" * 3000},
+    }
+    await far.send(ask)
+    refusal = await far.recv()
+    assert refusal["id"] == 5
+    assert refusal["error"]["code"] == -32600
+    await far.send(_chunk("s1", "z" * 3000), _chunk("s1", "small"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [(d.kind, d.method) for d in dropped] == [
+        ("request", "session/request_permission"),
+        ("notification", "session/update"),
+    ]
+    assert seen.texts() == ["small"]

@@ -16,10 +16,18 @@ import trio
 
 from daemon.agents import _process as _agentproc
 from daemon.agents._process import group_alive
-from daemon.agents.connection import AgentExited, AgentSpec, AgentStartError, open_agent
+from daemon.agents.connection import (
+    AgentExited,
+    AgentSpec,
+    AgentStartError,
+    PeerHandlers,
+    open_agent,
+)
 from tests.fakes.client import RecordingClient, demo_spec
 
 pytestmark = pytest.mark.subprocess
+
+_IGNORE = PeerHandlers(on_update=lambda s, u: None)  # these tests look at processes
 
 
 def _alive(pid: int) -> bool:
@@ -38,17 +46,17 @@ def _alive(pid: int) -> bool:
 async def test_missing_binary(tmp_path: Path) -> None:
     spec = AgentSpec("nope", ("/nonexistent/agent-binary", "--acp"), str(tmp_path))
     with trio.fail_after(10), pytest.raises(AgentStartError) as info:
-        async with open_agent(spec, on_update=lambda s, u: None):
+        async with open_agent(spec, _IGNORE):
             pytest.fail("must not start")
     msg = str(info.value)
     assert msg == "cannot start agent 'nope': command not found: /nonexistent/agent-binary"
     spec = AgentSpec("nope", (sys.executable,), str(tmp_path / "missing"))
     with trio.fail_after(10), pytest.raises(AgentStartError, match="no such working directory"):
-        async with open_agent(spec, on_update=lambda s, u: None):
+        async with open_agent(spec, _IGNORE):
             pytest.fail("must not start")
     spec = AgentSpec("nope", (str(tmp_path),), str(tmp_path))  # a directory: not executable
     with trio.fail_after(10), pytest.raises(AgentStartError, match="permission denied"):
-        async with open_agent(spec, on_update=lambda s, u: None):
+        async with open_agent(spec, _IGNORE):
             pytest.fail("must not start")
 
 
@@ -56,7 +64,7 @@ async def test_exit_during_initialize(tmp_path: Path) -> None:
     code = "import sys; sys.stderr.write('starting\\nboom: bad config\\n'); sys.exit(5)"
     spec = AgentSpec("bad", (sys.executable, "-c", code), str(tmp_path))
     with trio.fail_after(10), pytest.raises(AgentStartError) as info:
-        async with open_agent(spec, on_update=lambda s, u: None):
+        async with open_agent(spec, _IGNORE):
             pytest.fail("must not start")
     assert str(info.value) == "agent 'bad' exited during initialize (status 5): boom: bad config"
     assert info.value.stderr == "starting\nboom: bad config"
@@ -73,7 +81,7 @@ async def test_not_an_acp_agent(tmp_path: Path) -> None:
     """)
     spec = AgentSpec("odd", (sys.executable, "-c", code), str(tmp_path))
     with trio.fail_after(10), pytest.raises(AgentStartError, match="failed to initialize: what"):
-        async with open_agent(spec, on_update=lambda s, u: None):
+        async with open_agent(spec, _IGNORE):
             pytest.fail("must not start")
 
 
@@ -107,7 +115,7 @@ async def test_stop_kills_the_whole_group(tmp_path: Path, monkeypatch: pytest.Mo
     )
     grace = 0.5
     with trio.fail_after(20):
-        async with open_agent(spec, on_update=lambda s, u: None, stop_grace=grace) as conn:
+        async with open_agent(spec, _IGNORE, stop_grace=grace) as conn:
             info = json.loads(info_file.read_text())
             assert conn.process is not None
             assert info["pid"] == conn.process.pid
@@ -134,7 +142,7 @@ async def test_crash_mid_turn(tmp_path: Path) -> None:
     client = RecordingClient()
     spec = demo_spec(tmp_path / "demo", tmp_path)
     with trio.fail_after(20):
-        async with open_agent(spec, on_update=client.on_update) as conn:
+        async with open_agent(spec, PeerHandlers(on_update=client.on_update)) as conn:
             sid = (await conn.new_session(str(tmp_path))).session_id
             with pytest.raises(AgentExited):
                 await conn.prompt(sid, "/crash")
@@ -148,7 +156,7 @@ async def test_crash_mid_turn(tmp_path: Path) -> None:
 async def test_stop_is_prompt_for_a_well_behaved_agent(tmp_path: Path) -> None:
     spec = demo_spec(tmp_path / "demo", tmp_path)
     with trio.fail_after(20):
-        async with open_agent(spec, on_update=lambda s, u: None, stop_grace=5) as conn:
+        async with open_agent(spec, _IGNORE, stop_grace=5) as conn:
             start = trio.current_time()
             await conn.stop()
             await conn.stop()  # idempotent
@@ -183,7 +191,7 @@ async def test_exit_noticed_when_an_escaped_process_holds_stdout(tmp_path: Path)
     )
     try:
         with trio.fail_after(20):
-            async with open_agent(spec, on_update=lambda s, u: None) as conn:
+            async with open_agent(spec, _IGNORE) as conn:
                 sid = (await conn.new_session(str(tmp_path))).session_id
                 start = trio.current_time()
                 with pytest.raises(AgentExited):
@@ -205,7 +213,7 @@ async def test_agents_get_the_users_umask_not_the_daemons(
         code = "import os, sys; sys.stderr.write('umask %o\\n' % os.umask(0)); sys.exit(5)"
         spec = AgentSpec("mask", (sys.executable, "-c", code), str(tmp_path))
         with trio.fail_after(10), pytest.raises(AgentStartError) as info:
-            async with open_agent(spec, on_update=lambda s, u: None):
+            async with open_agent(spec, _IGNORE):
                 pytest.fail("must not start")
     finally:
         os.umask(old)

@@ -113,9 +113,7 @@ async def test_sdk_example_agent_full_turn(
     env = {"HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
     spec = AgentSpec("sdk-example", ("node", str(sdk_agent)), str(tmp_path), env)
     with trio.fail_after(30):
-        async with open_agent(
-            spec, on_update=client.on_update, on_request=client.on_request
-        ) as conn:
+        async with open_agent(spec, client.handlers()) as conn:
             assert conn.init.protocol_version == 1
             assert not conn.can_load
             sid = (await conn.new_session(str(tmp_path))).session_id

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
-import msgspec
 import trio
 import trio.testing
 
-from daemon.agents.connection import AgentConnection, AgentSpec, connect_agent
+from daemon.agents.connection import AgentConnection, AgentSpec, PeerHandlers, connect_agent
 from daemon.config import Config
 from daemon.engine.fanout import Subscription
 from daemon.engine.registry import Engine, open_engine
 from daemon.engine.supervisor import Conversation
 from protocol import acp
-from protocol.acp import SessionUpdate
 from tests.fakes.agent import FakeAgent, Step
 
 Event = dict[str, Any]
@@ -63,13 +61,7 @@ class Harness:
 
     @asynccontextmanager
     async def launch(
-        self,
-        spec: AgentSpec,
-        *,
-        on_update: Callable[[str, SessionUpdate], None],
-        on_request: Callable[[str, msgspec.Raw], Awaitable[object]],
-        on_batch_end: Callable[[], None],
-        wait_for_space: Callable[[], Awaitable[None]],
+        self, spec: AgentSpec, handlers: PeerHandlers
     ) -> AsyncIterator[AgentConnection]:
         self.launches += 1
         self.launch_times.append(trio.current_time())
@@ -90,13 +82,7 @@ class Harness:
         try:
             async with trio.open_nursery() as nursery:
                 agent.start(nursery)
-                async with connect_agent(
-                    ours,
-                    on_update=on_update,
-                    on_request=on_request,
-                    on_batch_end=on_batch_end,
-                    wait_for_space=wait_for_space,
-                ) as conn:
+                async with connect_agent(ours, handlers) as conn:
                     yield conn
                 nursery.cancel_scope.cancel()
         finally:

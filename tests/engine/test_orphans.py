@@ -15,6 +15,7 @@ from daemon.agents import orphans
 from daemon.agents._process import group_alive
 from daemon.agents.connection import AgentSpec, AgentStartError
 from daemon.agents.orphans import AgentTracker, process_start_time
+from daemon.agents.peer import PeerHandlers
 from daemon.config import Config
 from protocol import acp
 
@@ -40,13 +41,7 @@ async def test_the_group_is_recorded_before_initialize_answers(tmp_path: Path) -
 
     async def start() -> None:
         with pytest.raises(AgentStartError, match="exited during initialize"):
-            async with launch(
-                spec,
-                on_update=on_update,
-                on_request=on_request,
-                on_batch_end=lambda: None,
-                wait_for_space=trio.lowlevel.checkpoint,
-            ):
+            async with launch(spec, PeerHandlers(on_update=on_update, on_request=on_request)):
                 pass
 
     with trio.fail_after(20):

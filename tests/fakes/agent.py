@@ -7,7 +7,7 @@ agent side of an `AgentPeer`), so it runs under `autojump_clock` and tests contr
     agent = FakeAgent(theirs, load_session=True)
     agent.script(Chunk("hel"), Chunk("lo"), WaitForCancel())   # the next prompt's turn
     agent.start(nursery)                                        # or: nursery.start_soon(agent.run)
-    async with connect_agent(ours, on_update=...) as conn: ...
+    async with connect_agent(ours, PeerHandlers(on_update=...)) as conn: ...
     await agent.wait_for("session/cancel")
 
 What it answers:

@@ -11,7 +11,7 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agents.connection import AgentSpec
+from daemon.agents.connection import AgentSpec, PeerHandlers
 from protocol import acp
 from protocol.jsonrpc import METHOD_NOT_FOUND, RpcFailure
 
@@ -30,6 +30,11 @@ class RecordingClient:
     asked: list[acp.RequestPermissionRequest] = attrs.field(factory=list)
     asked_event: trio.Event = attrs.field(factory=trio.Event)
     _changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def handlers(self) -> PeerHandlers:
+        return PeerHandlers(
+            on_update=self.on_update, on_request=self.on_request, on_batch_end=self.on_batch_end
+        )
 
     def on_update(self, sid: str, update: acp.SessionUpdate) -> None:
         self.updates.append((sid, update))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.framing import LineSplitter
+from protocol.framing import KEPT_ENDS, DroppedLine, LineSplitter
 
 
 def test_splits_and_keeps_partial() -> None:
@@ -43,6 +43,12 @@ def test_any_chunking_gives_the_same_lines(lines: list[bytes], cuts: list[int], 
     expected = [line for line in lines if line and len(line) <= cap]
     assert got == expected
     assert s.oversized == sum(1 for line in lines if len(line) > cap)
+    # Each dropped line is reported once its end is seen, with its size and its two ends.
+    too_long = [line for line in lines if len(line) > cap]
+    assert s.take_dropped() == [
+        DroppedLine(len(line), line[:KEPT_ENDS], line[-KEPT_ENDS:]) for line in too_long
+    ]
+    assert s.take_dropped() == []
 
 
 @given(
@@ -100,3 +106,21 @@ def test_discarding_spans_feeds_until_the_newline() -> None:
 def test_max_line_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         LineSplitter(max_line=0)
+
+
+def test_a_dropped_line_keeps_its_ends_and_size_not_its_body() -> None:
+    s = LineSplitter(max_line=10_000)
+    body = b"H" * 5000 + b"x" * 100_000 + b"T" * 5000
+    for i in range(0, len(body), 3000):
+        assert s.feed(body[i : i + 3000]) == []
+        assert s.buffered <= 10_001
+    assert s.take_dropped() == []  # not ended yet
+    assert s.feed(b"\r\nnext\n") == [b"next"]
+    (dropped,) = s.take_dropped()
+    assert dropped.size == len(body)
+    assert dropped.head == b"H" * KEPT_ENDS
+    assert dropped.tail == b"T" * KEPT_ENDS
+    # Cut off by the end of the stream: reported at flush.
+    s.feed(b"y" * 20_000)
+    assert s.flush() is None
+    assert [d.size for d in s.take_dropped()] == [20_000]
