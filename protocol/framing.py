@@ -62,6 +62,11 @@ class LineSplitter:
         """Bytes held for an unfinished line."""
         return len(self._buf)
 
+    @property
+    def has_dropped(self) -> bool:
+        """Whether `take_dropped` has something (cheap: asked after every read)."""
+        return bool(self._dropped)
+
     def take_dropped(self) -> list[DroppedLine]:
         """The lines dropped since the last call (only those whose end has been seen)."""
         out, self._dropped = self._dropped, []

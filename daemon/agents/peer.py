@@ -318,8 +318,7 @@ class AgentPeer:
             lines = splitter.feed(data)
             if lines:
                 self._dispatch_batch(lines)
-            if splitter.oversized != self.stats.oversized:
-                self.stats.oversized = splitter.oversized
+            if splitter.has_dropped:
                 for dropped in splitter.take_dropped():
                     self._dropped(dropped)
             while self._refused:
@@ -484,6 +483,7 @@ class AgentPeer:
 
     def _dropped(self, line: DroppedLine) -> None:
         """A line over the cap: say what it was, and end what waits on it."""
+        self.stats.oversized += 1
         peek = peek_message(line.head, line.tail)
         cap = self._splitter.max_line
         self._complain(
