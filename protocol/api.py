@@ -76,7 +76,7 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     agent: str
     cwd: str
-    status: str  # idle | running | paused | failed
+    status: str  # idle | starting | running | paused | failed
     created_at: str  # RFC 3339 UTC
     updated_at: str
     last_seq: int
@@ -85,6 +85,8 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     # Requests from the agent waiting for a person's answer (permission requests): what the
     # dashboard counts in its title and notifies about.
     open_requests: int = 0
+    # While `starting` after recent crashes: when the next start begins (RFC 3339 UTC).
+    retry_at: str | None = None
 
 
 # --- notifications on a subscription -----------------------------------------------------------

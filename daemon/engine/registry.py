@@ -162,10 +162,13 @@ class Engine:
         conv = self._live.get(rec.id)
         # `queued` is the store's: every write to the queue keeps it exact.
         status, last_seq, live, asks = rec.status, rec.last_seq, False, 0
+        retry_at: str | None = None
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.last_seq)
             asks = conv.permissions.waiting  # only a live conversation can be asked anything
+            if (at := conv.slot.retry_at) is not None and status == "starting":
+                retry_at = ev.rfc3339(at)
         return ConversationInfo(
             id=rec.id,
             title=rec.title,
@@ -178,6 +181,7 @@ class Engine:
             queued=rec.queued,
             live=live,
             open_requests=asks,
+            retry_at=retry_at,
         )
 
     async def _record(self, conv_id: str) -> ConversationRecord:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -110,6 +111,8 @@ class AgentSlot:
     _config: Callable[[], Config]
     # The read loop's handlers: the supervisor routes them to the running turn.
     _handlers: PeerHandlers
+    # Awaited when the agent exits by itself with no turn running (after its error event).
+    _on_idle_crash: Callable[[], Awaitable[None]]
     # The `agent_restarted` reason if a stored session is resumed: what the previous
     # supervisor of this conversation left ("daemon_restarted" if none did).
     restart_reason: str = "daemon_restarted"
@@ -122,12 +125,18 @@ class AgentSlot:
     _crashes: collections.deque[float] = attrs.field(factory=collections.deque)
     _starts: int = 0
     _idle_since: float = float("inf")
+    _retry_at: float | None = None  # wall-clock time a backed-off start begins
 
     # --- queries ----------------------------------------------------------------------------
 
     @property
     def state(self) -> SlotState:
         return self._state
+
+    @property
+    def retry_at(self) -> float | None:
+        """While STARTING after recent crashes: when (wall clock) the next start begins."""
+        return self._retry_at
 
     @property
     def live(self) -> bool:
@@ -197,7 +206,11 @@ class AgentSlot:
         with trio.CancelScope() as self._start_scope:  # `cancel_start` ends a start-up
             try:
                 if backoff := self._backoff():
-                    await trio.sleep(backoff)
+                    self._retry_at = time.time() + backoff
+                    try:
+                        await trio.sleep(backoff)
+                    finally:
+                        self._retry_at = None
                 with trio.fail_after(config.start_timeout):
                     agent = await nursery.start(self._run_agent, record)
             except Exception as exc:  # groups too: whatever stopped the start is reported
@@ -268,8 +281,14 @@ class AgentSlot:
         await agent.conn.wait_exited()
         # By itself: a stop request would have cancelled this first.
         if self._state in _LIVE:
+            idle = self._state is _S.READY
             self._stop_reason = "crashed"
             self._move(_S.STOPPING)
+            if idle:
+                # No turn will report it: say so now, not at the next message.
+                await self._log.append([await crash_event(agent.conn, idle=True)])
+                if agent.conn.returncode:  # a clean exit is not a crash to back off from
+                    await self._on_idle_crash()
         agent.stop_requested.set()
 
     def _spec(self, record: ConversationRecord) -> AgentSpec:
@@ -344,14 +363,15 @@ class AgentSlot:
             self._crashes.popleft()
 
 
-async def crash_event(conn: AgentConnection) -> tuple[str, bytes]:
+async def crash_event(conn: AgentConnection, *, idle: bool = False) -> tuple[str, bytes]:
     """The `error` event for an agent that exited by itself: its status and stderr's tail."""
     # Let the exit status and the last of stderr arrive (bounded: it is exiting).
     with trio.move_on_after(_EXIT_REPORT_S):
         await conn.wait_exited()
     code = conn.returncode
     tail = conn.stderr_tail()
-    msg = "agent exited" + (f" with status {code}" if code is not None else "")
+    msg = "agent exited" + (" while idle" if idle else "")
+    msg += f" with status {code}" if code is not None else ""
     body = ev.ErrorEvent(message=msg, stderr=tail) if tail else ev.ErrorEvent(message=msg)
     return _event("error", body)
 

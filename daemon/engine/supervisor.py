@@ -123,6 +123,7 @@ class Conversation:
                 wait_for_space=self._recorder.wait_for_space,
                 on_dropped=self.on_dropped,
             ),
+            self._agent_crashed_idle,
             restart_reason=self._initial_restart_reason,
         )
         # Capacity 1: a full buffer already means "look at the store again".
@@ -430,6 +431,11 @@ class Conversation:
         else:
             self._note_failure()
         if self._gate is Gate.FAILED:
+            await self.log.set_status("failed")
+
+    async def _agent_crashed_idle(self) -> None:
+        self._note_failure()
+        if self._gate is Gate.FAILED and self._turn is None:
             await self.log.set_status("failed")
 
     def _note_failure(self) -> None:

@@ -11,8 +11,10 @@ import trio
 import trio.testing
 
 from daemon.agents.connection import AgentStartError
+from daemon.engine import slot
 from daemon.engine.eventlog import EventLog
 from protocol import acp
+from protocol import events as ev
 from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
 from tests.engine.harness import Harness, drain, harness, next_event, wait_turn_ended
 from tests.fakes.agent import AskPermission, Chunk, Exit, FakeAgent, Reply, Request, Sleep, Tool
@@ -46,6 +48,25 @@ async def test_crash_backoff_doubles(
         assert gaps == [0.5, 1.0, 2.0]
 
 
+async def test_a_backed_off_start_is_visible_as_starting_with_retry_at(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = [1_000_000.0]
+    monkeypatch.setattr(slot.time, "time", lambda: wall[0])
+    async with harness(tmp_path, max_crashes=10) as h:
+        _crash_first(h, 2)
+        cid = await h.create()
+        await h.e.send(cid, "one", run=True, interrupt=False)
+        await h.e.send(cid, "two", run=True, interrupt=False)
+        await wait_turn_ended(h, cid, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        info = await h.e.get(cid)  # backing off 0.5 s before the second start
+        assert (info.status, info.retry_at) == ("starting", ev.rfc3339(wall[0] + 0.5))
+        await wait_turn_ended(h, cid, 2)
+        info = await h.e.get(cid)
+        assert info.retry_at is None
+
+
 async def test_a_crash_outside_the_window_adds_no_backoff(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -57,9 +78,11 @@ async def test_a_crash_outside_the_window_adds_no_backoff(
         await wait_turn_ended(h, cid, 2)
         assert h.launch_times[1] - h.launch_times[0] == 0.5  # the crash's backoff
         await trio.sleep(400)
-        await h.agent.exit()  # it goes away while idle: no turn, no crash
+        await h.agent.exit()  # it goes away while idle: no turn, no crash (no exit status)
         await trio.testing.wait_all_tasks_blocked()
         assert h.e.agents_running() == 0
+        # ... but people are told at once, not at the next message.
+        assert (await h.events(cid))[-1]["message"] == "agent exited while idle"
         t = trio.current_time()
         await h.e.send(cid, "three", run=True, interrupt=False)
         await wait_turn_ended(h, cid, 3)

@@ -478,3 +478,22 @@ async def test_agent_crash_is_reported_and_the_next_message_restarts_it(
             info = (await conv.call("conversations/get"))["conversation"]
             assert (info["status"], info["live"]) == ("idle", True)
             await sigterm_and_time(daemon)
+
+
+async def test_an_agent_killed_while_idle_is_reported_at_once(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    with trio.fail_after(GUARD):
+        async with running_daemon(tmp_path) as daemon, created(daemon, tmp_path, None) as conv:
+            first = await conv.send("/echo hi")
+            await conv.turn_ended(first)
+            (pgid,) = agent_groups(daemon)
+            groups.append(pgid)
+            os.killpg(pgid, signal.SIGKILL)  # the OOM killer, say: no turn is running
+            error = await conv.until(lambda e: e["type"] == "error")
+            assert error["message"] == "agent exited while idle with status -9"
+            again = await conv.send("/echo again")
+            assert (await conv.turn_ended(again))["stop_reason"] == "end_turn"
+            (restarted,) = conv.of_type("agent_restarted")
+            assert (restarted["reason"], restarted["session_loaded"]) == ("crashed", True)
+            await sigterm_and_time(daemon)
