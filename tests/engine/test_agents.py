@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ import trio
 import trio.testing
 
 from daemon.agents.connection import AgentStartError
-from daemon.engine import slot
 from daemon.engine.eventlog import EventLog
 from protocol import acp
 from protocol import events as ev
@@ -52,7 +52,7 @@ async def test_a_backed_off_start_is_visible_as_starting_with_retry_at(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wall = [1_000_000.0]
-    monkeypatch.setattr(slot.time, "time", lambda: wall[0])
+    monkeypatch.setattr(time, "time", lambda: wall[0])
     async with harness(tmp_path, max_crashes=10) as h:
         _crash_first(h, 2)
         cid = await h.create()
