@@ -108,8 +108,10 @@ class Config:
     turn_timeout: float = 600.0
     # Spawn + initialize + session/new or session/load.
     start_timeout: float = 60.0
-    # SIGTERM to SIGKILL for an agent's process group.
+    # SIGTERM to SIGKILL for an agent's process tree.
     stop_grace: float = 2.0
+    # Added to the daemon's nice value for every agent started: a busy agent yields the CPU.
+    agent_nice: int = 5
     # Unattended permission requests: policy, deadline, and the answer given at the deadline.
     permission_policy: PermissionPolicy = "ask"
     permission_timeout: float = 300.0
@@ -333,6 +335,8 @@ def _validate(cfg: Config) -> None:
     for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
+    if not 0 <= cfg.agent_nice <= 19:  # raising priority (below 0) needs privileges
+        raise ValueError("agent_nice: must be from 0 to 19")
     exposure = cfg.dashboard_exposure()
     if bool(cfg.ws_tls_cert) != bool(cfg.ws_tls_key):
         raise ValueError(
