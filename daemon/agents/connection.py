@@ -1,37 +1,41 @@
 """ACP agents as child processes, and the connection object the engine drives.
 
-`open_agent` spawns an agent in its own process group with an explicit environment, runs an
-`AgentPeer` over its stdio, drains its stderr into a bounded ring, and performs `initialize`.
-Leaving the context stops the agent: stdin closed, SIGTERM to the whole group, a grace period,
-then SIGKILL to the group, so no grandchild survives (several real agents ignore stdin EOF and
-wrappers orphan their children, ACP.md §19). `connect_agent` does the same over an existing
-stream, for in-process fakes.
+`open_agent` spawns an agent in its own process group (and cgroup, where acpd has one) with an
+explicit environment and a lower CPU priority, runs an `AgentPeer` over its stdio, drains its
+stderr into a bounded ring, and performs `initialize`. Leaving the context stops the agent:
+stdin closed, SIGTERM to its whole tree (`daemon.agents.tree`), a grace period, then SIGKILL to
+whatever of the tree is left, so no grandchild survives (several real agents ignore stdin EOF
+and wrappers orphan their children, ACP.md §19). `connect_agent` does the same over an
+existing stream, for in-process fakes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Final, Protocol
 
 import attrs
 import trio
 
+from daemon.agents import cgroups, subreaper
 from daemon.agents._process import (
     STDERR_TAIL,
     LogBudget,
     StderrRing,
     agent_env,
     agent_umask,
-    group_alive,
     printable,
     signal_group,
 )
 from daemon.agents.peer import AgentExited, AgentPeer, PeerHandlers
+from daemon.agents.tree import AgentTree
 from daemon.version import acpd_version
 from protocol import acp
 from protocol.framing import LineSplitter
@@ -81,10 +85,11 @@ class AgentSpec:
     argv: tuple[str, ...]
     cwd: str
     env: Mapping[str, str] = attrs.field(factory=dict)  # on top of the allow-listed base
+    conversation: str = ""  # whose agent this is (recorded with its process tree)
 
 
 class Launcher(Protocol):
-    """How the engine starts an agent: `open_agent` (with its group tracked, `orphans.py`) in
+    """How the engine starts an agent: `open_agent` (with its tree tracked, `orphans.py`) in
     production, an in-process fake in tests. Leaving the block stops the agent."""
 
     def __call__(
@@ -104,6 +109,7 @@ class AgentConnection:
     init: acp.InitializeResponse = _NOT_INITIALIZED  # set once `initialize` answered
     name: str = "agent"
     stop_grace: float = 2.0
+    tree: AgentTree | None = None  # a process's whole tree (None for in-process agents)
     _stderr: StderrRing = attrs.field(factory=StderrRing, init=False)
     _gone: trio.Event = attrs.field(factory=trio.Event, init=False)
     _exited: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -188,14 +194,15 @@ class AgentConnection:
         stderr: trio.abc.ReceiveStream | None = None,
         name: str = "agent",
         stop_grace: float = 2.0,
+        tree: AgentTree | None = None,
     ) -> AsyncIterator[AgentConnection]:
-        """Run a connection's tasks over `peer` (and `process`), initialize, yield it; stop it
-        on the way out, however we leave.
+        """Run a connection's tasks over `peer` (and `process`, the leader of `tree`),
+        initialize, yield it; stop it on the way out, however we leave.
 
         Errors from the body and start-up failures are re-raised *after* the nursery, so
         callers get them as they are, not wrapped in an exception group.
         """
-        conn = cls(peer, process, name=name, stop_grace=stop_grace)
+        conn = cls(peer, process, name=name, stop_grace=stop_grace, tree=tree)
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             try:
@@ -221,8 +228,8 @@ class AgentConnection:
             finally:
                 with trio.move_on_after(conn.stop_grace + _KILL_BOUND, shield=True):
                     await conn.stop()
-                # The group is dead, so stdout and stderr end at once, unless something that
-                # left the group holds them: don't wait for that.
+                # The tree is dead, so stdout and stderr end at once, unless something that
+                # escaped it holds them: don't wait for that.
                 nursery.cancel_scope.deadline = trio.current_time() + _SETTLE
         if failure is not None:
             raise failure
@@ -256,20 +263,23 @@ class AgentConnection:
             self._stopped = True
 
     async def _stop_process(self, proc: trio.Process) -> None:
-        pgid = proc.pid  # start_new_session=True: the leader's pid is the group's id
+        tree = self.tree
+        assert tree is not None, "open_agent gives every process agent its tree"
         if proc.stdin is not None:
             with contextlib.suppress(trio.ClosedResourceError):
                 await proc.stdin.aclose()
-        signal_group(pgid, signal.SIGTERM)
+        if proc.returncode is None:  # not reaped: its pid, the group's id, is still ours
+            signal_group(proc.pid, signal.SIGTERM)
+        await trio.to_thread.run_sync(tree.signal, signal.SIGTERM)
         with trio.move_on_after(self.stop_grace):
             await proc.wait()
-            await _wait_group_gone(pgid)
-        if group_alive(pgid):
+            await _wait_until(tree.settled)
+        if await trio.to_thread.run_sync(tree.alive):  # also finds what was started meanwhile
             log.info("agent %s: still running after %gs, killing it", self.name, self.stop_grace)
-            signal_group(pgid, signal.SIGKILL)
+            await trio.to_thread.run_sync(tree.kill)
             # Delivery is asynchronous: "stopped" must mean gone, so wait (briefly) for it.
             with trio.move_on_after(_KILL_BOUND):
-                await _wait_group_gone(pgid)
+                await _wait_until(tree.settled)
         await proc.wait()
 
     async def _run_peer(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -316,10 +326,68 @@ class AgentConnection:
         )
 
 
-async def _wait_group_gone(pgid: int) -> None:
-    # Nothing signals "the group is empty" (only the leader is our child): poll.
-    while group_alive(pgid):  # noqa: ASYNC110
+async def _wait_until(done: Callable[[], bool]) -> None:
+    # Nothing signals "the tree is gone" (only the leader is our child): poll, off the loop.
+    while not await trio.to_thread.run_sync(done):  # noqa: ASYNC110
         await trio.sleep(0.02)
+
+
+def _child_setup(nice: int, cgroup_procs: int | None) -> Callable[[], None] | None:
+    """What the child does between fork and exec: enter its cgroup (before it can start
+    anything that could stay outside), then lower its priority. Plain system calls only: the
+    daemon has threads, so the child must take no lock and import nothing."""
+    if nice <= 0 and cgroup_procs is None:
+        return None  # (and subprocess may use vfork, the faster spawn)
+
+    def setup() -> None:
+        if cgroup_procs is not None:
+            os.write(cgroup_procs, b"0")  # "0": the writing process
+        if nice > 0:
+            os.nice(nice)
+
+    return setup
+
+
+async def _spawn(spec: AgentSpec, tree: AgentTree, nice: int) -> trio.Process:
+    """Start the agent as its tree's leader. Raises `AgentStartError`."""
+    cgroup_procs: int | None = None
+    try:
+        if tree.cgroup is not None:
+            cgroup_procs = await trio.to_thread.run_sync(cgroups.open_procs, tree.cgroup)
+        with subreaper.spawning():  # trio waits for this child: nobody else may reap it
+            proc = await trio.lowlevel.open_process(
+                list(spec.argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.cwd,
+                env={**agent_env(spec.env), **tree.env},
+                start_new_session=True,
+                # The user's own umask, not the daemon's 077: files an agent writes in a
+                # project must come out as if the user had written them.
+                umask=-1 if (mask := agent_umask()) is None else mask,
+                preexec_fn=_child_setup(nice, cgroup_procs),
+            )
+            subreaper.manage(proc.pid)
+    except OSError as exc:
+        what = exc.strerror or type(exc).__name__
+        if exc.filename == spec.cwd and isinstance(exc, FileNotFoundError | NotADirectoryError):
+            what = f"no such working directory: {spec.cwd}"
+        elif isinstance(exc, FileNotFoundError):
+            what = f"command not found: {spec.argv[0]}"
+        elif isinstance(exc, PermissionError):
+            what = f"permission denied: {spec.argv[0]}"
+        elif isinstance(exc.filename, str) and Path(exc.filename).name == "cgroup.procs":
+            raise AgentStartError(f"cannot start agent {spec.name!r}: its cgroup: {what}") from None
+        raise AgentStartError(f"cannot start agent {spec.name!r}: {what}", permanent=True) from None
+    except subprocess.SubprocessError:  # the child's set-up (cgroup, nice) failed
+        raise AgentStartError(
+            f"cannot start agent {spec.name!r}: could not enter its cgroup or lower its priority"
+        ) from None
+    finally:
+        if cgroup_procs is not None:
+            os.close(cgroup_procs)
+    return proc
 
 
 @asynccontextmanager
@@ -327,15 +395,19 @@ async def open_agent(
     spec: AgentSpec,
     handlers: PeerHandlers,
     *,
-    on_spawn: Callable[[trio.Process], None] | None = None,
+    on_spawn: Callable[[trio.Process], Awaitable[None]] | None = None,
+    tree: AgentTree | None = None,
+    nice: int = 0,
     stop_grace: float = 2.0,
     log: logging.Logger | None = None,
 ) -> AsyncIterator[AgentConnection]:
-    """Spawn `spec` and initialize it; stop it (whole process group) on exit. `handlers` are
-    the peer's (`AgentPeer`).
+    """Spawn `spec` and initialize it; stop it (its whole process tree) on exit. `handlers`
+    are the peer's (`AgentPeer`).
 
-    `on_spawn(process)` runs right after the spawn, before `initialize`: the moment from which
-    the group exists and must be accounted for (orphans.py records it then).
+    `tree` says where the agent goes (its marker, its cgroup if any; default: a new tree
+    without a cgroup); `nice` is added to the daemon's nice value for it. `on_spawn(process)`
+    runs right after the spawn, before `initialize`: the moment from which the tree exists
+    and must be accounted for (orphans.py records it then).
 
     Raises `AgentStartError` (one line) if it cannot be spawned, exits or fails during
     `initialize`, or speaks another protocol version. Start-up is not bounded here. Bound it
@@ -347,40 +419,26 @@ async def open_agent(
     """
     if not spec.argv:
         raise AgentStartError(f"agent {spec.name!r} has an empty command")
-    try:
-        proc = await trio.lowlevel.open_process(
-            list(spec.argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=spec.cwd,
-            env=agent_env(spec.env),
-            start_new_session=True,
-            # The user's own umask, not the daemon's 077: files an agent writes in a project
-            # must come out as if the user had written them.
-            umask=-1 if (mask := agent_umask()) is None else mask,
-        )
-    except OSError as exc:
-        what = exc.strerror or type(exc).__name__
-        if exc.filename == spec.cwd and isinstance(exc, FileNotFoundError | NotADirectoryError):
-            what = f"no such working directory: {spec.cwd}"
-        elif isinstance(exc, FileNotFoundError):
-            what = f"command not found: {spec.argv[0]}"
-        elif isinstance(exc, PermissionError):
-            what = f"permission denied: {spec.argv[0]}"
-        raise AgentStartError(f"cannot start agent {spec.name!r}: {what}", permanent=True) from None
+    if tree is None:
+        tree = AgentTree.new(within=os.getpid() if subreaper.is_active() else None)
+    await trio.to_thread.run_sync(acpd_version)  # the first call reads package metadata
+    # Shielded: once spawned, the agent must reach the block below that stops it.
+    with trio.CancelScope(shield=True):
+        proc = await _spawn(spec, tree, nice)
+        await trio.to_thread.run_sync(tree.spawned, proc.pid)
+        if on_spawn is not None:
+            await on_spawn(proc)
     assert proc.stdio is not None
     assert proc.stderr is not None
-    if on_spawn is not None:
-        on_spawn(proc)
     peer = _peer(proc.stdio, handlers, log or logging.getLogger(f"acpd.peer.{spec.name}"))
     hosting = AgentConnection.hosting(
-        peer, process=proc, stderr=proc.stderr, name=spec.name, stop_grace=stop_grace
+        peer, process=proc, stderr=proc.stderr, name=spec.name, stop_grace=stop_grace, tree=tree
     )
     try:
         async with hosting as conn:
             yield conn
     finally:
+        subreaper.release(proc.pid)
         with trio.CancelScope(shield=True):
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:

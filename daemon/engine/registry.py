@@ -24,6 +24,7 @@ import msgspec
 import trio
 
 from daemon.agents import orphans
+from daemon.agents.cgroups import AgentCgroups
 from daemon.agents.connection import Launcher
 from daemon.config import Config
 from daemon.engine.eventlog import LogClosed, close_dead_turn
@@ -370,9 +371,16 @@ class Engine:
 
 @asynccontextmanager
 async def open_engine(
-    config: Config, data_dir: Path, *, launcher: Launcher | None = None
+    config: Config,
+    data_dir: Path,
+    *,
+    launcher: Launcher | None = None,
+    cgroups: AgentCgroups | None = None,
 ) -> AsyncIterator[Engine]:
-    """Open the store, recover, and run the registry; on exit, stop gracefully."""
+    """Open the store, recover, and run the registry; on exit, stop gracefully.
+
+    `cgroups`: where agents get cgroups of their own (`acpd serve` under systemd delegation).
+    """
     path = data_dir / STORE_FILE
     writer = await trio.to_thread.run_sync(Store.open, path)
     try:
@@ -380,7 +388,8 @@ async def open_engine(
     except BaseException:
         writer.close()
         raise
-    tracker = orphans.AgentTracker(data_dir / "run")
+    tracker = orphans.AgentTracker(data_dir / "run", cgroups)
+    # Leftovers of a daemon that was killed: the tracker logs each one it found running.
     await trio.to_thread.run_sync(tracker.reap)
     try:
         async with trio.open_nursery() as nursery:

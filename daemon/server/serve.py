@@ -5,12 +5,18 @@ trio.run(_serve)
 └─ root nursery
    ├─ signal watcher          SIGTERM/SIGINT: graceful stop (twice: now); SIGHUP: reload config
    ├─ keep_alive              WATCHDOG=1 to systemd, if it asked for a watchdog
+   ├─ serve_reaper            reaps orphans of agent trees that came back to us (subreaper)
    └─ open_engine(...)        store, recovery; on exit drains turns within shutdown_grace
       └─ front-ends nursery
          ├─ serve_unix        (nursery.start; the socket systemd passed, if any)
          ├─ serve_dashboard   (nursery.start, unless --no-ws; then READY=1)
          └─ status reporter   STATUS= to systemd when the figures change
 ```
+
+Agents' process trees: before the loop starts, the daemon makes itself a child subreaper and,
+where systemd delegated its cgroup, moves into a `daemon` leaf so that each agent gets a cgroup
+of its own (`daemon.agents.cgroups`). After the engine has stopped every agent, whatever is
+still below the daemon is killed (`subreaper.sweep`): nothing of an agent outlives `acpd serve`.
 
 Start-up errors a user can fix (config, data dir, lock, socket, store) are one line on stderr,
 `acpd: ...`, and exit 1. systemd's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are read and
@@ -35,7 +41,9 @@ from pathlib import Path
 import attrs
 import trio
 
+from daemon.agents import subreaper
 from daemon.agents._process import remember_umask
+from daemon.agents.cgroups import AgentCgroups
 from daemon.config import Config, ConfigError, load_config, parse_ws_address
 from daemon.engine.registry import Engine, open_engine
 from daemon.logs import setup_logging, stderr_is_journal
@@ -131,9 +139,10 @@ async def _run(
     socket_path: Path,
     ws: str,
     activated: socket.socket | None,
+    containment: _Containment,
 ) -> None:
     started = trio.current_time()
-    async with open_engine(control.config, data_dir) as engine:
+    async with open_engine(control.config, data_dir, cgroups=containment.cgroups) as engine:
         control.engine = engine
         dispatcher = Dispatcher(engine, DaemonInfo(data_dir, acpd_version(), started))
         async with trio.open_nursery() as fronts:
@@ -151,6 +160,7 @@ async def _run(
             await control.service.ready(partial(_figures, engine))
             fronts.start_soon(control.service.report)
             log.info("ready: socket %s, data dir %s, pid %d", where, data_dir, os.getpid())
+            log.info("%s", containment.note)
             await control.stop.wait()
             grace = engine.config.shutdown_grace
             control.service.stopping(f"draining turns (up to {grace:g}s)")
@@ -175,6 +185,34 @@ class _Systemd:
         return cls(notifier, watchdog, take_activated_socket())
 
 
+@attrs.frozen
+class _Containment:
+    """How agents' process trees are held (set up before the loop starts)."""
+
+    subreaper: bool
+    cgroups: AgentCgroups | None
+    note: str  # for the log, once the daemon is ready (start-up errors stay one line)
+
+    @classmethod
+    def set_up(cls) -> _Containment:
+        problem = subreaper.become()
+        cgroups, note = AgentCgroups.setup()
+        if cgroups is None:
+            held = "process group and marker" + (", below acpd (subreaper)" if not problem else "")
+            note = f"{note}: agents are held by {held}"
+        if problem is not None:
+            note += f"; not a child subreaper ({problem}): agents' orphans go to init"
+        return cls(problem is None, cgroups, note)
+
+    async def sweep(self) -> None:
+        """The engine has stopped every agent: end whatever is left below us."""
+        cgroups = self.cgroups
+        if cgroups is not None and (found := await trio.to_thread.run_sync(cgroups.sweep)):
+            log.warning("killed %d agent cgroup(s) still running at exit", found)
+        if self.subreaper and (found := await subreaper.sweep()):
+            log.warning("killed %d process(es) of agents still running at exit", found)
+
+
 async def _serve(
     config: Config,
     config_path: Path | None,
@@ -182,6 +220,7 @@ async def _serve(
     socket_path: Path,
     ws: str,
     systemd: _Systemd,
+    containment: _Containment,
 ) -> None:
     control = _Control(config, config_path, ServiceStatus(systemd.notifier))
     # Open before anything else so an early SIGTERM is a graceful stop, not a KeyboardInterrupt.
@@ -190,8 +229,14 @@ async def _serve(
             root.start_soon(_watch_signals, signals, control)
             if systemd.watchdog is not None:  # pings from the start: startup is watched too
                 root.start_soon(keep_alive, systemd.notifier, systemd.watchdog)
-            with control.force:
-                await _run(control, data_dir, socket_path, ws, systemd.activated)
+            if containment.subreaper:
+                await root.start(subreaper.serve_reaper)
+            try:
+                with control.force:
+                    await _run(control, data_dir, socket_path, ws, systemd.activated, containment)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await containment.sweep()
             root.cancel_scope.cancel(reason="stopped")
 
 
@@ -270,7 +315,10 @@ def _serve_locked(
             logging_ready = True
             if tightened:
                 log.warning("%s", tightened)
-            trio.run(_serve, config, config_path, data_dir, socket_path, ws_addr, systemd)
+            containment = _Containment.set_up()  # before any agent, and before READY=1
+            trio.run(
+                _serve, config, config_path, data_dir, socket_path, ws_addr, systemd, containment
+            )
     except* (DataDirError, LockedError, StoreError, ListenError, ConfigError) as group:
         failure = _leaf(group)
     if failure is None:

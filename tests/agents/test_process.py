@@ -199,8 +199,10 @@ async def test_exit_noticed_when_an_escaped_process_holds_stdout(tmp_path: Path)
                 await conn.wait_exited()
                 assert trio.current_time() - start < 3
                 assert conn.returncode == 3
+        # It left the agent's group, but not its tree: stopping the agent ended it too.
+        assert not _alive(int(pid_file.read_text()))
     finally:
-        if pid_file.exists():
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 9)
 
 

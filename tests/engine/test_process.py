@@ -33,7 +33,7 @@ import pytest
 import trio
 
 from daemon.agents._process import group_alive
-from daemon.agents.orphans import process_start_time
+from daemon.agents.orphans import process_start_time, read_records
 from protocol import events as ev
 from store import Store
 from tests.fakes.engine import LineClient
@@ -74,9 +74,8 @@ def config(tmp_path: Path, text: str) -> tuple[str, str]:
 
 def agent_groups(daemon: Daemon) -> list[int]:
     """Agent process groups the daemon has recorded in data_dir/run (orphans.AgentTracker)."""
-    run = daemon.data_dir / "run"
-    names = os.listdir(run) if run.exists() else []
-    return sorted(int(n.removeprefix("agent-")) for n in names if n.startswith("agent-"))
+    records = read_records(daemon.data_dir / "run")
+    return sorted(rec.pid for _, rec in records if rec is not None and rec.pid)
 
 
 async def wait_group_gone(pgid: int, within: float) -> None:

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from daemon.server.serve import serve_main
+from tests.fakes.cgroup import enter_cgroup
 from tests.fakes.engine import LineClient
 
 pytestmark = pytest.mark.subprocess
@@ -66,12 +67,16 @@ class Daemon:
 
 
 @asynccontextmanager
-async def running_daemon(tmp_path: Path, *extra: str) -> AsyncIterator[Daemon]:
+async def running_daemon(
+    tmp_path: Path, *extra: str, cgroup: Path | None = None
+) -> AsyncIterator[Daemon]:
+    """`acpd serve` as a child (in `cgroup`, if given: as systemd would start it)."""
     data_dir, sock = tmp_path / "data", tmp_path / "run" / "acpd.sock"
     async with trio.open_nursery() as nursery:
         proc = await nursery.start(partial(
             trio.run_process, serve_cmd(data_dir, sock, *extra), stderr=subprocess.PIPE,
             check=False, env=child_env(tmp_path), cwd=REPO,
+            preexec_fn=None if cgroup is None else partial(enter_cgroup, cgroup),
         ))  # fmt: skip
         daemon = Daemon(proc, data_dir, sock)
         nursery.start_soon(daemon.drain_stderr)
