@@ -54,12 +54,16 @@ RestartSec=2s
 # The event loop pings every WatchdogSec/2: a wedged daemon is killed and restarted.
 WatchdogSec=30s
 # SIGTERM drains running turns within shutdown_grace, then stops each agent within stop_grace
-# (SIGTERM, then SIGKILL to its process group). This is shutdown_grace + stop_grace + {margin}s
+# (SIGTERM, then SIGKILL to its whole tree). This is shutdown_grace + stop_grace + {margin}s
 # (for the kill, the last commit and exit) from the config `acpd install-systemd` read; after
 # raising either, run `acpd install-systemd --force` again (a reload does not change units).
 TimeoutStopSec={timeout_stop}
 # SIGTERM to acpd alone, which stops its agents itself, gracefully; SIGKILL for anything left.
 KillMode=mixed
+# The cgroups below acpd's are acpd's: it moves itself into a `daemon` leaf and puts each agent
+# in a cgroup of its own, which it ends with everything in it (cgroup.kill) when the agent
+# stops, and after a crash at the next start. Nothing an agent starts outlives it.
+Delegate=yes
 
 # Hardening that suits a tool which runs agents on your files. Agents run unattended: no
 # privilege gain through setuid programs (sudo, pkexec), no setuid files, no realtime

@@ -61,7 +61,8 @@ def test_unit_settings() -> None:
     for key, value in {
         "Type": "notify", "NotifyAccess": "main", "ExecStart": "/x/acpd serve",
         "Restart": "on-failure", "WatchdogSec": "30s", "TimeoutStopSec": "30s",
-        "KillMode": "mixed", "NoNewPrivileges": "yes", "Requires": "acpd.socket",
+        "KillMode": "mixed", "Delegate": "yes", "NoNewPrivileges": "yes",
+        "Requires": "acpd.socket",
         "After": "acpd.socket", "Also": "acpd.socket", "WantedBy": "default.target",
     }.items():  # fmt: skip
         assert service[key] == [value], key
