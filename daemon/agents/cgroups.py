@@ -186,13 +186,14 @@ class AgentCgroups:
         return [p for p in entries if p.name.startswith(AGENT_PREFIX) and p.is_dir()]
 
     def sweep(self, within: float = 5.0) -> int:
-        """Kill and remove every agent cgroup left; returns how many still had processes."""
-        found = 0
+        """Kill and remove every agent cgroup left, all within one bound of `within` seconds;
+        returns how many still had processes."""
+        live = [path for path in self.leftovers() if populated(path)]
+        for path in live:
+            kill(path)
+        deadline = time.monotonic() + within
         for path in self.leftovers():
-            if populated(path):
-                found += 1
-                kill(path)
-                wait_empty(path, within)
+            wait_empty(path, max(0.0, deadline - time.monotonic()))
             with contextlib.suppress(OSError):
                 remove(path)
-        return found
+        return len(live)

@@ -6,6 +6,7 @@ another process's exit, so waits poll /proc in bounded loops.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -191,3 +192,18 @@ def test_the_daemon_moves_into_a_leaf_of_a_delegated_cgroup(delegated: bool) -> 
     else:
         assert out[:2] == ["None", str(base)]  # not ours: left alone
         assert out[2] == f"cgroup {base} is not delegated to acpd (systemd's Delegate=yes)"
+
+
+@needs_cgroups
+def test_a_stopping_daemon_sweeps_agent_cgroups_left_running(leftovers: list[int]) -> None:
+    with scratch_cgroup() as base:
+        agents = AgentCgroups(base)
+        busy, idle = agents.create("busy"), agents.create("idle")
+        (base / "daemon").mkdir()  # not an agent's: left alone
+        child = subprocess.Popen(SLEEP, preexec_fn=functools.partial(enter_cgroup, busy))
+        leftovers.append(child.pid)
+        assert agents.sweep() == 1
+        assert child.wait(5) == -signal.SIGKILL
+        assert not busy.exists()
+        assert not idle.exists()
+        assert (base / "daemon").exists()
