@@ -294,7 +294,13 @@ class AgentSlot:
     def _spec(self, record: ConversationRecord) -> AgentSpec:
         agents = self._config().all_agents()
         env = agents[record.agent].env if record.agent in agents else {}
-        return AgentSpec(name=record.agent, argv=tuple(record.agent_cmd), cwd=record.cwd, env=env)
+        return AgentSpec(
+            name=record.agent,
+            argv=tuple(record.agent_cmd),
+            cwd=record.cwd,
+            env=env,
+            conversation=self.conv_id,
+        )
 
     async def _set_up_session(self, conn: AgentConnection, record: ConversationRecord) -> None:
         sid = self.session_id
