@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from protocol.events import PermissionRequested
 from protocol.limits import (
     MAX_ID,
     MAX_LIST_LIMIT,
@@ -50,6 +51,7 @@ __all__ = [
     "PermitParams",
     "QueueResult",
     "RemoveParams",
+    "ResumeResult",
     "SendParams",
     "SendResult",
     "StatusCounters",
@@ -73,6 +75,9 @@ _Word = Annotated[str, msgspec.Meta(max_length=MAX_PATH)]  # of an agent command
 
 class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     id: str
+    # The shortest prefix of `id` no other conversation shares (at least 4 characters), as of
+    # this reply: it can only grow as conversations are added.
+    short_id: str
     title: str
     agent: str
     cwd: str
@@ -87,6 +92,9 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     open_requests: int = 0
     # While `starting` after recent crashes: when the next start begins (RFC 3339 UTC).
     retry_at: str | None = None
+    # Those requests themselves, oldest first, as their `permission_requested` events showed
+    # them (`acpd show`, `acpd permit`). Only a running agent asks: without one, none.
+    permissions: list[PermissionRequested] = msgspec.field(default_factory=list)
 
 
 # --- notifications on a subscription -----------------------------------------------------------
@@ -204,6 +212,8 @@ class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
     # the daemon serves none. `acpd dashboard` adds the token from the data dir.
     dashboard_url: str | None = None
     counters: StatusCounters | None = None
+    # The unix socket it serves (as bound, or as systemd passed it); null if unknown.
+    socket: str | None = None
 
 
 class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,11 +261,20 @@ class SubscribeResult(msgspec.Struct, frozen=True, kw_only=True):
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     queued: int  # turns that run before this message's, the running one included
+    number: int  # the message's number for people (1, 2, 3…; `UserMessage.number`)
+    # This send lifted a pause (or `failed`): the messages queued before it run first, in order.
+    resumed: bool = False
 
 
 class PendingMessage(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     text: str
+    number: int
+
+
+class ResumeResult(msgspec.Struct, frozen=True, kw_only=True):
+    resumed: bool  # it was paused or failed (false: it was running its queue already)
+    queued: int  # messages waiting, now to run in order
 
 
 class QueueResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,7 +309,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "messages/queue": MethodSpec(IdParams, QueueResult),
     "messages/remove": MethodSpec(RemoveParams, EmptyResult),
     "turns/interrupt": MethodSpec(IdParams, InterruptResult),
-    "conversations/resume": MethodSpec(IdParams, EmptyResult),
+    "conversations/resume": MethodSpec(IdParams, ResumeResult),
     "permissions/respond": MethodSpec(PermitParams, EmptyResult),
 }
 

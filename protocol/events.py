@@ -38,6 +38,10 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 class UserMessage(_Body, frozen=True, kw_only=True):
     text: str
+    # What people call it: 1, 2, 3 in the order sent (seqs count every event). One more than
+    # the newest message's before it, so a removed message leaves a gap unless it was the
+    # newest. Absent from messages stored before numbers existed (see `EventLog`).
+    number: int | UnsetType = UNSET
 
 
 class TurnStarted(_Body, frozen=True, kw_only=True):

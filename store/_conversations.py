@@ -12,12 +12,20 @@ from typing import Any
 import msgspec
 
 from ._base import Base, now_or, require
-from .records import POLICIES, STATUSES, ConversationRecord, new_conversation_id
+from .records import (
+    POLICIES,
+    STATUSES,
+    ConversationRecord,
+    new_conversation_id,
+    unique_prefix_length,
+)
 from .records import decode_page_cursor as _decode_cursor
 from .records import encode_page_cursor as _encode_cursor
 
 __all__ = [
     "COLUMNS",
+    "ID_AFTER_SQL",
+    "ID_BEFORE_SQL",
     "LIST_AFTER_SQL",
     "LIST_FIRST_SQL",
     "RECOVERY_SQL",
@@ -50,16 +58,19 @@ LIST_AFTER_SQL = (
     f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE (c.updated_at, c.id) < (?, ?) {_LIST_ORDER}"
 )
 # O(pending) however many are stored: one branch reads the partial index of running ones, the
-# other the queue. INDEXED BY because, for whole rows in id order, the planner would rather
-# scan the whole table.
+# other the queue. INDEXED BY because, for whole rows, the planner would rather scan the whole
+# table. Oldest first, by `created_at` (9th column; ids are random), then id.
 RECOVERY_SQL = (
     f"SELECT {COLUMNS} FROM conversations AS c INDEXED BY conversations_running "
     "WHERE c.status = 'running' UNION "
     f"SELECT {COLUMNS} FROM conversations AS c "
     "WHERE c.id IN (SELECT conversation_id FROM queue) AND c.status NOT IN ('paused', 'failed') "
-    "ORDER BY 1"
+    "ORDER BY 9, 1"
 )
 GET_SQL = f"SELECT {COLUMNS} FROM conversations AS c WHERE c.id = ?"
+# An id's neighbours in id order, for its shortest unique prefix: one primary-key seek each.
+ID_BEFORE_SQL = "SELECT max(id) FROM conversations WHERE id < ?"
+ID_AFTER_SQL = "SELECT min(id) FROM conversations WHERE id > ?"
 
 
 def conversation_from_row(row: Any) -> ConversationRecord:
@@ -110,7 +121,7 @@ class ConversationOps(Base):
             raise ValueError("agent_cmd must be a non-empty list of strings")
         now = now_or(now)
         rec = ConversationRecord(
-            id=new_conversation_id(now),
+            id=new_conversation_id(),
             title=title,
             agent=agent,
             agent_cmd=list(agent_cmd),
@@ -138,15 +149,38 @@ class ConversationOps(Base):
         rows = self._rows(GET_SQL, (conv_id,))
         return self._records(rows)[0] if rows else None
 
-    def resolve_id(self, prefix: str) -> list[str]:
-        """Up to two ids starting with `prefix` (two means ambiguous): a primary-key range scan."""
+    def resolve_id(self, prefix: str, limit: int = 2) -> list[tuple[str, str]]:
+        """(id, title) of up to `limit` conversations whose id starts with `prefix`, in id order
+        (more than one means ambiguous, unless one is `prefix` itself): a primary-key range."""
         prefix = prefix.lower()
         # U+10FFFF encodes above any byte of an id, so [prefix, prefix + it) is the prefix range.
         rows = self._rows(
-            "SELECT id FROM conversations WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-            (prefix, prefix + "\U0010ffff"),
+            "SELECT id, title FROM conversations WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
         )
-        return [row[0] for row in rows]
+        return [(row[0], row[1]) for row in rows]
+
+    def count_prefix(self, prefix: str, cap: int) -> int:
+        """How many ids start with `prefix`, counted up to `cap` (bounded, whatever is stored)."""
+        prefix = prefix.lower()
+        rows = self._rows(
+            "SELECT count(*) FROM (SELECT 1 FROM conversations WHERE id >= ? AND id < ? LIMIT ?)",
+            (prefix, prefix + "\U0010ffff", cap),
+        )
+        count: int = rows[0][0]
+        return count
+
+    def short_ids(self, ids: Iterable[str], minimum: int = 4) -> dict[str, str]:
+        """Each id's shortest unique prefix, at least `minimum` characters: two primary-key
+        seeks per id (its neighbours in id order), so the cost is per id asked about, however
+        many are stored. A prefix can only grow as conversations are added."""
+        out: dict[str, str] = {}
+        for conv_id in ids:
+            before = self._rows(ID_BEFORE_SQL, (conv_id,))
+            after = self._rows(ID_AFTER_SQL, (conv_id,))
+            length = unique_prefix_length(conv_id, (before[0][0], after[0][0]), minimum)
+            out[conv_id] = conv_id[:length]
+        return out
 
     def list_conversations(
         self, limit: int = 50, before: str | None = None
@@ -221,6 +255,6 @@ class ConversationOps(Base):
 
     def conversations_needing_recovery(self) -> list[ConversationRecord]:
         """Running (a turn died with the daemon) or with queued messages and not held back
-        (paused or failed), by id. O(pending): see RECOVERY_SQL."""
+        (paused or failed), oldest first. O(pending): see RECOVERY_SQL."""
         self.flush_activity()
         return self._records(self._rows(RECOVERY_SQL))

@@ -117,6 +117,39 @@ class EventOps(Base):
         self._activity[conv_id] = max(now, self._activity.get(conv_id, now))
         return EventRecord(seq=seq, type=USER_MESSAGE, ts=now, body=body)
 
+    def newest_user_message_seq(self, conv_id: str) -> int:
+        """The seq of the newest user message still stored (0 if none): the newest queued one,
+        else the one last prompted (the cursor). Two index seeks."""
+        rows = self._rows(
+            "SELECT max(c.cursor, ifnull((SELECT max(q.seq) FROM queue AS q "
+            "WHERE q.conversation_id = c.id), 0)) FROM conversations AS c WHERE c.id = ?",
+            (conv_id,),
+        )
+        require(rows, conv_id)
+        seq: int = rows[0][0]
+        return seq
+
+    def event_at(self, conv_id: str, seq: int) -> EventRecord | None:
+        rows = self._rows(
+            "SELECT seq, type, ts, body FROM events WHERE conversation_id = ? AND seq = ?",
+            (conv_id, seq),
+        )
+        return (
+            EventRecord(seq=rows[0][0], type=rows[0][1], ts=rows[0][2], body=rows[0][3])
+            if rows
+            else None
+        )
+
+    def count_user_messages(self, conv_id: str, upto_seq: int) -> int:
+        """User messages with seq <= upto_seq: a scan of the conversation's events, for messages
+        stored before they carried their number."""
+        rows = self._rows(
+            "SELECT count(*) FROM events WHERE conversation_id = ? AND seq <= ? AND type = ?",
+            (conv_id, upto_seq, USER_MESSAGE),
+        )
+        count: int = rows[0][0]
+        return count
+
     def queued_count(self, conv_id: str) -> int:
         """How many user messages are queued (0 for an unknown conversation)."""
         rows = self._rows("SELECT count(*) FROM queue WHERE conversation_id = ?", (conv_id,))

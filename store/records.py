@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import time
 
 import msgspec
 
@@ -21,6 +20,7 @@ __all__ = [
     "ConversationRecord",
     "EventRecord",
     "new_conversation_id",
+    "unique_prefix_length",
 ]
 
 STATUSES = frozenset({"idle", "running", "paused", "failed"})
@@ -57,8 +57,9 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     body: bytes
 
 
-# Crockford's base32, lowercase: in ASCII order, so ids sort by creation time as strings.
+# Crockford's base32, lowercase (no i, l, o, u: nothing to misread when typing a prefix).
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_LENGTH = 20
 
 
 def _base32(value: int, width: int) -> str:
@@ -69,10 +70,28 @@ def _base32(value: int, width: int) -> str:
     return "".join(reversed(out))
 
 
-def new_conversation_id(now: float | None = None) -> str:
-    """'c' + 12 chars of milliseconds + 8 random chars (40 bits): sortable and unguessable."""
-    ms = int((time.time() if now is None else now) * 1000)
-    return "c" + _base32(ms, 12) + _base32(secrets.randbits(40), 8)
+def new_conversation_id() -> str:
+    """20 random characters (100 bits): unguessable, and random from the first character, so
+    a few characters pick one out (`acpd ls` shows how many). Ids carry no time: whatever
+    orders by creation reads `created_at`. Ids made before were 'c' + 12 characters of
+    milliseconds + 8 random ones; they stay valid (any lowercase base32 string is an id)."""
+    return _base32(secrets.randbits(5 * ID_LENGTH), ID_LENGTH)
+
+
+def unique_prefix_length(conv_id: str, neighbours: tuple[str | None, ...], minimum: int) -> int:
+    """How many leading characters of `conv_id` no other id shares, given its neighbours in
+    id order (any id sharing a prefix with it shares at least as much with one of them), at
+    least `minimum` and at most the whole id (an id that is a prefix of another is itself)."""
+    shared = 0
+    for other in neighbours:
+        if other is not None:
+            n = 0
+            for a, b in zip(conv_id, other, strict=False):
+                if a != b:
+                    break
+                n += 1
+            shared = max(shared, n)
+    return min(len(conv_id), max(minimum, shared + 1))
 
 
 def check_event(type_: str, body: bytes) -> None:

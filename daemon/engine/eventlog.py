@@ -33,6 +33,28 @@ class LogClosed(Exception):
     """The conversation was retired or deleted: this log writes nothing any more."""
 
 
+class _Numbered(msgspec.Struct, frozen=True):
+    """A stored user message's number, decoded without keeping its text."""
+
+    number: int | None = None
+
+
+_numbered = msgspec.json.Decoder(_Numbered)
+# Numbers of sent messages not yet claimed by their sender (`take_number`); a send that fails
+# after its append leaves one behind, so the map is bounded.
+_UNCLAIMED_MAX = 256
+
+
+def message_number(s: Store, conv_id: str, seq: int) -> int:
+    """The number of the user message at `seq` (0 for seq 0): from its body, or, for one
+    stored before messages had numbers, its place among the user messages (a scan, once)."""
+    if seq == 0:
+        return 0
+    rec = s.event_at(conv_id, seq)
+    number = _numbered.decode(rec.body).number if rec is not None else None
+    return number if number is not None else s.count_user_messages(conv_id, seq)
+
+
 def _line(conv_id: str, rec: EventRecord) -> bytes:
     return ev.event_notification(conv_id, ev.render_event(rec.seq, rec.type, rec.ts, rec.body))
 
@@ -45,6 +67,10 @@ class EventLog:
     _last_seq: int
     _lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
     _closed: bool = False
+    # (seq, number) of the newest user message this log appended: the next number without
+    # reading its body again, as long as it is still the newest (a removal changes that).
+    _newest: tuple[int, int] = (0, 0)
+    _unclaimed: dict[int, int] = attrs.field(factory=dict)
 
     @property
     def last_seq(self) -> int:
@@ -81,19 +107,38 @@ class EventLog:
 
     async def append_user(self, text: str) -> tuple[EventRecord, int]:
         """Queue a user message; returns it and how many are queued with it (the store's
-        count as of this commit, so concurrent sends each get an exact position)."""
-        body = ev.encode_body(ev.UserMessage(text=text))
+        count as of this commit, so concurrent sends each get an exact position). Its number
+        (one more than the newest message's) waits for `take_number`."""
 
-        def write(s: Store) -> tuple[EventRecord, int]:
+        def write(s: Store) -> tuple[EventRecord, int, int]:
+            # On the writer, between no other writes: nothing can come between the look at
+            # the newest message and the append.
+            newest = s.newest_user_message_seq(self.conv_id)
+            seen_seq, seen_number = self._newest
+            previous = (
+                seen_number if newest == seen_seq else message_number(s, self.conv_id, newest)
+            )
+            body = ev.encode_body(ev.UserMessage(text=text, number=previous + 1))
             rec = s.append_user_message(self.conv_id, body)
-            return rec, s.queued_count(self.conv_id)
+            return rec, previous + 1, s.queued_count(self.conv_id)
 
         async with self._lock:
             self._check()
-            rec, queued = await self._io.write(write)
+            rec, number, queued = await self._io.write(write)
+            self._newest = (rec.seq, number)
+            self._unclaimed[rec.seq] = number
+            while len(self._unclaimed) > _UNCLAIMED_MAX:
+                del self._unclaimed[next(iter(self._unclaimed))]
             self._publish([rec])
         self._io.settle_soon()  # its activity bump, after the acknowledgement
         return rec, queued
+
+    async def take_number(self, seq: int) -> int:
+        """The number of the message this log appended at `seq`, for its sender's reply."""
+        number = self._unclaimed.pop(seq, None)
+        if number is None:  # not one of ours after all: read it
+            number = await self._io.read(lambda s: message_number(s, self.conv_id, seq))
+        return number
 
     async def append(self, items: list[tuple[str, bytes]], *, clear_drafts: bool = False) -> None:
         if not items and not clear_drafts:

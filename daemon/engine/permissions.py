@@ -37,6 +37,7 @@ Outcome = SelectedOutcome | CancelledOutcome
 class _Pending:
     request: str
     options: list[PermissionOption]
+    shown: ev.PermissionRequested  # its event, as people saw it (frozen)
     answered: trio.Event = attrs.field(factory=trio.Event)
     outcome: Outcome | None = None
 
@@ -62,6 +63,11 @@ class Permissions:
     def waiting(self) -> int:
         return len(self._pending)
 
+    def open_requests(self) -> tuple[ev.PermissionRequested, ...]:
+        """The requests waiting for a person's answer, oldest first, as their events showed
+        them: a snapshot (frozen structs) for readers outside the supervisor."""
+        return tuple(p.shown for p in self._pending.values() if p.outcome is None)
+
     async def ask(
         self, params: RequestPermissionRequest, prompt_seq: int
     ) -> RequestPermissionResponse:
@@ -70,20 +76,18 @@ class Permissions:
         options = params.options
         policy = self.policy()
         deadline = time.time() + (0 if policy != "ask" else self.timeout)
-        self.recorder.durable(
-            "permission_requested",
-            ev.PermissionRequested(
-                request=request,
-                options=[
-                    ev.PermissionOptionView(option_id=o.option_id, name=o.name, kind=o.kind)
-                    for o in options
-                ],
-                title=str(title),
-                prompt_seq=prompt_seq,
-                deadline=ev.rfc3339(deadline),
-            ),
+        shown = ev.PermissionRequested(
+            request=request,
+            options=[
+                ev.PermissionOptionView(option_id=o.option_id, name=o.name, kind=o.kind)
+                for o in options
+            ],
+            title=str(title),
+            prompt_seq=prompt_seq,
+            deadline=ev.rfc3339(deadline),
         )
-        pending = _Pending(request, options)
+        self.recorder.durable("permission_requested", shown)
+        pending = _Pending(request, options, shown)
         if policy in ("allow", "deny"):
             self._resolve(
                 pending, _pick(options, _ALLOW if policy == "allow" else _REJECT), "policy"

@@ -31,6 +31,7 @@ from daemon.engine.eventlog import LogClosed, close_dead_turn
 from daemon.engine.fanout import Subscription
 from daemon.engine.storeio import StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
+from protocol import api
 from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, RpcFailure
@@ -47,6 +48,10 @@ _user_message = msgspec.json.Decoder(ev.UserMessage)
 # Event bodies per page of `events` and of a subscription's replay: a page of long agent
 # messages must not become one reply of hundreds of megabytes (clients read on from its end).
 PAGE_BYTES = 8 * 1024 * 1024
+SHORT_ID_MIN = 4  # characters of a conversation's `short_id`, at least
+# An ambiguous prefix's error names this many candidates, and counts the others up to a cap.
+CANDIDATES_SHOWN = 5
+CANDIDATES_COUNTED = 1000
 
 
 def _no_such(conv_id: str) -> RpcFailure:
@@ -159,19 +164,21 @@ class Engine:
 
     # --- read side: never hydrates --------------------------------------------------------------
 
-    def _info(self, rec: ConversationRecord) -> ConversationInfo:
+    def _info(self, rec: ConversationRecord, short_id: str) -> ConversationInfo:
         conv = self._live.get(rec.id)
         # `queued` is the store's: every write to the queue keeps it exact.
-        status, last_seq, live, asks = rec.status, rec.last_seq, False, 0
+        status, last_seq, live = rec.status, rec.last_seq, False
+        asking: tuple[ev.PermissionRequested, ...] = ()
         retry_at: str | None = None
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.last_seq)
-            asks = conv.permissions.waiting  # only a live conversation can be asked anything
+            asking = conv.permissions.open_requests()  # only a live conversation is asked
             if (at := conv.slot.retry_at) is not None and status == "starting":
                 retry_at = ev.rfc3339(at)
         return ConversationInfo(
             id=rec.id,
+            short_id=short_id,
             title=rec.title,
             agent=rec.agent,
             cwd=rec.cwd,
@@ -181,8 +188,9 @@ class Engine:
             last_seq=last_seq,
             queued=rec.queued,
             live=live,
-            open_requests=asks,
+            open_requests=len(asking),
             retry_at=retry_at,
+            permissions=list(asking),
         )
 
     async def _record(self, conv_id: str) -> ConversationRecord:
@@ -196,28 +204,51 @@ class Engine:
             raise RpcFailure(INVALID_PARAMS, "id must not be empty")
         if id_or_prefix in self._live:
             return id_or_prefix
-        matches = await self.io.read(lambda s: s.resolve_id(id_or_prefix))
+        matches = [i for i, _ in await self.io.read(lambda s: s.resolve_id(id_or_prefix))]
         if not matches:
             raise _no_such(id_or_prefix)
-        if len(matches) > 1 and id_or_prefix not in matches:
-            raise RpcFailure(INVALID_PARAMS, f"ambiguous id prefix: {id_or_prefix}")
-        return id_or_prefix if id_or_prefix in matches else matches[0]
+        if id_or_prefix in matches or len(matches) == 1:
+            return id_or_prefix if id_or_prefix in matches else matches[0]
+        raise RpcFailure(INVALID_PARAMS, await self._ambiguous(id_or_prefix))
+
+    async def _ambiguous(self, prefix: str) -> str:
+        """One line: the first few candidates with their titles, and how many more."""
+
+        def read(s: Store) -> tuple[builtins.list[tuple[str, str]], int]:
+            found = s.resolve_id(prefix, limit=CANDIDATES_SHOWN)
+            return found, s.count_prefix(prefix, CANDIDATES_COUNTED + 1)
+
+        found, total = await self.io.read(read)
+        names = ", ".join(f"{i} ({' '.join(t.split())[:40] or 'untitled'})" for i, t in found)
+        more = total - len(found)
+        if total > CANDIDATES_COUNTED:
+            names += f" and over {CANDIDATES_COUNTED - len(found)} more"
+        elif more > 0:
+            names += f" and {more} more"
+        return f"ambiguous id prefix {prefix!r}: {names}; give more characters"
 
     async def get(self, conv_id: str) -> ConversationInfo:
-        return self._info(await self._record(conv_id))
+        def read(s: Store) -> tuple[ConversationRecord | None, dict[str, str]]:
+            return s.get_conversation(conv_id), s.short_ids([conv_id], SHORT_ID_MIN)
+
+        rec, short = await self.io.read(read)
+        if rec is None or conv_id in self._deleting:
+            raise _no_such(conv_id)
+        return self._info(rec, short[conv_id])
 
     async def list(
         self, *, limit: int, before: str | None
     ) -> tuple[builtins.list[ConversationInfo], int, str | None]:
-        def read(s: Store) -> tuple[list[ConversationRecord], str | None, int]:
+        def read(s: Store) -> tuple[list[ConversationRecord], str | None, int, dict[str, str]]:
             page, nxt = s.list_conversations(limit=limit, before=before)
-            return page, nxt, s.count_conversations()
+            short = s.short_ids([r.id for r in page], SHORT_ID_MIN)
+            return page, nxt, s.count_conversations(), short
 
         try:
-            page, nxt, total = await self.io.read(read)
+            page, nxt, total, short = await self.io.read(read)
         except ValueError as exc:  # a cursor that is not one of ours
             raise RpcFailure(INVALID_PARAMS, f"invalid before cursor: {exc}") from None
-        return [self._info(r) for r in page], total, nxt
+        return [self._info(r, short[r.id]) for r in page], total, nxt
 
     async def count(self) -> int:
         return await self.io.read(lambda s: s.count_conversations())
@@ -234,10 +265,25 @@ class Engine:
         rendered = [msgspec.Raw(ev.render_event(r.seq, r.type, r.ts, r.body)) for r in recs]
         return rendered, last
 
-    async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
+    async def queue(self, conv_id: str) -> builtins.list[api.PendingMessage]:
         await self._record(conv_id)
-        recs = await self.io.read(lambda s: s.pending_messages(conv_id))
-        return [(r.seq, _user_message.decode(r.body).text) for r in recs]
+
+        def read(s: Store) -> builtins.list[api.PendingMessage]:
+            msgs = [(r.seq, _user_message.decode(r.body)) for r in s.pending_messages(conv_id)]
+            # The queue is every user message above the cursor, in order: one stored before
+            # messages had numbers is numbered by its place (only those come first).
+            base = None
+            out = []
+            for i, (seq, msg) in enumerate(msgs):
+                number = msg.number
+                if isinstance(number, msgspec.UnsetType):
+                    if base is None:
+                        base = s.count_user_messages(conv_id, seq) - i - 1
+                    number = base + i + 1
+                out.append(api.PendingMessage(seq=seq, text=msg.text, number=number))
+            return out
+
+        return await self.io.read(read)
 
     # --- write side ---------------------------------------------------------------------------
 
@@ -266,7 +312,8 @@ class Engine:
                 title=title or "", agent=name, agent_cmd=argv, cwd=cwd, permission_policy=policy
             )
         )
-        return self._info(rec)
+        short = await self.io.read(lambda s: s.short_ids([rec.id], SHORT_ID_MIN))
+        return self._info(rec, short[rec.id])
 
     async def delete(self, conv_id: str) -> None:
         await self._record(conv_id)
@@ -280,12 +327,23 @@ class Engine:
             self._deleting.discard(conv_id)
             self._restart_reasons.pop(conv_id, None)
 
-    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
+    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> api.SendResult:
         if not text.strip():
             raise RpcFailure(INVALID_PARAMS, "text must not be empty")
         if len(text) > MAX_TEXT:
             raise RpcFailure(INVALID_PARAMS, f"text longer than {MAX_TEXT} characters")
-        return await self._with(conv_id, lambda c: c.send(text, run=run, interrupt=interrupt))
+
+        async def send(c: Conversation) -> api.SendResult:
+            # A send that runs lifts a pause or `failed` (queued messages first, then this one).
+            # Read as the send arrives: a pause another client makes while it is being stored
+            # is lifted too, but not reported.
+            held = c.held
+            seq, queued = await c.send(text, run=run, interrupt=interrupt)
+            number = await c.log.take_number(seq)
+            resumed = held and (run or interrupt)
+            return api.SendResult(seq=seq, queued=queued, number=number, resumed=resumed)
+
+        return await self._with(conv_id, send)
 
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._record(conv_id)
@@ -299,8 +357,15 @@ class Engine:
     async def interrupt(self, conv_id: str) -> bool:
         return await self._with(conv_id, lambda c: c.interrupt())
 
-    async def resume(self, conv_id: str) -> None:
-        await self._with(conv_id, lambda c: c.resume())
+    async def resume(self, conv_id: str) -> api.ResumeResult:
+        async def resume(c: Conversation) -> bool:
+            held = c.held
+            await c.resume()
+            return held
+
+        held = await self._with(conv_id, resume)
+        queued = await self.io.read(lambda s: s.queued_count(conv_id))
+        return api.ResumeResult(resumed=held, queued=queued)
 
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool

@@ -145,6 +145,11 @@ class Conversation:
         return "starting" if self._slot.state is SlotState.STARTING else "idle"
 
     @property
+    def held(self) -> bool:
+        """The queue waits for a person (paused or failed), even while a turn still runs."""
+        return self._gate is not Gate.OPEN
+
+    @property
     def restart_reason(self) -> str:
         """Why its agent last went away, for the next supervisor's `agent_restarted`."""
         return self._slot.restart_reason

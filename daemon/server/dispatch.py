@@ -93,11 +93,11 @@ class EngineAPI(Protocol):
     async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> SubscriptionAPI: ...
     async def send(
         self, conv_id: str, text: str, *, run: bool, interrupt: bool
-    ) -> tuple[int, int]: ...
-    async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]: ...
+    ) -> api.SendResult: ...
+    async def queue(self, conv_id: str) -> builtins.list[api.PendingMessage]: ...
     async def remove(self, conv_id: str, seq: int) -> None: ...
     async def interrupt(self, conv_id: str) -> bool: ...
-    async def resume(self, conv_id: str) -> None: ...
+    async def resume(self, conv_id: str) -> api.ResumeResult: ...
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool
     ) -> None: ...
@@ -114,6 +114,7 @@ class DaemonInfo:
     data_dir: Path
     version: str
     started_at: float  # trio.current_time() at start-up
+    socket: str | None = None  # the unix socket served, for `daemon/status`
 
 
 @attrs.frozen
@@ -269,6 +270,7 @@ class Dispatcher:
             agents_running=self._engine.agents_running(),
             dashboard_url=self.dashboard_url,
             counters=self._counters(),
+            socket=self._info.socket,
         )
 
     def _counters(self) -> api.StatusCounters:
@@ -346,12 +348,10 @@ class Dispatcher:
 
     async def _send(self, conn: Connection, p: api.SendParams) -> api.SendResult:
         cid = await self._resolve(p.id)
-        seq, queued = await self._engine.send(cid, p.text, run=p.run, interrupt=p.interrupt)
-        return api.SendResult(seq=seq, queued=queued)
+        return await self._engine.send(cid, p.text, run=p.run, interrupt=p.interrupt)
 
     async def _queue(self, conn: Connection, p: api.IdParams) -> api.QueueResult:
-        pending = await self._engine.queue(await self._resolve(p.id))
-        return api.QueueResult(pending=[api.PendingMessage(seq=s, text=t) for s, t in pending])
+        return api.QueueResult(pending=await self._engine.queue(await self._resolve(p.id)))
 
     async def _remove(self, conn: Connection, p: api.RemoveParams) -> api.EmptyResult:
         await self._engine.remove(await self._resolve(p.id), p.seq)
@@ -361,9 +361,8 @@ class Dispatcher:
         done = await self._engine.interrupt(await self._resolve(p.id))
         return api.InterruptResult(interrupted=done)
 
-    async def _resume(self, conn: Connection, p: api.IdParams) -> api.EmptyResult:
-        await self._engine.resume(await self._resolve(p.id))
-        return api.EmptyResult()
+    async def _resume(self, conn: Connection, p: api.IdParams) -> api.ResumeResult:
+        return await self._engine.resume(await self._resolve(p.id))
 
     async def _permit(self, conn: Connection, p: api.PermitParams) -> api.EmptyResult:
         cid = await self._resolve(p.id)

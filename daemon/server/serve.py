@@ -142,12 +142,16 @@ async def _run(
     containment: _Containment,
 ) -> None:
     started = trio.current_time()
+    served: str | None = str(socket_path)
+    if activated is not None:
+        name = activated.getsockname()
+        served = name if isinstance(name, str) and name else None
     async with open_engine(control.config, data_dir, cgroups=containment.cgroups) as engine:
         control.engine = engine
-        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, acpd_version(), started))
+        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, acpd_version(), started, served))
         async with trio.open_nursery() as fronts:
             if activated is not None:  # systemd's socket: it stays bound when we stop
-                where = f"{activated.getsockname() or '?'} (from systemd)"
+                where = f"{served or '?'} (from systemd)"
                 await fronts.start(partial(serve_unix, None, dispatcher, adopt=activated))
             else:
                 where = str(socket_path)

@@ -18,6 +18,7 @@ from daemon.engine.fanout import Subscription
 from daemon.engine.registry import Engine, open_engine
 from daemon.engine.supervisor import Conversation
 from protocol import acp
+from protocol.api import PendingMessage, SendResult
 from tests.fakes.agent import FakeAgent, Step
 
 Event = dict[str, Any]
@@ -136,6 +137,16 @@ async def harness(tmp: Path, **config: Any) -> AsyncIterator[Harness]:
     async with open_engine(h.config, tmp, launcher=h.launch) as engine:
         h.engine = engine
         yield h
+
+
+def pair(sent: SendResult) -> tuple[int, int]:
+    """A send's (seq, queued)."""
+    return sent.seq, sent.queued
+
+
+def pending(queue: list[PendingMessage]) -> list[tuple[int, str]]:
+    """A queue's (seq, text) pairs."""
+    return [(m.seq, m.text) for m in queue]
 
 
 def parse(line: bytes) -> dict[str, Any]:

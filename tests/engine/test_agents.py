@@ -16,7 +16,7 @@ from daemon.engine.eventlog import EventLog
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure
-from tests.engine.harness import Harness, drain, harness, next_event, wait_turn_ended
+from tests.engine.harness import Harness, drain, harness, next_event, pair, wait_turn_ended
 from tests.fakes.agent import AskPermission, Chunk, Exit, FakeAgent, Reply, Request, Sleep, Tool
 
 
@@ -240,8 +240,8 @@ async def test_updates_sent_after_the_reply_stay_out_of_the_next_turn(
         h.script(Chunk("one"), Reply("end_turn", then=late))
         h.script(Chunk("two"), Reply())
         sub = await h.e.subscribe(cid, after_seq=0, deltas=True)
-        first, _ = await h.e.send(cid, "first", run=True, interrupt=False)
-        second, _ = await h.e.send(cid, "second", run=True, interrupt=False)
+        first, _ = pair(await h.e.send(cid, "first", run=True, interrupt=False))
+        second, _ = pair(await h.e.send(cid, "second", run=True, interrupt=False))
         await wait_turn_ended(h, cid, 2)
         lines = await drain(sub)
         deltas = [m["params"] for m in lines if m["method"] == "conversation/delta"]

@@ -9,7 +9,7 @@ import trio.testing
 
 from protocol import acp
 from protocol.jsonrpc import INTERNAL_ERROR, RpcFailure
-from tests.engine.harness import harness, wait_turn_ended
+from tests.engine.harness import harness, pair, wait_turn_ended
 from tests.fakes.agent import (
     AskPermission,
     Chunk,
@@ -76,7 +76,7 @@ async def test_send_interrupt_supersedes_and_keeps_the_queue_running(
         h.script(Reply("end_turn"))
         await h.e.send(cid, "slow", run=True, interrupt=False)
         await h.agents_wait_prompt(1)
-        _, queued = await h.e.send(cid, "instead", run=True, interrupt=True)
+        _, queued = pair(await h.e.send(cid, "instead", run=True, interrupt=True))
         assert queued == 0
         ended = await wait_turn_ended(h, cid, 2)
         assert [e["stop_reason"] for e in ended] == ["cancelled", "end_turn"]

@@ -445,7 +445,7 @@ async def test_interrupt_a_hung_agent_restarts_it(tmp_path: Path, groups: list[i
             assert agent_groups(daemon) == []
             info = (await conv.call("conversations/get"))["conversation"]
             assert (info["status"], info["live"]) == ("paused", False)
-            assert await conv.call("conversations/resume") == {}
+            assert await conv.call("conversations/resume") == {"resumed": True, "queued": 0}
             after = await conv.send("/echo after")
             assert (await conv.turn_ended(after))["stop_reason"] == "end_turn"
             groups.extend(agent_groups(daemon))

@@ -12,7 +12,7 @@ import store._conversations
 import store._events
 from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, NOT_FOUND, RpcFailure
-from tests.engine.harness import harness, wait_turn_ended
+from tests.engine.harness import harness, pair, pending, wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep
 
 
@@ -57,12 +57,12 @@ async def test_send_is_acknowledged_while_a_turn_streams(
     async with harness(tmp_path) as h:
         cid = await h.create()
         h.script(Chunk("a"), Sleep(30), Chunk("b"), Reply("end_turn"))
-        seq1, queued1 = await h.e.send(cid, "first", run=True, interrupt=False)
+        seq1, queued1 = pair(await h.e.send(cid, "first", run=True, interrupt=False))
         assert queued1 == 0
         await h.agents_wait_prompt(1)
         t0 = trio.current_time()
-        seq2, queued2 = await h.e.send(cid, "second", run=True, interrupt=False)
-        seq3, queued3 = await h.e.send(cid, "third", run=True, interrupt=False)
+        seq2, queued2 = pair(await h.e.send(cid, "second", run=True, interrupt=False))
+        seq3, queued3 = pair(await h.e.send(cid, "third", run=True, interrupt=False))
         assert trio.current_time() == t0  # acknowledged without waiting for the turn
         assert (queued2, queued3) == (1, 2)
         assert seq1 < seq2 < seq3
@@ -111,16 +111,16 @@ async def test_no_run_stages_until_resumed(
 ) -> None:
     async with harness(tmp_path) as h:
         cid = await h.create()
-        seq, _ = await h.e.send(cid, "later", run=False, interrupt=False)
+        seq, _ = pair(await h.e.send(cid, "later", run=False, interrupt=False))
         await trio.testing.wait_all_tasks_blocked()
         assert h.launches == 0
         info = await h.e.get(cid)
         assert (info.status, info.queued) == ("paused", 1)
-        assert await h.e.queue(cid) == [(seq, "later")]
+        assert pending(await h.e.queue(cid)) == [(seq, "later")]
         await h.e.resume(cid)
         await wait_turn_ended(h, cid)
         assert h.agent.prompts == ["later"]
-        assert await h.e.queue(cid) == []
+        assert pending(await h.e.queue(cid)) == []
 
 
 async def test_queue_is_visible_and_editable(
@@ -129,11 +129,11 @@ async def test_queue_is_visible_and_editable(
     async with harness(tmp_path) as h:
         cid = await h.create()
         h.script(Sleep(10), Reply())
-        first, _ = await h.e.send(cid, "one", run=True, interrupt=False)
+        first, _ = pair(await h.e.send(cid, "one", run=True, interrupt=False))
         await h.agents_wait_prompt(1)
-        two, _ = await h.e.send(cid, "two", run=True, interrupt=False)
-        three, _ = await h.e.send(cid, "three", run=True, interrupt=False)
-        assert await h.e.queue(cid) == [(two, "two"), (three, "three")]
+        two, _ = pair(await h.e.send(cid, "two", run=True, interrupt=False))
+        three, _ = pair(await h.e.send(cid, "three", run=True, interrupt=False))
+        assert pending(await h.e.queue(cid)) == [(two, "two"), (three, "three")]
         await h.e.remove(cid, two)
         with pytest.raises(RpcFailure) as conflict:
             await h.e.remove(cid, first)

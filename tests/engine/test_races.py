@@ -16,7 +16,7 @@ from daemon.engine.storeio import StoreIO
 from protocol import acp
 from protocol.jsonrpc import NOT_FOUND, RpcFailure
 from store import Store
-from tests.engine.harness import harness, next_event, wait_turn_ended
+from tests.engine.harness import harness, next_event, pair, pending, wait_turn_ended
 from tests.fakes.agent import Chunk, Exit, Hang, Reply, Sleep, WaitForCancel
 
 
@@ -121,12 +121,12 @@ async def test_a_dangling_running_turn_is_closed_at_hydration(
     async with harness(tmp_path) as h:
         cid = await h.create()
         h.script(Chunk("half"), Hang())
-        first, _ = await h.e.send(cid, "one", run=True, interrupt=False)
+        first, _ = pair(await h.e.send(cid, "one", run=True, interrupt=False))
         await h.agents_wait_prompt(1)
         conv = h.supervisor(cid)
         await conv.close(deleting=False)  # a hard stop: records nothing, "running" stays
         assert (await h.e.get(cid)).status == "running"
-        second, _ = await h.e.send(cid, "two", run=True, interrupt=False)
+        second, _ = pair(await h.e.send(cid, "two", run=True, interrupt=False))
         with trio.fail_after(100):
             ended = await wait_turn_ended(h, cid, 2)
         assert [(e["prompt_seq"], e["stop_reason"]) for e in ended] == [
@@ -145,7 +145,7 @@ async def test_interrupt_while_the_agent_starts_keeps_the_message_unprompted(
     async with harness(tmp_path) as h:
         h.start_delay = 5.0
         cid = await h.create()
-        seq, ahead = await h.e.send(cid, "first", run=True, interrupt=False)
+        seq, ahead = pair(await h.e.send(cid, "first", run=True, interrupt=False))
         assert ahead == 0
         await trio.sleep(1)
         # The user's Ctrl-C lands before the prompt: it counts, and nothing is prompted.
@@ -155,7 +155,7 @@ async def test_interrupt_while_the_agent_starts_keeps_the_message_unprompted(
         assert h.agent.prompts == []
         info = await h.e.get(cid)
         assert (info.status, info.queued) == ("paused", 1)
-        assert await h.e.queue(cid) == [(seq, "first")]
+        assert pending(await h.e.queue(cid)) == [(seq, "first")]
         assert "turn_started" not in await h.types(cid)
         await h.e.resume(cid)
         await wait_turn_ended(h, cid)
@@ -168,7 +168,7 @@ async def test_removing_the_message_while_the_agent_starts(
     async with harness(tmp_path) as h:
         h.start_delay = 5.0
         cid = await h.create()
-        seq, _ = await h.e.send(cid, "first", run=True, interrupt=False)
+        seq, _ = pair(await h.e.send(cid, "first", run=True, interrupt=False))
         await trio.sleep(1)
         conv = h.supervisor(cid)
         await h.e.remove(cid, seq)
@@ -207,9 +207,9 @@ async def test_send_interrupt_while_the_agent_starts_supersedes(
     async with harness(tmp_path) as h:
         h.start_delay = 5.0
         cid = await h.create()
-        first, _ = await h.e.send(cid, "first", run=True, interrupt=False)
+        first, _ = pair(await h.e.send(cid, "first", run=True, interrupt=False))
         await trio.sleep(1)
-        second, ahead = await h.e.send(cid, "instead", run=True, interrupt=True)
+        second, ahead = pair(await h.e.send(cid, "instead", run=True, interrupt=True))
         assert ahead == 0
         ended = await wait_turn_ended(h, cid, 2)
         assert [(e["prompt_seq"], e["stop_reason"]) for e in ended] == [
@@ -265,7 +265,7 @@ async def test_no_run_during_a_turn_stages_the_message(
         h.script(Sleep(10), Reply())
         await h.e.send(cid, "one", run=True, interrupt=False)
         await h.agents_wait_prompt(1)
-        staged, _ = await h.e.send(cid, "staged", run=False, interrupt=False)
+        staged, _ = pair(await h.e.send(cid, "staged", run=False, interrupt=False))
         assert (await h.e.get(cid)).status == "running"
         await wait_turn_ended(h, cid)
         await trio.sleep(30)
@@ -273,7 +273,7 @@ async def test_no_run_during_a_turn_stages_the_message(
         assert h.agent.prompts == ["one"]
         info = await h.e.get(cid)
         assert (info.status, info.queued) == ("paused", 1)
-        assert await h.e.queue(cid) == [(staged, "staged")]
+        assert pending(await h.e.queue(cid)) == [(staged, "staged")]
         await h.e.resume(cid)
         await wait_turn_ended(h, cid, 2)
         assert h.agent.prompts == ["one", "staged"]
@@ -291,15 +291,21 @@ async def test_concurrent_sends_get_exact_positions(
         h.script(Sleep(100), Reply())
         await h.e.send(cid, "running", run=True, interrupt=False)
         await h.agents_wait_prompt(1)
-        results: list[tuple[int, int]] = []
+        results: list[tuple[int, int, int]] = []
 
         async def send(text: str) -> None:
-            results.append(await h.e.send(cid, text, run=True, interrupt=False))
+            sent = await h.e.send(cid, text, run=True, interrupt=False)
+            results.append((sent.seq, sent.queued, sent.number))
 
         async with trio.open_nursery() as nursery:
             for i in range(4):
                 nursery.start_soon(send, f"m{i}")
-        assert [ahead for _, ahead in sorted(results)] == [1, 2, 3, 4]
+        assert [ahead for _, ahead, _ in sorted(results)] == [1, 2, 3, 4]
+        # Numbers count messages, in the order stored, whatever order the replies come in.
+        assert [number for _, _, number in sorted(results)] == [2, 3, 4, 5]
+        assert [(m.seq, m.number) for m in await h.e.queue(cid)] == sorted(
+            (seq, number) for seq, _, number in results
+        )
         assert (await h.e.get(cid)).queued == 4
         await wait_turn_ended(h, cid)
         await trio.testing.wait_all_tasks_blocked()

@@ -25,6 +25,9 @@ from protocol.api import (
     ConversationInfo,
     EventParams,
     LaggedParams,
+    PendingMessage,
+    ResumeResult,
+    SendResult,
 )
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import INVALID_PARAMS, NOT_FOUND, Notification, RpcFailure, encode_line
@@ -80,7 +83,8 @@ class FakeEngine:
 
     def add(self, conv_id: str, n_events: int = 0) -> ConversationInfo:
         t0 = "2025-01-01T00:00:00Z"
-        info = ConversationInfo(id=conv_id, title="t", agent="demo", cwd="/", status="idle",
+        info = ConversationInfo(id=conv_id, short_id=conv_id[:4], title="t", agent="demo",
+                                cwd="/", status="idle",
                                 created_at=t0, updated_at=t0, last_seq=0, queued=0,
                                 live=False)  # fmt: skip
         self.convs[conv_id] = info
@@ -166,15 +170,17 @@ class FakeEngine:
         self.subs.append(sub)
         return sub
 
-    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
+    async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> SendResult:
         await self._enter("send", conv_id, text, run, interrupt)
         seq = self.publish(conv_id, "user_message", text=text)
         self.publish(conv_id, "turn_started", prompt_seq=seq)  # it starts now (queued: 0)
-        return seq, 0
+        number = sum(b'"user_message"' in e for e in self.stored[conv_id])
+        return SendResult(seq=seq, queued=0, number=number)
 
-    async def queue(self, conv_id: str) -> builtins.list[tuple[int, str]]:
+    async def queue(self, conv_id: str) -> builtins.list[PendingMessage]:
         await self._enter("queue", conv_id)
-        return self.queues.get(conv_id, [(7, "later")])
+        pending = self.queues.get(conv_id, [(7, "later")])
+        return [PendingMessage(seq=s, text=t, number=i + 1) for i, (s, t) in enumerate(pending)]
 
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._enter("remove", conv_id, seq)
@@ -183,8 +189,9 @@ class FakeEngine:
         await self._enter("interrupt", conv_id)
         return True
 
-    async def resume(self, conv_id: str) -> None:
+    async def resume(self, conv_id: str) -> ResumeResult:
         await self._enter("resume", conv_id)
+        return ResumeResult(resumed=True, queued=0)
 
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool

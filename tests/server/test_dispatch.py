@@ -114,16 +114,20 @@ ROUTES: dict[str, tuple[Json | None, tuple[object, ...] | None, Callable[[Json],
     "messages/send": (
         {"id": "abc", "text": "hi", "interrupt": True},
         ("send", CONV, "hi", True, True),
-        lambda r: r == {"seq": 3, "queued": 0},
+        lambda r: r == {"seq": 3, "queued": 0, "number": 1, "resumed": False},
     ),
     "messages/queue": (
         {"id": "abc"},
         ("queue", CONV),
-        lambda r: r == {"pending": [{"seq": 7, "text": "later"}]},
+        lambda r: r == {"pending": [{"seq": 7, "text": "later", "number": 1}]},
     ),
     "messages/remove": ({"id": "abc", "seq": 3}, ("remove", CONV, 3), lambda r: r == {}),
     "turns/interrupt": ({"id": "abc"}, ("interrupt", CONV), lambda r: r == {"interrupted": True}),
-    "conversations/resume": ({"id": "abc"}, ("resume", CONV), lambda r: r == {}),
+    "conversations/resume": (
+        {"id": "abc"},
+        ("resume", CONV),
+        lambda r: r == {"resumed": True, "queued": 0},
+    ),
     "permissions/respond": (
         {"id": "abc", "request": "r1", "option": "allow"},
         ("permit", CONV, "r1", "allow", False),

@@ -99,7 +99,7 @@ async def test_conversation_end_to_end(tmp_path: Path) -> None:
                 assert conv["agent"] == "demo"
                 prefix = conv["id"][:6]
                 reply = await client.call("messages/send", {"id": prefix, "text": "hello"})
-                assert reply["result"] == {"seq": 1, "queued": 0}
+                assert reply["result"] == {"seq": 1, "queued": 0, "number": 1, "resumed": False}
                 reply = await client.call("conversations/subscribe", {"id": prefix})
                 assert reply["result"]["through_seq"] >= 1
                 types = [n["params"]["event"]["type"] for n in client.notes
@@ -115,6 +115,7 @@ async def test_conversation_end_to_end(tmp_path: Path) -> None:
                 status = (await client.call("daemon/status"))["result"]
                 assert status["conversations_stored"] == 1
                 assert status["pid"] == daemon.proc.pid
+                assert status["socket"] == str(daemon.socket)
             daemon.proc.send_signal(signal.SIGTERM)
             assert await daemon.proc.wait() == 0
             await daemon.wait_for(b"stopped")

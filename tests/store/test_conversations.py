@@ -7,8 +7,14 @@ from collections.abc import Callable
 import pytest
 
 from store import ConversationRecord, NotFound, Store, new_conversation_id
-from store._conversations import LIST_AFTER_SQL, LIST_FIRST_SQL, RECOVERY_SQL
-from store.records import decode_page_cursor, encode_page_cursor
+from store._conversations import (
+    ID_AFTER_SQL,
+    ID_BEFORE_SQL,
+    LIST_AFTER_SQL,
+    LIST_FIRST_SQL,
+    RECOVERY_SQL,
+)
+from store.records import decode_page_cursor, encode_page_cursor, unique_prefix_length
 
 from ._util import body
 
@@ -58,35 +64,75 @@ def test_create_validates(store: Store) -> None:
     assert store.count_conversations() == 0
 
 
-def test_ids_are_time_ordered_lowercase_and_unique() -> None:
-    ids = [new_conversation_id(1_700_000_000 + i / 1000) for i in range(2000)]
-    assert ids == sorted(ids)
+def test_ids_are_random_from_the_first_character() -> None:
+    ids = [new_conversation_id() for _ in range(4000)]
     assert len(set(ids)) == len(ids)
-    assert all(len(i) == 21 and i == i.lower() and i.isalnum() and i[0] == "c" for i in ids)
-    same_ms = {new_conversation_id(1_700_000_000.0) for _ in range(100)}
-    assert len(same_ms) == 100  # random tail
+    assert all(len(i) == 20 and i == i.lower() and i.isalnum() for i in ids)
+    # Time-based ids shared their first 9 characters; random ones spread over the alphabet
+    # from the first (32 first characters; 4000 draws miss one with probability ~1e-53).
+    assert len({i[0] for i in ids}) == 32
+    assert len({i[:2] for i in ids}) > 900  # of 1024
+
+
+def _insert(store: Store, conv_id: str, title: str = "t", created: float = 1.0) -> None:
+    """A conversation with a chosen id (an old time-based one, or a prefix test's)."""
+    store._conn.execute(
+        "INSERT INTO conversations (id, title, agent, agent_cmd, cwd, status, created_at, "
+        "updated_at, permission_policy) VALUES (?, ?, 'demo', '[\"x\"]', '/', 'idle', ?, ?, 'ask')",
+        (conv_id, title, created, created),
+    )
 
 
 def test_resolve_id_by_prefix(store: Store) -> None:
-    a = _new(store, now=1_700_000_000.0)
-    b = _new(store, now=1_700_000_000.0)  # same ms: ids share 13 chars
-    common = 13
-    while a.id[common] == b.id[common]:
-        common += 1
-    assert store.resolve_id(a.id) == [a.id]
-    assert store.resolve_id(a.id.upper()) == [a.id]
-    assert store.resolve_id(a.id[: common + 1]) == [a.id]
-    assert sorted(store.resolve_id(a.id[:common])) == sorted([a.id, b.id])
-    assert store.resolve_id("c") == sorted([a.id, b.id])[:2]
+    _insert(store, "abcd1", "first")
+    _insert(store, "abce2", "second")
+    _insert(store, "c0001m8y8xyz00000000a", "old style")
+    assert store.resolve_id("abcd1") == [("abcd1", "first")]
+    assert store.resolve_id("ABCD") == [("abcd1", "first")]
+    assert store.resolve_id("abc") == [("abcd1", "first"), ("abce2", "second")]
+    assert store.resolve_id("abc", limit=1) == [("abcd1", "first")]
+    assert store.resolve_id("c0001m") == [("c0001m8y8xyz00000000a", "old style")]
     assert store.resolve_id("x") == []
-    assert store.resolve_id(a.id + "0") == []
+    assert store.resolve_id("abcd10") == []
+    assert store.count_prefix("abc", cap=10) == 2
+    assert store.count_prefix("", cap=2) == 2  # bounded, however many match
+    assert store.count_prefix("zz", cap=10) == 0
 
 
-def test_resolve_id_returns_at_most_two(store: Store) -> None:
+def test_resolve_id_returns_at_most_limit(store: Store) -> None:
     for _ in range(5):
         _new(store)
-    assert len(store.resolve_id("c")) == 2
     assert len(store.resolve_id("")) == 2
+    assert len(store.resolve_id("", limit=4)) == 4
+
+
+def test_unique_prefix_length() -> None:
+    assert unique_prefix_length("abcdefgh", (None, None), 4) == 4
+    assert unique_prefix_length("abcdefgh", ("abcdexxx", None), 4) == 6
+    assert unique_prefix_length("abcdefgh", ("ab", "abcdefgz"), 4) == 8
+    assert unique_prefix_length("abc", (None, "abcdef"), 4) == 3  # a prefix of another: itself
+    assert unique_prefix_length("abcdef", ("abc", None), 4) == 4
+
+
+def test_short_ids_are_the_shortest_unique_prefixes(store: Store) -> None:
+    for conv_id in ("c0001m8y8aaaa", "c0001m8y8abbb", "c0001m8z0cccc", "k3x9zzzz", "k3xazzzz"):
+        _insert(store, conv_id)
+    got = store.short_ids(["c0001m8y8aaaa", "c0001m8y8abbb", "c0001m8z0cccc", "k3x9zzzz"])
+    assert got == {
+        "c0001m8y8aaaa": "c0001m8y8aa",
+        "c0001m8y8abbb": "c0001m8y8ab",
+        "c0001m8z0cccc": "c0001m8z",
+        "k3x9zzzz": "k3x9",
+    }
+    assert store.short_ids(["k3xazzzz"], minimum=2) == {"k3xazzzz": "k3xa"}
+    for short in got.values():  # each one resolves to its conversation alone
+        assert len(store.resolve_id(short)) == 1
+    assert store.short_ids([]) == {}
+
+
+def test_short_ids_cost_two_primary_key_seeks_per_id(store: Store) -> None:
+    assert _plan(store, ID_BEFORE_SQL, ("k",)) == ["SEARCH conversations USING PRIMARY KEY (id<?)"]
+    assert _plan(store, ID_AFTER_SQL, ("k",)) == ["SEARCH conversations USING PRIMARY KEY (id>?)"]
 
 
 def test_list_newest_activity_first_with_keyset_pages(store: Store) -> None:
@@ -238,7 +284,10 @@ def test_setters_on_missing_conversation(store: Store, call: Callable[[Store], N
 
 
 def test_recovery_finds_running_and_runnable_queued_only(store: Store) -> None:
-    idle, running, queued, paused_q, failed_q, running_q = (_new(store) for _ in range(6))
+    # Created in this order, a second apart; ids are random, so only created_at orders them.
+    queued, idle, running_q, paused_q, failed_q, running = (
+        _new(store, now=1000.0 + i) for i in range(6)
+    )
     for c in (queued, paused_q, failed_q, running_q, running):
         store.append_user_message(c.id, body("m"))
     store.start_turn(running.id, 1, b"{}")  # running, nothing else queued
@@ -247,7 +296,7 @@ def test_recovery_finds_running_and_runnable_queued_only(store: Store) -> None:
     store.set_status(paused_q.id, "paused")
     store.set_status(failed_q.id, "failed")
     got = [r.id for r in store.conversations_needing_recovery()]
-    assert got == sorted([running.id, queued.id, running_q.id])
+    assert got == [queued.id, running_q.id, running.id]  # oldest first, whatever the ids
     assert idle.id not in got
 
 
