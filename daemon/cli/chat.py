@@ -13,7 +13,9 @@ import signal
 import socket
 import sys
 
+from daemon.cli import render
 from daemon.cli.client import EVENT, ApiError, ClientError, Subscription
+from daemon.cli.commands import CHAT_KEYS
 from daemon.cli.render import permission_options
 
 TYPE_CHECKING = False  # as in daemon.cli.commands: no `typing` import at run time
@@ -24,18 +26,12 @@ if TYPE_CHECKING:
     from daemon.cli.client import Notice
     from daemon.cli.commands import Ctx
 
-__all__ = ["chat", "find_permission_request", "follow", "send_and_follow"]
+__all__ = ["chat", "follow", "send_and_follow"]
 
 # Idle time after which a replay that ended on a gap in seqs counts as over.
 _REPLAY_IDLE_S = 0.25
-# `acpd permit ID REQUEST N` looks for the request this far back (events, pages of 1000).
-_PERMIT_LOOKBACK = 10_000
-_PAGE = 1000
-
-CHAT_HELP = """\
-Enter sends a message (queued while a turn runs). Ctrl-C interrupts the running turn, or leaves
-when nothing runs; Ctrl-D leaves. A number answers an open permission request.
-/interrupt  /resume  /queue  /quit  /help"""
+# What chat says of the queue after an interrupt (`render.paused_until`).
+_PAUSED = render.paused_until("/resume", "your next message")
 
 
 def _event(notice: Notice) -> dict[str, Any] | None:
@@ -119,31 +115,6 @@ def choose(options: list[dict[str, str]], choice: str) -> str | None:
     return choice if any(o["option_id"] == choice for o in options) else None
 
 
-def find_permission_request(ctx: Ctx, conv: str, request: str) -> tuple[str, dict[str, Any] | None]:
-    """The full conversation id and the `permission_requested` event of `request` (None if not
-    among the last `_PERMIT_LOOKBACK` events)."""
-    info = ctx.call("conversations/get", {"id": conv})["conversation"]
-    conv_id, last = str(info["id"]), int(info["last_seq"])
-    start = last
-    while start > 0 and last - start < _PERMIT_LOOKBACK:  # newest pages first
-        end, start = start, max(0, start - _PAGE)
-        events: list[Any] = []
-        after = start
-        while after < end:  # a page may stop early (the daemon bounds its bytes): read on
-            page = ctx.call(
-                "conversations/events", {"id": conv_id, "after_seq": after, "limit": end - after}
-            )
-            got = [e for e in page.get("events") or [] if after < int(e.get("seq", 0)) <= end]
-            if not got:
-                break
-            events += got
-            after = int(got[-1]["seq"])
-        for ev in reversed(events):
-            if ev.get("type") == "permission_requested" and str(ev.get("request")) == request:
-                return conv_id, ev
-    return conv_id, None
-
-
 def respond(ctx: Ctx, info: Any, conv_id: str, request: str, option: str) -> None:
     try:
         ctx.call("permissions/respond", {"id": conv_id, "request": request, "option": option})
@@ -207,19 +178,14 @@ def send_and_follow(
         sub = Subscription(ctx.client, conv_id, after_seq=int(conv["last_seq"]))
         sub.start()
     result = ctx.call("messages/send", params)
-    seq, queued = result.get("seq"), result.get("queued", 0)
+    seq = result.get("seq")
+    staged = not run and not interrupt
     if ctx.json:
         ctx.emit(result)
-        ctx.out.flush()
-    elif not run and not interrupt:
-        # Staged: the queue is paused, so `queued` counts the turns that run before it once
-        # resumed (a running turn included), and 0 does not mean "it starts now".
-        ahead = f", behind {_turns(queued)}" if queued else ""
-        ctx.say(f"queued as message {seq}{ahead} (paused: `acpd resume {conv_id}` runs it)")
-        ctx.out.flush()
-    elif queued:
-        ctx.say(f"queued (message {seq}): {_turns(queued)} ahead of it")
-        ctx.out.flush()
+    elif not follow or staged or result.get("queued") or result.get("resumed"):
+        # Following, a turn that starts now shows itself: the line would only repeat it.
+        ctx.say(render.sent(result, conv_id, staged=staged))
+    ctx.out.flush()
     if sub is None:
         return 0
     viewer = Viewer(ctx, sub, answer=_answer_mode(ctx))
@@ -253,10 +219,6 @@ def send_and_follow(
     return 0
 
 
-def _turns(n: int) -> str:
-    return f"{n} turn{'s' if n != 1 else ''}"
-
-
 def chat(ctx: Ctx, conv_id: str | None, create: dict[str, Any] | None, from_seq: int) -> int:
     """`acpd chat`: a conversation (new if `conv_id` is None) on the terminal."""
     if conv_id is None:
@@ -270,7 +232,7 @@ def chat(ctx: Ctx, conv_id: str | None, create: dict[str, Any] | None, from_seq:
     sub.start()
     session = _Chat(ctx, sub, conv)
     if session.tty:
-        ctx.note(CHAT_HELP)
+        ctx.note(CHAT_KEYS)
     return session.run()
 
 
@@ -348,7 +310,7 @@ class _Chat:
         if not self.running:
             self.done = True
         elif self.ctx.call("turns/interrupt", {"id": self.conv_id}).get("interrupted"):
-            self.info("(interrupted; the queue is paused: /resume runs what is left)")
+            self.info(f"(interrupted; {_PAUSED})")
         else:
             self.info("(the turn had already ended)")
             self.running = False
@@ -405,7 +367,7 @@ class _Chat:
                 respond(self.ctx, self.info, conv_id, request, option)
                 return
         result = self.ctx.call("messages/send", {"id": self.conv_id, "text": line})
-        seq, queued = result.get("seq"), result.get("queued", 0)
+        seq, queued, number = result.get("seq"), result.get("queued", 0), result.get("number")
         if isinstance(seq, int):
             self.waiting.add(seq)
             if self.tty:  # the terminal already shows what was typed
@@ -413,8 +375,14 @@ class _Chat:
         if self.ctx.json:
             self.ctx.emit(result)
             self.ctx.out.flush()
-        elif queued:
-            self.info(f"(queued: {_turns(queued)} ahead)")
+            return
+        # A message that starts at once shows itself (the typed line, then the reply).
+        what = f"message {number}" if isinstance(number, int) else f"seq {seq}"
+        again = "; the queue runs again, in order" if result.get("resumed") else ""
+        if queued:
+            self.info(f"({what} queued: {render.turns(queued)} ahead{again})")
+        elif again:
+            self.info(f"({what} starts now{again})")
 
     def _slash(self, text: str) -> bool:
         """Run a /command; False if it is none, so the line is sent as a message."""
@@ -422,18 +390,17 @@ class _Chat:
         if name in ("/quit", "/exit"):
             self.done = True
         elif name == "/help":
-            self.info(CHAT_HELP)
+            self.info(CHAT_KEYS)
         elif name == "/interrupt":
             res = self.ctx.call("turns/interrupt", {"id": self.conv_id})
             done = "interrupted" if res.get("interrupted") else "no turn was running"
-            self._result(res, f"({done}; the queue is paused: /resume runs what is left)")
+            self._result(res, f"({done}; {_PAUSED})")
         elif name == "/resume":
-            self._result(self.ctx.call("conversations/resume", {"id": self.conv_id}), "(resumed)")
+            res = self.ctx.call("conversations/resume", {"id": self.conv_id})
+            self._result(res, f"({render.resumed(res)})")
         elif name == "/queue":
             res = self.ctx.call("messages/queue", {"id": self.conv_id})
-            pending = res.get("pending") or []
-            lines = [f"  {msg['seq']:>6}  {msg['text']}" for msg in pending]
-            self._result(res, "\n".join(lines) or "(nothing queued)")
+            self._result(res, render.queue(res))
         else:
             return False
         return True

@@ -93,10 +93,10 @@ def dumps(obj: object) -> str:
 class Client:
     """A blocking connection to the daemon.
 
-    Error handling: a refused or missing socket raises `ClientError` with a hint to start the
-    daemon; the daemon closing the connection, or a malformed line, raises `ClientError`, as
-    does a call not answered within `timeout` seconds (None: wait for ever); a JSON-RPC error
-    reply raises `ApiError`.
+    Error handling: a missing socket, or a stale one nobody answers on, raises `ClientError`
+    with a hint to start the daemon; the daemon closing the connection, or a malformed line,
+    raises `ClientError`, as does a call not answered within `timeout` seconds (None: wait for
+    ever); a JSON-RPC error reply raises `ApiError`.
     """
 
     def __init__(self, path: str, *, timeout: float | None = CALL_TIMEOUT) -> None:
@@ -109,10 +109,17 @@ class Client:
         except TimeoutError:
             self._sock.close()
             raise ClientError(self._stuck("accept the connection")) from None
-        except (FileNotFoundError, ConnectionRefusedError):
+        except FileNotFoundError:
             self._sock.close()
             raise ClientError(
                 f"acpd is not running (no socket at {path}): start it with `acpd serve`"
+            ) from None
+        except ConnectionRefusedError:
+            # The file is there, but nothing listens on it: a daemon that died without
+            # removing it (or a socket unit that is stopped). `acpd serve` replaces it.
+            self._sock.close()
+            raise ClientError(
+                f"a stale socket is at {path} (no daemon answers); start one with `acpd serve`"
             ) from None
         except OSError as exc:
             self._sock.close()

@@ -2,7 +2,8 @@
 
 Client commands start fast: they import only the standard library and `daemon.cli.client`; trio
 and the engine load only for `acpd serve`. Each command is a function registered with
-`@command`, which also declares its arguments, so adding one is a single decorated function.
+`@command` (`daemon.cli.parsing`), which also declares its arguments, so adding one is a single
+decorated function. Every command that changes something says what it did in one line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import sys
 
 from daemon.cli import client as _client
 from daemon.cli.client import ApiError, Client, ClientError, dumps, resolve_socket
+from daemon.cli.parsing import (
+    COMMANDS,
+    UsageError,
+    arg,
+    bounded,
+    build_parser,
+    command,
+    command_name,
+    conv_id,
+    merge_global,
+    text_of,
+)
 
 # The daemon's bounds on params, checked here too so a usage error says so in our words.
 from protocol.limits import MAX_ID, MAX_LIST_LIMIT, MAX_NAME, MAX_PATH, MAX_TEXT, MAX_TITLE
@@ -25,85 +38,9 @@ if TYPE_CHECKING:
 
     from daemon.cli import render  # imported where used: --json output never needs it
 
-    Arg: TypeAlias = tuple[tuple[str, ...], dict[str, Any]]
     Human: TypeAlias = Callable[[dict[str, Any]], str]
-    Run: TypeAlias = Callable[["Ctx", argparse.Namespace], int]
 
-__all__ = ["UsageError", "build_parser", "main"]
-
-EPILOG = """\
-ids may be abbreviated to any unique prefix.
-
---json prints the daemon's JSON-RPC `result` exactly as returned, one JSON document. Streams
-(`follow`, `send --follow`) print one JSON object per line: each notification as
-{"method": ..., "params": ...} (the JSON-RPC notification minus "jsonrpc"); `send --follow`
-prints its {"seq", "queued"} result first.
-
---socket and --json may come before the command too (`acpd --json ls`). socket: --socket PATH,
-else $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else /tmp/acpd-$UID/acpd.sock.
-Exit status: 0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 closed pipe.
-"""
-
-
-class UsageError(Exception):
-    """A bad combination of arguments that argparse cannot express: exit 2."""
-
-
-def arg(*flags: str, **kwargs: Any) -> Arg:
-    return flags, kwargs
-
-
-def bounded(lo: int, hi: int | None = None) -> Callable[[str], int]:
-    """An argparse `type`: an integer in lo..hi, with a message in our words."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            span = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
-            raise argparse.ArgumentTypeError(f"must be {span}, not {value}")
-        return value
-
-    return parse
-
-
-def text_of(limit: int, what: str = "characters") -> Callable[[str], str]:
-    """An argparse `type`: a non-empty string of at most `limit` characters."""
-
-    def parse(text: str) -> str:
-        if not text:
-            raise argparse.ArgumentTypeError("must not be empty")
-        if len(text) > limit:
-            raise argparse.ArgumentTypeError(f"longer than {limit} {what}")
-        return text
-
-    return parse
-
-
-def conv_id() -> Arg:
-    return arg("id", metavar="ID", type=text_of(MAX_ID), help="a conversation id or prefix")
-
-
-class _Command:
-    __slots__ = ("args", "client", "help", "name", "run")
-
-    def __init__(self, name: str, help: str, args: tuple[Arg, ...], client: bool, run: Run) -> None:
-        self.name, self.help, self.args, self.client, self.run = name, help, args, client, run
-
-
-COMMANDS: dict[str, _Command] = {}
-
-
-def command(name: str, help: str, *args: Arg, client: bool = True) -> Callable[[Run], Run]:
-    """Register a subcommand; `client=True` adds `--socket` and `--json` and a connection."""
-
-    def register(run: Run) -> Run:
-        COMMANDS[name] = _Command(name, help, args, client, run)
-        return run
-
-    return register
+__all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
 
 class Ctx:
@@ -160,13 +97,18 @@ class Ctx:
 @command(
     "serve",
     "run the daemon in the foreground (what systemd runs)",
-    arg("--data-dir", metavar="DIR", help="default $ACPD_DATA_DIR, else $XDG_DATA_HOME/acpd"),
-    arg("--socket", metavar="PATH", help="default as for the client commands"),
+    arg("--data-dir", metavar="DIR",
+        help="default $ACPD_DATA_DIR, else $XDG_DATA_HOME/acpd (~/.local/share/acpd)"),
+    arg("--socket", metavar="PATH",
+        help="default $ACPD_SOCKET, else $XDG_RUNTIME_DIR/acpd/acpd.sock, else "
+             "/tmp/acpd-$UID/acpd.sock"),
     arg("--ws", metavar="HOST:PORT", help="dashboard address (127.0.0.1:0 picks a free port)"),
     arg("--no-ws", action="store_true", help="no dashboard"),
-    arg("--config", metavar="FILE", help="default $ACPD_CONFIG, else ~/.config/acpd/config.toml"),
+    arg("--config", metavar="FILE",
+        help="default $ACPD_CONFIG, else $XDG_CONFIG_HOME/acpd/config.toml "
+             "(~/.config/acpd/config.toml)"),
     client=False,
-)
+)  # fmt: skip
 def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:
     if a.ws is not None and a.no_ws:
         raise UsageError("--ws and --no-ws exclude each other")
@@ -302,6 +244,8 @@ def create_params(
         help=f"at most N, 1 to {MAX_LIST_LIMIT} (default 50)"),
     arg("--before", metavar="CURSOR", type=text_of(MAX_NAME),
         help="the page after this one (`next` of --json)"),
+    epilog="On a terminal each id's shortest unique prefix is highlighted: type that much of it\n"
+           "(or more) wherever a command takes an ID.",
 )  # fmt: skip
 def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": a.limit}
@@ -315,14 +259,18 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli import render
 
     width = os.get_terminal_size(ctx.out.fileno()).columns if ctx.out.isatty() else None
-    ctx.say(render.conversations(result["conversations"], width))
+    ctx.say(render.conversations(result["conversations"], width, render.Style.for_stream(ctx.out)))
     shown, total = len(result["conversations"]), result.get("total")
     if isinstance(total, int) and total > shown:
         ctx.note(f"({shown} of {total} shown; see --limit, and --before {result.get('next')})")
     return 0
 
 
-@command("show", "a conversation's details", conv_id())
+@command(
+    "show",
+    "a conversation's details, and the permission requests waiting for an answer",
+    conv_id(),
+)
 def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli import render
 
@@ -331,76 +279,145 @@ def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command(
     "queue",
-    "messages waiting for their turn",
+    "messages waiting for their turn, by number",
     conv_id(),
-    arg("--remove", type=bounded(1), metavar="SEQ", help="take the queued message SEQ out instead"),
-)
+    arg("--remove", type=bounded(1), metavar="N",
+        help="take message N (its number, as listed) out of the queue instead"),
+)  # fmt: skip
 def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli import render
 
-    if a.remove is not None:
-        return ctx.finish(ctx.call("messages/remove", {"id": a.id, "seq": a.remove}))
-    return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
+    if a.remove is None:
+        return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
+    pending = ctx.call("messages/queue", {"id": a.id}).get("pending") or []
+    seq = next((m["seq"] for m in pending if m.get("number") == a.remove), None)
+    if seq is None:
+        listed = ", ".join(str(m.get("number")) for m in pending)
+        queued = f"queued: {listed}" if listed else "nothing is queued"
+        raise ClientError(f"no message {a.remove} in the queue of {a.id} ({queued})")
+    try:
+        result = ctx.call("messages/remove", {"id": a.id, "seq": seq})
+    except ApiError as exc:
+        if exc.code != _CONFLICT:
+            raise
+        raise ClientError(f"message {a.remove} has started already: too late to remove") from None
+    return ctx.finish(result, lambda r: f"removed message {a.remove}")
 
 
-@command("rm", "delete a conversation", conv_id())
+_CONFLICT = -32003
+
+
+@command("rm", "delete a conversation (its agent is stopped)", conv_id())
 def cmd_rm(ctx: Ctx, a: argparse.Namespace) -> int:
-    return ctx.finish(ctx.call("conversations/delete", {"id": a.id}))
+    conv = ctx.call("conversations/get", {"id": a.id})["conversation"]
+    result = ctx.call("conversations/delete", {"id": conv["id"]})
+    title = f" ({conv['title']})" if conv.get("title") else ""
+    return ctx.finish(result, lambda r: f"removed conversation {conv['id']}{title}")
 
 
-@command("interrupt", "cancel the running turn (the queue pauses)", conv_id())
+@command(
+    "interrupt",
+    "cancel the running turn; the queue pauses until resumed or the next send",
+    conv_id(),
+)
 def cmd_interrupt(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.cli import render
+
+    paused = render.paused_until(f"`acpd resume {a.id}`", f"the next `acpd send {a.id}`")
+
     def human(result: dict[str, Any]) -> str:
-        # Either way the queue is paused now (CONTRACT.md: interrupt pauses the queue).
         done = "interrupted" if result.get("interrupted") else "no turn was running"
-        return f"{done}; the queue is paused until `acpd resume {a.id}`"
+        return f"{done}; {paused}"
 
     return ctx.finish(ctx.call("turns/interrupt", {"id": a.id}), human)
 
 
-@command("resume", "resume a paused queue", conv_id())
+@command(
+    "resume",
+    "run the queue again, in order (idempotent); also lifts `failed`",
+    conv_id(),
+    description="Run a paused queue again, in order (idempotent). Also lifts `failed` (too many\n"
+                "agent crashes), so the next message starts an agent again.",
+)  # fmt: skip
 def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
-    return ctx.finish(ctx.call("conversations/resume", {"id": a.id}))
+    from daemon.cli import render
+
+    return ctx.finish(ctx.call("conversations/resume", {"id": a.id}), render.resumed)
 
 
 @command(
     "permit",
-    "answer a pending permission request",
+    "answer a permission request (see `acpd show ID`)",
     conv_id(),
-    arg("request", metavar="REQUEST", type=text_of(MAX_NAME)),
+    arg("request", metavar="REQUEST", nargs="?", type=text_of(MAX_NAME),
+        help="the request's id (`p7-1`), as `acpd show ID` and the streams print it; "
+             "leave it out when only one request is open"),
     arg("option", metavar="OPTION", nargs="?", type=text_of(MAX_NAME),
-        help="the option to select: its id, or its number as the prompt shows it"),
+        help="the option to select: its number as shown (1, 2…) or its id"),
     arg("--cancel", action="store_true", help="answer `cancelled` instead of an option"),
+    description="Answer a permission request of a running turn: `acpd permit ID OPTION` when one\n"
+                "is open, `acpd permit ID REQUEST OPTION` to name it. `acpd show ID` lists the\n"
+                "open requests with their numbered options.",
 )  # fmt: skip
 def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
-    if (a.option is None) == (not a.cancel):
+    request, option = a.request, a.option
+    if option is None and not a.cancel:  # `permit ID OPTION`
+        request, option = None, request
+    if (option is None) == (not a.cancel):
         raise UsageError("give OPTION or --cancel, not both or neither")
-    params: dict[str, Any] = {"id": a.id, "request": a.request}
+    conv = ctx.call("conversations/get", {"id": a.id})["conversation"]
+    asking = [r for r in conv.get("permissions") or [] if isinstance(r, dict)]
+    if request is None:
+        request = _the_open_request(conv, asking)
+    params: dict[str, Any] = {"id": conv["id"], "request": request}
+    event = next((r for r in asking if r.get("request") == request), None)
     if a.cancel:
         params["cancelled"] = True
     else:
-        params["option"] = a.option
-        if a.option.isdigit():  # a number as displayed, unless some option has that id
-            params["id"], params["option"] = option_by_number(ctx, a.id, a.request, a.option)
-    return ctx.finish(ctx.call("permissions/respond", params))
-
-
-def option_by_number(ctx: Ctx, conv: str, request: str, number: str) -> tuple[str, str]:
-    """(conversation id, option id) for option `number` (1-based) of `request`, found in the
-    conversation's latest events. Raises UsageError if it has no such option."""
+        params["option"] = _option_id(request, event, option)
     from daemon.cli import render
-    from daemon.cli.chat import find_permission_request
 
-    conv_id, event = find_permission_request(ctx, conv, request)
+    return ctx.finish(
+        ctx.call("permissions/respond", params), lambda r: render.answered(params, event)
+    )
+
+
+def _the_open_request(conv: dict[str, Any], asking: list[dict[str, Any]]) -> str:
+    """The one open request's id; ClientError naming them if there are none or several."""
+    short = conv.get("short_id") or conv["id"]
+    if len(asking) == 1:
+        return str(asking[0].get("request"))
+    if not asking:
+        raise ClientError(f"no permission request is open in {short}")
+    names = ", ".join(f"{r.get('request')} ({r.get('title')})" for r in asking)
+    raise ClientError(
+        f"{len(asking)} permission requests are open in {short}: {names}; "
+        f"name one: acpd permit {short} REQUEST OPTION"
+    )
+
+
+def _option_id(request: str, event: dict[str, Any] | None, option: str) -> str:
+    """The option id for `option`, a number as displayed or an id. Without the open request
+    to map with (answered meanwhile, or not open), it is sent as given: the daemon decides."""
+    from daemon.cli import render
+
     options = render.permission_options(event) if event is not None else []
-    if any(o["option_id"] == number for o in options) or event is None:
-        return conv_id, number  # an id after all, or nothing to map with: the daemon decides
-    if not 1 <= int(number) <= len(options):
-        raise UsageError(f"request {request} has options 1 to {len(options)}, not {number}")
-    return conv_id, options[int(number) - 1]["option_id"]
+    if event is None or not option.isdigit() or any(o["option_id"] == option for o in options):
+        return option
+    if not 1 <= int(option) <= len(options):
+        raise UsageError(f"request {request} has options 1 to {len(options)}, not {option}")
+    return options[int(option) - 1]["option_id"]
 
 
-# --- messages and streams (chat.py holds the loops) --------------------------------------------
+# --- messages and streams (daemon.cli.chat holds the loops) ------------------------------------
+
+# `chat --help`, and what chat prints when it starts on a terminal (and for /help).
+CHAT_KEYS = """\
+Enter sends a line: it starts at once, or is queued while a turn runs (and shown as queued).
+A number (or an option id) answers the oldest open permission request. Ctrl-C interrupts the
+running turn, or leaves when nothing runs; Ctrl-D leaves (from a pipe: once the replies to what
+was sent have arrived).
+Slash commands: /interrupt, /resume, /queue, /help, /quit (or /exit)."""
 
 
 @command(
@@ -410,8 +427,12 @@ def option_by_number(ctx: Ctx, conv: str, request: str, number: str) -> tuple[st
     arg("text", metavar="TEXT", nargs="+"),
     arg("--no-run", action="store_true",
         help="stage it: the queue pauses until `acpd resume` (or a send without --no-run)"),
-    arg("--interrupt", action="store_true", help="cancel the running turn first"),
+    arg("--interrupt", action="store_true",
+        help="cancel the running turn first, then go on with the queue"),
     arg("--follow", action="store_true", help="stream until this message's turn ends"),
+    epilog="Prints what happened: `sent (message N, starts now)`, or how many turns run before\n"
+           "it. Messages are numbered 1, 2, 3… in each conversation; a send (without --no-run)\n"
+           "also lifts a pause: the messages queued before it run first, in order.",
 )  # fmt: skip
 def cmd_send(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli.chat import send_and_follow
@@ -437,7 +458,7 @@ def read_text(words: list[str], stdin: TextIO) -> str:
     "replay events after SEQ, then stream live until Ctrl-C",
     conv_id(),
     arg("--from", dest="from_seq", type=int, default=0, metavar="SEQ",
-        help="replay after SEQ (default 0: everything; negative: the last -SEQ events)"),
+        help="replay after event SEQ (default 0: everything; negative: the last -SEQ events)"),
 )  # fmt: skip
 def cmd_follow(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli.chat import follow
@@ -454,7 +475,8 @@ def cmd_follow(ctx: Ctx, a: argparse.Namespace) -> int:
     arg("--cwd", metavar="DIR", help="for a new conversation (default: here)"),
     arg("--title", metavar="T", help="for a new conversation"),
     arg("--from", dest="from_seq", type=int, default=-20, metavar="SEQ",
-        help="history to show first: after SEQ, or the last -SEQ events (default -20)"),
+        help="history to show first: after event SEQ, or the last -SEQ events (default -20)"),
+    epilog=CHAT_KEYS,
 )  # fmt: skip
 def cmd_chat(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli.chat import chat
@@ -465,95 +487,7 @@ def cmd_chat(ctx: Ctx, a: argparse.Namespace) -> int:
     return chat(ctx, a.id, params, a.from_seq)
 
 
-# --- parsing and main --------------------------------------------------------------------------
-
-
-_ORDER = ("serve", "new", "send", "follow", "chat", "ls", "show", "queue", "rm", "interrupt",
-          "resume", "permit", "status", "agents")  # fmt: skip
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter, sized without `shutil` (whose import argparse would pay for)."""
-
-    def __init__(
-        self,
-        prog: str,
-        indent_increment: int = 2,
-        max_help_position: int = 24,
-        width: int | None = None,
-    ) -> None:
-        if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
-            except (ValueError, OSError):
-                width = 80
-            width -= 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, just that command's (the one about to run: faster to build)."""
-    parser = argparse.ArgumentParser(
-        prog="acpd",
-        description="Durable conversations with ACP coding agents.",
-        epilog=EPILOG,
-        formatter_class=_Formatter,
-    )
-    # Also accepted before the command; merged into the command's own by `_merge_global`.
-    parser.add_argument(
-        "--socket",
-        dest="global_socket",
-        metavar="PATH",
-        help="the daemon's socket (client commands and serve)",
-    )
-    parser.add_argument("--json", dest="global_json", action="store_true",
-                        help="print JSON (client commands)")  # fmt: skip
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
-    common.add_argument("--socket", metavar="PATH", help="the daemon's socket")
-    common.add_argument("--json", action="store_true", help="print JSON (see `acpd --help`)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # Help lists CONTRACT.md's order; commands registered elsewhere follow.
-    names = [n for n in _ORDER if n in COMMANDS] + [n for n in COMMANDS if n not in _ORDER]
-    for cmd in (COMMANDS[n] for n in names if only in (None, n)):
-        p = sub.add_parser(
-            cmd.name,
-            help=cmd.help,
-            description=cmd.help,
-            parents=[common] if cmd.client else [],
-            epilog=EPILOG if cmd.client else None,
-            formatter_class=_Formatter,
-        )
-        for flags, kwargs in cmd.args:
-            p.add_argument(*flags, **kwargs)
-        p.set_defaults(handler=cmd)
-    return parser
-
-
-def _command_name(argv: list[str]) -> str | None:
-    """The command word, past any options before it (`acpd --socket S --json ls`)."""
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--socket":
-            skip = True
-        elif not word.startswith("-"):
-            return word if word in COMMANDS else None
-    return None
-
-
-def _merge_global(args: argparse.Namespace) -> None:
-    """Fold `--socket`/`--json` given before the command into the command's own options."""
-    cmd: _Command = args.handler
-    pre_socket, pre_json = args.global_socket, args.global_json
-    if pre_json and not cmd.client:
-        raise UsageError("--json is for client commands")
-    if pre_socket is not None and not hasattr(args, "socket"):
-        raise UsageError("--socket is not an option of this command")
-    if pre_socket is not None and args.socket is None:
-        args.socket = pre_socket
-    if pre_json:
-        args.json = True
+# --- main --------------------------------------------------------------------------------------
 
 
 def _api_message(exc: ApiError) -> str:
@@ -572,12 +506,11 @@ def _api_message(exc: ApiError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(_command_name(argv))
-    args = parser.parse_args(argv)  # exits 2 on a usage error
     ctx: Ctx | None = None
     try:
         try:
-            _merge_global(args)
+            args = build_parser(command_name(argv)).parse_args(argv)  # --help exits here
+            merge_global(args)
             ctx = Ctx(args, sys.stdout, sys.stderr)
             return int(args.handler.run(ctx, args))
         finally:
@@ -585,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.close()
             sys.stdout.flush()  # here, so a closed pipe is caught below
     except UsageError as exc:
-        parser.exit(2, f"acpd {args.command}: error: {exc}\n")
+        return _fail(str(exc), 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -607,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"internal error: {type(exc).__name__}: {exc} (ACPD_DEBUG=1 for details)")
 
 
-def _fail(message: str) -> int:
-    print(f"acpd: error: {message}", file=sys.stderr)
-    return 1
+def _fail(message: str, code: int = 1) -> int:
+    """Every error, one style: `acpd: error: …` on one line of stderr."""
+    print(f"acpd: error: {' '.join(message.split())}", file=sys.stderr)
+    return code

@@ -22,14 +22,19 @@ __all__ = [
     "Style",
     "agents",
     "ago",
+    "answered",
     "conversation",
     "conversations",
     "kv_lines",
     "one_line",
+    "paused_until",
     "permission_options",
     "queue",
+    "resumed",
+    "sent",
     "status",
     "table",
+    "turns",
 ]
 
 _TEXT_KINDS = {"message": "agent_message", "thought": "agent_thought"}
@@ -62,6 +67,10 @@ class Style:
 
     def yellow(self, text: str) -> str:
         return self._wrap("33", text)
+
+    def id_prefix(self, text: str) -> str:
+        """The part of an id that picks it out: bold and coloured, as git and jj show it."""
+        return self._wrap("1;35", text)
 
 
 def one_line(text: str, width: int = 100) -> str:
@@ -136,7 +145,9 @@ class Renderer:
         if ev.get("seq") in self.own_seqs:
             return
         text = str(ev.get("text", "")).rstrip("\n").replace("\n", "\n  ")
-        self._line(self.style.bold("> " + text))
+        number = ev.get("number")
+        mark = self.style.dim(f"#{number} ") if isinstance(number, int) else ""
+        self._line(mark + self.style.bold("> " + text))
 
     def _ev_turn_started(self, ev: dict[str, Any]) -> None:
         self._end_stream()
@@ -177,10 +188,7 @@ class Renderer:
         self._line(self.style.dim("  - plan: " + one_line(" | ".join(parts) or "(empty)", 160)))
 
     def _ev_permission_requested(self, ev: dict[str, Any]) -> None:
-        title = ev.get("title") or "the agent asks for permission"
-        self._line(self.style.yellow(f"? permission {ev.get('request')}: {one_line(title)}"))
-        for n, opt in enumerate(permission_options(ev), 1):
-            self._line(f"    {n}) {opt['name']}  [{opt['option_id']}]")
+        self._line(permission_request(ev, self.style))
 
     def _ev_permission_resolved(self, ev: dict[str, Any]) -> None:
         outcome = ev.get("outcome", "?")
@@ -224,6 +232,17 @@ class Renderer:
         self._end_stream()
         self.out.write(text + "\n")
         self.out.flush()
+
+
+def permission_request(ev: dict[str, Any], style: Style, *, deadline: bool = False) -> str:
+    """A permission request (its event, or an open one from `conversations/get`) and its
+    numbered options; with `deadline`, when the default answer is given."""
+    title = ev.get("title") or "the agent asks for permission"
+    until = f" (until {ev['deadline']})" if deadline and ev.get("deadline") else ""
+    lines = [style.yellow(f"? permission {ev.get('request')}: {one_line(str(title))}{until}")]
+    for n, opt in enumerate(permission_options(ev), 1):
+        lines.append(f"    {n}) {opt['name']}  [{opt['option_id']}]")
+    return "\n".join(lines)
 
 
 def permission_options(ev: dict[str, Any]) -> list[dict[str, str]]:
@@ -279,34 +298,117 @@ def kv_lines(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def conversations(convs: list[dict[str, Any]], width: int | None = None) -> str:
-    """`acpd ls`: one row per conversation; titles cut to fit `width` columns if given."""
+def conversations(
+    convs: list[dict[str, Any]], width: int | None = None, style: Style | None = None
+) -> str:
+    """`acpd ls`: one row per conversation; titles cut to fit `width` columns if given. The
+    ID column shows at least 8 characters of each id; with a terminal's `style`, the shortest
+    unique prefix (`short_id`) is highlighted and the rest dimmed."""
+    style = style or Style(False)
+    shown = [_id_shown(c) for c in convs]
+    id_width = max(len("ID"), *(len(full) for full, _ in shown))
     rows = [
-        [c["id"], c["status"], str(c["queued"]), ago(c["updated_at"]), c["agent"], c["title"]]
-        for c in convs
-    ]
+        [full.ljust(id_width), c["status"], str(c["queued"]), ago(c["updated_at"]), c["agent"],
+         c["title"]]
+        for c, (full, _) in zip(convs, shown, strict=True)
+    ]  # fmt: skip
     headers = ["ID", "STATUS", "QUEUED", "UPDATED", "AGENT", "TITLE"]
     last = None
     if width is not None:
         used = sum(max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(headers[:-1]))
         last = width - used
-    return table(headers, rows, last_width=last)
+    lines = table(headers, rows, last_width=last).split("\n")
+    if not style.enabled:
+        return "\n".join(lines)
+    for i, (full, short) in enumerate(shown, 1):  # styled after the widths are measured
+        lines[i] = style.id_prefix(short) + style.dim(full[len(short) :]) + lines[i][len(full) :]
+    return "\n".join(lines)
+
+
+def _id_shown(conv: dict[str, Any]) -> tuple[str, str]:
+    """(what the ID column shows, its unique prefix): at least 8 characters, as git shows 7."""
+    full = str(conv["id"])
+    short = str(conv.get("short_id") or full)
+    return full[: max(8, len(short))], short
 
 
 def conversation(result: dict[str, Any]) -> str:
-    """`acpd show`."""
+    """`acpd show`: the details, then each open permission request with its options."""
     conv = dict(result["conversation"])
+    asking = conv.pop("permissions", None) or []
     for key in ("created_at", "updated_at"):
         if isinstance(conv.get(key), str):
             conv[key] = f"{conv[key]} ({ago(conv[key])} ago)"
-    return kv_lines(conv)
+    out = [kv_lines(conv)]
+    short = conv.get("short_id") or conv.get("id")
+    out += [permission_request(ev, Style(False), deadline=True) for ev in asking]
+    if len(asking) == 1:
+        out.append(f"answer with: acpd permit {short} OPTION (a number above, or --cancel)")
+    elif asking:
+        out.append(f"answer with: acpd permit {short} REQUEST OPTION (or --cancel)")
+    return "\n".join(out)
 
 
 def queue(result: dict[str, Any]) -> str:
-    """`acpd queue`: seq and first line of each pending message."""
+    """`acpd queue`: each pending message's number and first line."""
     pending = result.get("pending") or []
-    lines = [f"{m['seq']:>6}  {one_line(str(m['text']))}" for m in pending]
+    lines = [f"{_number(m):>5}  {one_line(str(m['text']))}" for m in pending]
     return "\n".join(lines) or "(nothing queued)"
+
+
+def _number(message: dict[str, Any]) -> str:
+    """A message as people name it: `#3` (an older daemon gives only its seq)."""
+    number = message.get("number")
+    return f"#{number}" if isinstance(number, int) else f"seq {message.get('seq')}"
+
+
+def turns(n: int) -> str:
+    return f"{n} turn{'s' if n != 1 else ''}"
+
+
+def paused_until(resume: str, send: str) -> str:
+    """What is true of the queue after an interrupt (or a pause), in the dashboard's words too:
+    a plain send resumes it, so it says so."""
+    return (
+        f"the queue is paused until {resume} or {send}; either way the queued messages run "
+        "first, in order"
+    )
+
+
+def sent(result: dict[str, Any], conv_id: str, *, staged: bool) -> str:
+    """What a `messages/send` did, in one line: `sent (message 3, starts now)`."""
+    number, queued = result.get("number"), int(result.get("queued") or 0)
+    what = f"message {number}" if isinstance(number, int) else f"seq {result.get('seq')}"
+    if staged:
+        # The queue is paused, so `queued` counts the turns that run before it once resumed
+        # (a running turn included), and 0 does not mean "it starts now".
+        ahead = f", behind {turns(queued)}" if queued else ""
+        return (
+            f"queued as {what}{ahead} (paused: `acpd resume {conv_id}` or the next "
+            f"`acpd send {conv_id}` runs it)"
+        )
+    where = f"queued: {turns(queued)} ahead of it" if queued else "starts now"
+    again = "; the queue runs again, in order" if result.get("resumed") else ""
+    return f"sent ({what}, {where}){again}"
+
+
+def resumed(result: dict[str, Any]) -> str:
+    """What `conversations/resume` did."""
+    queued = int(result.get("queued") or 0)
+    waiting = f"{queued} queued" if queued else "nothing queued"
+    if result.get("resumed", True):
+        return f"resumed: {waiting}"
+    return f"nothing to resume: the queue was not paused ({waiting})"
+
+
+def answered(params: dict[str, Any], ev: dict[str, Any] | None) -> str:
+    """What `permissions/respond` did."""
+    if params.get("cancelled"):
+        return f"answered {params['request']}: cancelled"
+    option = str(params.get("option"))
+    names = {o["option_id"]: o["name"] for o in permission_options(ev or {})}
+    named = f" ({names[option]})" if option in names and names[option] != option else ""
+    return f"answered {params['request']}: {option}{named}"
 
 
 def status(result: dict[str, Any], socket_path: str) -> str:
@@ -315,7 +417,8 @@ def status(result: dict[str, Any], socket_path: str) -> str:
         shown["uptime_s"] = f"{up:.0f}s"
     if "dashboard_url" in shown and not shown["dashboard_url"]:
         shown["dashboard_url"] = "off"  # `null`: the daemon runs without a dashboard
-    shown["socket"] = socket_path
+    if not shown.get("socket"):  # an older daemon, or a socket it cannot name
+        shown["socket"] = socket_path
     return kv_lines(shown)
 
 

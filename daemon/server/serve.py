@@ -19,11 +19,13 @@ of its own (`daemon.agents.cgroups`). After the engine has stopped every agent, 
 still below the daemon is killed (`subreaper.sweep`): nothing of an agent outlives `acpd serve`.
 
 Start-up errors a user can fix (config, data dir, lock, socket, store) are one line on stderr,
-`acpd: ...`, and exit 1. systemd's variables (NOTIFY_SOCKET, LISTEN_*, WATCHDOG_*) are read and
-removed from the environment first thing: see `daemon.server.systemd`.
+`acpd: error: ...`, and exit 1 (2 for a bad option). systemd's variables (NOTIFY_SOCKET,
+LISTEN_*, WATCHDOG_*) are read and removed from the environment first thing: see
+`daemon.server.systemd`.
 
-Files: the daemon runs under umask 0o077 and makes its data dir 0700 (tightening one of ours
-that is wider; refusing one that is someone else's), so its store, logs and token are ours only.
+Files: the daemon runs under umask 0o077, so its store, logs and token are ours only. It creates
+its data dir (and socket directory) 0700; an existing one must be ours and writable by no one
+else, and is used as it is: acpd never changes the mode of a directory it did not create.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from daemon.agents.cgroups import AgentCgroups
 from daemon.config import Config, ConfigError, load_config, parse_ws_address
 from daemon.engine.registry import Engine, open_engine
 from daemon.logs import setup_logging, stderr_is_journal
-from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, make_private
+from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, private_dir
 from daemon.server.dashboard import serve_dashboard
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.systemd import (
@@ -74,19 +76,13 @@ class DataDirError(Exception):
     """The data dir cannot be used safely; the message is one line for the user."""
 
 
-def prepare_data_dir(data_dir: Path) -> str | None:
-    """Make an existing `data_dir` 0700 if it is ours and wider; refuse one that is not ours.
-
-    A missing one is left to `DataDirLock`, which creates it (0700 under the daemon's umask).
-    Returns a note for the log when the mode was tightened. Raises `DataDirError`.
-    """
-    if not data_dir.exists():
-        return None
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create `data_dir` 0700, or check that an existing one is ours and writable by no one
+    else. Its mode is never changed. Raises `DataDirError`."""
     try:
-        mode = make_private(data_dir, what="data dir ")
+        private_dir(data_dir, what="data dir", risk="replace its files (the store, the token)")
     except PrivateDirError as exc:
         raise DataDirError(str(exc)) from None
-    return None if mode is None else f"data dir {data_dir} was mode {mode:04o}; made it 0700"
 
 
 @attrs.define(eq=False)
@@ -244,11 +240,12 @@ async def _serve(
             root.cancel_scope.cancel(reason="stopped")
 
 
-def _fail(message: object) -> int:
-    """One line on stderr (with an error priority when stderr is the journal)."""
+def _fail(message: object, code: int = 1) -> int:
+    """One line on stderr, `acpd: error: …` as every acpd error (with an error priority when
+    stderr is the journal)."""
     prefix = "<3>" if stderr_is_journal() else ""
-    print(f"{prefix}acpd: {message}", file=sys.stderr)
-    return 1
+    print(f"{prefix}acpd: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
 
 
 def _log_to_file(message: str) -> None:
@@ -284,8 +281,7 @@ def serve_main(
         try:
             parse_ws_address(ws)
         except ValueError as exc:
-            print(f"acpd: --ws: {exc}", file=sys.stderr)
-            return 2
+            return _fail(f"--ws: {exc}", 2)
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -312,13 +308,11 @@ def _serve_locked(
     failure: BaseException | None = None
     logging_ready = False
     try:
-        tightened = prepare_data_dir(data_dir)
-        with DataDirLock(data_dir):  # creates the data dir 0700 if need be
+        prepare_data_dir(data_dir)
+        with DataDirLock(data_dir):
             # After the lock: a refused second daemon must not touch the first one's log.
             setup_logging(data_dir)
             logging_ready = True
-            if tightened:
-                log.warning("%s", tightened)
             containment = _Containment.set_up()  # before any agent, and before READY=1
             trio.run(
                 _serve, config, config_path, data_dir, socket_path, ws_addr, systemd, containment

@@ -1,9 +1,9 @@
 """The unix-socket front-end: newline-delimited JSON-RPC for the CLI and scripts.
 
-Only the user who runs the daemon may use it: the socket directory is 0700 and ours (an
-existing one of ours that is wider is tightened; someone else's is refused), the socket 0600,
-and each connection's peer uid (SO_PEERCRED) is checked. A stale socket left by a dead daemon
-is replaced; a live daemon on the same path is never displaced.
+Only the user who runs the daemon may use it: the socket directory is ours and writable by no
+one else (created 0700 if missing; an existing one is used as it is, or refused, never
+changed), the socket 0600, and each connection's peer uid (SO_PEERCRED) is checked. A stale
+socket left by a dead daemon is replaced; a live daemon on the same path is never displaced.
 
 A connection we end with an error (wrong uid, line too long) is half-closed after the error
 and its unread input discarded for a bounded time: closing a socket with unread input resets
@@ -25,7 +25,7 @@ from typing import Final, NoReturn
 
 import trio
 
-from daemon.paths import PrivateDirError, make_private
+from daemon.paths import PrivateDirError, private_dir
 from daemon.server._linger import linger
 from daemon.server.connection import error_line
 from daemon.server.dispatch import Dispatcher
@@ -59,21 +59,19 @@ def peer_uid(sock: trio.socket.SocketType) -> int:
 
 
 def _prepare_dir(directory: Path) -> None:
-    """Create the socket's directory 0700, or make an existing one of ours 0700."""
+    """Create the socket's directory 0700, or check that an existing one is ours and writable
+    by no one else (someone who may write in it could swap our socket); a root-owned sticky
+    one (/tmp) will do. Its mode is never changed."""
     try:
-        directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ListenError(f"cannot create {directory}: {exc.strerror}") from None
-    # Someone else's directory could let them swap our socket; a root-owned sticky one cannot.
-    try:
-        mode = make_private(directory, follow_symlinks=False, sticky_root_ok=True)
+        private_dir(
+            directory,
+            what="socket directory",
+            risk="replace the socket",
+            follow_symlinks=False,
+            sticky_root_ok=True,
+        )
     except PrivateDirError as exc:
         raise ListenError(str(exc)) from None
-    if mode is not None:
-        log.warning("socket directory %s was mode %04o; made it 0700", directory, mode)
 
 
 async def _remove_if_stale(path: Path) -> None:

@@ -166,6 +166,7 @@ def conv(conv_id: str = "c0ffee01", **over: Any) -> dict[str, Any]:
     """A `conversation` object as the daemon returns it."""
     base: dict[str, Any] = {
         "id": conv_id,
+        "short_id": conv_id[:4],
         "title": "fix the tests",
         "agent": "demo",
         "cwd": "/tmp",
@@ -175,6 +176,7 @@ def conv(conv_id: str = "c0ffee01", **over: Any) -> dict[str, Any]:
         "last_seq": 0,
         "queued": 0,
         "live": False,
+        "permissions": [],
     }
     base.update(over)
     return base

@@ -56,16 +56,17 @@ def test_client_commands_take_socket_and_json_after_the_command() -> None:
     [[], ["nope"], ["send", "abc"], ["ls", "--limit", "x"], ["serve", "--json"], ["show"]],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli.main(argv)
-    assert info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    code, out, err = acpd(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("acpd: error: ")  # argparse's own errors too, in our one style
+    assert err.count("\n") == 1
+    assert "--help`)" in err  # where to read more
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["permit", "abc", "r1"], "give OPTION or --cancel"),
+        (["permit", "abc"], "give OPTION or --cancel"),
         (["permit", "abc", "r1", "opt", "--cancel"], "give OPTION or --cancel"),
         (["new", "--agent", "a", "--agent-cmd", "b"], "exclude each other"),
         (["new", "--agent-cmd", "'unclosed"], "--agent-cmd: No closing quotation"),
@@ -77,13 +78,13 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 def test_checked_usage_errors_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli.main([*argv, "--socket", str(tmp_path / "s")] if argv[0] != "serve" else argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
+    code, _, err = acpd(
+        capsys, *([*argv, "--socket", str(tmp_path / "s")] if argv[0] != "serve" else argv)
+    )
+    assert code == 2
     assert message in err
     assert err.count("\n") == 1
-    assert err.startswith(f"acpd {argv[0]}: error:")
+    assert err.startswith("acpd: error: ")
 
 
 def test_read_text_joins_words_or_reads_stdin() -> None:
@@ -159,35 +160,44 @@ def test_new_prints_the_id_and_sends_cwd(
     ("argv", "method", "params", "result", "shown"),
     [
         (["show", "c1"], "conversations/get", {"id": "c1"}, {"conversation": conv("c1")}, "id:"),
-        (["queue", "c1"], "messages/queue", {"id": "c1"}, {"pending": [{"seq": 3, "text": "t"}]},
-         "     3  t\n"),
-        (["queue", "c1", "--remove", "3"], "messages/remove", {"id": "c1", "seq": 3}, {}, ""),
-        (["rm", "c1"], "conversations/delete", {"id": "c1"}, {}, ""),
+        (["queue", "c1"], "messages/queue", {"id": "c1"},
+         {"pending": [{"seq": 3, "text": "t", "number": 2}]}, "   #2  t\n"),
         (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": True},
-         "interrupted; the queue is paused until `acpd resume c1`\n"),
+         "interrupted; the queue is paused until `acpd resume c1` or the next `acpd send c1`; "
+         "either way the queued messages run first, in order\n"),
         (["interrupt", "c1"], "turns/interrupt", {"id": "c1"}, {"interrupted": False},
-         "no turn was running; the queue is paused until `acpd resume c1`\n"),
-        (["resume", "c1"], "conversations/resume", {"id": "c1"}, {}, ""),
-        (["permit", "c1", "r1", "allow"], "permissions/respond",
-         {"id": "c1", "request": "r1", "option": "allow"}, {}, ""),
-        (["permit", "c1", "r1", "--cancel"], "permissions/respond",
-         {"id": "c1", "request": "r1", "cancelled": True}, {}, ""),
+         "no turn was running; the queue is paused until `acpd resume c1` or the next "
+         "`acpd send c1`; either way the queued messages run first, in order\n"),
+        (["resume", "c1"], "conversations/resume", {"id": "c1"}, {"resumed": True, "queued": 2},
+         "resumed: 2 queued\n"),
+        (["resume", "c1"], "conversations/resume", {"id": "c1"}, {"resumed": False, "queued": 0},
+         "nothing to resume: the queue was not paused (nothing queued)\n"),
         (["status"], "daemon/status", None, {"version": "0.1.0", "pid": 4, "uptime_s": 2.5},
          "version:  0.1.0\n"),
         (["agents"], "agents/list", None, {"agents": [{"name": "demo", "command": ["py"]}]},
          "AGENT  COMMAND\ndemo   py\n"),
         (["send", "c1", "hi", "there", "--no-run"], "messages/send",
          {"id": "c1", "text": "hi there", "run": False, "interrupt": False},
-         {"seq": 7, "queued": 2},
-         "queued as message 7, behind 2 turns (paused: `acpd resume c1` runs it)\n"),
+         {"seq": 7, "queued": 2, "number": 3},
+         "queued as message 3, behind 2 turns (paused: `acpd resume c1` or the next "
+         "`acpd send c1` runs it)\n"),
         (["send", "c1", "hi", "--no-run"], "messages/send",
          {"id": "c1", "text": "hi", "run": False, "interrupt": False},
-         {"seq": 7, "queued": 0}, "queued as message 7 (paused: `acpd resume c1` runs it)\n"),
+         {"seq": 7, "queued": 0, "number": 3},
+         "queued as message 3 (paused: `acpd resume c1` or the next `acpd send c1` runs it)\n"),
         (["send", "c1", "hi"], "messages/send",
          {"id": "c1", "text": "hi", "run": True, "interrupt": False},
-         {"seq": 7, "queued": 2}, "queued (message 7): 2 turns ahead of it\n"),
+         {"seq": 7, "queued": 2, "number": 3}, "sent (message 3, queued: 2 turns ahead of it)\n"),
+        (["send", "c1", "hi"], "messages/send",
+         {"id": "c1", "text": "hi", "run": True, "interrupt": False},
+         {"seq": 7, "queued": 2, "number": 3, "resumed": True},
+         "sent (message 3, queued: 2 turns ahead of it); the queue runs again, in order\n"),
+        (["send", "c1", "hi"], "messages/send",
+         {"id": "c1", "text": "hi", "run": True, "interrupt": False},
+         {"seq": 7, "queued": 0}, "sent (seq 7, starts now)\n"),  # a daemon without numbers
         (["send", "c1", "hi", "--interrupt"], "messages/send",
-         {"id": "c1", "text": "hi", "run": True, "interrupt": True}, {"seq": 7, "queued": 0}, ""),
+         {"id": "c1", "text": "hi", "run": True, "interrupt": True},
+         {"seq": 7, "queued": 0, "number": 1}, "sent (message 1, starts now)\n"),
     ],
 )  # fmt: skip
 def test_one_shot_commands(
@@ -289,7 +299,9 @@ def test_real_process_errors_and_usage(tmp_path: Any) -> None:
     assert "Traceback" not in proc.stderr
     proc = _run_cli("send")
     assert proc.returncode == 2
-    assert "usage:" in proc.stderr
+    assert proc.stderr == (
+        "acpd: error: the following arguments are required: ID, TEXT (see `acpd send --help`)\n"
+    )
     proc = _run_cli("--help")
     assert proc.returncode == 0
     assert '{"method": ..., "params": ...}' in proc.stdout
@@ -352,17 +364,16 @@ def test_socket_and_json_may_come_before_the_command(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--json", "serve"], "--json is for client commands"),
-        (["--socket", "/s", "install-systemd"], "--socket is not an option of this command"),
+        (["--json", "serve"], "serve takes no --json: it does not talk to the daemon"),
+        (["--json", "install-systemd"],
+         "install-systemd takes no --json: it does not talk to the daemon"),
+        (["--socket", "/s", "install-systemd"], "install-systemd takes no --socket"),
     ],
-)
+)  # fmt: skip
 def test_options_before_a_command_that_has_none(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli.main(argv)
-    assert info.value.code == 2
-    assert capsys.readouterr().err == f"acpd {argv[-1]}: error: {message}\n"
+    assert acpd(capsys, *argv) == (2, "", f"acpd: error: {message}\n")
 
 
 @pytest.mark.parametrize(
@@ -379,10 +390,8 @@ def test_options_before_a_command_that_has_none(
 def test_bad_params_are_usage_errors_in_our_words(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli.main([*argv, "--socket", str(tmp_path / "never-used.sock")])
-    assert info.value.code == 2
-    err = capsys.readouterr().err
+    code, _, err = acpd(capsys, *argv, "--socket", str(tmp_path / "never-used.sock"))
+    assert code == 2
     assert message in err
     assert "Expected" not in err  # msgspec's wording
 
@@ -391,10 +400,9 @@ def test_a_too_long_message_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("x" * (limits.MAX_TEXT + 1)))
-    with pytest.raises(SystemExit) as info:
-        cli.main(["send", "c1", "-", "--socket", str(tmp_path / "s")])
-    assert info.value.code == 2
-    assert f"longer than {limits.MAX_TEXT} characters" in capsys.readouterr().err
+    code, _, err = acpd(capsys, "send", "c1", "-", "--socket", str(tmp_path / "s"))
+    assert code == 2
+    assert f"longer than {limits.MAX_TEXT} characters" in err
 
 
 def test_the_api_decodes_with_the_bounds_the_cli_checks() -> None:
@@ -423,46 +431,11 @@ def test_the_api_decodes_with_the_bounds_the_cli_checks() -> None:
 
 def test_invalid_params_from_the_daemon_are_restated(capsys: pytest.CaptureFixture[str]) -> None:
     def get(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
-        raise Fail(-32602, "invalid params: Expected `int` >= 1 - at `$.seq`")
+        raise Fail(-32602, "invalid params: Expected `int` >= 1 - at `$.limit`")
 
-    with serving({"messages/remove": get}) as server:
-        code, _, err = acpd(capsys, "queue", "c1", "--remove", "3", "--socket", server.path)
-    assert (code, err) == (1, "acpd: error: the daemon refused seq: expected int >= 1\n")
-
-
-PERMISSION = {
-    "seq": 3, "type": "permission_requested", "ts": "2025-01-02T03:04:05.000Z", "request": "r1",
-    "options": [{"option_id": "allow", "name": "Allow", "kind": "allow_once"},
-                {"option_id": "deny", "name": "Deny", "kind": "reject_once"}],
-}  # fmt: skip
-
-
-def test_permit_takes_the_option_number_the_prompt_shows(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    handlers = {
-        "conversations/get": lambda c, p: {"conversation": conv("c1full", last_seq=4)},
-        "conversations/events": lambda c, p: {"events": [PERMISSION], "last_seq": 4},
-        "permissions/respond": lambda c, p: {},
-    }
-    with serving(handlers) as server:
-        assert acpd(capsys, "permit", "c1", "r1", "2", "--socket", server.path) == (0, "", "")
-        assert server.requests[-1] == (
-            "permissions/respond",
-            {"id": "c1full", "request": "r1", "option": "deny"},
-        )
-        assert server.requests[1] == (
-            "conversations/events",
-            {"id": "c1full", "after_seq": 0, "limit": 4},  # the window up to last_seq
-        )
-        with pytest.raises(SystemExit) as info:
-            cli.main(["permit", "c1", "r1", "3", "--socket", server.path])
-        assert info.value.code == 2
-        assert "request r1 has options 1 to 2, not 3" in capsys.readouterr().err
-        # An option id is sent as it is, without looking anything up.
-        before = len(server.requests)
-        assert acpd(capsys, "permit", "c1", "r1", "allow", "--socket", server.path)[0] == 0
-        assert server.methods()[before:] == ["permissions/respond"]
+    with serving({"conversations/list": get}) as server:
+        code, _, err = acpd(capsys, "ls", "--socket", server.path)
+    assert (code, err) == (1, "acpd: error: the daemon refused limit: expected int >= 1\n")
 
 
 def test_status_without_dashboard_says_off(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,14 +80,17 @@ def test_missing_socket_says_how_to_start_the_daemon(tmp_path: Any) -> None:
     )
 
 
-def test_stale_socket_file_is_reported_as_not_running() -> None:
+def test_stale_socket_file_is_reported_as_stale() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "s.sock")
         sock = socket.socket(socket.AF_UNIX)
         sock.bind(path)
         sock.close()  # the file stays, nobody listens: ECONNREFUSED
-        with pytest.raises(ClientError, match="acpd is not running"):
+        with pytest.raises(ClientError) as info:
             Client(path)
+        assert str(info.value) == (
+            f"a stale socket is at {path} (no daemon answers); start one with `acpd serve`"
+        )
 
 
 def test_daemon_closing_the_connection_is_a_client_error() -> None:

@@ -123,7 +123,7 @@ def test_a_missing_config_stops_serve(tmp_path: Path) -> None:
             "--socket", str(tmp_path / "s.sock"), "--no-ws", "--config", str(missing)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS")}
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, cwd=ROOT)
-    assert (proc.returncode, proc.stderr) == (1, f"acpd: {missing}: no such config file\n")
+    assert (proc.returncode, proc.stderr) == (1, f"acpd: error: {missing}: no such config file\n")
 
 
 @pytest.mark.parametrize(

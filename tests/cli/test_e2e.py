@@ -168,8 +168,14 @@ def test_new_show_ls_rm(acpd: Daemon, tmp_path: Path) -> None:
     assert "id:" in acpd.ok("show", conv_id)
     listed = acpd.json("ls", "--limit", "1000")
     assert conv_id in [c["id"] for c in listed["conversations"]]
-    assert re.search(rf"^{conv_id}\s+idle\s", acpd.ok("ls", "--limit", "1000"), re.MULTILINE)
-    assert acpd.ok("rm", conv_id) == ""
+    short = shown["short_id"]
+    assert conv_id.startswith(short)
+    assert len(short) >= 4
+    # Not a terminal: plain, at least 8 characters of the id, its unique prefix among them.
+    shown_id = conv_id[: max(8, len(short))]
+    assert re.search(rf"^{shown_id}\s+idle\s", acpd.ok("ls", "--limit", "1000"), re.MULTILINE)
+    assert acpd.json("show", short)["conversation"]["id"] == conv_id
+    assert acpd.ok("rm", short) == f"removed conversation {conv_id} (e2e title)\n"
     gone = acpd.run("show", conv_id)
     assert gone.returncode == 1
     assert gone.stderr.startswith("acpd: error: ")
@@ -195,7 +201,7 @@ def test_send_follow_json(acpd: Daemon) -> None:
         json.loads(x) for x in acpd.ok("send", conv_id, "hi", "--follow", "--json").splitlines()
     ]
     seq = lines[0]["seq"]
-    assert lines[0] == {"seq": seq, "queued": 0}
+    assert lines[0] == {"seq": seq, "queued": 0, "number": 1, "resumed": False}
     assert all(set(x) == {"method", "params"} for x in lines[1:])
     last = lines[-1]["params"]["event"]
     assert (last["type"], last["prompt_seq"]) == ("turn_ended", seq)
@@ -207,18 +213,25 @@ def test_send_without_follow_and_queue_remove_resume(acpd: Daemon) -> None:
     conv_id = acpd.new()
     out = acpd.ok("send", conv_id, "staged", "--no-run")
     staged = acpd.json("queue", conv_id)["pending"]
-    seq = staged[0]["seq"]
-    assert out == f"queued as message {seq} (paused: `acpd resume {conv_id}` runs it)\n"
+    assert out == (
+        f"queued as message 1 (paused: `acpd resume {conv_id}` or the next "
+        f"`acpd send {conv_id}` runs it)\n"
+    )
     assert acpd.json("show", conv_id)["conversation"]["status"] == "paused"
-    assert [m["text"] for m in staged] == ["staged"]
-    assert re.search(rf"^\s+{staged[0]['seq']}  staged$", acpd.ok("queue", conv_id), re.MULTILINE)
+    assert [(m["text"], m["number"]) for m in staged] == [("staged", 1)]
+    assert re.search(r"^\s+#1  staged$", acpd.ok("queue", conv_id), re.MULTILINE)
     out = acpd.ok("send", conv_id, "second", "--no-run")
-    assert out.startswith(f"queued as message {seq + 1}, behind 1 turn (paused: ")
+    assert out.startswith("queued as message 2, behind 1 turn (paused: ")
     first_seq = staged[0]["seq"]
-    assert acpd.ok("queue", conv_id, "--remove", str(first_seq)) == ""
+    assert acpd.ok("queue", conv_id, "--remove", "1") == "removed message 1\n"
     assert [m["text"] for m in acpd.json("queue", conv_id)["pending"]] == ["second"]
+    missing = acpd.run("queue", conv_id, "--remove", "1")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"acpd: error: no message 1 in the queue of {conv_id} (queued: 2)\n",
+    )
     follow = acpd.start("follow", conv_id, "--from", str(first_seq))
-    assert acpd.ok("resume", conv_id) == ""
+    assert acpd.ok("resume", conv_id) == "resumed: 1 queued\n"
     follow.read_until("echo: second")
     follow.proc.send_signal(signal.SIGINT)
     code, _, err = follow.finish()
@@ -231,7 +244,7 @@ def test_follow_replays_and_json_lines(acpd: Daemon) -> None:
     acpd.ok("send", conv_id, "one", "--follow")
     follow = acpd.start("follow", conv_id)
     out = follow.read_until("echo: one\n")
-    assert out == "> one\necho: one\n"
+    assert out == "#1 > one\necho: one\n"
     follow.proc.send_signal(signal.SIGINT)
     assert follow.finish()[0] == 130
     follow = acpd.start("follow", conv_id, "--json", "--from", "-1")
@@ -251,7 +264,7 @@ def test_interrupt_and_resume(acpd: Daemon) -> None:
     assert code == 0
     assert out.endswith("(turn ended: cancelled)\n")
     assert acpd.json("interrupt", conv_id) == {"interrupted": False}
-    assert acpd.json("resume", conv_id) == {}
+    assert acpd.json("resume", conv_id) == {"resumed": True, "queued": 0}
     assert acpd.ok("send", conv_id, "after", "--follow") == "echo: after\n"
 
 
@@ -265,7 +278,9 @@ def test_permission_answered_with_permit(acpd: Daemon) -> None:
     bad = acpd.run("permit", conv_id, match.group(1), "nonsense")
     assert bad.returncode == 1
     assert bad.stderr.startswith("acpd: error: ")
-    assert acpd.ok("permit", conv_id, match.group(1), "allow") == ""
+    assert acpd.ok("permit", conv_id, match.group(1), "1") == (
+        f"answered {match.group(1)}: allow (Allow)\n"
+    )
     code, out, _ = sender.finish()
     assert code == 0
     assert out.endswith("permission: allow\n")
@@ -289,11 +304,11 @@ def test_permission_cancelled_with_permit(acpd: Daemon) -> None:
 def test_chat_from_a_pipe(acpd: Daemon) -> None:
     conv_id = acpd.new()
     out = acpd.ok("chat", conv_id, input="hello chat\n")
-    assert out.endswith("> hello chat\necho: hello chat\n")
+    assert out.endswith("#1 > hello chat\necho: hello chat\n")
     proc = acpd.run("chat", "--agent-cmd", STUB, input="brand new\n")
     assert proc.returncode == 0
     assert proc.stderr.startswith("new conversation ")
-    assert proc.stdout == "> brand new\necho: brand new\n"
+    assert proc.stdout == "#1 > brand new\necho: brand new\n"
 
 
 def test_chat_ctrl_c_interrupts_then_leaves(acpd: Daemon) -> None:

@@ -189,7 +189,10 @@ def test_conversations_table_cuts_titles_to_the_width() -> None:
 
 def test_records() -> None:
     assert render.queue({"pending": []}) == "(nothing queued)"
-    assert render.queue({"pending": [{"seq": 4, "text": "a\nb"}]}) == "     4  a (+1 lines)"
+    assert render.queue({"pending": [{"seq": 4, "text": "a\nb", "number": 2}]}) == (
+        "   #2  a (+1 lines)"
+    )
+    assert render.queue({"pending": [{"seq": 4, "text": "a"}]}) == "seq 4  a"  # an older daemon
     shown = render.conversation({"conversation": conv(live=True)})
     assert "live:       yes" in shown
     assert "cwd:        /tmp" in shown

@@ -131,7 +131,7 @@ def turn(conn: Conn, seq: int, text: str, first: int) -> None:
 
 def send_handlers() -> dict[str, Any]:
     def send(conn: Conn, params: dict[str, Any]) -> object:
-        conn.reply(conn.current_id, {"seq": 6, "queued": 1})
+        conn.reply(conn.current_id, {"seq": 6, "queued": 1, "number": 3})
         conn.event(CID, ev(5, "user_message", text="someone else's"))
         conn.event(CID, ev(6, "user_message", text=params["text"]))
         turn(conn, 5, "not ours", 7)  # the turn ahead of ours: not shown
@@ -146,7 +146,7 @@ def test_send_follow_streams_only_its_turn(out: Watch, err: io.StringIO) -> None
     with serving(send_handlers()) as server:
         code = main(["send", "c0f", "hi", "--follow", "--socket", server.path], out, err)
     assert (code, err.getvalue()) == (0, "")
-    assert out.getvalue() == "queued (message 6): 1 turn ahead of it\nHello world\n"
+    assert out.getvalue() == "sent (message 3, queued: 1 turn ahead of it)\nHello world\n"
     assert server.requests == [
         ("conversations/get", {"id": "c0f"}),
         ("conversations/subscribe", {"id": CID, "after_seq": 4, "deltas": True}),
@@ -159,7 +159,7 @@ def test_send_follow_json_lines(out: Watch) -> None:
         code = main(["send", CID, "hi", "--follow", "--json", "--socket", server.path], out)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert code == 0
-    assert lines[0] == {"seq": 6, "queued": 1}
+    assert lines[0] == {"seq": 6, "queued": 1, "number": 3}
     assert [x["method"] for x in lines[1:]] == ["conversation/event"] * 2 + [
         "conversation/delta"
     ] * 2 + ["conversation/event"] * 2
@@ -425,5 +425,5 @@ def test_chat_json_prints_json_objects_only(
         {"interrupted": False},
         {},
     ]
-    assert "/interrupt  /resume" in err.getvalue()  # /help: for people, on stderr
+    assert "Slash commands: /interrupt, /resume" in err.getvalue()  # /help: for people, on stderr
     assert server.methods()[-1] == "conversations/resume"

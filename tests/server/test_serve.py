@@ -125,18 +125,18 @@ async def test_conversation_end_to_end(tmp_path: Path) -> None:
 async def test_data_dir_and_files_are_ours_only(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    os.chmod(data_dir, 0o755)  # as a user's `mkdir` leaves it
+    os.chmod(data_dir, 0o755)  # as a user's `mkdir` leaves it: no one else may write
     with trio.fail_after(60):
         async with running_daemon(tmp_path) as daemon:
             client = await daemon.connect()
             async with client.stream:  # a write, so the WAL exists
                 assert "result" in await client.call("conversations/create", {"cwd": "/"})
-            assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+            assert stat.S_IMODE(data_dir.stat().st_mode) == 0o755  # used as it is
+            assert stat.S_IMODE((data_dir / "logs").stat().st_mode) == 0o700  # made by acpd
             files = [p for p in data_dir.rglob("*") if p.is_file()]
             assert {p.name for p in files} >= {"acpd.sqlite3", "acpd.sqlite3-wal", "acpd.log"}
             for path in files:
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-            assert b"was mode 0755; made it 0700" in daemon.stderr
             daemon.proc.send_signal(signal.SIGTERM)
             assert await daemon.proc.wait() == 0
 
@@ -160,7 +160,9 @@ async def test_second_daemon_is_refused(tmp_path: Path) -> None:
                 env=child_env(tmp_path), cwd=REPO,
             )  # fmt: skip
             assert third.returncode == 1
-            assert third.stderr.startswith(b"acpd: another acpd is already serving"), third.stderr
+            assert third.stderr.startswith(b"acpd: error: another acpd is already serving"), (
+                third.stderr
+            )
             assert third.stderr.count(b"\n") == 1, third.stderr
             # The first one never noticed.
             client = await first.connect()
@@ -196,7 +198,7 @@ def test_broken_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("acpd: ")
+    assert err.startswith("acpd: error: ")
     assert "shutdown_grace" in err
 
 
@@ -204,4 +206,4 @@ def test_bad_ws_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code = serve_main(data_dir=tmp_path / "d", socket=None, ws="nope", no_ws=False,
                       config_path=None)  # fmt: skip
     assert code == 2
-    assert capsys.readouterr().err.startswith("acpd: --ws:")
+    assert capsys.readouterr().err.startswith("acpd: error: --ws:")

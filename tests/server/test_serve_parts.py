@@ -119,18 +119,23 @@ def test_main_no_longer_exports_notify() -> None:
     assert "notify" not in daemon.server.serve.__all__
 
 
-def test_prepare_data_dir_makes_ours_private_and_refuses_others(
+def test_prepare_data_dir_creates_it_private_and_never_changes_one_it_did_not_create(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from daemon.server.serve import DataDirError, prepare_data_dir
 
-    assert prepare_data_dir(tmp_path / "absent") is None  # left to the lock, which makes it
+    prepare_data_dir(tmp_path / "absent" / "data")  # made, with its parent, 0700
+    for made in (tmp_path / "absent", tmp_path / "absent" / "data"):
+        assert made.stat().st_mode & 0o777 == 0o700
     data = tmp_path / "data"
     data.mkdir()
     os.chmod(data, 0o755)
-    assert prepare_data_dir(data) == f"data dir {data} was mode 0755; made it 0700"
-    assert data.stat().st_mode & 0o777 == 0o700
-    assert prepare_data_dir(data) is None  # already private: nothing to say
+    prepare_data_dir(data)  # ours, and no one else may write: used as it is
+    assert data.stat().st_mode & 0o777 == 0o755
+    os.chmod(data, 0o775)
+    with pytest.raises(DataDirError, match=r"is writable by its group \(mode 0775\)"):
+        prepare_data_dir(data)
+    assert data.stat().st_mode & 0o777 == 0o775
     (tmp_path / "file").touch()
     with pytest.raises(DataDirError, match="is not a directory"):
         prepare_data_dir(tmp_path / "file")

@@ -299,7 +299,7 @@ def test_activation_error_is_one_line_from_serve(
     code = daemon_main.serve_main(data_dir=tmp_path / "d", socket=tmp_path / "s.sock", ws=None,
                                   no_ws=True, config_path=tmp_path / "absent.toml")  # fmt: skip
     assert code == 1
-    assert capsys.readouterr().err == "acpd: LISTEN_FDS='three' is not a number\n"
+    assert capsys.readouterr().err == "acpd: error: LISTEN_FDS='three' is not a number\n"
     assert "LISTEN_PID" not in os.environ
     assert not (tmp_path / "d").exists()  # refused before touching anything
 

@@ -232,7 +232,7 @@ async def test_adopted_socket(tmp_path: Path, dispatcher: Dispatcher, connect: C
 # --- the socket directory is ours only --------------------------------------------------------
 
 
-async def test_existing_wide_socket_dir_is_made_private(
+async def test_an_existing_socket_dir_is_used_as_it_is_if_no_one_else_may_write(
     sock_path: Path, dispatcher: Dispatcher
 ) -> None:
     sock_path.parent.mkdir()
@@ -240,8 +240,44 @@ async def test_existing_wide_socket_dir_is_made_private(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await start(nursery, sock_path, dispatcher)
-            assert stat.S_IMODE(os.stat(sock_path.parent).st_mode) == 0o700
+            assert stat.S_IMODE(os.stat(sock_path.parent).st_mode) == 0o755  # not ours to change
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("mode", "writers"),
+    [(0o775, "its group"), (0o757, "others"), (0o777, "its group and others")],
+)
+async def test_a_socket_dir_others_may_write_is_refused_and_left_alone(
+    sock_path: Path, dispatcher: Dispatcher, mode: int, writers: str
+) -> None:
+    sock_path.parent.mkdir()
+    os.chmod(sock_path.parent, mode)  # a shared directory
+    with trio.fail_after(10), pytest.raises(ListenError) as refused:
+        await serve_unix(sock_path, dispatcher)
+    assert str(refused.value) == (
+        f"socket directory {sock_path.parent} is writable by {writers} (mode {mode:04o}), so "
+        "others could replace the socket; acpd does not change the mode of a directory it did "
+        f"not create: use a directory of your own (or `chmod go-w {sock_path.parent}`)"
+    )
+    assert stat.S_IMODE(os.stat(sock_path.parent).st_mode) == mode
+    assert os.listdir(sock_path.parent) == []  # no socket made
+
+
+async def test_a_missing_socket_dir_is_created_0700_with_its_parents(
+    tmp_path: Path, dispatcher: Dispatcher
+) -> None:
+    path = tmp_path / "new" / "deeper" / "s.sock"
+    old = os.umask(0o022)  # whatever the umask
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await start(nursery, path, dispatcher)
+                for made in (tmp_path / "new", path.parent):
+                    assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+                nursery.cancel_scope.cancel()
+    finally:
+        os.umask(old)
 
 
 async def test_socket_dir_of_another_uid_is_refused(
