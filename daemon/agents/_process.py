@@ -1,5 +1,5 @@
-"""Process plumbing for `daemon.agents.connection`: the agent's environment, its stderr ring, and
-signalling a whole process group."""
+"""Process plumbing for `daemon.agents.connection`: the agent's environment (from
+`daemon.agents.environment`), its stderr ring, and signalling a whole process group."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
 from typing import Final
 
 import attrs
 import trio
+
+from daemon.agents.environment import agent_env
 
 __all__ = [
     "STDERR_TAIL",
@@ -26,38 +27,6 @@ __all__ = [
 ]
 
 STDERR_TAIL: Final = 4096
-
-_ENV_NAMES: Final = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TERM", "TMPDIR", "SHELL"}
-    # The standard proxy variables (both spellings are in use) and TLS trust roots, which
-    # every agent that talks to a model API needs behind a corporate proxy.
-    | {f"{name}_proxy" for name in ("http", "https", "ftp", "all", "no")}
-    | {f"{name}_PROXY" for name in ("HTTP", "HTTPS", "FTP", "ALL", "NO")}
-    | {"SSL_CERT_FILE", "SSL_CERT_DIR"}
-)
-_ENV_PREFIXES: Final = ("LC_", "XDG_", "NODE_", "npm_config_", "ACPD_DEMO_")
-# systemd's per-service variables: an agent that sees them could notify or take over sockets
-# in the daemon's name. Removed even if a spec asks for them.
-_ENV_DENIED: Final = frozenset({"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"})
-_ENV_DENIED_PREFIXES: Final = ("WATCHDOG_",)
-
-
-def agent_env(extra: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment an agent gets: an allow-list of `base` (default `os.environ`), then
-    `extra`, minus systemd's per-service variables.
-
-    `extra` is the agent's `env` as `Config.all_agents()` resolves it: the variables its
-    `pass_env` names (API keys and the like), then the ones its config sets.
-    """
-    source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)}
-    env.update(extra)
-    return {
-        k: v
-        for k, v in env.items()
-        if k not in _ENV_DENIED and not k.startswith(_ENV_DENIED_PREFIXES)
-    }
-
 
 _agent_umask: int | None = None
 

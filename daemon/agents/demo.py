@@ -321,7 +321,39 @@ async def _serve_stdio() -> None:
         await agent.run()
 
 
-def main() -> None:
+USAGE = """\
+acpd's built-in demo agent: a real ACP agent on stdin/stdout that needs no network or key.
+acpd runs it for the agent `demo` (`acpd new --agent demo`); you do not run it by hand.
+
+It answers a prompt with a short thought, a plan, a tool call and a reply that repeats the
+prompt, streamed in chunks. To try permission requests, put the word "permission" in a message
+(`acpd send ID "ask my permission"`): it asks first (1: Allow, 2: Reject; answer with the
+number in `acpd chat`, or `acpd permit ID N`) and then says what it was told.
+
+Hooks, as the whole message:
+  /echo TEXT   reply TEXT in one chunk, at once
+  /slow N      stream N chunks ("1 ", "2 ", ...), ACPD_DEMO_DELAY apart
+  /flood N     send N chunks as fast as it can
+  /hang        never answer, and ignore cancels (the drain timeout then restarts it)
+  /crash       write a line to stderr and exit with status 3
+
+Environment:
+  ACPD_DEMO_DELAY  seconds between reply chunks (default 0.05)
+  ACPD_DEMO_DIR    where it keeps its sessions, so `session/load` works after a restart
+                   (default $XDG_STATE_HOME/acpd-demo, or ~/.local/state/acpd-demo)"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m daemon.agents.demo",
+        description=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # --help prints the above; other arguments are ignored, as they always were (wrappers and
+    # configured commands may pass some).
+    parser.parse_known_args(argv)
     logging.basicConfig(
         stream=sys.stderr, level=logging.WARNING, format="acpd-demo %(levelname)s: %(message)s"
     )

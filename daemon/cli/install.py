@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, Literal, TextIO
 
+from daemon.agents.environment import allowlist_words
 from daemon.config import Config, ConfigError, load_config
 
 __all__ = [
@@ -85,9 +86,7 @@ SystemCallArchitectures=native
 #   agents less contained, not more.
 # - UMask=: files agents create should get your usual permissions; acpd sets its own modes.
 
-# Agents get an allow-list of this environment: PATH, HOME, LANG, LC_*, XDG_*, NODE_*,
-# ACPD_DEMO_*. Your own settings (KEY=value lines, e.g. a PATH that finds npx or gemini) go in
-# the optional file.
+{allowlist}
 EnvironmentFile=-%E/acpd/environment
 
 [Install]
@@ -127,6 +126,18 @@ def stop_timeout(config: Config) -> int:
     return math.ceil(config.shutdown_grace + config.stop_grace + STOP_MARGIN_S)
 
 
+def _allowlist_comment() -> str:
+    """Comment lines: which of the service's variables agents see (as the README lists them)."""
+    import textwrap
+
+    text = (
+        "Agents get an allow-list of this environment: " + ", ".join(allowlist_words()) + ", "
+        "plus the variables each agent's pass_env names. Your own settings (KEY=value lines, "
+        "e.g. API keys, a PATH that finds npx or gemini) go in the optional file."
+    )
+    return "\n".join("# " + line for line in textwrap.wrap(text, 93, break_on_hyphens=False))
+
+
 def render_service(command: str, *, socket: bool = True, config: Config | None = None) -> str:
     """acpd.service with `ExecStart={command} serve` (`command` is already in systemd's
     syntax: see `exec_words`) and TimeoutStopSec= from `config` (default: the defaults).
@@ -137,6 +148,7 @@ def render_service(command: str, *, socket: bool = True, config: Config | None =
         timeout_stop=f"{stop_timeout(Config() if config is None else config)}s",
         unit_deps="Requires=acpd.socket\nAfter=acpd.socket\n" if socket else "",
         install_also="Also=acpd.socket\n" if socket else "",
+        allowlist=_allowlist_comment(),
     )
 
 

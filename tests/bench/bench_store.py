@@ -64,7 +64,7 @@ def _build(path: Path, n: int) -> None:
         created = start + i * 30.0
         updated = created + (i * 7919 % 86_400)  # activity order differs from creation order
         argv = msgspec.json.encode(["claude-code-acp", "--model", "sonnet"]).decode()
-        conv_id, last, cursor = new_conversation_id(created), 40 + i % 200, 30 + i % 150
+        conv_id, last, cursor = new_conversation_id(), 40 + i % 200, 30 + i % 150
         rows.append(
             (conv_id, f"conversation {i}: fix the flaky test", "claude", argv,
              f"/home/dev/src/project-{i % 37}", f"sess-{i}", "/home/dev", "idle",

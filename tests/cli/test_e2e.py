@@ -34,6 +34,13 @@ STUB = shlex.join([sys.executable, str(ROOT / "tests" / "cli" / "stub_agent.py")
 TIMEOUT = 30.0  # per command; a hang guard, far above what any of them takes
 
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt even when the suite runs with SIGINT ignored (a background job, some CI
+    runners), which children inherit through exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Daemon:
     def __init__(self, tmp: str) -> None:
         self.socket = os.path.join(tmp, "s.sock")
@@ -102,7 +109,7 @@ class Daemon:
     def start(self, *args: str, stdin: int | None = subprocess.DEVNULL) -> Running:
         proc = subprocess.Popen(
             self.argv(*args), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=ROOT, env=self.env,
+            cwd=ROOT, env=self.env, preexec_fn=_ctrl_c_as_on_a_terminal,
         )  # fmt: skip
         return Running(proc)
 
@@ -332,8 +339,9 @@ class Terminal:
     def __init__(self, acpd: Daemon, *args: str) -> None:
         self.master, slave = pty.openpty()
         self.proc = subprocess.Popen(
-            acpd.argv(*args), stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=acpd.env
-        )
+            acpd.argv(*args), stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=acpd.env,
+            preexec_fn=_ctrl_c_as_on_a_terminal,
+        )  # fmt: skip
         os.close(slave)
         self.out = b""
 

@@ -85,6 +85,17 @@ def in_thread(fn: Any, *args: Any) -> threading.Thread:
     return thread
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT as a terminal's Ctrl-C meets a Python program: KeyboardInterrupt, whatever the
+    suite was started with (a background job, or some CI runners, ignore SIGINT)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def ctrl_c() -> None:
     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
@@ -271,6 +282,7 @@ def test_follow_replays_then_streams_and_defers_permissions_to_after_the_replay(
     )
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_follow_from_negative_counts_back_from_the_end(out: Watch) -> None:
     with serving(base_handlers(last_seq=30)) as server:
         in_thread(ctrl_c_after, server, "conversations/subscribe")
@@ -279,6 +291,7 @@ def test_follow_from_negative_counts_back_from_the_end(out: Watch) -> None:
     assert server.requests[1][1]["after_seq"] == 20
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_follow_ctrl_c_exits_130_quietly(out: Watch, err: io.StringIO) -> None:
     with serving(base_handlers()) as server:
         in_thread(ctrl_c_after, server, "conversations/subscribe")
@@ -349,6 +362,7 @@ def test_chat_answers_permission_by_number_and_runs_slash_commands(
     assert server.requests[1][1]["after_seq"] == 0  # last 20 of 1 event
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_chat_ctrl_c_interrupts_a_turn_then_leaves_when_idle(
     out: Watch, stdin_pipe: tuple[TextIO, int]
 ) -> None:
@@ -376,6 +390,7 @@ def test_chat_ctrl_c_interrupts_a_turn_then_leaves_when_idle(
     assert "(interrupted; the queue is paused" in out.getvalue()
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_chat_ctrl_c_when_idle_leaves_at_once(out: Watch, stdin_pipe: tuple[TextIO, int]) -> None:
     with serving(base_handlers()) as server:
 
