@@ -334,7 +334,7 @@ def _id_shown(conv: dict[str, Any]) -> tuple[str, str]:
 
 def conversation(result: dict[str, Any]) -> str:
     """`acpd show`: the details, then each open permission request with its options."""
-    conv = dict(result["conversation"])
+    conv = {k: v for k, v in result["conversation"].items() if v is not None}
     asking = conv.pop("permissions", None) or []
     for key in ("created_at", "updated_at"):
         if isinstance(conv.get(key), str):
