@@ -442,3 +442,27 @@ def test_chat_json_prints_json_objects_only(
     ]
     assert "Slash commands: /interrupt, /resume" in err.getvalue()  # /help: for people, on stderr
     assert server.methods()[-1] == "conversations/resume"
+
+
+def test_chat_says_what_each_line_did(out: Watch, stdin_pipe: tuple[TextIO, int]) -> None:
+    """For people: a queued message's number and what runs first, the queue by number, and
+    what an interrupt and a resume leave true."""
+    stdin, w = stdin_pipe
+    os.write(w, b"hello\n/queue\n/interrupt\n/resume\n/quit\n")
+    handlers = {
+        **base_handlers(),
+        "messages/send": lambda c, p: {"seq": 9, "queued": 2, "number": 4, "resumed": True},
+        "messages/queue": lambda c, p: {"pending": [{"seq": 9, "text": "hello", "number": 4}]},
+        "turns/interrupt": lambda c, p: {"interrupted": False},
+        "conversations/resume": lambda c, p: {"resumed": True, "queued": 1},
+    }
+    with serving(handlers) as server:
+        code = main(["chat", CID, "--socket", server.path], out, stdin=stdin)
+    assert code == 0
+    assert out.getvalue().splitlines() == [
+        "(message 4 queued: 2 turns ahead; the queue runs again, in order)",
+        "   #4  hello",
+        "(no turn was running; the queue is paused until /resume or your next message; "
+        "either way the queued messages run first, in order)",
+        "(resumed: 1 queued)",
+    ]
