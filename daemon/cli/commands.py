@@ -518,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.close()
             sys.stdout.flush()  # here, so a closed pipe is caught below
     except UsageError as exc:
-        return _fail(str(exc), 2)
+        message, name = str(exc), command_name(argv)
+        if name is not None:  # e.g. an unknown option, which the top parser reports
+            message = message.replace("(see `acpd --help`)", f"(see `acpd {name} --help`)")
+        return _fail(message, 2)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -199,6 +199,8 @@ def test_argparse_errors_are_one_line_in_our_style(
     assert err.startswith("acpd: error: ")
     assert err.count("\n") == 1
     assert "usage:" not in err
+    if argv and argv[0] in cli.COMMANDS:
+        assert err.endswith(f"(see `acpd {argv[0]} --help`)\n")
 
 
 def test_serve_config_errors_are_in_the_same_style(
