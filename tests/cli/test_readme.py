@@ -62,7 +62,8 @@ def _parse_synopsis(synopsis: str) -> tuple[dict[str, str | None], set[str]]:
 def _subparser(name: str) -> argparse.ArgumentParser:
     parser = cli.build_parser(name)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[name]
+    choice: argparse.ArgumentParser = sub.choices[name]
+    return choice
 
 
 def _parser_arguments(name: str) -> tuple[dict[str, str | None], set[str]]:

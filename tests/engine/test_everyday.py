@@ -3,6 +3,7 @@ resume did to the queue, and the permission requests waiting for an answer."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import trio.testing
 
 import store._conversations
 from protocol.jsonrpc import INVALID_PARAMS, RpcFailure
+from store import Store
 from tests.engine.harness import harness, next_event, wait_turn_ended
 from tests.fakes.agent import AskPermission, Reply, Sleep
 
@@ -25,7 +27,7 @@ async def test_messages_are_numbered_in_the_order_sent(
         cid = await h.create()
         h.script(Sleep(10), Reply())
         first = await h.e.send(cid, "one", run=True, interrupt=False)
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(1)
         two = await h.e.send(cid, "two", run=True, interrupt=False)
         three = await h.e.send(cid, "three", run=True, interrupt=False)
         assert (first.number, two.number, three.number) == (1, 2, 3)
@@ -65,7 +67,7 @@ async def test_messages_stored_without_numbers_are_counted(
         cid = await h.create()
         for text in ("old one", "old two"):
             body = b'{"text":"%s"}' % text.encode()
-            await h.e.io.write(lambda s, body=body: s.append_user_message(cid, body))
+            await h.e.io.write(functools.partial(_append_user, cid=cid, body=body))
         await h.e.io.write(lambda s: s.set_status(cid, "paused"))
         assert [(m.text, m.number) for m in await h.e.queue(cid)] == [
             ("old one", 1),
@@ -160,3 +162,7 @@ async def test_get_and_list_show_the_open_permission_requests(
         await h.e.permit(cid, request=asked["request"], option="allow", cancelled=False)
         assert (await h.e.get(cid)).permissions == []
         await wait_turn_ended(h, cid)
+
+
+def _append_user(s: Store, *, cid: str, body: bytes) -> None:
+    s.append_user_message(cid, body)
