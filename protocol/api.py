@@ -95,6 +95,15 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     # Those requests themselves, oldest first, as their `permission_requested` events showed
     # them (`acpd show`, `acpd permit`). Only a running agent asks: without one, none.
     permissions: list[PermissionRequested] = msgspec.field(default_factory=list)
+    # The agent session's current state as the agent last said it (null until it does):
+    # `{current, available: [{id, name, description?}]}`, ACP's config options, `[{name,
+    # description, input_hint?}]`, `{used?, size?, cost?: {amount, currency}}`.
+    modes: msgspec.Raw | None = None
+    config_options: msgspec.Raw | None = None
+    commands: msgspec.Raw | None = None
+    usage: msgspec.Raw | None = None
+    # Where the agent's stderr goes (a file in the data dir; it may not exist yet).
+    agent_log: str | None = None
 
 
 # --- notifications on a subscription -----------------------------------------------------------

@@ -12,17 +12,35 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from protocol.jsonrpc import NO_RAW
+
 __all__ = [
+    "STATE_TYPES",
     "AgentMessage",
     "AgentRestarted",
     "AgentThought",
+    "CommandView",
+    "CommandsEvent",
+    "ConfigOptionsEvent",
+    "CostView",
+    "ElicitationRequested",
+    "ElicitationResolved",
     "ErrorEvent",
+    "ModeEvent",
+    "ModeView",
     "PermissionRequested",
     "PermissionResolved",
     "PlanEvent",
+    "TitleEvent",
     "ToolCallEvent",
+    "ToolCallUpdateEvent",
+    "ToolContentItem",
+    "ToolDiffItem",
+    "ToolLocation",
+    "ToolTerminalItem",
     "TurnEnded",
     "TurnStarted",
+    "UsageEvent",
     "UserMessage",
     "encode_body",
     "event_notification",
@@ -61,12 +79,66 @@ class AgentThought(_Body, frozen=True, kw_only=True):
     partial: bool = False
 
 
-class ToolCallEvent(_Body, frozen=True, kw_only=True):
+# --- tool calls: ACP's fields, snake_case (CONTRACT.md "Additions for the second round") -------
+
+
+class _Item(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    pass
+
+
+class ToolContentItem(_Item, frozen=True, kw_only=True, tag="content"):
+    """A content block, kept as the agent sent it (ACP's wire names, e.g. `mimeType`)."""
+
+    content: dict[str, Any]
+
+
+class ToolDiffItem(_Item, frozen=True, kw_only=True, tag="diff"):
+    """A file edit; no `old_text` means a new file."""
+
+    path: str
+    new_text: str
+    old_text: str | None | UnsetType = UNSET
+
+
+class ToolTerminalItem(_Item, frozen=True, kw_only=True, tag="terminal"):
+    terminal_id: str
+
+
+ToolItem = ToolContentItem | ToolDiffItem | ToolTerminalItem
+
+
+class ToolLocation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    path: str
+    line: int | None | UnsetType = UNSET
+
+
+class _ToolFields(_Body, frozen=True, kw_only=True):
     tool_call_id: str
-    title: str
-    status: str
     prompt_seq: int
     kind: str | UnsetType = UNSET
+    content: list[ToolItem] | UnsetType = UNSET
+    locations: list[ToolLocation] | UnsetType = UNSET
+    # The tool's own JSON, verbatim (an empty Raw: absent). A value too big to keep is stored
+    # as a string saying so, and `truncated` is set.
+    raw_input: msgspec.Raw = NO_RAW
+    raw_output: msgspec.Raw = NO_RAW
+    # Set when some text or raw value was cut to keep the event within its bound (TOOL_BYTES).
+    truncated: bool = False
+
+
+class ToolCallEvent(_ToolFields, frozen=True, kw_only=True):
+    """`tool_call`: a new tool call (`title` and `status` always set)."""
+
+    title: str
+    status: str
+
+
+class ToolCallUpdateEvent(_ToolFields, frozen=True, kw_only=True):
+    """`tool_call_update`: only the fields present change; `content` and `locations` replace
+    the old arrays whole (ACP's semantics)."""
+
+    title: str | UnsetType = UNSET
+    status: str | UnsetType = UNSET
 
 
 class PlanEvent(_Body, frozen=True, kw_only=True):
@@ -107,8 +179,94 @@ class AgentRestarted(_Body, frozen=True, kw_only=True):
 
 
 class ErrorEvent(_Body, frozen=True, kw_only=True):
+    message: str  # one line
+    # What a person needs to act: the agent's error `data`, the last lines of its stderr (ANSI
+    # stripped), or the malformed line that ended it. Several lines allowed; bounded.
+    detail: str | UnsetType = UNSET
+    stderr: str | UnsetType = UNSET  # round 1 (crashes); new events put the tail in `detail`
+
+
+# --- the session's state: each of these also sets the conversation's current value ------------
+
+
+class CostView(msgspec.Struct, frozen=True, kw_only=True):
+    amount: float
+    currency: str
+
+
+class UsageEvent(_Body, frozen=True, kw_only=True):
+    """`usage`: context tokens used, the window's size, the session's cumulative cost."""
+
+    used: int | UnsetType = UNSET
+    size: int | UnsetType = UNSET
+    cost: CostView | UnsetType = UNSET
+
+
+class CommandView(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str = ""
+    input_hint: str | UnsetType = UNSET
+
+
+class CommandsEvent(_Body, frozen=True, kw_only=True):
+    """`commands`: the agent's slash commands (the whole list)."""
+
+    commands: list[CommandView]
+
+
+class ModeView(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    description: str | UnsetType = UNSET
+
+
+class ModeEvent(_Body, frozen=True, kw_only=True):
+    """`mode`: the current mode; `available` too when the agent listed them (session set-up)."""
+
+    current: str
+    available: list[ModeView] | UnsetType = UNSET
+
+
+class ConfigOptionsEvent(_Body, frozen=True, kw_only=True):
+    """`config_options`: ACP's config options as the agent last sent them (the whole state)."""
+
+    options: list[dict[str, Any]]
+
+
+class TitleEvent(_Body, frozen=True, kw_only=True):
+    """`title`: the agent named the session (`null`: it cleared the name)."""
+
+    title: str | None
+
+
+# Event types that also set the conversation's current state (store: `StatePatch`).
+STATE_TYPES: Final = frozenset({"usage", "commands", "mode", "config_options", "title"})
+
+
+# --- questions from the agent -------------------------------------------------------------------
+
+
+class ElicitationRequested(_Body, frozen=True, kw_only=True):
+    """`elicitation_requested`: the agent asks the user (ACP `elicitation/create`)."""
+
+    request: str
     message: str
-    stderr: str | UnsetType = UNSET
+    mode: str = "form"  # form | url
+    schema: dict[str, Any] | UnsetType = UNSET  # the form's `requestedSchema`
+    url: str | UnsetType = UNSET  # url mode
+    tool_call_id: str | UnsetType = UNSET
+    prompt_seq: int | UnsetType = UNSET
+    deadline: str | UnsetType = UNSET  # RFC 3339: when the default answer is given
+
+
+class ElicitationResolved(_Body, frozen=True, kw_only=True):
+    """`elicitation_resolved`: how it was answered (`accept` with `content`, `decline`,
+    `cancel`), and by whom (user, timeout, cancel)."""
+
+    request: str
+    action: str
+    content: dict[str, Any] | UnsetType = UNSET
+    by: str | UnsetType = UNSET
 
 
 # The stored event type of a turn's text, by the kind of its chunks.

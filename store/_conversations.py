@@ -36,7 +36,7 @@ __all__ = [
 # The stored columns, for INSERT.
 _STORED = (
     "id, title, agent, agent_cmd, cwd, acp_session_id, acp_session_cwd, status, "
-    "created_at, updated_at, last_seq, cursor, permission_policy"
+    "created_at, updated_at, last_seq, cursor, permission_policy, title_auto"
 )
 # A record's columns, selected from `conversations AS c`. `last_seq` is the larger of the
 # stored floor and the newest event, `queued` the count of its queue: each one index seek,
@@ -47,7 +47,7 @@ COLUMNS = (
     "max(c.last_seq, "
     "ifnull((SELECT max(e.seq) FROM events AS e WHERE e.conversation_id = c.id), 0)), "
     "c.cursor, (SELECT count(*) FROM queue AS q WHERE q.conversation_id = c.id), "
-    "c.permission_policy"
+    "c.permission_policy, c.modes, c.config_options, c.commands, c.usage, c.title_auto"
 )
 _argv_decoder = msgspec.json.Decoder(list[str])
 _LIST_ORDER = "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
@@ -90,6 +90,11 @@ def conversation_from_row(row: Any) -> ConversationRecord:
         cursor=row[11],
         queued=row[12],
         permission_policy=row[13],
+        modes=row[14],
+        config_options=row[15],
+        commands=row[16],
+        usage=row[17],
+        title_auto=bool(row[18]),
     )
 
 
@@ -135,13 +140,15 @@ class ConversationOps(Base):
             cursor=0,
             queued=0,
             permission_policy=permission_policy,
+            title_auto=not title,
         )
         argv, policy = msgspec.json.encode(rec.agent_cmd).decode(), permission_policy
         with self._transaction(durable=True) as conn:
             conn.execute(
-                f"INSERT INTO conversations ({_STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, policy),
-            )
+                f"INSERT INTO conversations ({_STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, policy,
+                 int(rec.title_auto)),
+            )  # fmt: skip
         return rec
 
     def get_conversation(self, conv_id: str) -> ConversationRecord | None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Final
 
 from ._base import ACTIVITY_RESOLUTION, Base, now_or, require
 from .errors import Conflict, NotFound
 from .records import KINDS, STATUSES, USER_MESSAGE, EventRecord, check_event
 
-__all__ = ["EventOps"]
+__all__ = ["STATE_FOLDS", "EventOps"]
 
 _INSERT_EVENT = "INSERT INTO events (conversation_id, seq, type, ts, body) VALUES (?, ?, ?, ?, ?)"
 _IS_USER_MESSAGE = "SELECT 1 FROM events WHERE conversation_id = ? AND seq = ? AND type = ?"
@@ -26,6 +27,30 @@ _INSERT_QUEUED = "INSERT INTO queue (conversation_id, seq) VALUES (?, ?)"
 _IS_QUEUED = "SELECT 1 FROM queue WHERE conversation_id = ? AND seq = ?"
 _NEWEST_EVENT = "ifnull((SELECT max(seq) FROM events WHERE conversation_id = ?1), 0)"
 _LAST_SEQ = f"SELECT max(last_seq, {_NEWEST_EVENT}) FROM conversations WHERE id = ?1"
+
+
+# Events that also set the conversation's current state, and how (?1 the id, ?2 the body):
+# the agent's latest word is kept on the row, written in the transaction of its event. The
+# bodies are `protocol.events`' (usage, commands, mode, config_options, title), JSON objects.
+STATE_FOLDS: Final[dict[str, str]] = {
+    "usage": "usage = CAST(?2 AS TEXT)",
+    "commands": "commands = json_extract(?2, '$.commands')",
+    "config_options": "config_options = json_extract(?2, '$.options')",
+    # A `mode` with `available` is the whole state (session set-up); without, only `current`
+    # changes (current_mode_update), the modes listed before staying.
+    "mode": """modes = CASE WHEN json_type(?2, '$.available') = 'array'
+        THEN json_object('current', json_extract(?2, '$.current'),
+                         'available', json(json_extract(?2, '$.available')))
+        ELSE json_set(coalesce(modes, json_object('available', json_array())),
+                      '$.current', json_extract(?2, '$.current')) END""",
+    # The agent's name for the session replaces a title no person gave; `null` keeps it.
+    "title": """title = CASE WHEN title_auto AND json_type(?2, '$.title') = 'text'
+        THEN json_extract(?2, '$.title') ELSE title END""",
+}
+_FOLD_SQL: Final = {
+    type_: f"UPDATE conversations SET {assignment} WHERE id = ?1"
+    for type_, assignment in STATE_FOLDS.items()
+}
 
 
 def _last_seq(conn: sqlite3.Connection, conv_id: str) -> int:
@@ -46,6 +71,10 @@ def _append(
         conn.execute(_INSERT_EVENT, (conv_id, first, recs[0].type, now, recs[0].body))
     else:
         conn.executemany(_INSERT_EVENT, [(conv_id, r.seq, r.type, now, r.body) for r in recs])
+    for rec in recs:
+        fold = _FOLD_SQL.get(rec.type)
+        if fold is not None:
+            conn.execute(fold, (conv_id, rec.body))
     # No write when the row already says "active this last second": a streaming turn's group
     # commits then add only their event pages, not the row's and the list index's.
     conn.execute(

@@ -46,6 +46,14 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     cursor: int  # user messages with seq <= cursor have been prompted
     queued: int  # user messages with seq > cursor
     permission_policy: str  # one of POLICIES
+    # The agent session's current state, each the JSON text of CONTRACT.md's shape, None
+    # until the agent first said it: {current, available}, [option...], [command...],
+    # {used?, size?, cost?}.
+    modes: str | None = None
+    config_options: str | None = None
+    commands: str | None = None
+    usage: str | None = None
+    title_auto: bool = False  # the title is no person's: the agent's may replace it
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -117,6 +117,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "DROP INDEX events_user_messages",
         "ALTER TABLE conversations DROP COLUMN queued",
     ),
+    (
+        # The session's current state as the agent last said it (JSON, NULL until it does),
+        # folded from its events in the transaction that appends them (_events.STATE_FOLDS).
+        "ALTER TABLE conversations ADD COLUMN modes TEXT",
+        "ALTER TABLE conversations ADD COLUMN config_options TEXT",
+        "ALTER TABLE conversations ADD COLUMN commands TEXT",
+        "ALTER TABLE conversations ADD COLUMN usage TEXT",
+        # 1: the title was not given by a person (empty, or the first message's), so the
+        # agent's title may replace it. Titles stored before this stay as they are.
+        "ALTER TABLE conversations ADD COLUMN title_auto INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -75,7 +75,12 @@ def _build(path: Path, n: int) -> None:
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO conversations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(
+            "INSERT INTO conversations (id, title, agent, agent_cmd, cwd, acp_session_id, "
+            "acp_session_cwd, status, created_at, updated_at, last_seq, cursor, "
+            "permission_policy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         conn.executemany(
             "INSERT INTO events VALUES (?, ?, 'user_message', ?, '{\"text\":\"next\"}')", queued
         )

@@ -133,6 +133,39 @@ def test_version_2_queue_becomes_a_table(db_path: Path) -> None:
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION
 
 
+def test_version_3_gains_the_session_state_and_keeps_titles(db_path: Path) -> None:
+    """Rows from before hold no state (null) and keep their titles from the agent's."""
+    conn = _old_store(db_path, 3)
+    with conn:
+        conn.execute(
+            "INSERT INTO conversations (id, title, agent, agent_cmd, cwd, status, created_at, "
+            "updated_at, last_seq, cursor, permission_policy) "
+            "VALUES ('c1', 'old title', 'demo', '[\"x\"]', '/', 'idle', 1.0, 2.0, 0, 0, 'ask')"
+        )
+    conn.close()
+    with Store.open(db_path) as s:
+        c1 = s.get_conversation("c1")
+        assert c1 is not None
+        assert (c1.modes, c1.config_options, c1.commands, c1.usage) == (None,) * 4
+        assert not c1.title_auto
+        s.append_events("c1", [("title", b'{"title":"the agent\'s"}'), ("usage", b'{"used":1}')])
+        c1 = s.get_conversation("c1")
+        assert c1 is not None
+        assert (c1.title, c1.usage) == ("old title", '{"used":1}')
+        new = s.create_conversation(title="", agent="demo", agent_cmd=["x"], cwd="/")
+        assert new.title_auto
+        s.set_title(new.id, "first message")  # the engine's name: still no person's
+        s.end_turn(new.id, [("title", b'{"title":"Named"}')], "idle")  # folds in end_turn too
+        named = s.get_conversation(new.id)
+        assert named is not None
+        assert (named.title, named.title_auto) == ("Named", True)
+        s.append_event(new.id, "title", b'{"title":null}')  # cleared: the name stays
+        again = s.get_conversation(new.id)
+        assert again is not None
+        assert again.title == "Named"
+    assert _pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
 # A realistic later step: a new column backfilled from existing rows, and the events table
 # rebuilt (SQLite's create-copy-drop-rename dance) with a column derived from each row.
 _STEP_WITH_ROWS = (
