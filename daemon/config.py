@@ -21,6 +21,8 @@ import attrs
 import cattrs
 from cattrs.preconf.tomllib import TomllibConverter, make_converter
 
+from protocol import acp
+
 __all__ = [
     "AgentConfig",
     "Config",
@@ -60,14 +62,25 @@ class AgentConfig:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = attrs.field(factory=dict)
     pass_env: frozenset[str] = frozenset()
+    # The authentication method to use (an id of the agent's `authMethods`); "" lets acpd
+    # pick one whose variables are set (`daemon.agents.auth`).
+    auth: str = ""
+    # Method id -> variables it reads, for methods that do not list theirs (ACP `agent`
+    # type): one of them set makes the method a candidate. The presets fill this in.
+    auth_vars: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    # ACP `McpServer`s passed on every session/new, load and resume.
+    mcp_servers: tuple[acp.McpServer, ...] = ()
 
     def over(self, preset: AgentConfig) -> AgentConfig:
-        """This file entry merged over a built-in preset: our command if given, both `env`s
-        (ours wins), both `pass_env`s."""
+        """This file entry merged over a built-in preset: our command, auth and MCP servers if
+        given, both `env`s and `auth_vars` (ours win), both `pass_env`s."""
         return AgentConfig(
             command=self.command or preset.command,
             env={**preset.env, **self.env},
             pass_env=preset.pass_env | self.pass_env,
+            auth=self.auth or preset.auth,
+            auth_vars={**preset.auth_vars, **self.auth_vars},
+            mcp_servers=self.mcp_servers or preset.mcp_servers,
         )
 
     def passed_env(self, environ: Mapping[str, str]) -> dict[str, str]:
@@ -85,13 +98,19 @@ def builtin_agents() -> dict[str, AgentConfig]:
             command=("npx", "-y", "@agentclientprotocol/claude-agent-acp"),
             pass_env=frozenset({"ANTHROPIC_*", "CLAUDE_*"}),
         ),
+        # codex-acp's `api-key` method reads CODEX_API_KEY, else OPENAI_API_KEY (2.6.0 source);
+        # the older @zed-industries/codex-acp lists the same as `env_var` methods itself.
         "codex": AgentConfig(
-            command=("npx", "-y", "@zed-industries/codex-acp"),
+            command=("npx", "-y", "@agentclientprotocol/codex-acp"),
             pass_env=frozenset({"OPENAI_*", "CODEX_*"}),
+            auth_vars={"api-key": ("CODEX_API_KEY", "OPENAI_API_KEY")},
         ),
+        # gemini-cli's methods are all of ACP's `agent` type; `gemini-api-key` reads
+        # GEMINI_API_KEY (observed with 0.61.0: without it, sessions answer auth required).
         "gemini": AgentConfig(
-            command=("gemini", "--acp"),
+            command=("npx", "-y", "@google/gemini-cli", "--acp"),
             pass_env=frozenset({"GEMINI_*", "GOOGLE_*"}),
+            auth_vars={"gemini-api-key": ("GEMINI_API_KEY",)},
         ),
     }
 
@@ -251,6 +270,90 @@ def _names(value: object, _: object) -> frozenset[str]:
     return frozenset(value)
 
 
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _auth_vars(value: object, _: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise _Bad(f"expected a table of method id = [variable names], got {value!r}")
+    out: dict[str, tuple[str, ...]] = {}
+    for method, names in value.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise _Bad(f"{method}: expected a non-empty list of variable names, got {names!r}")
+        for name in names:
+            if not _VAR_NAME.fullmatch(name):
+                raise _Bad(f"{method}: {name!r} is not a variable name")
+        out[method] = tuple(names)
+    return out
+
+
+_MCP_KEYS = frozenset({"name", "type", "command", "args", "env", "url", "headers"})
+
+
+def _pairs(value: object, what: str) -> list[tuple[str, str]]:
+    """`env`/`headers` as a table (`{NAME = "value"}`) or ACP's list of `{name, value}`."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list) and all(
+        isinstance(x, dict) and set(x) == {"name", "value"} for x in value
+    ):
+        items = [(x["name"], x["value"]) for x in value]
+    else:
+        raise _Bad(f"{what}: expected a table of strings or a list of {{name, value}}")
+    if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in items):
+        raise _Bad(f"{what}: names and values must be strings")
+    return items
+
+
+def _mcp_server(entry: object) -> acp.McpServer:
+    if not isinstance(entry, dict):
+        raise _Bad(f"expected a table, got {entry!r}")
+    if unknown := sorted(set(entry) - _MCP_KEYS):
+        raise _Bad(f"unknown key {unknown[0]!r}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise _Bad("name: required, a non-empty string")
+    kind = entry.get("type", "stdio")
+    if kind not in ("stdio", "http", "sse"):
+        raise _Bad(f"type: expected 'stdio', 'http' or 'sse', got {kind!r}")
+    if kind == "stdio":
+        if stray := sorted({"url", "headers"} & set(entry)):
+            raise _Bad(f"{stray[0]}: only for http and sse servers")
+        command, args = entry.get("command"), entry.get("args", [])
+        if not isinstance(command, str) or not command:
+            raise _Bad("command: required for a stdio server, a non-empty string")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise _Bad("args: expected a list of strings")
+        env = [acp.EnvVariable(name=k, value=v) for k, v in _pairs(entry.get("env", {}), "env")]
+        return acp.McpServerStdio(name=name, command=command, args=args, env=env)
+    if stray := sorted({"command", "args", "env"} & set(entry)):
+        raise _Bad(f"{stray[0]}: only for stdio servers")
+    url = entry.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise _Bad(f"url: required for an {kind} server, an http:// or https:// URL")
+    headers = [
+        acp.HttpHeader(name=k, value=v) for k, v in _pairs(entry.get("headers", {}), "headers")
+    ]
+    if kind == "http":
+        return acp.McpServerHttp(name=name, url=url, headers=headers)
+    return acp.McpServerSse(name=name, url=url, headers=headers)
+
+
+def _mcp_servers(value: object, _: object) -> tuple[acp.McpServer, ...]:
+    if not isinstance(value, list):
+        raise _Bad(f"expected a list of tables, got {value!r}")
+    out: list[acp.McpServer] = []
+    for i, entry in enumerate(value):
+        try:
+            server = _mcp_server(entry)
+        except _Bad as exc:
+            raise _Bad(f"[{i}]: {exc}") from None
+        if any(s.name == server.name for s in out):
+            raise _Bad(f"[{i}]: another server is named {server.name!r}")
+        out.append(server)
+    return tuple(out)
+
+
 def _is_literal(tp: object) -> bool:
     return get_origin(tp) is Literal
 
@@ -281,6 +384,8 @@ def _converter() -> TomllibConverter:
     conv.register_structure_hook(bool, _strict("a boolean", lambda v: isinstance(v, bool), bool))
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], _argv)
     conv.register_structure_hook_func(lambda t: t == frozenset[str], _names)
+    conv.register_structure_hook_func(lambda t: t == Mapping[str, tuple[str, ...]], _auth_vars)
+    conv.register_structure_hook_func(lambda t: t == tuple[acp.McpServer, ...], _mcp_servers)
     conv.register_structure_hook_factory(_is_literal, _literal)
     return conv
 
@@ -314,6 +419,9 @@ def _messages(exc: cattrs.BaseValidationError) -> list[str]:
         if message.startswith(_EXTRA):
             names = message.removeprefix(_EXTRA).split("\n")
             out += [f"{key + '.' if key else ''}{name}: unknown key" for name in names]
+            continue
+        if message.startswith("[") and key:  # a list entry's own path: `mcp_servers[1]: …`
+            out.append(f"{key}{message}")
             continue
         out.append(f"{key}: {message}" if key else message)
     return out

@@ -6,7 +6,14 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["PrivateDirError", "default_data_dir", "default_socket_path", "log_dir", "private_dir"]
+__all__ = [
+    "PrivateDirError",
+    "agent_log_path",
+    "default_data_dir",
+    "default_socket_path",
+    "log_dir",
+    "private_dir",
+]
 
 
 def _env_path(name: str) -> Path | None:
@@ -35,6 +42,11 @@ def default_data_dir() -> Path:
 
 def log_dir(data_dir: Path) -> Path:
     return data_dir / "logs"
+
+
+def agent_log_path(data_dir: Path, conv_id: str) -> Path:
+    """Where the stderr of a conversation's agent goes (rotated to `<path>.1`)."""
+    return log_dir(data_dir) / "agents" / f"{conv_id}.log"
 
 
 class PrivateDirError(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 from typing import Final
 
@@ -24,6 +25,7 @@ __all__ = [
     "printable",
     "remember_umask",
     "signal_group",
+    "strip_ansi",
 ]
 
 STDERR_TAIL: Final = 4096
@@ -42,6 +44,22 @@ def remember_umask(mask: int) -> None:
     """Record acpd's original umask for `agent_umask` (called by `acpd serve`)."""
     global _agent_umask
     _agent_umask = mask
+
+
+# Terminal escapes: CSI (colours, cursor moves), OSC (titles, links) and the two-byte ones.
+_ANSI = re.compile(
+    rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[()*+][ -~]|\x1b[@-Z\\-_]"
+)
+
+
+def strip_ansi(data: bytes | bytearray) -> bytes:
+    """`data` without terminal escape sequences (and without other control characters but
+    newline and tab), for text a person reads in an event or a log file."""
+    text = _ANSI.sub(b"", data)
+    return text.translate(None, _CONTROL)
+
+
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10)) + b"\x7f"
 
 
 @attrs.define(eq=False)
@@ -64,7 +82,7 @@ class StderrRing:
             nl = tail.find(b"\n")  # start at a line boundary when we had to cut
             if 0 <= nl < len(tail) - 1:
                 tail = tail[nl + 1 :]
-        return tail.decode("utf-8", "replace").rstrip()
+        return strip_ansi(tail).decode("utf-8", "replace").rstrip()
 
 
 @attrs.define(eq=False)

@@ -16,10 +16,10 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 import trio
@@ -34,7 +34,11 @@ from daemon.agents._process import (
     printable,
     signal_group,
 )
+from daemon.agents.agentlog import AgentLog, open_agent_log
+from daemon.agents.auth import AuthSettings
+from daemon.agents.detail import error_detail, failure_detail
 from daemon.agents.peer import AgentExited, AgentPeer, PeerHandlers
+from daemon.agents.requests import SessionRequests, SessionSetUp
 from daemon.agents.tree import AgentTree
 from daemon.version import acpd_version
 from protocol import acp
@@ -48,8 +52,10 @@ __all__ = [
     "AgentStartError",
     "Launcher",
     "PeerHandlers",
+    "SessionSetUp",
     "agent_env",
     "connect_agent",
+    "error_detail",
     "open_agent",
 ]
 
@@ -68,15 +74,19 @@ def client_info() -> acp.Implementation:
 
 
 class AgentStartError(Exception):
-    """The agent could not be started: spawn failed, `initialize` failed or the agent speaks
-    a protocol version acpd does not. The message is one line; `stderr` has the agent's last
-    stderr output, if any. `permanent`: retrying cannot help (no such command or cwd) until a
-    person changes something."""
+    """The agent could not be started: spawn failed, `initialize` failed, the agent speaks
+    a protocol version acpd does not, or it cannot be authenticated. The message is one line;
+    `stderr` has the agent's last stderr output, if any; `detail` what a person needs to act
+    (the agent's error data, the stderr tail: an `error` event's `detail`). `permanent`:
+    retrying cannot help (no such command or cwd, a login needed) until a person acts."""
 
-    def __init__(self, message: str, *, stderr: str = "", permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, stderr: str = "", permanent: bool = False, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.stderr = stderr
         self.permanent = permanent
+        self.detail = detail or stderr
 
 
 @attrs.frozen
@@ -86,6 +96,12 @@ class AgentSpec:
     cwd: str
     env: Mapping[str, str] = attrs.field(factory=dict)  # on top of the allow-listed base
     conversation: str = ""  # whose agent this is (recorded with its process tree)
+    # How to authenticate (config `auth`, the preset's `auth_vars`): `session.open_session`.
+    auth: AuthSettings = attrs.field(factory=AuthSettings)
+    # MCP servers for its sessions (config `mcp_servers`): `session.open_session`.
+    mcp_servers: tuple[acp.McpServer, ...] = ()
+    # Where its stderr is kept (`paths.agent_log_path`); None: nowhere but the ring.
+    log_path: Path | None = None
 
 
 class Launcher(Protocol):
@@ -101,7 +117,7 @@ _NOT_INITIALIZED: Final = acp.InitializeResponse(protocol_version=0)
 
 
 @attrs.define(eq=False)
-class AgentConnection:
+class AgentConnection(SessionRequests):
     """An initialized agent. Made by `open_agent`/`connect_agent`, valid inside their block."""
 
     peer: AgentPeer
@@ -110,6 +126,11 @@ class AgentConnection:
     name: str = "agent"
     stop_grace: float = 2.0
     tree: AgentTree | None = None  # a process's whole tree (None for in-process agents)
+    # What it was started with: authentication looks at its environment (are a method's
+    # variables set?) and names its command (a terminal login reruns it).
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    log_file: AgentLog | None = None
     _stderr: StderrRing = attrs.field(factory=StderrRing, init=False)
     _gone: trio.Event = attrs.field(factory=trio.Event, init=False)
     _exited: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -157,33 +178,6 @@ class AgentConnection:
         self.init = resp
         return resp
 
-    async def new_session(self, cwd: str) -> acp.NewSessionResponse:
-        params = acp.NewSessionRequest(cwd=cwd, mcp_servers=[])
-        return await self.peer.request(acp.SESSION_NEW, params, acp.NewSessionResponse)
-
-    async def load_session(self, session_id: str, cwd: str) -> None:
-        """The agent replays the history as updates before it answers (ACP.md §6)."""
-        params = acp.LoadSessionRequest(session_id=session_id, cwd=cwd, mcp_servers=[])
-        await self.peer.request(acp.SESSION_LOAD, params, acp.LoadSessionResponse)
-
-    async def resume_session(self, session_id: str, cwd: str) -> None:
-        params = acp.ResumeSessionRequest(session_id=session_id, cwd=cwd, mcp_servers=[])
-        await self.peer.request(acp.SESSION_RESUME, params, acp.ResumeSessionResponse)
-
-    async def prompt(
-        self, session_id: str, text: str, *, on_answer: Callable[[], None] | None = None
-    ) -> acp.PromptResponse:
-        """`session/prompt`; `on_answer()` runs in the read loop as the reply arrives, before
-        any update read after it (which, by ACP, no longer belongs to this turn)."""
-        params = acp.PromptRequest(session_id=session_id, prompt=[acp.TextContent(text=text)])
-        return await self.peer.request(
-            acp.SESSION_PROMPT, params, acp.PromptResponse, on_answer=on_answer
-        )
-
-    async def cancel(self, session_id: str) -> None:
-        """`session/cancel`: a notification; the prompt's own reply ends the turn."""
-        await self.peer.notify(acp.SESSION_CANCEL, acp.CancelNotification(session_id=session_id))
-
     @classmethod
     @asynccontextmanager
     async def hosting(
@@ -195,6 +189,9 @@ class AgentConnection:
         name: str = "agent",
         stop_grace: float = 2.0,
         tree: AgentTree | None = None,
+        argv: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        log_file: AgentLog | None = None,
     ) -> AsyncIterator[AgentConnection]:
         """Run a connection's tasks over `peer` (and `process`, the leader of `tree`),
         initialize, yield it; stop it on the way out, however we leave.
@@ -202,7 +199,16 @@ class AgentConnection:
         Errors from the body and start-up failures are re-raised *after* the nursery, so
         callers get them as they are, not wrapped in an exception group.
         """
-        conn = cls(peer, process, name=name, stop_grace=stop_grace, tree=tree)
+        conn = cls(
+            peer,
+            process,
+            name=name,
+            stop_grace=stop_grace,
+            tree=tree,
+            argv=tuple(argv),
+            env=dict(agent_env({}) if env is None else env),
+            log_file=log_file,
+        )
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             try:
@@ -237,8 +243,13 @@ class AgentConnection:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def stderr_tail(self) -> str:
-        """The last ~4 KiB of the agent's stderr, for error events."""
+        """The last ~4 KiB of the agent's stderr (escapes stripped), for error events."""
         return self._stderr.text()
+
+    def failure_detail(self) -> str:
+        """An `error` event's `detail` when the agent failed or exited: the last lines of its
+        stderr and the last malformed line it wrote, bounded; "" if there is neither."""
+        return failure_detail(self.stderr_tail(), self.peer.last_malformed)
 
     async def wait_exited(self) -> None:
         """Block until the agent is gone: its stdout ended, or its process exited (then
@@ -308,10 +319,22 @@ class AgentConnection:
                 self._stderr.add(data)
                 for line in splitter.feed(data):
                     budget.log(log, "agent %s stderr: %s", self.name, printable(line))
+                if self.log_file is not None:
+                    await self._to_log(self.log_file.write, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._stderr_done.set()
+
+    async def _to_log(self, write: Callable[[Any], None], arg: Any) -> None:
+        """A write to the agent log, in a thread; a log that fails is closed, not fatal."""
+        try:
+            await trio.to_thread.run_sync(write, arg)
+        except OSError as exc:
+            log.warning("agent %s: cannot write its log: %s", self.name, exc)
+            if self.log_file is not None:
+                self.log_file.close()
+                self.log_file = None
 
     def _start_error(self, exc: RpcFailure | AgentExited) -> AgentStartError:
         tail = self.stderr_tail()
@@ -321,8 +344,11 @@ class AgentConnection:
             code = self.returncode
             what = "exited during initialize" + (f" (status {code})" if code is not None else "")
         last = tail.splitlines()[-1].strip() if tail else ""
+        detail = error_detail(exc) if isinstance(exc, RpcFailure) else ""
         return AgentStartError(
-            f"agent {self.name!r} {what}" + (f": {last}" if last else ""), stderr=tail
+            f"agent {self.name!r} {what}" + (f": {last}" if last else ""),
+            stderr=tail,
+            detail="\n".join(p for p in (detail, self.failure_detail()) if p),
         )
 
 
@@ -348,7 +374,9 @@ def _child_setup(nice: int, cgroup_procs: int | None) -> Callable[[], None] | No
     return setup
 
 
-async def _spawn(spec: AgentSpec, tree: AgentTree, nice: int) -> trio.Process:
+async def _spawn(
+    spec: AgentSpec, tree: AgentTree, nice: int, env: Mapping[str, str]
+) -> trio.Process:
     """Start the agent as its tree's leader. Raises `AgentStartError`."""
     cgroup_procs: int | None = None
     try:
@@ -361,7 +389,7 @@ async def _spawn(spec: AgentSpec, tree: AgentTree, nice: int) -> trio.Process:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=spec.cwd,
-                env={**agent_env(spec.env), **tree.env},
+                env=dict(env),
                 start_new_session=True,
                 # The user's own umask, not the daemon's 077: files an agent writes in a
                 # project must come out as if the user had written them.
@@ -423,16 +451,29 @@ async def open_agent(
         tree = AgentTree.new(within=os.getpid() if subreaper.is_active() else None)
     await trio.to_thread.run_sync(acpd_version)  # the first call reads package metadata
     # Shielded: once spawned, the agent must reach the block below that stops it.
+    env = {**agent_env(spec.env), **tree.env}
     with trio.CancelScope(shield=True):
-        proc = await _spawn(spec, tree, nice)
+        proc = await _spawn(spec, tree, nice, env)
         await trio.to_thread.run_sync(tree.spawned, proc.pid)
         if on_spawn is not None:
             await on_spawn(proc)
     assert proc.stdio is not None
     assert proc.stderr is not None
     peer = _peer(proc.stdio, handlers, log or logging.getLogger(f"acpd.peer.{spec.name}"))
+    log_file = None
+    if spec.log_path is not None:
+        header = f"agent {spec.name} started (pid {proc.pid}): {' '.join(spec.argv)}"
+        log_file = await open_agent_log(spec.log_path, header)
     hosting = AgentConnection.hosting(
-        peer, process=proc, stderr=proc.stderr, name=spec.name, stop_grace=stop_grace, tree=tree
+        peer,
+        process=proc,
+        stderr=proc.stderr,
+        name=spec.name,
+        stop_grace=stop_grace,
+        tree=tree,
+        argv=spec.argv,
+        env=env,
+        log_file=log_file,
     )
     try:
         async with hosting as conn:
@@ -443,6 +484,12 @@ async def open_agent(
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     await pipe.aclose()
+            if log_file is not None:
+                code = proc.returncode
+                end = "stopped" if code is None else f"exited with status {code}"
+                with contextlib.suppress(OSError):
+                    await trio.to_thread.run_sync(log_file.note, f"agent {end}")
+                log_file.close()
 
 
 @asynccontextmanager
@@ -452,10 +499,14 @@ async def connect_agent(
     *,
     name: str = "agent",
     log: logging.Logger | None = None,
+    argv: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[AgentConnection]:
     """`open_agent` over an existing stream (in-process fakes); `process` is None, and
-    stopping closes the stream."""
-    async with AgentConnection.hosting(_peer(stream, handlers, log), name=name) as conn:
+    stopping closes the stream. `argv` and `env` say what it was "started" with (what
+    authentication looks at); `env` defaults to what `open_agent` would give it."""
+    hosting = AgentConnection.hosting(_peer(stream, handlers, log), name=name, argv=argv, env=env)
+    async with hosting as conn:
         yield conn
 
 

@@ -175,6 +175,8 @@ class AgentPeer:
         self._splitter = LineSplitter(max_line)
         self._log = log or logging.getLogger("acpd.peer")
         self.stats = PeerStats()
+        # The last malformed line (its start), for an error's detail when the agent then dies.
+        self.last_malformed = b""
         self._next_id = 0
         self._pending: dict[int, trio.MemorySendChannel[Envelope]] = {}
         # Called in the read loop when the response to our request arrives, before any later
@@ -507,6 +509,7 @@ class AgentPeer:
 
     def _malformed(self, why: str, line: bytes) -> None:
         self.stats.malformed += 1
+        self.last_malformed = bytes(line[:1000])
         self._complain("malformed line (%s): %.200r", why, line)
 
     def _callback_failed(self, name: str) -> None:

@@ -151,6 +151,34 @@ def test_a_missing_config_stops_serve(tmp_path: Path) -> None:
         ("default_agent = 3", "default_agent: expected a string, got integer 3"),
         ('default_agent = "nope"', "default_agent: no agent named 'nope' (known: claude, codex"),
         ("drain_timeout = ", "Invalid value"),
+        ('[agents.codex]\nauth = 3', "agents.codex.auth: expected a string, got integer 3"),
+        ('[agents.codex]\nauth_vars = ["A"]', "agents.codex.auth_vars: expected a table of"),
+        ('[agents.codex]\nauth_vars = { k = [] }', "auth_vars: k: expected a non-empty"),
+        ('[agents.codex]\nauth_vars = { k = ["A*"] }', "agents.codex.auth_vars: k: 'A*' is not a"),
+        ('[agents.codex]\nmcp_servers = {}', "agents.codex.mcp_servers: expected a list of tables"),
+        ('[agents.codex]\nmcp_servers = [3]', "agents.codex.mcp_servers[0]: expected a table"),
+        ('[agents.codex]\nmcp_servers = [{command = "x"}]',
+         "agents.codex.mcp_servers[0]: name: required"),
+        ('[agents.codex]\nmcp_servers = [{name = "a"}]',
+         "agents.codex.mcp_servers[0]: command: required for a stdio server"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x", url = "http://h"}]',
+         "agents.codex.mcp_servers[0]: url: only for http and sse servers"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", type = "http", url = "http://h", '
+         'command = "x"}]', "agents.codex.mcp_servers[0]: command: only for stdio servers"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", type = "ws", url = "http://h"}]',
+         "mcp_servers[0]: type: expected 'stdio', 'http' or 'sse', got 'ws'"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", type = "sse", url = "h"}]',
+         "mcp_servers[0]: url: required for an sse server, an http:// or https:// URL"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x", args = "y"}]',
+         "mcp_servers[0]: args: expected a list of strings"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x", env = { A = 1 }}]',
+         "mcp_servers[0]: env: names and values must be strings"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x", env = [{name = "A"}]}]',
+         "mcp_servers[0]: env: expected a table of strings or a list of {name, value}"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x"}, {name = "a", command = "y"}]',
+         "mcp_servers[1]: another server is named 'a'"),
+        ('[agents.codex]\nmcp_servers = [{name = "a", command = "x", cmd = "y"}]',
+         "mcp_servers[0]: unknown key 'cmd'"),
     ],
 )  # fmt: skip
 def test_every_error_is_one_line_naming_the_key(text: str, message: str) -> None:
@@ -184,3 +212,44 @@ def test_readme_example_config_loads() -> None:
     for example in examples:
         cfg = parse_config(example, source="README.md")
         assert "claude" in cfg.all_agents({})
+
+
+def test_auth_and_mcp_servers_load_as_acp_objects() -> None:
+    from protocol import acp
+
+    cfg = parse_config(
+        '[agents.codex]\nauth = "chatgpt"\n'
+        'auth_vars = { "api-key" = ["MY_KEY"] }\n'
+        "mcp_servers = [\n"
+        '  { name = "fs", command = "mcp-fs", args = ["--root", "/"], env = { ROOT = "/" } },\n'
+        '  { name = "git", command = "mcp-git", env = [{ name = "A", value = "1" }] },\n'
+        '  { name = "web", type = "http", url = "https://h/mcp", headers = { X = "y" } },\n'
+        '  { name = "old", type = "sse", url = "http://h/sse" },\n'
+        "]\n"
+    )
+    codex = cfg.all_agents({})["codex"]
+    assert codex.auth == "chatgpt"
+    # Ours win over the preset's hint for the same method; the preset's command stays.
+    assert codex.auth_vars == {"api-key": ("MY_KEY",)}
+    assert codex.command == ("npx", "-y", "@agentclientprotocol/codex-acp")
+    fs, git, web, old = codex.mcp_servers
+    assert fs == acp.McpServerStdio(
+        name="fs",
+        command="mcp-fs",
+        args=["--root", "/"],
+        env=[acp.EnvVariable(name="ROOT", value="/")],
+    )
+    assert git.env == [acp.EnvVariable(name="A", value="1")]
+    assert web == acp.McpServerHttp(
+        name="web", url="https://h/mcp", headers=[acp.HttpHeader(name="X", value="y")]
+    )
+    assert old == acp.McpServerSse(name="old", url="http://h/sse")
+
+
+def test_presets_know_how_codex_and_gemini_authenticate() -> None:
+    agents = Config().all_agents({})
+    assert agents["codex"].command == ("npx", "-y", "@agentclientprotocol/codex-acp")
+    assert agents["codex"].auth_vars == {"api-key": ("CODEX_API_KEY", "OPENAI_API_KEY")}
+    assert agents["gemini"].command == ("npx", "-y", "@google/gemini-cli", "--acp")
+    assert agents["gemini"].auth_vars == {"gemini-api-key": ("GEMINI_API_KEY",)}
+    assert (agents["claude"].auth, agents["claude"].mcp_servers) == ("", ())

@@ -18,6 +18,14 @@ What it answers:
   message chunks, then answers `{}`; with `load_error` set, answers that error instead.
   Any session id is accepted. `session/resume` likewise, with `resume_error`, no replay.
 * `session/close`: `{}`. `session/prompt`: runs the next script (see below).
+* Session set-ups (new, load, resume) answer with `modes` and `config_options` when set.
+* Authentication: `auth_methods` are offered in `initialize`; `authenticate` answers `{}`
+  for a method id in `auth_accepts` (default: every offered one), else `auth_error` (or
+  -32603). With `auth_required`, new/load/resume answer -32000 until an `authenticate`
+  succeeded; `auth_lost` such answers come even after one (a login that does not hold).
+* `mcp_http`, `mcp_sse`: its `mcpCapabilities`.
+* `session/set_mode` switches among `modes` (-32602 for another id); `session/set_config_option`
+  sets an option of `config_options` and answers them all (-32602 for an unknown id).
 * `session/cancel` (a notification): cancels the running turn of that session.
 * Other requests: -32601. Other notifications: recorded and ignored.
 
@@ -186,6 +194,9 @@ _PARAMS: dict[str, type[msgspec.Struct]] = {
     acp.SESSION_CLOSE: acp.CloseSessionRequest,
     acp.SESSION_PROMPT: acp.PromptRequest,
     acp.SESSION_CANCEL: acp.CancelNotification,
+    acp.AUTHENTICATE: acp.AuthenticateRequest,
+    acp.SESSION_SET_MODE: acp.SetSessionModeRequest,
+    acp.SESSION_SET_CONFIG_OPTION: acp.SetSessionConfigOptionRequest,
 }
 
 
@@ -211,6 +222,16 @@ class FakeAgent:
     load_error: RpcFailure | None = None
     resume_error: RpcFailure | None = None
     load_replay: list[tuple[str, str]] = attrs.field(factory=list)
+    modes: acp.SessionModeState | None = None
+    config_options: list[dict[str, Any]] | None = None
+    auth_methods: list[acp.AuthMethod] = attrs.field(factory=list)
+    auth_accepts: frozenset[str] | None = None
+    auth_error: RpcFailure | None = None
+    auth_required: bool = False
+    auth_lost: int = 0
+    mcp_http: bool = False
+    mcp_sse: bool = False
+    authenticated: str | None = attrs.field(default=None, init=False)
 
     received: list[tuple[str, object]] = attrs.field(factory=list, init=False)
     sessions: list[str] = attrs.field(factory=list, init=False)
@@ -323,17 +344,36 @@ class FakeAgent:
                     resume={} if self.resume else msgspec.UNSET,
                     close={} if self.close else msgspec.UNSET,
                 ),
+                mcp_capabilities=acp.McpCapabilities(http=self.mcp_http, sse=self.mcp_sse),
             )
             return acp.InitializeResponse(
                 protocol_version=self.protocol_version,
                 agent_capabilities=caps,
                 agent_info=acp.Implementation(name="fake-agent", version="0"),
+                auth_methods=self.auth_methods,
             )
+        if isinstance(params, acp.AuthenticateRequest):
+            accepts = self.auth_accepts
+            if accepts is None:
+                accepts = frozenset(m.id for m in self.auth_methods)
+            if params.method_id not in accepts:
+                raise self.auth_error or RpcFailure(-32603, f"cannot use {params.method_id}")
+            self.authenticated = params.method_id
+            return acp.EmptyResult()
+        if isinstance(
+            params, acp.NewSessionRequest | acp.LoadSessionRequest | acp.ResumeSessionRequest
+        ):
+            self._check_auth()
+        setup: dict[str, Any] = {}
+        if self.modes is not None:
+            setup["modes"] = self.modes
+        if self.config_options is not None:
+            setup["config_options"] = self.config_options
         if isinstance(params, acp.NewSessionRequest):
             if self.new_hang:
                 await trio.sleep_forever()
             self.sessions.append(f"sess-{len(self.sessions) + 1}")
-            return acp.NewSessionResponse(session_id=self.sessions[-1])
+            return acp.NewSessionResponse(session_id=self.sessions[-1], **setup)
         if isinstance(params, acp.LoadSessionRequest):
             if self.load_error is not None:
                 raise self.load_error
@@ -345,16 +385,39 @@ class FakeAgent:
                     else acp.AgentMessageChunk(content=block)
                 )
                 await self._send(params.session_id, update)
-            return acp.LoadSessionResponse()
+            return acp.LoadSessionResponse(**setup)
         if isinstance(params, acp.ResumeSessionRequest):
             if self.resume_error is not None:
                 raise self.resume_error
-            return acp.ResumeSessionResponse()
+            return acp.ResumeSessionResponse(**setup)
         if isinstance(params, acp.CloseSessionRequest):
             return acp.EmptyResult()
+        if isinstance(params, acp.SetSessionModeRequest):
+            known = [m.id for m in self.modes.available_modes] if self.modes else []
+            if params.mode_id not in known:
+                raise RpcFailure(INVALID_PARAMS, f"no mode {params.mode_id!r}")
+            assert self.modes is not None
+            self.modes = msgspec.structs.replace(self.modes, current_mode_id=params.mode_id)
+            return acp.EmptyResult()
+        if isinstance(params, acp.SetSessionConfigOptionRequest):
+            options = [dict(o) for o in self.config_options or ()]
+            for option in options:
+                if option.get("id") == params.config_id:
+                    option["currentValue"] = params.value
+                    self.config_options = options
+                    return acp.SetSessionConfigOptionResponse(config_options=options)
+            raise RpcFailure(INVALID_PARAMS, f"no option {params.config_id!r}")
         if isinstance(params, acp.PromptRequest):
             return await self._prompt(params)
         raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def _check_auth(self) -> None:
+        if not self.auth_required:
+            return
+        if self.authenticated is None or self.auth_lost > 0:
+            if self.authenticated is not None:
+                self.auth_lost -= 1
+            raise RpcFailure(-32000, "Authentication required", {"details": "log in first"})
 
     async def _send(self, session_id: str, update: acp.KnownUpdate) -> None:
         note = acp.SessionNotification(session_id=session_id, update=update)
