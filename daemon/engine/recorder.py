@@ -14,6 +14,13 @@ however it was chunked).
 The hand-off is bounded: once `BUFFER_CHARS` of handed-over text and bodies wait to be
 stored, `wait_for_space` blocks the agent's reader (once per read batch), so the agent's
 pipe pushes back while the store is slow; subscribers and senders never wait on it.
+
+Everything else an agent says is durable: tool calls and their updates whole (content, diffs,
+terminals, locations, raw input and output, bounded by `updates.TOOL_BYTES`), plans, and the
+session's state (usage, commands, mode, config options, title), which the store also folds
+into the conversation's row in the same transaction (`session_update`: in a turn or not).
+Under a backlog, consecutive updates of one tool call are merged into one event (ACP's patch
+semantics), and consecutive usage reports into the last one.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import attrs
 import msgspec
 import trio
 
+from daemon.engine import updates
 from daemon.engine.eventlog import SEGMENT_CHARS, EventLog, LogClosed, text_events
 from protocol import acp
 from protocol import events as ev
@@ -56,11 +64,17 @@ class _Durable:
 
 
 @attrs.define(eq=False, slots=True)
+class _ToolUpdate:
+    body: ev.ToolCallUpdateEvent  # kept whole while a later update of the call may merge in
+    data: bytes  # its encoding
+
+
+@attrs.define(eq=False, slots=True)
 class _Flush:
     done: trio.Event
 
 
-_Item = _Delta | _Durable | _Flush
+_Item = _Delta | _Durable | _ToolUpdate | _Flush
 
 
 @attrs.frozen
@@ -118,8 +132,8 @@ class Recorder:
         self._kick.set()
 
     def update(self, update: acp.SessionUpdate, seq: int) -> None:
-        """An agent's `session/update` for the turn of prompt `seq`: text and tool progress
-        are deltas; tool calls, their status changes and plans are durable. Others: dropped."""
+        """An agent's `session/update` for the turn of prompt `seq`: text is deltas (and the
+        message stored as it closes); everything else it says is durable (`session_update`)."""
         if type(update) is acp.AgentMessageChunk:  # the commonest by far: checked first
             content = update.content
             text = content.text if type(content) is acp.TextContent else acp.content_text(content)
@@ -127,37 +141,59 @@ class Recorder:
         elif isinstance(update, acp.AgentThoughtChunk):
             self.delta("thought", acp.content_text(update.content), seq)
         elif isinstance(update, acp.ToolCall):
-            status = update.status if isinstance(update.status, str) else "pending"
-            kind = update.kind if isinstance(update.kind, str) else msgspec.UNSET
-            self.durable(
-                "tool_call",
-                ev.ToolCallEvent(
-                    tool_call_id=update.tool_call_id,
-                    title=update.title,
-                    status=status,
-                    prompt_seq=seq,
-                    kind=kind,
-                ),
-            )
+            self.durable("tool_call", updates.tool_call_body(update, seq))
         elif isinstance(update, acp.ToolCallUpdate):
-            if isinstance(update.status, str):
-                title = update.title if isinstance(update.title, str) else ""
-                self.durable(
-                    "tool_call",
-                    ev.ToolCallEvent(
-                        tool_call_id=update.tool_call_id,
-                        title=title,
-                        status=update.status,
-                        prompt_seq=seq,
-                    ),
-                )
-            if isinstance(update.content, list):
-                for item in update.content:
-                    if isinstance(item, acp.Content):
-                        self.delta("tool", acp.content_text(item.content), seq)
+            self._tool_update(updates.tool_update_body(update, seq))
         elif isinstance(update, acp.Plan):
             entries = [msgspec.to_builtins(e) for e in update.entries]
             self.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
+        else:
+            self.session_update(update)
+
+    def _tool_update(self, body: ev.ToolCallUpdateEvent) -> None:
+        items = self._items
+        last = items[-1] if items else None
+        if (
+            type(last) is _ToolUpdate
+            and last.body.tool_call_id == body.tool_call_id
+            and last.body.prompt_seq == body.prompt_seq
+        ):
+            # Not stored yet: one event says both (a flood of progress becomes one row).
+            body = updates.merge_tool_updates(last.body, body)
+            self._buffered -= len(last.data)
+            last.body, last.data = body, ev.encode_body(body)
+            self._buffered += len(last.data)
+            return
+        data = ev.encode_body(body)
+        self._buffered += len(data)
+        items.append(_ToolUpdate(body, data))
+        self._kick.set()
+
+    def session_update(self, update: acp.SessionUpdate) -> bool:
+        """Store a session-state update (usage, commands, mode, config options, title) as its
+        event, which also sets the conversation's current state; whenever it arrives, in a
+        turn or not. False (nothing done) for any other update."""
+        found = updates.state_event(update)
+        if found is None:
+            return False
+        type_, body = found
+        items = self._items
+        last = items[-1] if items else None
+        if type_ == "usage" and type(last) is _Durable and last.type == "usage":
+            data = ev.encode_body(body)  # not stored yet: only the latest count matters
+            self._buffered += len(data) - len(last.body)
+            last.body = data
+            return True
+        self.durable(type_, body)
+        return True
+
+    def session_opened(
+        self, modes: acp.SessionModeState | None, config_options: acp.ConfigOptions | None
+    ) -> None:
+        """Store what a session set-up answered (its modes and config options) as the
+        session's state."""
+        for type_, body in updates.setup_state(modes, config_options):
+            self.durable(type_, body)
 
     async def wait_for_space(self) -> None:
         """Block while the hand-off is full (the store is behind): called by the agent's
@@ -210,6 +246,8 @@ class Recorder:
                 self._buffered -= sum(map(len, item.parts))
             elif type(item) is _Durable:
                 self._buffered -= len(item.body)
+            elif type(item) is _ToolUpdate:
+                self._buffered -= len(item.data)
         batch.clear()
         self._space.set()
         self._space = trio.Event()
@@ -247,6 +285,8 @@ class Recorder:
                 pending.extend(self._close_segments())
                 if isinstance(item, _Durable):
                     pending.append((item.type, item.body))
+                elif isinstance(item, _ToolUpdate):
+                    pending.append(("tool_call_update", item.data))
                 else:
                     await self._log.append(pending, clear_drafts=True)
                     pending = []

@@ -24,6 +24,7 @@ import msgspec
 import trio
 
 from daemon.agents import orphans
+from daemon.agents.agentlog import remove_agent_log
 from daemon.agents.cgroups import AgentCgroups
 from daemon.agents.connection import Launcher
 from daemon.config import Config
@@ -31,6 +32,7 @@ from daemon.engine.eventlog import LogClosed, close_dead_turn
 from daemon.engine.fanout import Subscription
 from daemon.engine.storeio import StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
+from daemon.paths import agent_log_path
 from protocol import api
 from protocol import events as ev
 from protocol.api import ConversationInfo
@@ -52,6 +54,11 @@ SHORT_ID_MIN = 4  # characters of a conversation's `short_id`, at least
 # An ambiguous prefix's error names this many candidates, and counts the others up to a cap.
 CANDIDATES_SHOWN = 5
 CANDIDATES_COUNTED = 1000
+
+
+def _raw(state: str | None) -> msgspec.Raw | None:
+    """A state column (JSON text the store folded from our own event bodies) as is."""
+    return None if state is None else msgspec.Raw(state.encode())
 
 
 def _no_such(conv_id: str) -> RpcFailure:
@@ -191,6 +198,11 @@ class Engine:
             open_requests=len(asking),
             retry_at=retry_at,
             permissions=list(asking),
+            modes=_raw(rec.modes),
+            config_options=_raw(rec.config_options),
+            commands=_raw(rec.commands),
+            usage=_raw(rec.usage),
+            agent_log=str(agent_log_path(self.data_dir, rec.id)),
         )
 
     async def _record(self, conv_id: str) -> ConversationRecord:
@@ -323,6 +335,7 @@ class Engine:
             if conv is not None:
                 await conv.close(deleting=True)
             await self.io.write(lambda s: s.delete_conversation(conv_id))
+            await trio.to_thread.run_sync(remove_agent_log, agent_log_path(self.data_dir, conv_id))
         finally:
             self._deleting.discard(conv_id)
             self._restart_reasons.pop(conv_id, None)
