@@ -1,22 +1,14 @@
 """A real third-party agent: the ACP TypeScript SDK's example agent (ACP.md §19).
 
-npm installs the SDK once into `$XDG_CACHE_HOME/acpd-tests/npm-sdk-1.9.0` (default
-`~/.cache/acpd-tests`), through a temporary directory renamed into place, so an interrupted or
-concurrent install never leaves a half-made one; npm's own cache (`~/.npm`) is reused without
-revalidation (`--prefer-offline`). On a fresh npm cache the install takes about 2 s. Skipped,
-with the reason, if node/npm are missing or the install fails (no network), except where real
-agents are required (`CI=1` or `ACPD_REQUIRE_REAL_AGENTS=1`): there it fails. Its turn takes
-~5 s of real time.
+npm installs the SDK once into the tests' cache (`tests/fakes/npm.py`); on a fresh npm cache
+that takes about 2 s. Skipped, with the reason, if node/npm are missing or the install fails
+(no network), except where real agents are required (`CI=1` or `ACPD_REQUIRE_REAL_AGENTS=1`):
+there it fails. Its turn takes ~5 s of real time.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import trio
@@ -24,84 +16,36 @@ import trio
 from daemon.agents.connection import AgentSpec, open_agent
 from protocol import acp
 from tests.fakes.client import RecordingClient
+from tests.fakes.npm import REQUIRE_VARS, Unavailable, npm_install, skip_or_fail
 from tests.fakes.wiretap import WireTap
 from tests.protocol._schema import assert_valid_traffic
 
 SDK = "@agentclientprotocol/sdk@1.9.0"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acpd-tests"
-PREFIX = CACHE / "npm-sdk-1.9.0"
 AGENT_JS = "node_modules/@agentclientprotocol/sdk/dist/examples/agent.js"
-REQUIRE_VARS = ("CI", "ACPD_REQUIRE_REAL_AGENTS")
-
-
-class _Unavailable(Exception):
-    """The SDK agent cannot be run here; the message says why."""
-
-
-def _required() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in REQUIRE_VARS)
-
-
-def _skip_or_fail(why: str) -> NoReturn:
-    if _required():
-        pytest.fail(f"{why} ({' or '.join(f'{v}=1' for v in REQUIRE_VARS)}: real agents required)")
-    pytest.skip(why)
-
-
-def _install() -> Path:
-    script = PREFIX / AGENT_JS
-    if script.exists():
-        return script
-    if shutil.which("node") is None or (npm := shutil.which("npm")) is None:
-        raise _Unavailable("node and npm are needed for the TypeScript SDK example agent")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".npm-sdk-"))
-    try:
-        # Few, short retries: without a network, npm's defaults take over a minute to give up.
-        cmd = [npm, "install", "--prefix", str(tmp), "--prefer-offline", "--no-audit",
-               "--no-fund", "--no-save", "--fetch-retries=1", "--fetch-retry-mintimeout=2000",
-               "--fetch-retry-maxtimeout=10000", SDK]  # fmt: skip
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
-        except subprocess.TimeoutExpired:
-            raise _Unavailable(f"npm install {SDK} timed out (no network?)") from None
-        if proc.returncode != 0 or not (tmp / AGENT_JS).exists():
-            # npm's first error line is its error code (ECONNREFUSED, E404, ...).
-            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("npm error ")]
-            last = (said or proc.stderr.strip().splitlines() or ["?"])[0]
-            raise _Unavailable(f"npm install {SDK} failed (no network?): {last}")
-        try:
-            tmp.rename(PREFIX)
-        except OSError:  # another run got there first
-            if not script.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return script
 
 
 @pytest.fixture(scope="session")
 def sdk_agent() -> Path:
     try:
-        return _install()
-    except _Unavailable as exc:
+        return npm_install(SDK, AGENT_JS)
+    except Unavailable as exc:
         why = str(exc)
-    _skip_or_fail(why)
+    skip_or_fail(why)
 
 
 def test_unavailable_agent_skips_unless_required(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in REQUIRE_VARS:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(pytest.skip.Exception, match="no npm"):
-        _skip_or_fail("no npm")
+        skip_or_fail("no npm")
     monkeypatch.setenv("CI", "0")
     with pytest.raises(pytest.skip.Exception):
-        _skip_or_fail("no npm")
+        skip_or_fail("no npm")
     for var in REQUIRE_VARS:
         with monkeypatch.context() as m:
             m.setenv(var, "1")
             with pytest.raises(pytest.fail.Exception, match=r"no npm.*real agents required"):
-                _skip_or_fail("no npm")
+                skip_or_fail("no npm")
 
 
 @pytest.mark.subprocess
