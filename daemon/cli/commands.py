@@ -409,6 +409,70 @@ def _option_id(request: str, event: dict[str, Any] | None, option: str) -> str:
     return options[int(option) - 1]["option_id"]
 
 
+# --- what the agent session offers: slash commands, modes, options ---------------------------
+
+
+@command("commands", "the slash commands the agent offers (send one as a message: /name args)",
+         conv_id())  # fmt: skip
+def cmd_commands(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.cli import sessionview
+
+    result = ctx.call("conversations/get", {"id": a.id})
+    return ctx.finish(result, lambda r: sessionview.commands_table(r["conversation"]))
+
+
+@command(
+    "mode",
+    "the agent's modes, the current one marked; with MODE, switch to it",
+    conv_id(),
+    arg("mode", metavar="MODE", nargs="?", type=text_of(MAX_NAME), help="a mode id to switch to"),
+)
+def cmd_mode(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.cli import sessionview
+
+    if a.mode is None:
+        result = ctx.call("conversations/get", {"id": a.id})
+        return ctx.finish(result, lambda r: sessionview.modes_table(r["conversation"]))
+    result = set_call(ctx, "conversations/set_mode", {"id": a.id, "mode": a.mode})
+    return ctx.finish(result, lambda r: f"mode: {a.mode}")
+
+
+@command(
+    "option",
+    "the agent's options (model, reasoning effort…) and their values; with KEY VALUE, set one",
+    conv_id(),
+    arg("key", metavar="KEY", nargs="?", type=text_of(MAX_NAME), help="an option id"),
+    arg("value", metavar="VALUE", nargs="?", type=text_of(MAX_NAME),
+        help="a value id or name (on/off for a switch)"),
+)  # fmt: skip
+def cmd_option(ctx: Ctx, a: argparse.Namespace) -> int:
+    from daemon.cli import sessionview
+
+    if a.key is not None and a.value is None:
+        raise UsageError("give KEY and VALUE to set an option, or neither to list them")
+    result = ctx.call("conversations/get", {"id": a.id})
+    if a.key is None:
+        return ctx.finish(result, lambda r: sessionview.options_table(r["conversation"]))
+    try:
+        key, value = sessionview.option_value(result["conversation"], a.key, a.value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    params = {"id": result["conversation"]["id"], "option": key, "value": value}
+    result = set_call(ctx, "conversations/set_option", params)
+    shown = value if isinstance(value, str) else ("on" if value else "off")
+    return ctx.finish(result, lambda r: f"{key}: {shown}")
+
+
+def set_call(ctx: Ctx, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A call that sets something at the agent; a daemon without the method says so plainly."""
+    try:
+        return ctx.call(method, params)
+    except ApiError as exc:
+        if exc.code == -32601:
+            raise ClientError(f"this daemon cannot do that yet (no method {method})") from None
+        raise
+
+
 # --- messages and streams (daemon.cli.chat holds the loops) ------------------------------------
 
 # `chat --help`, and what chat prints when it starts on a terminal (and for /help).

@@ -72,6 +72,9 @@ class Style:
         """The part of an id that picks it out: bold and coloured, as git and jj show it."""
         return self._wrap("1;35", text)
 
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
 
 def one_line(text: str, width: int = 100) -> str:
     """The first line of `text`, cut to `width` characters, marking what was left out."""
@@ -173,10 +176,53 @@ class Renderer:
         self._end_stream()
 
     def _ev_tool_call(self, ev: dict[str, Any]) -> None:
+        from daemon.cli.sessionview import tool_lines
+
         call_id = str(ev.get("tool_call_id", ""))
         title = str(ev.get("title") or self._tool_titles.get(call_id) or call_id)
         self._tool_titles[call_id] = title
-        self._line(self.style.dim(f"  - tool: {one_line(title)} [{ev.get('status', '?')}]"))
+        head, *body = tool_lines(ev, one_line(title))
+        self._line(self.style.dim(f"  - {head}"))
+        for line in body:  # output and diffs, indented under their tool
+            if line.startswith("+") and not line.startswith("+++"):
+                line = self.style.green(line)
+            elif line.startswith("-") and not line.startswith("---"):
+                line = self.style.red(line)
+            self._line("    | " + line)
+
+    def _ev_tool_call_update(self, ev: dict[str, Any]) -> None:
+        self._ev_tool_call(ev)
+
+    def _ev_usage(self, ev: dict[str, Any]) -> None:
+        pass  # every turn reports it: `acpd show` has the latest
+
+    def _ev_mode(self, ev: dict[str, Any]) -> None:
+        self._line(self.style.dim(f"(mode: {ev.get('current', '?')})"))
+
+    def _ev_title(self, ev: dict[str, Any]) -> None:
+        if ev.get("title"):
+            self._line(self.style.dim(f"(title: {one_line(str(ev['title']))})"))
+
+    def _ev_commands(self, ev: dict[str, Any]) -> None:
+        commands = ev.get("commands") or []
+        names = [f"/{c.get('name')}" for c in commands if isinstance(c, dict)]
+        shown = " ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+        self._line(self.style.dim(f"(slash commands: {shown or 'none'})"))
+
+    def _ev_config_options(self, ev: dict[str, Any]) -> None:
+        from daemon.cli.sessionview import state_lines
+
+        lines = state_lines({"config_options": ev.get("options")})
+        if lines:
+            self._line(self.style.dim("(" + "; ".join(" ".join(x.split()) for x in lines) + ")"))
+
+    def _ev_elicitation_requested(self, ev: dict[str, Any]) -> None:
+        message = one_line(str(ev.get("message") or "the agent asks a question"))
+        self._line(self.style.yellow(f"? question {ev.get('request')}: {message}"))
+
+    def _ev_elicitation_resolved(self, ev: dict[str, Any]) -> None:
+        by = f" by {ev['by']}" if ev.get("by") else ""
+        self._line(self.style.dim(f"  - question {ev.get('request')}: {ev.get('action')}{by}"))
 
     def _ev_plan(self, ev: dict[str, Any]) -> None:
         entries = ev.get("entries") or []
@@ -210,6 +256,9 @@ class Renderer:
 
     def _ev_error(self, ev: dict[str, Any]) -> None:
         self._line(self.style.red(f"error: {ev.get('message', '?')}"))
+        detail = ev.get("detail") or ev.get("stderr")
+        for line in str(detail or "").splitlines()[-10:]:
+            self._line(self.style.dim("    " + line))
 
     # --- output ------------------------------------------------------------------------------
 
@@ -333,13 +382,18 @@ def _id_shown(conv: dict[str, Any]) -> tuple[str, str]:
 
 
 def conversation(result: dict[str, Any]) -> str:
-    """`acpd show`: the details, then each open permission request with its options."""
+    """`acpd show`: the details, what the agent session said (usage, mode, model...), then
+    each open permission request with its options."""
+    from daemon.cli import sessionview
+
     conv = {k: v for k, v in result["conversation"].items() if v is not None}
     asking = conv.pop("permissions", None) or []
+    state = sessionview.state_lines(conv)
+    conv = sessionview.without_state(conv)
     for key in ("created_at", "updated_at"):
         if isinstance(conv.get(key), str):
             conv[key] = f"{conv[key]} ({ago(conv[key])} ago)"
-    out = [kv_lines(conv)]
+    out = [kv_lines(conv), *state]
     short = conv.get("short_id") or conv.get("id")
     out += [permission_request(ev, Style(False), deadline=True) for ev in asking]
     if len(asking) == 1:
