@@ -328,13 +328,6 @@ export class ConversationView {
       case "tool_call":
       case "tool_call_update":
         return this.renderTool(event, older);
-      case "tool_call_update": {
-        // Only the fields present change (ACP); a first sight of the call shows it whole.
-        const known = this.tools.get(event.tool_call_id);
-        if (!known || event.status) return this.renderTool({ status: "pending", ...event }, older);
-        if (event.title && !older) known.title.textContent = event.title;
-        return null;
-      }
       case "usage":
       case "commands":
       case "mode":
