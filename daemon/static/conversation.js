@@ -360,9 +360,10 @@ export class ConversationView {
       case "error": {
         const li = el("li", "error-event");
         li.append(el("div", "", event.message));
-        if (event.stderr) {
+        const more = event.detail ?? event.stderr; // the agent's own words, or its stderr
+        if (more) {
           const details = el("details");
-          details.append(el("summary", "", "stderr"), el("pre", "text", event.stderr));
+          details.append(el("summary", "", "details"), el("pre", "text", more));
           li.append(details);
         }
         return li;
