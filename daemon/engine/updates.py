@@ -44,35 +44,28 @@ _T = TypeVar("_T", ev.ToolCallEvent, ev.ToolCallUpdateEvent)
 
 def tool_call_body(update: acp.ToolCall, prompt_seq: int) -> ev.ToolCallEvent:
     status = update.status if isinstance(update.status, str) else "pending"
-    return _bounded(
-        ev.ToolCallEvent(
-            tool_call_id=update.tool_call_id,
-            title=update.title,
-            status=status,
-            prompt_seq=prompt_seq,
-            kind=_str(update.kind),
-            content=_items(update.content),
-            locations=_locations(update.locations),
-            raw_input=update.raw_input,
-            raw_output=update.raw_output,
-        )
-    )
+    fields = _fields(update, prompt_seq)
+    return _bounded(ev.ToolCallEvent(title=update.title, status=status, **fields))
 
 
 def tool_update_body(update: acp.ToolCallFields, prompt_seq: int) -> ev.ToolCallUpdateEvent:
+    fields = _fields(update, prompt_seq)
     return _bounded(
-        ev.ToolCallUpdateEvent(
-            tool_call_id=update.tool_call_id,
-            title=_str(update.title),
-            status=_str(update.status),
-            prompt_seq=prompt_seq,
-            kind=_str(update.kind),
-            content=_items(update.content),
-            locations=_locations(update.locations),
-            raw_input=update.raw_input,
-            raw_output=update.raw_output,
-        )
+        ev.ToolCallUpdateEvent(title=_str(update.title), status=_str(update.status), **fields)
     )
+
+
+def _fields(update: acp.ToolCall | acp.ToolCallFields, prompt_seq: int) -> dict[str, Any]:
+    """What a tool call and its update have in common, as event fields."""
+    return {
+        "tool_call_id": update.tool_call_id,
+        "prompt_seq": prompt_seq,
+        "kind": _str(update.kind),
+        "content": _items(update.content),
+        "locations": _locations(update.locations),
+        "raw_input": update.raw_input,
+        "raw_output": update.raw_output,
+    }
 
 
 def merge_tool_updates(
