@@ -54,6 +54,8 @@ __all__ = [
     "ResumeResult",
     "SendParams",
     "SendResult",
+    "SetModeParams",
+    "SetOptionParams",
     "StatusCounters",
     "StatusResult",
     "SubscribeParams",
@@ -192,6 +194,20 @@ class RemoveParams(IdParams, frozen=True):
     seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
 
 
+class SetModeParams(IdParams, frozen=True):
+    """`conversations/set_mode`: one of the modes the agent lists."""
+
+    mode: _Name
+
+
+class SetOptionParams(IdParams, frozen=True):
+    """`conversations/set_option`: a config option's new value (a select's value id, or a
+    boolean for a switch)."""
+
+    option: _Name
+    value: _Name | bool
+
+
 class PermitParams(IdParams, frozen=True):
     request: _Name
     option: _Name | None = None
@@ -320,6 +336,8 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "turns/interrupt": MethodSpec(IdParams, InterruptResult),
     "conversations/resume": MethodSpec(IdParams, ResumeResult),
     "permissions/respond": MethodSpec(PermitParams, EmptyResult),
+    "conversations/set_mode": MethodSpec(SetModeParams, ConversationResult),
+    "conversations/set_option": MethodSpec(SetOptionParams, ConversationResult),
 }
 
 _DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {

@@ -185,6 +185,10 @@ class EventLog:
     async def set_acp_session(self, session_id: str, cwd: str) -> None:
         await self._locked(lambda s: s.set_acp_session(self.conv_id, session_id, cwd))
 
+    async def current(self) -> ConversationRecord | None:
+        """The conversation's row as stored now (None: deleted)."""
+        return await self._io.read(lambda s: s.get_conversation(self.conv_id))
+
     async def close(self) -> None:
         """No write starts after this returns (one in flight finishes first)."""
         async with self._lock:

@@ -104,7 +104,13 @@ class Engine:
                 # No checkpoint between the lookup above and this insert: one supervisor.
                 reason = self._restart_reasons.pop(conv_id, "daemon_restarted")
                 conv = Conversation(
-                    conv_id, self.io, self.config, self.launcher, self._exited, reason
+                    conv_id,
+                    self.io,
+                    self.config,
+                    self.launcher,
+                    self._exited,
+                    reason,
+                    agent_log_path(self.data_dir, conv_id),
                 )
                 self._live[conv_id] = conv
                 self.hydrations += 1
@@ -379,6 +385,14 @@ class Engine:
         held = await self._with(conv_id, resume)
         queued = await self.io.read(lambda s: s.queued_count(conv_id))
         return api.ResumeResult(resumed=held, queued=queued)
+
+    async def set_mode(self, conv_id: str, mode: str) -> ConversationInfo:
+        await self._with(conv_id, lambda c: c.set_mode(mode))
+        return await self.get(conv_id)
+
+    async def set_option(self, conv_id: str, option: str, value: str | bool) -> ConversationInfo:
+        await self._with(conv_id, lambda c: c.set_option(option, value))
+        return await self.get(conv_id)
 
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool

@@ -29,9 +29,11 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import msgspec
 import trio
 
 from daemon.agents.connection import (
@@ -41,10 +43,12 @@ from daemon.agents.connection import (
     Launcher,
     PeerHandlers,
 )
+from daemon.agents.session import agent_spec, open_session
 from daemon.config import Config
+from daemon.engine import updates
+from daemon.engine.choices import Choices, restore_choices
 from daemon.engine.eventlog import EventLog
 from protocol import events as ev
-from protocol.jsonrpc import RpcFailure
 from store import ConversationRecord
 
 __all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed"]
@@ -126,6 +130,10 @@ class AgentSlot:
     _starts: int = 0
     _idle_since: float = float("inf")
     _retry_at: float | None = None  # wall-clock time a backed-off start begins
+    _log_path: Path | None = None  # where its agents' stderr is kept
+    # Set when a start-up ends (a caller that found one under way waits for it), and how.
+    _start_done: trio.Event = attrs.field(factory=trio.Event)
+    _last_start: StartFailed | None = None
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -194,6 +202,11 @@ class AgentSlot:
         while True:
             if self._state is _S.READY and self._agent is not None:
                 return self._agent.conn
+            if self._state is _S.STARTING:  # someone else's start-up: share its outcome
+                await self._start_done.wait()
+                if self._last_start is not None:
+                    return self._last_start
+                continue
             if self._agent is None:
                 break
             await self._agent.gone.wait()
@@ -201,6 +214,18 @@ class AgentSlot:
             return StartFailed(permanent=False)
         config = self._config()
         self._move(_S.STARTING)
+        self._start_done = trio.Event()
+        try:
+            got = await self._start(nursery, record, config)
+        finally:
+            self._start_done.set()
+        self._last_start = got if isinstance(got, StartFailed) else None
+        return got
+
+    async def _start(
+        self, nursery: trio.Nursery, record: ConversationRecord, config: Config
+    ) -> AgentConnection | StartFailed:
+        """STARTING to READY, or to ABSENT (how it failed, recorded)."""
         failure: Exception | None = None
         agent: _Agent | None = None
         with trio.CancelScope() as self._start_scope:  # `cancel_start` ends a start-up
@@ -228,7 +253,9 @@ class AgentSlot:
         if isinstance(failure, trio.TooSlowError):
             reason = f"no answer within {config.start_timeout:g}s"
         message = f"agent failed to start: {reason}"
-        await self._log.append([_event("error", ev.ErrorEvent(message=message))])
+        detail = _detail(failure)
+        body = ev.ErrorEvent(message=message, detail=detail or msgspec.UNSET)
+        await self._log.append([_event("error", body)])
         return StartFailed(permanent=_permanent(failure))
 
     def cancel_start(self) -> None:
@@ -253,11 +280,11 @@ class AgentSlot:
     async def _run_agent(
         self, record: ConversationRecord, *, task_status: trio.TaskStatus[_Agent]
     ) -> None:
-        launch = self._launcher(self._spec(record), self._handlers)
+        spec = self._spec(record)
         agent: _Agent | None = None
         try:
-            async with launch as conn, trio.open_nursery() as nursery:
-                await self._set_up_session(conn, record)
+            async with self._launcher(spec, self._handlers) as conn, trio.open_nursery() as nursery:
+                await self._set_up_session(conn, record, spec)
                 agent = _Agent(conn, nursery)
                 task_status.started(agent)
                 nursery.start_soon(self._watch_exit, agent)
@@ -292,59 +319,38 @@ class AgentSlot:
         agent.stop_requested.set()
 
     def _spec(self, record: ConversationRecord) -> AgentSpec:
-        agents = self._config().all_agents()
-        env = agents[record.agent].env if record.agent in agents else {}
-        return AgentSpec(
-            name=record.agent,
-            argv=tuple(record.agent_cmd),
-            cwd=record.cwd,
-            env=env,
+        return agent_spec(
+            record.agent,
+            record.agent_cmd,
+            record.cwd,
+            self._config().all_agents().get(record.agent),
             conversation=self.conv_id,
+            log_path=self._log_path,
         )
 
-    async def _set_up_session(self, conn: AgentConnection, record: ConversationRecord) -> None:
-        sid = self.session_id
-        if sid is None:
-            resp = await conn.new_session(record.cwd)
-            self.session_id = resp.session_id
-            await self._log.set_acp_session(resp.session_id, record.cwd)
-            return
-        # session/resume when advertised (no replay), else or if it fails session/load (its
-        # replay arrives with no turn current, so it is dropped, never shown as live).
-        ways = []
-        if conn.can_resume:
-            ways.append(conn.resume_session)
-        if conn.can_load:
-            ways.append(conn.load_session)
-        loaded, why = False, "the agent cannot load sessions"
-        for way in ways:
-            try:
-                await way(sid, record.cwd)
-            except RpcFailure as exc:
-                why = exc.message
-            else:
-                loaded = True
-                break
-        items = []
-        if not loaded:
-            resp = await conn.new_session(record.cwd)
-            self.session_id = resp.session_id
-            await self._log.set_acp_session(resp.session_id, record.cwd)
-            items.append(
-                _event(
-                    "error",
-                    ev.ErrorEvent(
-                        message=f"could not resume the agent's session ({why}); "
-                        "started a new one: the agent has lost this conversation's context"
-                    ),
-                )
-            )
-        reason = self.restart_reason or "restarted"
-        items.append(
-            _event("agent_restarted", ev.AgentRestarted(reason=reason, session_loaded=loaded))
+    async def _set_up_session(
+        self, conn: AgentConnection, record: ConversationRecord, spec: AgentSpec
+    ) -> None:
+        """Log in, open the session (the stored one when the agent can take it back, visibly
+        a new one otherwise), and put back the mode and options the conversation had."""
+        had_session = self.session_id is not None
+        before = Choices.remembered(await self._log.current())
+        opened = await open_session(
+            conn,
+            session_id=self.session_id,
+            cwd=record.cwd,
+            mcp_servers=spec.mcp_servers,
+            auth=spec.auth,
         )
-        self.restart_reason = ""
-        await self._log.append(items)
+        if opened.session_id != self.session_id:
+            self.session_id = opened.session_id
+            await self._log.set_acp_session(opened.session_id, record.cwd)
+        reason = self.restart_reason or "restarted"
+        items = updates.opened_events(opened, had_session=had_session, reason=reason)
+        if had_session:
+            self.restart_reason = ""
+        items += await restore_choices(conn, opened.session_id, before.differing(opened))
+        await self._log.append([(type_, ev.encode_body(body)) for type_, body in items])
 
     # --- crashes ------------------------------------------------------------------------------
 
@@ -375,15 +381,21 @@ async def crash_event(conn: AgentConnection, *, idle: bool = False) -> tuple[str
     with trio.move_on_after(_EXIT_REPORT_S):
         await conn.wait_exited()
     code = conn.returncode
-    tail = conn.stderr_tail()
     msg = "agent exited" + (" while idle" if idle else "")
     msg += f" with status {code}" if code is not None else ""
-    body = ev.ErrorEvent(message=msg, stderr=tail) if tail else ev.ErrorEvent(message=msg)
+    body = ev.ErrorEvent(message=msg, detail=conn.failure_detail() or msgspec.UNSET)
     return _event("error", body)
 
 
 def _event(type_: str, body: ev._Body) -> tuple[str, bytes]:
     return type_, ev.encode_body(body)
+
+
+def _detail(exc: BaseException) -> str:
+    """The `detail` of the first `AgentStartError` in `exc` (a group or not), if any."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next((d for e in exc.exceptions if (d := _detail(e))), "")
+    return exc.detail if isinstance(exc, AgentStartError) else ""
 
 
 def _permanent(exc: BaseException) -> bool:

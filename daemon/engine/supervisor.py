@@ -23,12 +23,13 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import msgspec
 import trio
 
-from daemon.agents.connection import Launcher, PeerHandlers
+from daemon.agents.connection import AgentConnection, Launcher, PeerHandlers
 from daemon.agents.peer import DroppedMessage
 from daemon.config import Config
 from daemon.engine.eventlog import EventLog, LogClosed, close_dead_turn
@@ -40,7 +41,13 @@ from daemon.engine.storeio import StoreIO
 from daemon.engine.turn import Turn
 from protocol import acp
 from protocol import events as ev
-from protocol.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcFailure, decode_params
+from protocol.jsonrpc import (
+    AGENT_START_FAILED,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    RpcFailure,
+    decode_params,
+)
 from store import Conflict, ConversationRecord, EventRecord
 
 __all__ = ["Conversation", "Gate"]
@@ -81,6 +88,8 @@ class Conversation:
     # The `agent_restarted` reason if the agent's session is resumed: what the previous
     # supervisor of this conversation left ("daemon_restarted" if none did).
     _initial_restart_reason: str = "daemon_restarted"
+    # Where its agents' stderr is kept (`paths.agent_log_path`); None: only in memory.
+    _agent_log: Path | None = None
     fanout: Fanout = attrs.field(init=False)
     log: EventLog = attrs.field(init=False)
     permissions: Permissions = attrs.field(init=False)
@@ -125,6 +134,7 @@ class Conversation:
             ),
             self._agent_crashed_idle,
             restart_reason=self._initial_restart_reason,
+            log_path=self._agent_log,
         )
         # Capacity 1: a full buffer already means "look at the store again".
         self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
@@ -239,6 +249,40 @@ class Conversation:
         self._slot.forget_failures()
         await self._set_gate(Gate.OPEN)
         self.wake()
+
+    async def set_mode(self, mode: str) -> None:
+        """Switch the agent's session to `mode` (starting the agent if none runs); the new
+        state is stored before this returns, and put back on a restarted agent's session."""
+        conn, session_id = await self._agent_for_request()
+        await conn.set_mode(session_id, mode)  # the agent's refusal goes back as it is
+        self._recorder.durable("mode", ev.ModeEvent(current=mode))
+        await self._recorder.flush()
+
+    async def set_option(self, option: str, value: str | bool) -> None:
+        """Set one of the session's config options (as `set_mode`); the agent answers with
+        every option's value, which is stored as the session's state."""
+        conn, session_id = await self._agent_for_request()
+        options = await conn.set_config_option(session_id, option, value)
+        self._recorder.durable("config_options", ev.ConfigOptionsEvent(options=options))
+        await self._recorder.flush()
+
+    async def _agent_for_request(self) -> tuple[AgentConnection, str]:
+        """The running agent and its session, or one started now (as for a turn)."""
+        conn = self._slot.conn
+        if conn is None:
+            assert self._nursery is not None
+            assert self._record is not None
+            got = await self._slot.acquire(self._nursery, self._record)
+            if isinstance(got, StartFailed):
+                raise RpcFailure(
+                    AGENT_START_FAILED,
+                    "the agent could not be started (the conversation's events say why)",
+                )
+            conn = got
+            self.wake()  # the queue loop measures idleness from now, with an agent
+        session_id = self._slot.session_id
+        assert session_id is not None
+        return conn, session_id
 
     def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
         self.permissions.answer(request, option, cancelled=cancelled)
@@ -460,6 +504,10 @@ class Conversation:
     def on_update(self, session_id: str, update: acp.SessionUpdate) -> None:
         turn = self._turn
         if turn is None or not turn.accepts(session_id):
+            # The session's state (commands, usage, mode...) whenever it comes: commands
+            # arrive before the session id is known, usage right after a prompt's reply.
+            if self._recorder.session_update(update):
+                return
             # Replay of a session/load, or a straggler after its turn: never the next turn's.
             self._dropped_updates += 1
             return

@@ -25,6 +25,7 @@ import msgspec
 import trio
 
 from daemon.agents.connection import AgentConnection, AgentExited
+from daemon.agents.detail import error_detail
 from daemon.engine.permissions import Permissions
 from daemon.engine.slot import AgentSlot
 from protocol import acp
@@ -175,7 +176,8 @@ class Turn:
                 stop, detail = "cancelled", f"agent error after cancel: {self._error.message}"
             else:
                 stop, detail = "error", self._error.message
-                body = ev.ErrorEvent(message=f"agent error: {detail}")
+                more = error_detail(self._error)
+                body = ev.ErrorEvent(message=f"agent error: {detail}", detail=more or msgspec.UNSET)
                 items.append(("error", ev.encode_body(body)))
         elif not self._prompted:
             stop, detail = "cancelled", "interrupted before it was prompted"

@@ -101,6 +101,10 @@ class EngineAPI(Protocol):
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool
     ) -> None: ...
+    async def set_mode(self, conv_id: str, mode: str) -> api.ConversationInfo: ...
+    async def set_option(
+        self, conv_id: str, option: str, value: str | bool
+    ) -> api.ConversationInfo: ...
     def live_count(self) -> int: ...
     def agents_running(self) -> int: ...
     def counters(self) -> tuple[int, int, int]: ...
@@ -178,6 +182,8 @@ class Dispatcher:
             "turns/interrupt": self._interrupt,
             "conversations/resume": self._resume,
             "permissions/respond": self._permit,
+            "conversations/set_mode": self._set_mode,
+            "conversations/set_option": self._set_option,
         }
         assert self._handlers.keys() == api.METHODS.keys(), "handler table out of step"
 
@@ -363,6 +369,14 @@ class Dispatcher:
 
     async def _resume(self, conn: Connection, p: api.IdParams) -> api.ResumeResult:
         return await self._engine.resume(await self._resolve(p.id))
+
+    async def _set_mode(self, conn: Connection, p: api.SetModeParams) -> api.ConversationResult:
+        info = await self._engine.set_mode(await self._resolve(p.id), p.mode)
+        return api.ConversationResult(conversation=info)
+
+    async def _set_option(self, conn: Connection, p: api.SetOptionParams) -> api.ConversationResult:
+        info = await self._engine.set_option(await self._resolve(p.id), p.option, p.value)
+        return api.ConversationResult(conversation=info)
 
     async def _permit(self, conn: Connection, p: api.PermitParams) -> api.EmptyResult:
         cid = await self._resolve(p.id)

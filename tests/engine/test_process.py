@@ -465,7 +465,7 @@ async def test_agent_crash_is_reported_and_the_next_message_restarts_it(
             assert (await conv.turn_ended(1))["stop_reason"] == "agent_exited"
             (error,) = conv.of_type("error")
             assert error["message"] == "agent exited with status 3"
-            assert CRASH_LINE in error["stderr"]
+            assert CRASH_LINE in error["detail"]
             assert conv.index(lambda e: e["type"] == "error") < conv.index(ended(1))
             # The crash is reported once the agent exited; its record goes as its launcher
             # finishes, concurrently (a worker thread): soon after, not necessarily before.

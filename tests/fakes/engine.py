@@ -198,6 +198,14 @@ class FakeEngine:
     ) -> None:
         await self._enter("permit", conv_id, request, option, cancelled)
 
+    async def set_mode(self, conv_id: str, mode: str) -> ConversationInfo:
+        await self._enter("set_mode", conv_id, mode)
+        return self.convs[conv_id]
+
+    async def set_option(self, conv_id: str, option: str, value: str | bool) -> ConversationInfo:
+        await self._enter("set_option", conv_id, option, value)
+        return self.convs[conv_id]
+
     def counters(self) -> tuple[int, int, int]:
         return (0, 0, 0)
 

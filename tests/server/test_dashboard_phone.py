@@ -8,6 +8,7 @@ timeout, and the engine is changed on the trio thread (`trio.from_thread`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -82,6 +83,15 @@ def _page(**context: Any) -> Iterator[Page]:
 
 def _on_trio(fn: Callable[[], Any]) -> Any:
     return trio.from_thread.run_sync(fn)
+
+
+def _eventually(fn: Callable[[], list[Any]], timeout: float = 10.0) -> list[Any]:
+    """`fn()` run on the daemon's loop until it gives something (at most `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while not (found := _on_trio(fn)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # a browser round trip: polled, bounded, like playwright's expect
+    result: list[Any] = found
+    return result
 
 
 def _change(engine: FakeEngine, conv_id: str, **fields: Any) -> None:
@@ -173,9 +183,10 @@ def _phone(link: str, engine: FakeEngine) -> None:
         _no_sideways_scroll(page)
         page.screenshot(path=str(ARTIFACTS / "dashboard-phone-permission.png"))
         allow.tap()
-        assert _on_trio(lambda: [c for c in engine.calls if c[0] == "permit"]) == [
-            ("permit", "conv0001", "r1", "allow", False)
-        ]
+        # The tap's call crosses the browser, the websocket and the daemon's loop: wait for
+        # it to arrive (bounded, as `expect` does), rather than assume it already has.
+        permits = _eventually(lambda: [c for c in engine.calls if c[0] == "permit"])
+        assert permits == [("permit", "conv0001", "r1", "allow", False)]
 
         # Back to the list, by the button and by the phone's back gesture (history).
         page.get_by_role("button", name="Back to the conversations").tap()

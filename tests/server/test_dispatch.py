@@ -133,6 +133,16 @@ ROUTES: dict[str, tuple[Json | None, tuple[object, ...] | None, Callable[[Json],
         ("permit", CONV, "r1", "allow", False),
         lambda r: r == {},
     ),
+    "conversations/set_mode": (
+        {"id": "abc", "mode": "plan"},
+        ("set_mode", CONV, "plan"),
+        lambda r: r["conversation"]["id"] == CONV,
+    ),
+    "conversations/set_option": (
+        {"id": "abc", "option": "fast", "value": True},
+        ("set_option", CONV, "fast", True),
+        lambda r: r["conversation"]["id"] == CONV,
+    ),
     "conversations/create": (
         {"agent": "demo", "cwd": "/w", "title": "T"},
         ("create", "demo", None, "/w", "T"),
