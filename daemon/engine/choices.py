@@ -49,26 +49,35 @@ class Choices:
                 options.append((option.id, option.current_value))
         return cls(mode, tuple(options))
 
-    def differing(self, opened: OpenedSession) -> Choices:
-        """The choices `opened` does not have yet (and can have: the agent lists them)."""
-        mode = None
+    def differing(self, opened: OpenedSession) -> tuple[Choices, list[str]]:
+        """The choices `opened` does not have yet and can have, and a note for each one it
+        cannot (the agent no longer lists that mode or option)."""
+        mode, gone = None, []
         if self.mode is not None and opened.modes is not None:
             offered = {m.id for m in opened.modes.available_modes}
-            if self.mode != opened.modes.current_mode_id and self.mode in offered:
-                mode = self.mode
+            if self.mode in offered:
+                mode = self.mode if self.mode != opened.modes.current_mode_id else None
+            else:
+                gone.append(f"mode {self.mode!r}")
         options: list[tuple[str, str | bool]] = []
-        if opened.config_options is not None:
+        if opened.config_options is not None and self.options:
             now = {o.id: o.current_value for o in acp.parse_config_options(opened.config_options)}
             options = [(k, v) for k, v in self.options if k in now and now[k] != v]
-        return Choices(mode, tuple(options))
+            gone += [f"option {k!r}" for k, _ in self.options if k not in now]
+        return Choices(mode, tuple(options)), gone
 
 
 async def restore_choices(
-    conn: AgentConnection, session_id: str, choices: Choices
+    conn: AgentConnection, opened: OpenedSession, before: Choices
 ) -> list[tuple[str, ev._Body]]:
-    """Set `choices` on the session; the events that record the outcome (the new state, or
-    an error naming what could not be restored)."""
+    """Set on the session what it lacks of `before`; the events that record the outcome (the
+    new state, or an error naming what could not be put back)."""
+    choices, gone = before.differing(opened)
+    session_id = opened.session_id
     out: list[tuple[str, ev._Body]] = []
+    for what in gone:
+        note = f"the agent's {what} is not offered after its restart; it was left out"
+        out.append(("error", ev.ErrorEvent(message=note)))
     if choices.mode is not None:
         try:
             await conn.set_mode(session_id, choices.mode)

@@ -349,7 +349,7 @@ class AgentSlot:
         items = updates.opened_events(opened, had_session=had_session, reason=reason)
         if had_session:
             self.restart_reason = ""
-        items += await restore_choices(conn, opened.session_id, before.differing(opened))
+        items += await restore_choices(conn, opened, before)
         await self._log.append([(type_, ev.encode_body(body)) for type_, body in items])
 
     # --- crashes ------------------------------------------------------------------------------
