@@ -10,6 +10,7 @@ from .db import Store as Store
 from .errors import Conflict as Conflict
 from .errors import LockedError as LockedError
 from .errors import NotFound as NotFound
+from .errors import StorageUnavailable as StorageUnavailable
 from .errors import StoreError as StoreError
 from .lock import LOCK_FILE as LOCK_FILE
 from .lock import DataDirLock as DataDirLock

@@ -227,14 +227,18 @@ class ConversationOps(Base):
             deleted = conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,)).rowcount
         return deleted > 0
 
-    def set_status(self, conv_id: str, status: str, *, now: float | None = None) -> None:
-        """Set the status; a change (not a repeat) counts as activity for the list order."""
+    def set_status(
+        self, conv_id: str, status: str, *, durable: bool = False, now: float | None = None
+    ) -> None:
+        """Set the status; a change (not a repeat) counts as activity for the list order.
+        `durable`: fsynced before it returns (a pause that a reply acknowledges)."""
         _check_choice("status", status, STATUSES)
         self._update(
             conv_id,
             "status = ?1, updated_at = CASE WHEN status = ?1 THEN updated_at "
             "ELSE max(updated_at, ?2) END",
             (status, now_or(now)),
+            durable=durable,
         )
 
     def set_acp_session(

@@ -138,7 +138,10 @@ class EventOps(Base):
             seq = _last_seq(conn, conv_id) + 1
             conn.execute(_INSERT_EVENT, (conv_id, seq, USER_MESSAGE, now, body))
             conn.execute(_INSERT_QUEUED, (conv_id, seq))
+            self._check_file()  # before, or the refused message lands in a file moved aside
             conn.execute("COMMIT")
+            self._io_failed = False
+            self._check_file()  # committed, but to the file the next start will read?
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         finally:

@@ -7,6 +7,7 @@ writer and the writer never blocks it; each read statement sees one committed sn
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -27,11 +28,18 @@ class Store(ConversationOps, EventOps):
     arguments raise ValueError; NotFound and Conflict are StoreErrors too.
 
     Durable writes (fsynced before they return): create_conversation, delete_conversation,
-    set_permission_policy, append_user_message, remove_pending, start_turn, end_turn. The
-    others (append_event(s), drafts, status, title, ACP session) survive a crash of the
+    set_permission_policy, append_user_message, remove_pending, start_turn, end_turn,
+    check_writable, and set_status(durable=True). The others (append_event(s), drafts,
+    status by default, title, ACP session) survive a crash of the
     process at once and power loss from the next durable write on (the WAL is one file);
     so append_event(s) and end_turn refuse a 'user_message' (ValueError): a queued message
     is acknowledged, hence appended only by append_user_message.
+
+    A write refused because the file cannot take it raises StorageUnavailable (a StoreError)
+    saying why: disk full, an I/O error, read-only, or the path no longer naming the file this
+    Store opened (deleted, moved or replaced: checked after every commit, before the write
+    returns, so what returns is on the file the next start reads). Nothing of such a call is
+    on that file; the Store stays usable and the next call tries again.
 
     Damage (to pages past the schema, which open does not read: that would be O(stored))
     surfaces as a one-line StoreError saying the file is damaged, from whichever call meets it.
@@ -47,6 +55,7 @@ class Store(ConversationOps, EventOps):
         store = cls(connect_writer(path), path, readonly=False)
         try:
             store._recover_activity()
+            store.watch_file()  # the WAL exists now: the write above opened it
         except BaseException:
             store.close()
             raise
@@ -73,6 +82,16 @@ class Store(ConversationOps, EventOps):
                 "WHERE id IN (SELECT conversation_id FROM queue)"
             )
 
+    def check_writable(self) -> None:
+        """A small durable write (the time, in `meta`): raises StorageUnavailable (or another
+        StoreError) unless a commit reaches the file the next start will read."""
+        with self._transaction(durable=True) as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('checked_at', ?1) "
+                "ON CONFLICT (key) DO UPDATE SET value = ?1",
+                (int(time.time()),),
+            )
+
     def close(self) -> None:
         """Close the connection (idempotent), after writing pending activity bumps (if that
         fails, opening re-derives them). The last one to close checkpoints the WAL.
@@ -85,6 +104,11 @@ class Store(ConversationOps, EventOps):
         except StoreError:
             pass
         finally:
+            try:
+                self._check_file()  # gone since the last write? then our WAL must not stay
+            except StoreError:
+                self.empty_wal()  # (again: the first try may have met a reader)
+            self._files = None  # closing deletes the WAL: nothing to watch any more
             self._conn.close()
 
     def __enter__(self) -> Store:

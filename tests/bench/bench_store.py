@@ -17,7 +17,9 @@
     after a warm-up that lasts until the WAL has filled once and is reused in place (as in a
     running daemon; while it first grows, each commit's fsync also commits its size).
     p50, p99 and max of single calls. Target: durable p50 and p99 within 1.5x of append+fsync
-    (the acceptance); the ratio to the floor is reported against the same 1.5. Set TMPDIR to
+    (the acceptance); the ratio to the floor is reported against the same 1.5. The same
+    durable append with the store's file-identity check switched off runs in the rotation too,
+    and the check alone is timed: what detecting a deleted or replaced file costs. Set TMPDIR to
     measure another disk; on tmpfs all sides are free and the ratios mean nothing.
 
 Target rows say pass or FAIL in their note.
@@ -256,6 +258,15 @@ def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
             def durable() -> None:
                 store.append_user_message(conv.id, record)
 
+            def durable_unchecked() -> None:
+                # The same append without the file-identity check (two stat(2) before the
+                # COMMIT and two after): what the check costs, measured beside it.
+                files, store._files = store._files, None
+                try:
+                    store.append_user_message(conv.id, record)
+                finally:
+                    store._files = files
+
             def plain() -> None:
                 store.append_event(conv.id, "agent_message", record)
 
@@ -278,6 +289,7 @@ def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
                 rounds += 1
             fns = {
                 "durable": durable,
+                "unchecked": durable_unchecked,
                 "append": append_fsync,
                 "overwrite": overwrite_fdatasync,
                 "plain": plain,
@@ -285,11 +297,12 @@ def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
             names = list(fns)
             samples: dict[str, list[int]] = {name: [] for name in names}
             for i in range(runs):
-                for name in names[i % 4 :] + names[: i % 4]:  # rotate the order
+                for name in names[i % 5 :] + names[: i % 5]:  # rotate the order
                     fn = fns[name]
                     t0 = time.perf_counter_ns()
                     fn()
                     samples[name].append(time.perf_counter_ns() - t0)
+            samples["check"] = _timed(store.check_file, runs * 10)
     finally:
         for fd in fds:
             os.close(fd)
@@ -321,6 +334,12 @@ def bench_durable_append(quick: bool) -> list[dict[str, Any]]:
         ratio("p99", "overwrite", "overwrite+fdatasync (floor)"),
         _row("append_event (not durable)", "us", st["plain"],
              f"{p99('plain')}; survives a crash, not power loss"),
+        _row("append_user_message, no file check", "us", st["unchecked"],
+             f"{p99('unchecked')}; checked costs p50 "
+             f"{st['durable']['median'] - st['unchecked']['median']:+.0f} us, p99 "
+             f"{st['durable']['p99'] - st['unchecked']['p99']:+.0f} us (noise included)"),
+        _row("file-identity check", "us", st["check"],
+             f"{p99('check')}; two stat(2); two per durable append, one per other write"),
     ]  # fmt: skip
 
 

@@ -8,15 +8,19 @@ Every third round also group-commits some non-durable agent output, as a turn wo
 $ACPD_CRASH_AUTOCHECKPOINT, if set, replaces the store's wal_autocheckpoint (pages): a small
 value makes the child checkpoint every few appends, so that kills land in checkpoints and in
 a WAL being rewritten from its start.
+
+A write refused by storage (the file deleted or replaced under it) prints "refused CAUSE"
+instead, and the child goes on trying, as the daemon would with the next send.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
-from store import Store
+from store import StorageUnavailable, Store
 
 
 def main() -> None:
@@ -28,11 +32,15 @@ def main() -> None:
         i = 0
         while True:
             conv_id = conv_ids[i % len(conv_ids)]
-            rec = store.append_user_message(conv_id, b'{"text":"m%d"}' % i)
-            os.write(1, f"{conv_id} {rec.seq}\n".encode())
-            if i % 3 == 0:
-                chunk = b'{"text":"' + b"x" * (i % 700) + b'"}'
-                store.append_events(conv_id, [("agent_message", chunk), ("turn_ended", b"{}")])
+            try:
+                rec = store.append_user_message(conv_id, b'{"text":"m%d"}' % i)
+                os.write(1, f"{conv_id} {rec.seq}\n".encode())
+                if i % 3 == 0:
+                    chunk = b'{"text":"' + b"x" * (i % 700) + b'"}'
+                    store.append_events(conv_id, [("agent_message", chunk), ("turn_ended", b"{}")])
+            except StorageUnavailable as exc:
+                os.write(1, f"refused {exc.cause}\n".encode())
+                time.sleep(0.002)
             i += 1
 
 

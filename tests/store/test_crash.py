@@ -158,3 +158,145 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
         last_total = total
     # The rounds did reach what they are for: a WAL written over its own older frames.
     assert most_restarts >= 2, f"the WAL was restarted only {most_restarts} times"
+
+
+# --- the database deleted or replaced under the writer ------------------------------------------
+
+FAULT_ROUNDS = 16
+REFUSAL_WAIT = 5.0  # seconds for the child's next write to be refused
+
+
+def _read_available(fd: int, timeout: float) -> bytes:
+    """What the pipe holds now (waiting up to `timeout` for the first byte), b"" at EOF."""
+    data = b""
+    while select.select([fd], [], [], timeout)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+        timeout = 0
+    return data
+
+
+def _consolidated_copy(path: Path, dest: Path) -> None:
+    """A copy of the store as its files are this moment (the writer is stopped), folded into
+    one file at `dest`: what restoring a fresh backup puts at the path."""
+    work = dest.parent / "copying"
+    work.mkdir()
+    for suffix in ("", "-wal"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.copyfile(f"{path}{suffix}", f"{work / path.name}{suffix}")
+    Store.open(work / path.name).close()  # the last connection folds the WAL in
+    os.replace(work / path.name, dest)
+    shutil.rmtree(work)
+
+
+def _fault(kind: str, path: Path) -> Path | None:
+    """Do it; returns where our file still lives, if anywhere."""
+    if kind == "deleted":
+        path.unlink()
+    elif kind == "deleted with its WAL":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    elif kind == "moved aside":
+        aside = path.with_name("aside.sqlite3")
+        path.rename(aside)
+        return aside
+    else:  # "replaced by a copy"
+        _consolidated_copy(path, path.with_name("copy.sqlite3"))
+        path.with_name("copy.sqlite3").rename(path)
+    return None
+
+
+def _user_seqs(path: Path, conv_ids: list[str]) -> dict[str, set[int]]:
+    with Store.open(path) as store:
+        assert store._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return {
+            c: {e.seq for e in store.read_events(c, limit=10**9) if e.type == "user_message"}
+            for c in conv_ids
+            if store.get_conversation(c) is not None
+        }
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("round_no", range(FAULT_ROUNDS))
+def test_a_deleted_or_replaced_database_acknowledges_nothing_more(
+    tmp_path: Path, round_no: int
+) -> None:
+    """The file deleted, moved aside or replaced at a random moment while the child appends
+    (the child stopped meanwhile, so "before" and "after" are exact): every acknowledgement
+    after it is one whose commit came before it (at most one, in flight), and what the next
+    start reads is exactly what it should: a fresh file, or the copy put in its place, never
+    with our old WAL applied to it. A file moved aside keeps every acknowledged message."""
+    rng = random.Random(1000 + round_no)
+    kind = ("deleted", "deleted with its WAL", "moved aside", "replaced by a copy")[round_no % 4]
+    path = tmp_path / "acpd.sqlite3"
+    with Store.open(path) as store:
+        conv_ids = [
+            store.create_conversation(title=f"c{i}", agent="demo", agent_cmd=["x"], cwd="/").id
+            for i in range(2)
+        ]
+    env = dict(os.environ)
+    env.pop("ACPD_CRASH_AUTOCHECKPOINT", None)
+    if round_no % 3:
+        env["ACPD_CRASH_AUTOCHECKPOINT"] = str(rng.choice((50, 100)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.store._crash_child", str(path), *conv_ids],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    try:
+        before = _read_available(fd, HANG_GUARD)
+        assert before, "the child acknowledged nothing"
+        deadline = time.monotonic() + rng.uniform(0, 0.03)
+        while (left := deadline - time.monotonic()) > 0:
+            before += _read_available(fd, left)
+        proc.send_signal(signal.SIGSTOP)
+        before += _read_available(fd, 0.05)  # the pipe as the stop left it
+        aside = _fault(kind, path)
+        proc.send_signal(signal.SIGCONT)
+        after = b""
+        give_up = time.monotonic() + REFUSAL_WAIT
+        while b"refused" not in after and (left := give_up - time.monotonic()) > 0:
+            after += _read_available(fd, left)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode(errors="replace")
+    lines = before.decode().split("\n")
+    assert lines[-1] == "", "the stop cut a line in two"
+    acked: dict[str, set[int]] = {c: set() for c in conv_ids}
+    for line in lines[:-1]:
+        conv_id, seq = line.split()
+        acked[conv_id].add(int(seq))
+    later = after.decode().split("\n")
+    refusals = [i for i, line in enumerate(later) if line.startswith("refused")]
+    assert refusals, f"no write was refused after the fault: {later[:5]}..."
+    first_refusal = refusals[0]
+    assert later[first_refusal] == "refused deleted or replaced"
+    in_flight = later[:first_refusal]
+    assert len(in_flight) <= 1, in_flight
+    assert not any(line and not line.startswith("refused") for line in later[first_refusal:])
+    for line in in_flight:
+        conv_id, seq = line.split()
+        acked[conv_id].add(int(seq))
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
+    at_path = _user_seqs(path, conv_ids)  # the next start, creating the file if need be
+    if kind == "replaced by a copy":
+        # The copy holds every commit before the fault, so every acknowledgement; at most one
+        # more (committed, then found the file replaced before it could be acknowledged).
+        for conv_id in conv_ids:
+            assert acked[conv_id] <= at_path[conv_id]
+        extra = sum(len(at_path[c] - acked[c]) for c in conv_ids)
+        assert extra <= 1
+    else:
+        assert at_path == {}  # a fresh file: nothing of ours applied to it
+    if aside is not None:
+        kept = _user_seqs(aside, conv_ids)
+        for conv_id in conv_ids:
+            assert acked[conv_id] <= kept[conv_id]
+        assert sum(len(kept[c] - acked[c]) for c in conv_ids) <= 1
