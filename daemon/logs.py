@@ -2,6 +2,12 @@
 
 Under systemd (`JOURNAL_STREAM` names our stderr) lines carry a syslog priority prefix such as
 `<6>` and no timestamp, since journald adds both time and priority fields from them.
+
+A record a handler cannot write (the log file's disk is full, stderr is gone) is dropped and
+counted (`dropped_records`, in `daemon/status`), never reported with the logging module's
+"--- Logging error ---" traceback on stderr: that would be noise about noise, and on a full
+disk every record would make one. The file handler reopens its file at the next record, so
+logging resumes by itself once there is room again.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Final, TextIO
 
 from daemon.paths import log_dir
 
-__all__ = ["JournalFormatter", "setup_logging", "stderr_is_journal"]
+__all__ = ["JournalFormatter", "dropped_records", "setup_logging", "stderr_is_journal"]
 
 LOG_FILE_BYTES: Final = 5 * 1024 * 1024
 LOG_FILE_COUNT: Final = 3
@@ -30,6 +36,35 @@ _PRIORITIES: Final = (
 )
 # Handlers we installed, so a second set-up (tests, re-exec) replaces rather than doubles them.
 _installed: list[logging.Handler] = []
+_dropped = 0
+
+
+def dropped_records() -> int:
+    """Log records a handler could not write since the process started."""
+    return _dropped
+
+
+def _drop() -> None:
+    global _dropped
+    _dropped += 1
+
+
+class _QuietStreamHandler(logging.StreamHandler[TextIO]):
+    def handleError(self, record: logging.LogRecord) -> None:
+        _drop()
+
+
+class _QuietFileHandler(logging.handlers.RotatingFileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        _drop()
+        # What the failed write left in the stream's buffer would come out first (or fail
+        # again) at the next record: start that one on a fresh stream instead.
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 class JournalFormatter(logging.Formatter):
@@ -75,14 +110,14 @@ def setup_logging(
         old.close()
     _installed.clear()
 
-    console = logging.StreamHandler(stream)
+    console = _QuietStreamHandler(stream)
     is_journal = stderr_is_journal(stream) if journal is None else journal
     console.setFormatter(JournalFormatter() if is_journal else logging.Formatter(_HUMAN))
     _installed.append(console)
     if data_dir is not None:
         logs = log_dir(data_dir)
         logs.mkdir(mode=0o700, exist_ok=True)
-        rotating = logging.handlers.RotatingFileHandler(
+        rotating = _QuietFileHandler(
             logs / "acpd.log", maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_COUNT,
             encoding="utf-8",
         )  # fmt: skip

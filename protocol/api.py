@@ -230,7 +230,7 @@ class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     uptime_s: float
     data_dir: str
-    conversations_stored: int
+    conversations_stored: int  # -1 when the store cannot be read
     conversations_live: int
     agents_running: int
     # The dashboard page as bound (`http://127.0.0.1:7421/`), without its token; null when
@@ -239,6 +239,10 @@ class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
     counters: StatusCounters | None = None
     # The unix socket it serves (as bound, or as systemd passed it); null if unknown.
     socket: str | None = None
+    # "ok", or why writes are refused: "disk full", "I/O error", "read-only", or "deleted or
+    # replaced" (the database file); then `storage_error` is the message clients get.
+    storage: str = "ok"
+    storage_error: str | None = None
 
 
 class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,6 +253,8 @@ class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):
     hydrations: int  # conversation supervisors started
     updates_dropped: int  # agent updates outside their turn (a load's replay, stragglers)
     subscribers_lagged: int  # subscriptions dropped for falling behind
+    writes_refused: int = 0  # by storage (disk full, ...): each one a -32005 or a retry
+    log_records_dropped: int = 0  # the log file could not take them (its disk full, say)
 
 
 class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):

@@ -471,6 +471,8 @@ def status(result: dict[str, Any], socket_path: str) -> str:
         shown["uptime_s"] = f"{up:.0f}s"
     if "dashboard_url" in shown and not shown["dashboard_url"]:
         shown["dashboard_url"] = "off"  # `null`: the daemon runs without a dashboard
+    if shown.get("storage_error") is None:
+        shown.pop("storage_error", None)  # `storage: ok` says it all
     if not shown.get("socket"):  # an older daemon, or a socket it cannot name
         shown["socket"] = socket_path
     return kv_lines(shown)

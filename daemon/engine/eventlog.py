@@ -4,12 +4,23 @@ All writes for one conversation go through one FIFO lock, so the order subscribe
 store's seq order even when a `send` and the turn's recorder write at the same moment. The
 in-memory `last_seq` moves only after a commit, which is what makes subscribe's "replay up to
 `last_seq`, then live" gap-free.
+
+When storage is unavailable (`store.StorageUnavailable`: disk full, I/O error, read-only, the
+file deleted or replaced), each write does what its caller can live with:
+- `append_user` (a send, which a reply acknowledges) fails at once: nothing is acknowledged
+  that is not on the file;
+- the turn's writes (`append`, `append_draft`, `start_turn`, `end_turn`) wait the outage out
+  and retry, in their order (one FIFO of their own, the store lock taken per attempt, so sends
+  are answered meanwhile): a turn's output is stored late rather than lost or reordered;
+- state writes (`set_status`, `set_title`, `set_acp_session`) are deferred: applied in memory
+  by the caller as usual, written when storage is back (`StoreIO.run_upkeep`), the latest of
+  each kind winning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import msgspec
@@ -18,15 +29,24 @@ import trio
 from daemon.engine.fanout import Fanout
 from daemon.engine.storeio import StoreIO
 from protocol import events as ev
-from store import ConversationRecord, EventRecord, Store
+from store import ConversationRecord, EventRecord, NotFound, StorageUnavailable, Store
 
-__all__ = ["SEGMENT_CHARS", "EventLog", "LogClosed", "close_dead_turn", "text_events"]
+__all__ = [
+    "RETRY_MAX",
+    "SEGMENT_CHARS",
+    "EventLog",
+    "LogClosed",
+    "close_dead_turn",
+    "text_events",
+]
 
 T = TypeVar("T")
 
 # The bound on one stored agent_message (or thought): what one join, one encode and one row
 # cost. Longer text is stored as several events of the same turn, in order.
 SEGMENT_CHARS = 1024 * 1024
+RETRY_FIRST: Final = 0.25  # seconds before a turn's write refused by storage is tried again
+RETRY_MAX: Final = 5.0  # ... doubling up to this; and at once when storage is back
 
 
 class LogClosed(Exception):
@@ -66,6 +86,10 @@ class EventLog:
     _fanout: Fanout
     _last_seq: int
     _lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
+    # The turn's writes, in order, while one waits out a storage outage.
+    _turn_lock: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
+    # State writes refused by storage, by kind ("status", ...): the latest of each.
+    _deferred: dict[str, Callable[[Store], None]] = attrs.field(factory=dict)
     _closed: bool = False
     # (seq, number) of the newest user message this log appended: the next number without
     # reading its body again, as long as it is still the newest (a removal changes that).
@@ -89,17 +113,6 @@ class EventLog:
         """Set the seq the store had at hydration."""
         self._last_seq = max(self._last_seq, last_seq)
 
-    async def _locked(self, fn: Callable[[Store], T]) -> T:
-        """Run one write with the log locked (no other write of this conversation between)."""
-        async with self._lock:
-            self._check()
-            return await self._io.write(fn)
-
-    async def _locked_publish(self, fn: Callable[[Store], list[EventRecord]]) -> None:
-        async with self._lock:
-            self._check()
-            self._publish(await self._io.write(fn))
-
     def _publish(self, recs: list[EventRecord]) -> None:
         for rec in recs:
             self._last_seq = max(self._last_seq, rec.seq)
@@ -108,7 +121,9 @@ class EventLog:
     async def append_user(self, text: str) -> tuple[EventRecord, int]:
         """Queue a user message; returns it and how many are queued with it (the store's
         count as of this commit, so concurrent sends each get an exact position). Its number
-        (one more than the newest message's) waits for `take_number`."""
+        (one more than the newest message's) waits for `take_number`.
+
+        Raises `StorageUnavailable` at once if the store cannot take it: never acknowledged."""
 
         def write(s: Store) -> tuple[EventRecord, int, int]:
             # On the writer, between no other writes: nothing can come between the look at
@@ -124,7 +139,7 @@ class EventLog:
 
         async with self._lock:
             self._check()
-            rec, number, queued = await self._io.write(write)
+            rec, number, queued = await self._write(write)
             self._newest = (rec.seq, number)
             self._unclaimed[rec.seq] = number
             while len(self._unclaimed) > _UNCLAIMED_MAX:
@@ -150,7 +165,7 @@ class EventLog:
                 s.clear_drafts(self.conv_id)
             return recs
 
-        await self._locked_publish(write)
+        await self._turn_write(write, self._publish)
 
     async def start_turn(
         self, prompt_seq: int, may_start: Callable[[], bool]
@@ -159,40 +174,52 @@ class EventLog:
 
         `may_start` runs with the log locked, right before the write: no send, status change
         or other write of this conversation can come between its decision and the commit.
-        Returns None if it said no. Raises `store.Conflict` if the message is not queued.
+        (If storage refuses the write, the decision stands while it is retried: from
+        `may_start` on, a pause finds the turn and interrupts it.) Returns None if it said
+        no. Raises `store.Conflict` if the message is not queued.
         """
         body = ev.encode_body(ev.TurnStarted(prompt_seq=prompt_seq))
-        async with self._lock:
-            self._check()
-            if not may_start():
-                return None
-            rec = await self._io.write(lambda s: s.start_turn(self.conv_id, prompt_seq, body))
-            self._publish([rec])
-        return rec
+        try:
+            return await self._turn_write(
+                lambda s: s.start_turn(self.conv_id, prompt_seq, body),
+                lambda rec: self._publish([rec]),
+                decide=may_start,
+            )
+        except _Declined:
+            return None
 
     async def end_turn(self, items: list[tuple[str, bytes]], status: str) -> None:
-        await self._locked_publish(lambda s: s.end_turn(self.conv_id, items, status))
-
-    async def set_status(self, status: str) -> None:
-        await self._locked(lambda s: s.set_status(self.conv_id, status))
+        self._deferred.pop("status", None)  # this write sets it
+        await self._turn_write(lambda s: s.end_turn(self.conv_id, items, status), self._publish)
 
     async def append_draft(self, prompt_seq: int, kind: str, text: str) -> None:
-        await self._locked(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
+        await self._turn_write(lambda s: s.append_draft(self.conv_id, prompt_seq, kind, text))
+
+    async def set_status(self, status: str) -> None:
+        """Durable: a pause that a reply acknowledges survives power loss. Deferred while
+        storage is unavailable (see the module's docstring)."""
+        await self._state_write(
+            "status", lambda s: s.set_status(self.conv_id, status, durable=True)
+        )
 
     async def set_title(self, title: str) -> None:
-        await self._locked(lambda s: s.set_title(self.conv_id, title))
+        await self._state_write("title", lambda s: s.set_title(self.conv_id, title))
 
     async def set_acp_session(self, session_id: str, cwd: str) -> None:
-        await self._locked(lambda s: s.set_acp_session(self.conv_id, session_id, cwd))
+        await self._state_write(
+            "acp_session", lambda s: s.set_acp_session(self.conv_id, session_id, cwd)
+        )
 
     async def current(self) -> ConversationRecord | None:
         """The conversation's row as stored now (None: deleted)."""
         return await self._io.read(lambda s: s.get_conversation(self.conv_id))
 
     async def close(self) -> None:
-        """No write starts after this returns (one in flight finishes first)."""
+        """No write starts after this returns (one in flight finishes first); deferred
+        writes are dropped."""
         async with self._lock:
             self._closed = True
+            self._deferred.clear()
 
     def close_now(self) -> None:
         """No write starts after this (one in flight, of a caller outside the supervisor,
@@ -200,15 +227,107 @@ class EventLog:
         self._closed = True
 
     def close_nowait(self) -> bool:
-        """Close only if no write is in flight or waiting: used by a supervisor retiring itself."""
-        if self._lock.locked():
+        """Close only if no write is in flight, waiting, retrying or deferred: used by a
+        supervisor retiring itself."""
+        if self._lock.locked() or self._turn_lock.locked() or self._deferred:
             return False
         self._closed = True
         return True
 
+    # --- writes under an outage ---------------------------------------------------------------
+
+    async def _turn_write(
+        self,
+        fn: Callable[[Store], T],
+        publish: Callable[[T], None] | None = None,
+        *,
+        decide: Callable[[], bool] | None = None,
+    ) -> T:
+        """`fn` under the lock, retried while storage refuses it, then `publish` of its
+        result, still locked; the turn's writes keep their order. With `decide`, it is asked
+        (once, locked) whether to write at all; if not, `_Declined` is raised."""
+        delay = RETRY_FIRST
+        async with self._turn_lock:
+            while True:
+                async with self._lock:
+                    self._check()
+                    if decide is not None:
+                        if not decide():
+                            raise _Declined
+                        decide = None
+                    try:
+                        result = await self._write(fn)
+                    except StorageUnavailable:
+                        pass  # StoreIO logged it; wait for storage (or a while), try again
+                    else:
+                        if publish is not None:
+                            publish(result)
+                        return result
+                await self._io.wait_available(at_most=delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _state_write(self, kind: str, fn: Callable[[Store], None]) -> None:
+        async with self._lock:
+            self._check()
+            self._deferred.pop(kind, None)
+            try:
+                await self._write(fn)
+            except StorageUnavailable:
+                self._deferred[kind] = fn
+                self._io.defer(self)
+
+    async def _write(self, fn: Callable[[Store], T]) -> T:
+        """`fn`, then (in the same worker call, after it: they are newer) the deferred state
+        writes that go through; the others stay deferred. Hold the lock."""
+        deferred = self._deferred
+        if not deferred:
+            return await self._io.write(fn)
+
+        def write(s: Store) -> T:
+            result = fn(s)
+            _write_deferred(s, deferred, quiet=True)
+            return result
+
+        try:
+            return await self._io.write(write)
+        finally:
+            if deferred:
+                self._io.defer(self)
+
+    async def write_deferred(self) -> None:
+        """Write the state writes an outage deferred (called by `StoreIO.run_upkeep`)."""
+        async with self._lock:
+            if self._closed or not self._deferred:
+                return
+            deferred = self._deferred
+            try:
+                await self._io.write(lambda s: _write_deferred(s, deferred, quiet=False))
+            except StorageUnavailable:
+                self._io.defer(self)
+
     def _check(self) -> None:
         if self._closed:
             raise LogClosed(self.conv_id)
+
+
+class _Declined(Exception):
+    """`start_turn`'s `may_start` said no."""
+
+
+def _write_deferred(s: Store, deferred: dict[str, Callable[[Store], None]], *, quiet: bool) -> None:
+    """Each deferred write, dropped once written (or once its conversation is gone). Runs in
+    the writer's thread while the log's lock is held, so nothing else touches `deferred`.
+    `quiet`: a refused one stays deferred, silently (the caller's own write went through)."""
+    for kind, pending in list(deferred.items()):
+        try:
+            pending(s)
+        except NotFound:
+            pass  # deleted meanwhile: nothing to write it to
+        except StorageUnavailable:
+            if quiet:
+                continue
+            raise
+        del deferred[kind]
 
 
 def text_events(

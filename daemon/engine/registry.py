@@ -30,15 +30,22 @@ from daemon.agents.connection import Launcher
 from daemon.config import Config
 from daemon.engine.eventlog import LogClosed, close_dead_turn
 from daemon.engine.fanout import Subscription
-from daemon.engine.storeio import StoreIO, StoreIOStatistics
+from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
 from protocol import api
 from protocol import events as ev
 from protocol.api import ConversationInfo
-from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, RpcFailure
+from protocol.jsonrpc import (
+    CONFLICT,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    NOT_FOUND,
+    STORAGE_UNAVAILABLE,
+    RpcFailure,
+)
 from protocol.limits import MAX_TEXT
-from store import STORE_FILE, Conflict, ConversationRecord, NotFound, Store
+from store import STORE_FILE, Conflict, ConversationRecord, NotFound, StorageUnavailable, Store
 
 __all__ = ["Engine", "EngineStatistics", "open_engine"]
 
@@ -63,6 +70,12 @@ def _raw(state: str | None) -> msgspec.Raw | None:
 
 def _no_such(conv_id: str) -> RpcFailure:
     return RpcFailure(NOT_FOUND, f"no such conversation: {conv_id}")
+
+
+def _unstored(exc: StorageUnavailable, what: str) -> RpcFailure:
+    """-32005, saying why (`exc`) and what was not stored: "storage unavailable: disk full;
+    the message was not queued"."""
+    return RpcFailure(STORAGE_UNAVAILABLE, f"{exc}; {what}")
 
 
 @attrs.frozen
@@ -118,6 +131,8 @@ class Engine:
             await conv.ready.wait()
             if isinstance(conv.load_error, LookupError):
                 raise _no_such(conv_id)
+            if isinstance(conv.load_error, StorageUnavailable):
+                raise _unstored(conv.load_error, f"conversation {conv_id} could not be loaded")
             if conv.load_error is not None:
                 raise RpcFailure(
                     INTERNAL_ERROR, f"conversation {conv_id} failed: {conv.load_error}"
@@ -171,6 +186,9 @@ class Engine:
 
     def live_count(self) -> int:
         return len(self._live)
+
+    def storage(self) -> StorageHealth:
+        return self.io.health()
 
     def agents_running(self) -> int:
         return sum(1 for c in self._live.values() if c.live)
@@ -325,11 +343,14 @@ class Engine:
         if not os.path.isabs(cwd) or not await trio.Path(cwd).is_dir():
             raise RpcFailure(INVALID_PARAMS, f"cwd must be an existing absolute directory: {cwd}")
         policy = self.config.permission_policy
-        rec = await self.io.write(
-            lambda s: s.create_conversation(
-                title=title or "", agent=name, agent_cmd=argv, cwd=cwd, permission_policy=policy
+        try:
+            rec = await self.io.write(
+                lambda s: s.create_conversation(
+                    title=title or "", agent=name, agent_cmd=argv, cwd=cwd, permission_policy=policy
+                )
             )
-        )
+        except StorageUnavailable as exc:
+            raise _unstored(exc, "the conversation was not created") from None
         short = await self.io.read(lambda s: s.short_ids([rec.id], SHORT_ID_MIN))
         return self._info(rec, short[rec.id])
 
@@ -340,7 +361,10 @@ class Engine:
             conv = self._live.get(conv_id)
             if conv is not None:
                 await conv.close(deleting=True)
-            await self.io.write(lambda s: s.delete_conversation(conv_id))
+            try:
+                await self.io.write(lambda s: s.delete_conversation(conv_id))
+            except StorageUnavailable as exc:
+                raise _unstored(exc, "the conversation was not deleted") from None
             await trio.to_thread.run_sync(remove_agent_log, agent_log_path(self.data_dir, conv_id))
         finally:
             self._deleting.discard(conv_id)
@@ -357,7 +381,10 @@ class Engine:
             # Read as the send arrives: a pause another client makes while it is being stored
             # is lifted too, but not reported.
             held = c.held
-            seq, queued = await c.send(text, run=run, interrupt=interrupt)
+            try:
+                seq, queued = await c.send(text, run=run, interrupt=interrupt)
+            except StorageUnavailable as exc:
+                raise _unstored(exc, "the message was not queued") from None
             number = await c.log.take_number(seq)
             resumed = held and (run or interrupt)
             return api.SendResult(seq=seq, queued=queued, number=number, resumed=resumed)
@@ -372,6 +399,8 @@ class Engine:
             raise RpcFailure(CONFLICT, f"message {seq} was already prompted") from None
         except NotFound:
             raise RpcFailure(NOT_FOUND, f"no queued message {seq} in {conv_id}") from None
+        except StorageUnavailable as exc:
+            raise _unstored(exc, "the message was not removed") from None
 
     async def interrupt(self, conv_id: str) -> bool:
         return await self._with(conv_id, lambda c: c.interrupt())
@@ -486,6 +515,7 @@ async def open_engine(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(io.run_settler)
+            nursery.start_soon(io.run_upkeep)
             engine = Engine(
                 config, io, launcher or tracker.launcher(lambda: engine.config), data_dir, nursery
             )

@@ -31,6 +31,8 @@ import trio
 from msgspec import UNSET
 
 from daemon.config import Config
+from daemon.engine.storeio import StorageHealth
+from daemon.logs import dropped_records
 from daemon.server.connection import (
     Connection,
     Send,
@@ -45,6 +47,7 @@ from protocol.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    STORAGE_UNAVAILABLE,
     RequestId,
     Response,
     RpcFailure,
@@ -52,6 +55,7 @@ from protocol.jsonrpc import (
     decode_params,
     encode_line,
 )
+from store import StorageUnavailable
 
 __all__ = [
     "MAX_IN_FLIGHT",
@@ -108,6 +112,7 @@ class EngineAPI(Protocol):
     def live_count(self) -> int: ...
     def agents_running(self) -> int: ...
     def counters(self) -> tuple[int, int, int]: ...
+    def storage(self) -> StorageHealth: ...
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]: ...
 
 
@@ -246,6 +251,8 @@ class Dispatcher:
             outcome = await self._handlers[method](conn, params)
         except RpcFailure as exc:
             return None if is_notification else self._fail(req_id, exc.code, exc.message)
+        except StorageUnavailable as exc:  # the engine says what was not stored where it can
+            return None if is_notification else self._fail(req_id, STORAGE_UNAVAILABLE, str(exc))
         except Exception:
             log.exception("internal error handling %s", method)
             return None if is_notification else self._fail(req_id, INTERNAL_ERROR, "internal error")
@@ -266,20 +273,27 @@ class Dispatcher:
         return await self._engine.resolve_id(id_or_prefix)
 
     async def _status(self, conn: Connection, p: api.NoParams) -> api.StatusResult:
+        try:
+            stored = await self._engine.count()
+        except StorageUnavailable:
+            stored = -1  # unreadable: the status must still say what is wrong
+        storage = self._engine.storage()
         return api.StatusResult(
             version=self._info.version,
             pid=os.getpid(),
             uptime_s=round(trio.current_time() - self._info.started_at, 3),
             data_dir=str(self._info.data_dir),
-            conversations_stored=await self._engine.count(),
+            conversations_stored=stored,
             conversations_live=self._engine.live_count(),
             agents_running=self._engine.agents_running(),
             dashboard_url=self.dashboard_url,
-            counters=self._counters(),
+            counters=self._counters(storage),
             socket=self._info.socket,
+            storage=storage.cause or "ok",
+            storage_error=storage.message,
         )
 
-    def _counters(self) -> api.StatusCounters:
+    def _counters(self, storage: StorageHealth) -> api.StatusCounters:
         hydrations, dropped, lagged = self._engine.counters()
         return api.StatusCounters(
             requests=self._requests,
@@ -287,6 +301,8 @@ class Dispatcher:
             hydrations=hydrations,
             updates_dropped=dropped,
             subscribers_lagged=lagged,
+            writes_refused=storage.refused,
+            log_records_dropped=dropped_records(),
         )
 
     async def _agents(self, conn: Connection, p: api.NoParams) -> api.AgentsResult:

@@ -10,8 +10,14 @@ trio.run(_serve)
       └─ front-ends nursery
          ├─ serve_unix        (nursery.start; the socket systemd passed, if any)
          ├─ serve_dashboard   (nursery.start, unless --no-ws; then READY=1)
-         └─ status reporter   STATUS= to systemd when the figures change
+         ├─ status reporter   STATUS= to systemd when the figures change
+         └─ file watch        under systemd: the database deleted or replaced -> stop, exit 1
 ```
+
+The database file deleted or replaced under a running daemon: writes are refused (-32005) and
+`daemon/status` says so. Under systemd (NOTIFY_SOCKET was set) the daemon also stops and exits
+1, so that the unit's `Restart=on-failure` starts it again on the file now at the path (a new
+one if it was deleted); run by hand, it goes on refusing writes until someone restarts it.
 
 Agents' process trees: before the loop starts, the daemon makes itself a child subreaper and,
 where systemd delegated its cgroup, moves into a `daemon` leaf so that each agent gets a cgroup
@@ -63,7 +69,7 @@ from daemon.server.systemd import (
 )
 from daemon.server.unix import ListenError, serve_unix
 from daemon.version import acpd_version
-from store import DataDirLock, LockedError, StoreError
+from store import DataDirLock, LockedError, StorageUnavailable, StoreError
 
 __all__ = ["DataDirError", "add_serve_arguments", "main", "prepare_data_dir", "serve_main"]
 
@@ -95,6 +101,7 @@ class _Control:
     stop: trio.Event = attrs.field(factory=trio.Event)
     force: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     engine: Engine | None = None
+    exit_code: int = 0
 
     def reload(self) -> None:
         self.service.reloading()
@@ -124,9 +131,20 @@ async def _watch_signals(signals: AsyncIterator[int], control: _Control) -> None
             control.force.cancel(reason=f"second {name}")
 
 
+async def _exit_when_file_lost(engine: Engine, control: _Control) -> None:
+    """Under systemd: a restart opens the file at the path; we never would (the file we
+    hold is gone from it), so stop and fail, and let `Restart=on-failure` do it."""
+    await engine.io.wait_file_lost()
+    log.error("the database file was deleted or replaced: stopping, for systemd to restart acpd")
+    control.exit_code = 1
+    control.stop.set()
+
+
 async def _figures(engine: Engine) -> str:
     stored = await engine.count()
-    return figures(live=engine.live_count(), agents=engine.agents_running(), stored=stored)
+    text = figures(live=engine.live_count(), agents=engine.agents_running(), stored=stored)
+    problem = engine.storage().message  # `systemctl status` shows an outage too
+    return f"{text}; {problem}" if problem else text
 
 
 async def _run(
@@ -159,6 +177,8 @@ async def _run(
                 )
             await control.service.ready(partial(_figures, engine))
             fronts.start_soon(control.service.report)
+            if control.service.notifier.enabled:
+                fronts.start_soon(_exit_when_file_lost, engine, control)
             log.info("ready: socket %s, data dir %s, pid %d", where, data_dir, os.getpid())
             log.info("%s", containment.note)
             await control.stop.wait()
@@ -221,7 +241,7 @@ async def _serve(
     ws: str,
     systemd: _Systemd,
     containment: _Containment,
-) -> None:
+) -> int:
     control = _Control(config, config_path, ServiceStatus(systemd.notifier))
     # Open before anything else so an early SIGTERM is a graceful stop, not a KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -238,6 +258,7 @@ async def _serve(
                 with trio.CancelScope(shield=True):
                     await containment.sweep()
             root.cancel_scope.cancel(reason="stopped")
+    return control.exit_code
 
 
 def _fail(message: object, code: int = 1) -> int:
@@ -307,6 +328,7 @@ def _serve_locked(
 ) -> int:
     failure: BaseException | None = None
     logging_ready = False
+    code = 0
     try:
         prepare_data_dir(data_dir)
         with DataDirLock(data_dir):
@@ -314,13 +336,15 @@ def _serve_locked(
             setup_logging(data_dir)
             logging_ready = True
             containment = _Containment.set_up()  # before any agent, and before READY=1
-            trio.run(
+            code = trio.run(
                 _serve, config, config_path, data_dir, socket_path, ws_addr, systemd, containment
             )
     except* (DataDirError, LockedError, StoreError, ListenError, ConfigError) as group:
         failure = _leaf(group)
+        if isinstance(failure, StorageUnavailable):  # at start-up: say which file, and how
+            failure = StoreError(f"{failure} ({failure.detail})")
     if failure is None:
-        return 0
+        return code
     if logging_ready:
         _log_to_file(str(failure))
     return _fail(failure)

@@ -447,6 +447,19 @@ def test_status_without_dashboard_says_off(capsys: pytest.CaptureFixture[str]) -
     assert "None" not in out
 
 
+def test_status_names_a_storage_outage(capsys: pytest.CaptureFixture[str]) -> None:
+    ok = {"version": "1", "storage": "ok", "storage_error": None}
+    down = {"version": "1", "storage": "disk full",
+            "storage_error": "storage unavailable: disk full"}  # fmt: skip
+    for result in (ok, down):
+        with serving({"daemon/status": lambda c, p, r=result: r}) as server:
+            code, out, _ = acpd(capsys, "status", "--socket", server.path)
+        assert code == 0
+        assert f"{result['storage']}\n" in out.split("storage:", 1)[1]
+        assert "None" not in out
+    assert "storage_error: storage unavailable: disk full" in out
+
+
 def test_a_wedged_daemon_is_one_line_exit_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ import msgspec
 import trio
 
 from daemon.config import Config
+from daemon.engine.storeio import StorageHealth
 from protocol.api import (
     EVENT_METHOD,
     LAGGED_METHOD,
@@ -80,6 +81,7 @@ class FakeEngine:
     gates: dict[str, trio.Event] = attrs.field(factory=dict)  # method -> wait before answering
     failures: dict[str, Exception] = attrs.field(factory=dict)  # method -> raise this
     queues: dict[str, list[tuple[int, str]]] = attrs.field(factory=dict)  # else [(7, "later")]
+    health: StorageHealth = attrs.field(factory=lambda: StorageHealth(None, None, None, 0))
 
     def add(self, conv_id: str, n_events: int = 0) -> ConversationInfo:
         t0 = "2025-01-01T00:00:00Z"
@@ -208,6 +210,9 @@ class FakeEngine:
 
     def counters(self) -> tuple[int, int, int]:
         return (0, 0, 0)
+
+    def storage(self) -> StorageHealth:
+        return self.health
 
     def live_count(self) -> int:
         return 1

@@ -15,6 +15,7 @@ import pytest
 
 from daemon import logs
 from daemon.paths import default_data_dir, default_socket_path
+from tests.fakes.disks import fill, small_tmpfs
 
 
 def test_default_paths(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,3 +146,33 @@ def test_prepare_data_dir_creates_it_private_and_never_changes_one_it_did_not_cr
     with pytest.raises(DataDirError, match=f"belongs to uid {owner}, not to us; refusing"):
         prepare_data_dir(data)
     assert data.stat().st_mode & 0o777 == 0o755  # not ours: untouched
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_full_disk_drops_and_counts_log_records_without_tracebacks(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The logging module's own reaction is a "--- Logging error ---" traceback on stderr for
+    every record it cannot write; ours is to drop and count it, and to go on once there is
+    room again."""
+    with small_tmpfs(tmp_path / "fs", 256 * 1024) as fs:
+        console = io.StringIO()
+        logs.setup_logging(fs, stream=console, journal=False)
+        log = logging.getLogger("acpd.t")
+        log.info("before")
+        filler = fill(fs)
+        dropped = logs.dropped_records()
+        for i in range(50):
+            log.warning("record %d %s", i, "x" * 4096)
+        assert logs.dropped_records() - dropped >= 40  # the first may fit in what was left
+        assert console.getvalue().count("record ") == 50  # the console still has them all
+        filler.unlink()
+        log.warning("after")
+        err = capfd.readouterr().err
+        assert "Logging error" not in err
+        assert "Traceback" not in err
+        text = (fs / "logs" / "acpd.log").read_text(errors="replace")
+        assert "acpd.t: before" in text
+        assert text.endswith("acpd.t: after\n")
+        for handler in logs._installed:
+            handler.close()  # before the file system goes
