@@ -862,6 +862,8 @@ def decode_session_notification(raw: bytes | msgspec.Raw) -> tuple[str, SessionU
         return _decode_loose(raw)
     except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 in a string
         raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+    except RecursionError:  # nesting past the interpreter's limit
+        raise msgspec.DecodeError("nested too deeply") from None
     return note.session_id, note.update
 
 
@@ -875,6 +877,8 @@ def _decode_loose(raw: bytes | msgspec.Raw) -> tuple[str, SessionUpdate]:
         _notification_decoder.decode(raw)
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deeply") from None
     raise AssertionError("unreachable: the typed decode failed before")  # pragma: no cover
 
 
@@ -901,7 +905,7 @@ def decode_update_line(line: bytes | bytearray | memoryview) -> SessionNotificat
     """
     try:
         return _update_line_decoder.decode(line).params
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
 
 

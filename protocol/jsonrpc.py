@@ -149,6 +149,9 @@ class RpcFailure(Exception):
 
 
 _encoder = msgspec.json.Encoder()
+# msgspec decodes nested arrays and objects recursively and raises RecursionError (a
+# RuntimeError, not a DecodeError) past the interpreter's limit, some hundreds of levels deep.
+_TOO_DEEP: Final = "invalid {}: nested too deeply"
 _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
@@ -182,6 +185,8 @@ def decode_envelope(line: bytes | bytearray | memoryview) -> Envelope:
         return _envelope_decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise RpcFailure(INVALID_REQUEST, f"invalid request: {exc}") from None
+    except RecursionError:  # msgspec's answer to nesting deeper than the interpreter's limit
+        raise RpcFailure(INVALID_REQUEST, _TOO_DEEP.format("request")) from None
     # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in a string.
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RpcFailure(PARSE_ERROR, f"parse error: {exc}") from None
@@ -197,6 +202,8 @@ def decode_params(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw) -> T:
     # ValidationError is a DecodeError. `Raw` skips UTF-8 checks, so bad UTF-8 shows up here.
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise RpcFailure(INVALID_PARAMS, f"invalid params: {exc}") from None
+    except RecursionError:
+        raise RpcFailure(INVALID_PARAMS, _TOO_DEEP.format("params")) from None
 
 
 class InvalidResult(RpcFailure):
@@ -234,6 +241,8 @@ def decode_result(tp: type[T], raw: msgspec.Raw | bytes) -> T:
         return dec.decode(raw)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidResult(f"invalid result: {exc}") from None
+    except RecursionError:
+        raise InvalidResult(_TOO_DEEP.format("result")) from None
 
 
 _MISSING: Final = object()

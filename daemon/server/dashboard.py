@@ -2,7 +2,9 @@
 
 ```
 serve_dashboard(address, dispatcher, data_dir)
-└─ serve_listeners: one task per TCP connection
+└─ serve_listeners: one task per TCP connection, admitted by `_admission.Admission`:
+   │  unauthenticated ones have their own small pool and a few seconds in all (head,
+   │  handshake, `auth`); a new one takes the place of the stalest when the pool is full
    ├─ read the request head with h11 (bounded in size and time: slowloris)
    ├─ GET /, /app.js, ...       → the file, with CSP and friends; then close
    └─ GET /ws + Upgrade         → Host and Origin checked (403 before any handshake), then
@@ -52,6 +54,7 @@ import trio_websocket
 from msgspec import UNSET
 
 from daemon.config import DashboardExposure, check_ws_exposure, parse_ws_address
+from daemon.server._admission import Admission, Ticket
 from daemon.server._http import (
     ClientClosed,
     HttpError,
@@ -64,6 +67,7 @@ from daemon.server.connection import ClientGone
 from daemon.server.dispatch import Dispatcher
 from daemon.server.unix import ListenError
 from protocol.jsonrpc import (
+    BUSY,
     INVALID_REQUEST,
     UNAUTHORIZED,
     ErrorResponse,
@@ -96,10 +100,10 @@ CODE_TTL_S: Final = 60.0
 CODE_CLOCK_SLACK_S: Final = 5.0  # a code "from the future" (the clock was set back) still works
 AUTH_METHOD: Final = "auth"
 PRE_AUTH_BYTES: Final = 8 * 1024  # websocket bytes a client may send before `auth` is answered
-HEAD_TIMEOUT_S: Final = 10.0  # to send a request head, and to finish the websocket handshake
-AUTH_TIMEOUT_S: Final = 10.0  # from the handshake to the `auth` message
+# Within the admission's deadline for all of it (PENDING_TIMEOUT_S, from accept to `auth`):
+HEAD_TIMEOUT_S: Final = 5.0  # to send a request head, and to finish the websocket handshake
+AUTH_TIMEOUT_S: Final = 5.0  # from the handshake to the `auth` message
 CLOSE_TIMEOUT_S: Final = 2.0  # for the websocket closing handshake
-MAX_CONNECTIONS: Final = 256  # open TCP connections; past that new ones are closed at once
 _WS_PATH: Final = "/ws"
 # What the page is made of; anything else in static/ is not served.
 _TYPES: Final = {
@@ -235,7 +239,7 @@ class _Site:
     port: int
     head_timeout: float
     auth_timeout: float
-    connections: int = 0
+    admission: Admission = attrs.field(factory=Admission)
 
     @property
     def url(self) -> str:
@@ -319,6 +323,7 @@ async def serve_dashboard(
     exposure: DashboardExposure = _LOOPBACK_ONLY,
     head_timeout: float = HEAD_TIMEOUT_S,
     auth_timeout: float = AUTH_TIMEOUT_S,
+    admission: Admission | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the dashboard on `address` (`HOST:PORT`; port 0 picks a free one): loopback, or
@@ -362,7 +367,7 @@ async def serve_dashboard(
         names.add("localhost")
     site = _Site(
         dispatcher, data_dir, token.encode(), files, "https" if context else "http", url_host,
-        frozenset(names), port, head_timeout, auth_timeout,
+        frozenset(names), port, head_timeout, auth_timeout, admission or Admission(),
     )  # fmt: skip
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, partial(_handle, site), listeners)
@@ -374,31 +379,27 @@ async def serve_dashboard(
 
 async def _handle(site: _Site, stream: trio.abc.Stream) -> None:
     async with stream:
-        if site.connections >= MAX_CONNECTIONS:
-            log.warning("dashboard: %d connections open; refusing another", site.connections)
-            return
-        site.connections += 1
-        try:
-            await _serve_connection(site, stream)
-        except Exception:  # a bug here must cost one connection, not the listener
-            log.exception("dashboard connection failed")
-        finally:
-            site.connections -= 1
+        with site.admission.admit() as ticket:
+            try:
+                await _serve_connection(site, stream, ticket)
+            except Exception:  # a bug here must cost one connection, not the listener
+                log.exception("dashboard connection failed")
 
 
-async def _serve_connection(site: _Site, stream: trio.abc.Stream) -> None:
+async def _serve_connection(site: _Site, stream: trio.abc.Stream, ticket: Ticket) -> None:
     http = HttpExchange(stream)
     upgrade = False
     with trio.move_on_after(site.head_timeout):  # over TLS, the handshake too
         try:
             head = await http.read_head()
+            ticket.progress()
             upgrade = await _route(site, http, head, _local_ip(stream))
         except HttpError as exc:
             await http.respond_text(exc.status, "bad request")
         except (ClientClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # also: a failed TLS handshake (plain HTTP to an HTTPS port, say)
     if upgrade:
-        await _serve_websocket(site, stream, http)
+        await _serve_websocket(site, stream, http, ticket)
     elif isinstance(stream, trio.SocketStream):  # TLS has no half-close; https_compatible
         await linger(stream)
 
@@ -424,7 +425,7 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead, local_ip: s
             await http.respond(426, [("Upgrade", "websocket")])
         elif not site.origin_ok(head.header("origin"), host):
             # Refused before the handshake: another page in the browser never gets a socket.
-            log.warning("dashboard: refused a websocket from origin %r", head.header("origin"))
+            site.admission.warn(f"refused a websocket from origin {head.header('origin')!r}")
             await http.respond_text(403, "origin not allowed")
         elif not head.header("sec-websocket-key") or head.header("sec-websocket-version") != "13":
             await http.respond(400, [("Sec-WebSocket-Version", "13")])
@@ -445,7 +446,9 @@ async def _route(site: _Site, http: HttpExchange, head: RequestHead, local_ip: s
 # --- the websocket -----------------------------------------------------------------------------
 
 
-async def _serve_websocket(site: _Site, stream: trio.abc.Stream, http: HttpExchange) -> None:
+async def _serve_websocket(
+    site: _Site, stream: trio.abc.Stream, http: HttpExchange, ticket: Ticket
+) -> None:
     # Until `auth` is answered the client may send only a little: enough for the handshake's
     # leftovers and one `auth` message, not the 4 MiB a frame may carry afterwards.
     replay = ReplayStream(stream, bytes(http.raw), limit=max(0, PRE_AUTH_BYTES - http.trailing))
@@ -458,8 +461,9 @@ async def _serve_websocket(site: _Site, stream: trio.abc.Stream, http: HttpExcha
                 )
                 ws = await request.accept()
             if ws is not None:
+                ticket.progress()
                 try:
-                    await _session(site, ws, replay)
+                    await _session(site, ws, replay, ticket)
                 finally:
                     with trio.move_on_after(CLOSE_TIMEOUT_S):
                         await ws.aclose()
@@ -519,7 +523,7 @@ async def _authenticate(site: _Site, message: str | bytes) -> tuple[bool, str]:
 
 
 async def _session(
-    site: _Site, ws: trio_websocket.WebSocketConnection, replay: ReplayStream
+    site: _Site, ws: trio_websocket.WebSocketConnection, replay: ReplayStream, ticket: Ticket
 ) -> None:
     """Authenticate, then relay frames to and from the dispatcher until either side closes."""
     first: str | bytes | None = None
@@ -529,9 +533,16 @@ async def _session(
         await ws.aclose(1008, "authentication timed out")
         return
     ok, reply = await _authenticate(site, first)
+    if ok and not ticket.authenticate():
+        limit = site.admission.max_authenticated
+        reply = encode(ErrorResponse(id=None, error=RpcError(
+            BUSY, f"busy: too many dashboard clients (limit {limit})"))).decode()  # fmt: skip
+        await ws.send_message(reply)
+        await ws.aclose(1013, "too many clients")  # 1013: try again later
+        return
     await ws.send_message(reply)
     if not ok:
-        log.warning("dashboard: refused a websocket client: %s", reply)
+        site.admission.warn(f"refused a websocket client: {reply}")
         await ws.aclose(1008, "unauthorized")
         return
     replay.unlimit()

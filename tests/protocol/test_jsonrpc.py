@@ -345,3 +345,37 @@ def test_any_json_result_decodes_or_raises_invalid_result(result: Any) -> None:
     for tp in ALL_RESULTS:
         with contextlib.suppress(InvalidResult):
             decode_result(tp, raw)
+
+
+def _deep(levels: int, open_: bytes = b"[", close: bytes = b"]") -> bytes:
+    return open_ * levels + close * levels
+
+
+DEEP = 100_000  # far past the interpreter's recursion limit, as sent to the daemon
+
+
+@pytest.mark.parametrize("nest", [_deep(DEEP), b'{"a":' * DEEP + b"1" + b"}" * DEEP])
+def test_nesting_past_the_recursion_limit_is_an_error_not_a_crash(nest: bytes) -> None:
+    line = b'{"jsonrpc":"2.0","id":1,"method":"m","params":' + nest + b"}"
+    with pytest.raises(RpcFailure) as caught:
+        decode_envelope(line)
+    assert (caught.value.code, caught.value.message) == (
+        INVALID_REQUEST,
+        "invalid request: nested too deeply",
+    )
+    with pytest.raises(RpcFailure) as caught:
+        decode_params(msgspec.json.Decoder(dict[str, Any]), msgspec.Raw(nest))
+    assert caught.value.code == INVALID_PARAMS
+    with pytest.raises(InvalidResult, match="nested too deeply"):
+        decode_result(Any, nest)  # whatever shape, as a waiter expecting any result
+    update = b'{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":'
+    assert acp.decode_update_line(update + nest + b"}}") is None
+    with pytest.raises(msgspec.DecodeError, match="nested too deeply"):
+        acp.decode_session_notification(b'{"sessionId":"s","update":' + nest + b"}")
+
+
+def test_nesting_a_request_may_need_still_decodes() -> None:
+    params = b'{"agent_cmd":["x"],"title":' + b'"t"}'
+    env = decode_envelope(b'{"jsonrpc":"2.0","id":1,"method":"m","params":' + params + b"}")
+    assert bytes(env.params) == params
+    assert decode_params(msgspec.json.Decoder(Any), msgspec.Raw(_deep(200))) is not None

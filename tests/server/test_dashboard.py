@@ -433,3 +433,21 @@ async def test_port_in_use_is_a_listen_error(
     dispatcher = Dispatcher(FakeEngine(), DaemonInfo(tmp_path, "0", 0.0))
     with trio.fail_after(5), pytest.raises(ListenError, match="cannot serve the dashboard"):
         await nursery.start(serve_dashboard, f"127.0.0.1:{site.port}", dispatcher, tmp_path)
+
+
+async def test_deep_nesting_after_authentication_is_answered_and_the_socket_lives_on(
+    site: Site,
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    with trio.fail_after(10):
+        async with connect(site) as ws:
+            await ws.send_message(auth(site.token))
+            assert json.loads(await ws.get_message())["result"] == {}
+            await ws.send_message('{"jsonrpc":"2.0","id":1,"method":"conversations/create",'
+                                  f'"params":{deep}}}')  # fmt: skip
+            reply = json.loads(await ws.get_message())
+            assert reply["error"] == {"code": INVALID_REQUEST,
+                                      "message": "invalid request: nested too deeply"}  # fmt: skip
+            await ws.send_message('{"jsonrpc":"2.0","id":2,"method":"conversations/count"}')
+            assert json.loads(await ws.get_message())["result"] == {"count": 1}
+    assert [c[0] for c in site.engine.calls] == ["count"]

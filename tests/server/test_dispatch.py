@@ -13,9 +13,12 @@ import pytest
 import trio
 import trio.testing
 
+from daemon.engine.storeio import StorageHealth
 from daemon.server.dispatch import MAX_IN_FLIGHT, MAX_SUBSCRIPTIONS, DaemonInfo, Dispatcher
 from protocol import api, limits
-from protocol.jsonrpc import CONFLICT, RpcFailure
+from protocol.jsonrpc import CONFLICT, STORAGE_UNAVAILABLE, RpcFailure
+from store import StorageUnavailable
+from store.errors import DISK_FULL, IO_ERROR
 from tests.fakes.engine import FakeEngine
 
 Json = dict[str, Any]
@@ -434,3 +437,53 @@ async def test_create_refuses_an_agent_command_that_cannot_be_found(
         await client.call("conversations/create",
                           {"agent_cmd": ["./agent.sh"], "cwd": str(tmp_path)})  # fmt: skip
         assert len(engine.calls) == 2
+
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "params",
+    [b"[" * DEEP + b"]" * DEEP, b'{"title":' + b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"}"],
+)
+async def test_deep_nesting_is_an_error_and_the_connection_and_its_requests_live_on(
+    engine: FakeEngine, params: bytes
+) -> None:
+    engine.gates["get"] = gate = trio.Event()
+    async with open_client(make_dispatcher(engine)) as client:
+        slow = await client.request("conversations/get", {"id": "abc"})  # in flight meanwhile
+        await client.raw(
+            b'{"jsonrpc":"2.0","id":7,"method":"conversations/create","params":' + params + b"}"
+        )
+        assert await client.response(None) == {
+            "jsonrpc": "2.0",
+            "id": None,  # the envelope could not be read, so neither could its id
+            "error": {"code": -32600, "message": "invalid request: nested too deeply"},
+        }
+        gate.set()
+        assert (await client.response(slow))["result"]["conversation"]["id"] == CONV
+        assert (await client.call("conversations/count"))["count"] == 2
+        assert ("create", None, None, str(Path.home()), None) not in engine.calls
+
+
+async def test_storage_failures_are_32005_with_their_cause_and_status_says_so(
+    engine: FakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.failures["send"] = StorageUnavailable(DISK_FULL, "store /x: database or disk is full")
+    engine.health = StorageHealth(DISK_FULL, "storage unavailable: disk full", 1.0, 3)
+    async with open_client(make_dispatcher(engine)) as client:
+        err = await client.error("messages/send", {"id": "abc", "text": "hi"})
+        assert err == {"code": STORAGE_UNAVAILABLE, "message": "storage unavailable: disk full"}
+        status = await client.call("daemon/status")
+        assert status["storage"] == "disk full"
+        assert status["storage_error"] == "storage unavailable: disk full"
+        assert status["counters"]["writes_refused"] == 3
+        engine.failures["count"] = StorageUnavailable(IO_ERROR, "store /x: disk I/O error")
+        engine.health = StorageHealth(IO_ERROR, "storage unavailable: I/O error", 2.0, 3)
+        status = await client.call("daemon/status")  # answers, even so
+        assert (status["conversations_stored"], status["storage"]) == (-1, "I/O error")
+        del engine.failures["count"]
+        engine.health = StorageHealth(None, None, None, 3)
+        status = await client.call("daemon/status")
+        assert (status["storage"], status["storage_error"]) == ("ok", None)
+    assert "Traceback" not in caplog.text  # an outage is not a bug: StoreIO logs it, once

@@ -377,3 +377,25 @@ async def test_connections_past_the_cap_are_told_why_and_closed(
             third = await connect(sock_path)
             assert (await third.call("conversations/count"))["result"] == {"count": 2}
             nursery.cancel_scope.cancel()
+
+
+async def test_deep_nesting_is_answered_and_the_connection_lives_on(
+    sock_path: Path, dispatcher: Dispatcher, connect: Connect
+) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await start(nursery, sock_path, dispatcher)
+            client = await connect(sock_path)
+            line = b'{"jsonrpc":"2.0","id":1,"method":"conversations/create","params":'
+            await client.send(line + deep + b"}\n" + STATUS.replace(b'"id": 1', b'"id": 2'))
+            replies = [await client.read(), await client.read()]
+            assert {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32600, "message": "invalid request: nested too deeply"},
+            } in replies
+            assert {"jsonrpc": "2.0", "id": 2, "result": {"count": 2}} in replies
+            await client.send(STATUS)
+            assert (await client.read() or {})["result"] == {"count": 2}
+            nursery.cancel_scope.cancel()
