@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -447,12 +448,16 @@ def test_status_without_dashboard_says_off(capsys: pytest.CaptureFixture[str]) -
     assert "None" not in out
 
 
+def _constant(result: dict[str, Any], conn: Any, params: Any) -> dict[str, Any]:
+    return result
+
+
 def test_status_names_a_storage_outage(capsys: pytest.CaptureFixture[str]) -> None:
     ok = {"version": "1", "storage": "ok", "storage_error": None}
     down = {"version": "1", "storage": "disk full",
             "storage_error": "storage unavailable: disk full"}  # fmt: skip
     for result in (ok, down):
-        with serving({"daemon/status": lambda c, p, r=result: r}) as server:
+        with serving({"daemon/status": functools.partial(_constant, result)}) as server:
             code, out, _ = acpd(capsys, "status", "--socket", server.path)
         assert code == 0
         assert f"{result['storage']}\n" in out.split("storage:", 1)[1]

@@ -241,8 +241,8 @@ def test_a_real_failing_disk(tmp_path: Path) -> None:
 
 def _sqlite_error(code: int) -> sqlite3.Error:
     exc = sqlite3.OperationalError("some failure")
-    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
-    exc.sqlite_errorname = f"code {code}"  # type: ignore[attr-defined]
+    exc.sqlite_errorcode = code
+    exc.sqlite_errorname = f"code {code}"
     return exc
 
 
