@@ -48,7 +48,7 @@ from protocol.jsonrpc import (
     RpcFailure,
     decode_params,
 )
-from store import Conflict, ConversationRecord, EventRecord
+from store import Conflict, ConversationRecord, EventRecord, StorageUnavailable
 
 __all__ = ["Conversation", "Gate"]
 
@@ -318,7 +318,11 @@ class Conversation:
                     nursery.cancel_scope.cancel()
         except Exception as exc:
             # The log closed under a write (a delete): the end we were asked for, not a fault.
-            if not (self.log.closed and _only(exc, LogClosed)):
+            if _only(exc, StorageUnavailable):
+                # Not a bug: the store is refusing writes (said once, by the store bridge).
+                log.warning("conversation %s: stopped: %s", self.conv_id, exc)
+                self.load_error = exc
+            elif not (self.log.closed and _only(exc, LogClosed)):
                 log.exception("conversation %s: supervisor failed", self.conv_id)
                 self.load_error = exc
         finally:
