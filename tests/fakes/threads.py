@@ -38,3 +38,5 @@ def busy_while_in_threads(monkeypatch: pytest.MonkeyPatch) -> None:
             running = False
 
     monkeypatch.setattr(trio.to_thread, "run_sync", run_sync)
+    # trio.Path's methods hold their own reference to it (`from trio.to_thread import ...`).
+    monkeypatch.setattr(trio._path, "run_sync", run_sync)
