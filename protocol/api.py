@@ -25,12 +25,14 @@ from protocol.limits import (
 )
 
 __all__ = [
+    "CAUGHT_UP_METHOD",
     "DELTA_METHOD",
     "EVENT_METHOD",
     "LAGGED_METHOD",
     "METHODS",
     "AgentInfo",
     "AgentsResult",
+    "CaughtUpParams",
     "ConversationInfo",
     "ConversationResult",
     "CountResult",
@@ -41,6 +43,7 @@ __all__ = [
     "EventsParams",
     "EventsResult",
     "IdParams",
+    "InterruptParams",
     "InterruptResult",
     "LaggedParams",
     "ListParams",
@@ -58,6 +61,7 @@ __all__ = [
     "SetOptionParams",
     "StatusCounters",
     "StatusResult",
+    "StreamedText",
     "SubscribeParams",
     "SubscribeResult",
     "params_decoder",
@@ -66,6 +70,7 @@ __all__ = [
 EVENT_METHOD: Final = "conversation/event"
 DELTA_METHOD: Final = "conversation/delta"
 LAGGED_METHOD: Final = "conversation/lagged"
+CAUGHT_UP_METHOD: Final = "conversation/caught_up"
 
 # Ids are short (store-generated); titles and names are for people.
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
@@ -128,6 +133,26 @@ class LaggedParams(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
 
 
+class StreamedText(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_seq: int
+    kind: str  # message | thought
+    text: str
+
+
+class CaughtUpParams(msgspec.Struct, frozen=True, kw_only=True):
+    """Sent once, after a subscription's replay and before its first live line, when the
+    subscriber asked for it (`caught_up: true`).
+
+    `streamed` is the text of the running turn's open messages that `conversation/delta`s
+    carried before the subscription began and that no stored event holds yet: the stored
+    `agent_message` (or `agent_thought`) that closes each will repeat it whole.
+    """
+
+    id: str
+    through_seq: int
+    streamed: list[StreamedText]
+
+
 # --- params ----------------------------------------------------------------------------------
 
 
@@ -168,6 +193,11 @@ class CreateParams(_Params, frozen=True):
 class ListParams(_Params, frozen=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)] = 50
     before: Annotated[str, msgspec.Meta(max_length=MAX_NAME)] | None = None
+    cwd: _Path | None = None  # only conversations in exactly this directory
+
+    def __post_init__(self) -> None:
+        if self.cwd is not None and not os.path.isabs(self.cwd):
+            raise ValueError("`cwd` must be an absolute path")
 
 
 class EventsParams(IdParams, frozen=True):
@@ -178,6 +208,11 @@ class EventsParams(IdParams, frozen=True):
 class SubscribeParams(IdParams, frozen=True):
     after_seq: _Seq = 0
     deltas: bool = True
+    # Also replay the running turn: the replay starts at the message it prompts, if that is
+    # earlier than `after_seq` (a client attaching mid-turn learns its open requests).
+    from_turn: bool = False
+    # After the replay, one `conversation/caught_up` notification (see CaughtUpParams).
+    caught_up: bool = False
 
 
 class SendParams(IdParams, frozen=True):
@@ -206,6 +241,12 @@ class SetOptionParams(IdParams, frozen=True):
 
     option: _Name
     value: _Name | bool
+
+
+class InterruptParams(IdParams, frozen=True):
+    # Only if the running turn is this message's: a client cancelling its own prompt must
+    # not stop the next one, should its turn have ended meanwhile.
+    prompt_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
 
 
 class PermitParams(IdParams, frozen=True):
@@ -339,7 +380,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "messages/send": MethodSpec(SendParams, SendResult),
     "messages/queue": MethodSpec(IdParams, QueueResult),
     "messages/remove": MethodSpec(RemoveParams, EmptyResult),
-    "turns/interrupt": MethodSpec(IdParams, InterruptResult),
+    "turns/interrupt": MethodSpec(InterruptParams, InterruptResult),
     "conversations/resume": MethodSpec(IdParams, ResumeResult),
     "permissions/respond": MethodSpec(PermitParams, EmptyResult),
     "conversations/set_mode": MethodSpec(SetModeParams, ConversationResult),

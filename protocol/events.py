@@ -158,6 +158,8 @@ class PermissionRequested(_Body, frozen=True, kw_only=True):
     title: str
     prompt_seq: int
     deadline: str  # RFC 3339: when the default answer is given
+    # The agent's `toolCall.toolCallId`, so a front end can tie the question to the tool call.
+    tool_call_id: str | UnsetType = UNSET
 
 
 class PermissionResolved(_Body, frozen=True, kw_only=True):

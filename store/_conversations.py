@@ -57,6 +57,13 @@ LIST_FIRST_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} {_LIST_ORDER}"
 LIST_AFTER_SQL = (
     f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE (c.updated_at, c.id) < (?, ?) {_LIST_ORDER}"
 )
+# Filtered by cwd: the same walk down the activity index, skipping other directories. No index
+# on cwd (a migration for one filter): a page costs O(rows walked past), at most O(stored).
+LIST_CWD_FIRST_SQL = f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE c.cwd = ? {_LIST_ORDER}"
+LIST_CWD_AFTER_SQL = (
+    f"SELECT {COLUMNS} FROM {_ACTIVITY} WHERE c.cwd = ? AND (c.updated_at, c.id) < (?, ?) "
+    f"{_LIST_ORDER}"
+)
 # O(pending) however many are stored: one branch reads the partial index of running ones, the
 # other the queue. INDEXED BY because, for whole rows, the planner would rather scan the whole
 # table. Oldest first, by `created_at` (9th column; ids are random), then id.
@@ -190,9 +197,10 @@ class ConversationOps(Base):
         return out
 
     def list_conversations(
-        self, limit: int = 50, before: str | None = None
+        self, limit: int = 50, before: str | None = None, *, cwd: str | None = None
     ) -> tuple[list[ConversationRecord], str | None]:
         """A page, newest activity first, and the cursor of the next page (None at the end).
+        With `cwd`, only conversations in exactly that directory (see LIST_CWD_FIRST_SQL).
 
         Keyset pagination on the (updated_at, id) index: any page costs O(limit), however deep.
         A conversation active while someone pages moves to the front (it may be seen twice or,
@@ -202,16 +210,24 @@ class ConversationOps(Base):
         if limit < 1:
             raise ValueError(f"limit must be positive, not {limit}")
         self.flush_activity()
-        if before is None:
-            rows = self._rows(LIST_FIRST_SQL, (limit + 1,))
+        after = () if before is None else _decode_cursor(before)
+        if cwd is None:
+            rows = self._rows(LIST_AFTER_SQL if after else LIST_FIRST_SQL, (*after, limit + 1))
         else:
-            rows = self._rows(LIST_AFTER_SQL, (*_decode_cursor(before), limit + 1))
+            sql = LIST_CWD_AFTER_SQL if after else LIST_CWD_FIRST_SQL
+            rows = self._rows(sql, (cwd, *after, limit + 1))
         page = self._records(rows[:limit])
         nxt = _encode_cursor(page[-1].updated_at, page[-1].id) if len(rows) > limit else None
         return page, nxt
 
-    def count_conversations(self) -> int:
-        """O(1): a counter row that triggers keep in step with the table."""
+    def count_conversations(self, *, cwd: str | None = None) -> int:
+        """O(1): a counter row that triggers keep in step with the table. With `cwd`, those
+        in that directory: a scan, O(stored)."""
+        if cwd is not None:
+            found: int = self._rows("SELECT count(*) FROM conversations WHERE cwd = ?", (cwd,))[0][
+                0
+            ]
+            return found
         rows = self._rows("SELECT value FROM meta WHERE key = 'conversations'")
         if not rows:
             raise self._damaged("no conversation counter")

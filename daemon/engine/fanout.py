@@ -63,10 +63,12 @@ class Fanout:
         deltas: bool,
         replay: ReplayPage,
         on_close: Callable[[], None] | None = None,
+        caught_up: bytes | None = None,
     ) -> Subscription:
         """Register a subscriber now (no checkpoint), so nothing published after this is missed.
 
         `on_close()` is called once when it is gone: closed, dropped for lag, or `close_all`.
+        `caught_up`, a line, is yielded once after the replay and before any live line.
         """
         send, recv = trio.open_memory_channel[bytes](self.buffer)
         sink = _Sink(send, deltas, last_seq=through_seq, on_close=on_close)
@@ -79,6 +81,7 @@ class Fanout:
             recv=recv,
             replay_from=after_seq,
             replay=replay,
+            caught_up=caught_up,
         )
 
     def publish_event(self, seq: int, line: bytes) -> None:
@@ -135,6 +138,7 @@ class Subscription:
     recv: trio.MemoryReceiveChannel[bytes]
     replay_from: int
     replay: ReplayPage
+    caught_up: bytes | None = None  # yielded once, between the replay and the live lines
     _pending: list[bytes] = attrs.field(factory=list)
     _done: bool = False
 
@@ -153,6 +157,9 @@ class Subscription:
             if lines:
                 self._pending = lines[::-1]
                 return self._pending.pop()
+        if self.caught_up is not None:
+            line, self.caught_up = self.caught_up, None
+            return line
         try:
             return await self.recv.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):

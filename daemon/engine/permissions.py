@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import attrs
+import msgspec
 import trio
 
 from daemon.engine.recorder import Recorder
@@ -72,7 +73,8 @@ class Permissions:
         self, params: RequestPermissionRequest, prompt_seq: int
     ) -> RequestPermissionResponse:
         request = f"p{prompt_seq}-{next(self._ids)}"
-        title = params.tool_call.get("title") or params.tool_call.get("toolCallId") or "tool call"
+        tool_call_id = params.tool_call.get("toolCallId")
+        title = params.tool_call.get("title") or tool_call_id or "tool call"
         options = params.options
         policy = self.policy()
         deadline = time.time() + (0 if policy != "ask" else self.timeout)
@@ -85,6 +87,7 @@ class Permissions:
             title=str(title),
             prompt_seq=prompt_seq,
             deadline=ev.rfc3339(deadline),
+            tool_call_id=tool_call_id if isinstance(tool_call_id, str) else msgspec.UNSET,
         )
         self.recorder.durable("permission_requested", shown)
         pending = _Pending(request, options, shown)

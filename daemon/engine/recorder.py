@@ -204,6 +204,17 @@ class Recorder:
         while self._buffered > BUFFER_CHARS and not self._closed:
             await self._space.wait()
 
+    def streamed(self) -> list[tuple[int, str, str]]:
+        """(prompt_seq, kind, text) of each open message: the text its deltas carried so far
+        that no stored event holds yet (the event that closes it will repeat it whole).
+
+        Exact at any checkpoint of this task: text joins an open message and its delta is
+        published with no checkpoint in between, and a closed message's event is published
+        before any later delta. So a subscriber registered at the same moment (no
+        checkpoint in between) gets exactly the rest as deltas.
+        """
+        return [(self._seg_prompt, kind, "".join(parts)) for kind, parts in self._segments.items()]
+
     async def flush(self) -> None:
         """Wait until everything handed over so far is stored and published."""
         if self._closed:
@@ -272,14 +283,22 @@ class Recorder:
                 if item.kind != run_kind or item.prompt_seq != run_prompt:
                     end_run()
                     run_kind, run_prompt = item.kind, item.prompt_seq
+                stored = item.kind in ev.TEXT_EVENT_TYPES
                 for part in item.parts:
-                    run_parts.append(part)
-                    run_chars += len(part)
-                    if run_chars >= DELTA_CHARS:
-                        end_run()
+                    pieces = self._add_text(item.kind, part, item.prompt_seq) if stored else []
+                    for piece, closed in pieces or [(part, [])]:
+                        run_parts.append(piece)
+                        run_chars += len(piece)
+                        if closed:
+                            # A segment is full: its deltas out, then the event that repeats
+                            # them, before any of the next segment's text (a subscriber
+                            # counting characters, or `streamed()`, must see them so).
+                            end_run()
+                            await self._log.append([*pending, *closed], clear_drafts=True)
+                            pending = []
+                        elif run_chars >= DELTA_CHARS:
+                            end_run()
                         run_kind, run_prompt = item.kind, item.prompt_seq
-                    if item.kind in ev.TEXT_EVENT_TYPES:
-                        pending.extend(self._add_text(item.kind, part, item.prompt_seq))
             else:
                 end_run()
                 pending.extend(self._close_segments())
@@ -308,15 +327,18 @@ class Recorder:
             self._log.publish_delta(bytes(line))
             self._deltas_published += 1
 
-    def _add_text(self, kind: str, text: str, prompt_seq: int) -> list[tuple[str, bytes]]:
-        """Add a chunk's text to the open segment; the events of segments it filled."""
+    def _add_text(
+        self, kind: str, text: str, prompt_seq: int
+    ) -> list[tuple[str, list[tuple[str, bytes]]]]:
+        """Add a chunk's text to the open segment: its pieces, cut where a segment fills,
+        each with the events of the segments it closed (empty for most)."""
         if prompt_seq != self._seg_prompt and self._segments:
             # A new turn's text: the old one was closed by its turn's flush; be safe anyway.
             self._segments.clear()
             self._saved.clear()
             self._seg_chars = 0
         self._seg_prompt = prompt_seq
-        out: list[tuple[str, bytes]] = []
+        out: list[tuple[str, list[tuple[str, bytes]]]] = []
         while text:
             room = SEGMENT_CHARS - self._seg_chars
             piece, text = text[:room], text[room:]
@@ -325,8 +347,8 @@ class Recorder:
                 self._draft_due = trio.current_time() + self._draft_interval
             self._unsaved += len(piece)
             self._seg_chars += len(piece)
-            if self._seg_chars >= SEGMENT_CHARS:
-                out.extend(self._close_segments())
+            full = self._seg_chars >= SEGMENT_CHARS
+            out.append((piece, self._close_segments() if full else []))
         return out
 
     def _close_segments(self) -> list[tuple[str, bytes]]:

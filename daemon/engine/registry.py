@@ -42,7 +42,9 @@ from protocol.jsonrpc import (
     INVALID_PARAMS,
     NOT_FOUND,
     STORAGE_UNAVAILABLE,
+    Notification,
     RpcFailure,
+    encode_line,
 )
 from protocol.limits import MAX_TEXT
 from store import STORE_FILE, Conflict, ConversationRecord, NotFound, StorageUnavailable, Store
@@ -273,12 +275,12 @@ class Engine:
         return self._info(rec, short[conv_id])
 
     async def list(
-        self, *, limit: int, before: str | None
+        self, *, limit: int, before: str | None, cwd: str | None = None
     ) -> tuple[builtins.list[ConversationInfo], int, str | None]:
         def read(s: Store) -> tuple[list[ConversationRecord], str | None, int, dict[str, str]]:
-            page, nxt = s.list_conversations(limit=limit, before=before)
+            page, nxt = s.list_conversations(limit=limit, before=before, cwd=cwd)
             short = s.short_ids([r.id for r in page], SHORT_ID_MIN)
-            return page, nxt, s.count_conversations(), short
+            return page, nxt, s.count_conversations(cwd=cwd), short
 
         try:
             page, nxt, total, short = await self.io.read(read)
@@ -402,8 +404,17 @@ class Engine:
         except StorageUnavailable as exc:
             raise _unstored(exc, "the message was not removed") from None
 
-    async def interrupt(self, conv_id: str) -> bool:
-        return await self._with(conv_id, lambda c: c.interrupt())
+    async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool:
+        """Interrupt the running turn (and pause the queue); with `prompt_seq`, only if the
+        running turn is that message's, and otherwise change nothing."""
+
+        async def interrupt(c: Conversation) -> bool:
+            # No checkpoint between this look and the interrupt: it hits that turn or none.
+            if prompt_seq is not None and c.running_prompt_seq != prompt_seq:
+                return False
+            return await c.interrupt()
+
+        return await self._with(conv_id, interrupt)
 
     async def resume(self, conv_id: str) -> api.ResumeResult:
         async def resume(c: Conversation) -> bool:
@@ -432,7 +443,19 @@ class Engine:
             raise RpcFailure(CONFLICT, f"no pending permission request {request!r}")
         conv.answer_permission(request, option, cancelled=cancelled)
 
-    async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> Subscription:
+    async def subscribe(
+        self,
+        conv_id: str,
+        *,
+        after_seq: int,
+        deltas: bool,
+        from_turn: bool = False,
+        caught_up: bool = False,
+    ) -> Subscription:
+        """Replay after `after_seq`, then live. `from_turn`: start the replay at the running
+        turn's message if that is earlier. `caught_up`: a `conversation/caught_up` line
+        between replay and live, with the text streamed before this subscription that no
+        stored event holds yet (exact: taken with the registration, no checkpoint between)."""
         conv = await self._conversation(conv_id)
 
         async def replay(after: int, through: int, limit: int) -> tuple[builtins.list[bytes], int]:
@@ -448,13 +471,27 @@ class Engine:
             upto = recs[-1].seq if recs else through
             return lines, min(upto, through)
 
+        through = conv.last_seq
+        running = conv.running_prompt_seq
+        if from_turn and running is not None:
+            after_seq = min(after_seq, running - 1)
+        line = None
+        if caught_up:
+            streamed = [
+                api.StreamedText(prompt_seq=p, kind=k, text=t)
+                for p, k, t in conv.recorder.streamed()
+                if t
+            ]
+            params = api.CaughtUpParams(id=conv_id, through_seq=through, streamed=streamed)
+            line = bytes(encode_line(Notification(method=api.CAUGHT_UP_METHOD, params=params)))
         # The last subscriber leaving wakes the supervisor: it may retire now.
         return conv.fanout.open(
             after_seq=after_seq,
-            through_seq=conv.last_seq,
+            through_seq=through,
             deltas=deltas,
             replay=replay,
             on_close=conv.wake,
+            caught_up=line,
         )
 
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:

@@ -173,6 +173,11 @@ class Conversation:
         return self.log.last_seq
 
     @property
+    def running_prompt_seq(self) -> int | None:
+        """The seq of the message whose turn runs now, if one does."""
+        return self._turn.prompt_seq if self._turn is not None else None
+
+    @property
     def retiring(self) -> bool:
         """It writes nothing more: retiring or deleted (not yet out of the registry)."""
         return self.log.closed

@@ -86,7 +86,7 @@ class EngineAPI(Protocol):
         title: str | None,
     ) -> api.ConversationInfo: ...
     async def list(
-        self, *, limit: int, before: str | None
+        self, *, limit: int, before: str | None, cwd: str | None = None
     ) -> tuple[builtins.list[api.ConversationInfo], int, str | None]: ...
     async def count(self) -> int: ...
     async def get(self, conv_id: str) -> api.ConversationInfo: ...
@@ -94,13 +94,21 @@ class EngineAPI(Protocol):
     async def events(
         self, conv_id: str, *, after_seq: int, limit: int
     ) -> tuple[builtins.list[msgspec.Raw], int]: ...
-    async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> SubscriptionAPI: ...
+    async def subscribe(
+        self,
+        conv_id: str,
+        *,
+        after_seq: int,
+        deltas: bool,
+        from_turn: bool = False,
+        caught_up: bool = False,
+    ) -> SubscriptionAPI: ...
     async def send(
         self, conv_id: str, text: str, *, run: bool, interrupt: bool
     ) -> api.SendResult: ...
     async def queue(self, conv_id: str) -> builtins.list[api.PendingMessage]: ...
     async def remove(self, conv_id: str, seq: int) -> None: ...
-    async def interrupt(self, conv_id: str) -> bool: ...
+    async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool: ...
     async def resume(self, conv_id: str) -> api.ResumeResult: ...
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool
@@ -335,7 +343,7 @@ class Dispatcher:
             )
 
     async def _list(self, conn: Connection, p: api.ListParams) -> api.ListResult:
-        page, total, nxt = await self._engine.list(limit=p.limit, before=p.before)
+        page, total, nxt = await self._engine.list(limit=p.limit, before=p.before, cwd=p.cwd)
         return api.ListResult(conversations=page, total=total, next=nxt)
 
     async def _count(self, conn: Connection, p: api.NoParams) -> api.CountResult:
@@ -359,7 +367,13 @@ class Dispatcher:
         if conn.subscription_count >= MAX_SUBSCRIPTIONS:
             raise RpcFailure(CONFLICT, f"too many subscriptions on one connection "
                                        f"(limit {MAX_SUBSCRIPTIONS})")  # fmt: skip
-        sub = await self._engine.subscribe(cid, after_seq=p.after_seq, deltas=p.deltas)
+        sub = await self._engine.subscribe(
+            cid,
+            after_seq=p.after_seq,
+            deltas=p.deltas,
+            from_turn=p.from_turn,
+            caught_up=p.caught_up,
+        )
         return _Streaming(api.SubscribeResult(through_seq=sub.through_seq), cid, sub)
 
     async def _unsubscribe(self, conn: Connection, p: api.IdParams) -> api.EmptyResult:
@@ -379,8 +393,8 @@ class Dispatcher:
         await self._engine.remove(await self._resolve(p.id), p.seq)
         return api.EmptyResult()
 
-    async def _interrupt(self, conn: Connection, p: api.IdParams) -> api.InterruptResult:
-        done = await self._engine.interrupt(await self._resolve(p.id))
+    async def _interrupt(self, conn: Connection, p: api.InterruptParams) -> api.InterruptResult:
+        done = await self._engine.interrupt(await self._resolve(p.id), prompt_seq=p.prompt_seq)
         return api.InterruptResult(interrupted=done)
 
     async def _resume(self, conn: Connection, p: api.IdParams) -> api.ResumeResult:

@@ -139,10 +139,11 @@ class FakeEngine:
         return self.add(f"new{len(self.convs):04d}")
 
     async def list(
-        self, *, limit: int, before: str | None
+        self, *, limit: int, before: str | None, cwd: str | None = None
     ) -> tuple[list[ConversationInfo], int, str | None]:
-        await self._enter("list", limit, before)
-        return list(self.convs.values())[:limit], len(self.convs), None
+        await self._enter("list", limit, before, *(() if cwd is None else (cwd,)))
+        convs = [c for c in self.convs.values() if cwd is None or c.cwd == cwd]
+        return convs[:limit], len(convs), None
 
     async def count(self) -> int:
         await self._enter("count")
@@ -162,8 +163,17 @@ class FakeEngine:
         stored = self.stored[conv_id]
         return [msgspec.Raw(e) for e in stored[after_seq : after_seq + limit]], len(stored)
 
-    async def subscribe(self, conv_id: str, *, after_seq: int, deltas: bool) -> FakeSubscription:
-        await self._enter("subscribe", conv_id, after_seq, deltas)
+    async def subscribe(
+        self,
+        conv_id: str,
+        *,
+        after_seq: int,
+        deltas: bool,
+        from_turn: bool = False,
+        caught_up: bool = False,
+    ) -> FakeSubscription:
+        extra = (from_turn, caught_up) if from_turn or caught_up else ()
+        await self._enter("subscribe", conv_id, after_seq, deltas, *extra)
         stored = self.stored[conv_id]
         replay = [_line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(e)))
                   for e in stored[after_seq:]]  # fmt: skip
@@ -187,8 +197,8 @@ class FakeEngine:
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._enter("remove", conv_id, seq)
 
-    async def interrupt(self, conv_id: str) -> bool:
-        await self._enter("interrupt", conv_id)
+    async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool:
+        await self._enter("interrupt", conv_id, *(() if prompt_seq is None else (prompt_seq,)))
         return True
 
     async def resume(self, conv_id: str) -> ResumeResult:

@@ -165,6 +165,24 @@ async def test_every_method_routes(engine: FakeEngine) -> None:
                 assert engine.calls == [call], method
 
 
+async def test_options_for_the_acp_front_door(engine: FakeEngine) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        await client.call("conversations/list", {"limit": 5, "cwd": "/w"})
+        await client.call("turns/interrupt", {"id": "abc", "prompt_seq": 4})
+        params = {"id": "abc", "after_seq": 2, "from_turn": True, "caught_up": True}
+        await client.call("conversations/subscribe", params)
+        assert engine.calls == [
+            ("list", 5, None, "/w"),
+            ("interrupt", CONV, 4),
+            ("subscribe", CONV, 2, True, True, True),
+        ]
+        err = await client.error("conversations/list", {"cwd": "relative/dir"})
+        assert err["code"] == -32602
+        assert "absolute" in err["message"]
+        err = await client.error("turns/interrupt", {"id": "abc", "prompt_seq": 0})
+        assert err["code"] == -32602
+
+
 async def test_status_and_create_defaults(engine: FakeEngine, autojump_clock: Any) -> None:
     dispatcher = make_dispatcher(engine)
     await trio.sleep(12.5)
