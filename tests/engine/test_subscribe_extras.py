@@ -177,7 +177,7 @@ async def test_list_filters_by_cwd(tmp_path: Path, autojump_clock: trio.testing.
         assert nxt is None
         page, total, _ = await h.e.list(limit=10, before=None, cwd=os.fspath(tmp_path))
         assert (page, total) == ([], 0)
-        all_page, total, _ = await h.e.list(limit=10, before=None)
+        _, total, _ = await h.e.list(limit=10, before=None)
         assert total == 4
 
 
