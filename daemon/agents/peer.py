@@ -141,8 +141,10 @@ class AgentPeer:
     cancelled. `aclose()` closes the stream, which ends `run()`.
 
     Error handling: malformed and oversized lines are logged and counted in `stats`, never
-    fatal. Each write is shielded from cancellation, so no partial line ever goes out, and
-    bounded by `WRITE_BOUND` seconds; a write that fails or times out makes this and every
+    fatal; with `answer_malformed` (serving a client, which must hear about its mistakes) a
+    malformed line is also answered with a JSON-RPC error, -32700 or -32600, with its id when
+    it has one. Each write is shielded from cancellation, so no partial line ever goes out,
+    and bounded by `write_bound` seconds; a write that fails or times out makes this and every
     later write raise `AgentExited`.
     """
 
@@ -159,8 +161,12 @@ class AgentPeer:
         on_dropped: DroppedHandler | None = None,
         max_line: int = DEFAULT_MAX_LINE,
         log: logging.Logger | None = None,
+        write_bound: float = WRITE_BOUND,
+        answer_malformed: bool = False,
     ) -> None:
         self._stream = stream
+        self._write_bound = write_bound
+        self._answer_malformed = answer_malformed
         # Called in the read loop, before the request's task starts: what the receiver must
         # know in line order (a notification on the same read is handled before that task).
         self._on_request_received = on_request_received
@@ -205,10 +211,11 @@ class AgentPeer:
     async def request(
         self,
         method: str,
-        params: msgspec.Struct,
+        params: msgspec.Struct | dict[str, object],
         result_type: type[T],
         *,
         on_answer: Callable[[], None] | None = None,
+        withdraw: bool = False,
     ) -> T:
         """Send a request and wait for its response, decoded as `result_type`.
 
@@ -217,7 +224,8 @@ class AgentPeer:
 
         Raises `RpcFailure` if the peer answered with an error (`InvalidResult` if its result
         does not decode), `AgentExited` if the connection ends first. Cancelling this call
-        abandons the wait; a late response is then dropped and counted as unknown.
+        abandons the wait; a late response is then dropped and counted as unknown. With
+        `withdraw`, the peer is also told: `$/cancel_request` names the request (ACP.md §1).
         """
         req_id = self._next_id
         self._next_id += 1
@@ -229,22 +237,33 @@ class AgentPeer:
         self._methods[req_id] = method
         if on_answer is not None:
             self._on_answer[req_id] = on_answer
+        written = answered = False
         try:
             await self._write(data)
+            written = True
             try:
                 env = await recv.receive()
             except trio.EndOfChannel:
                 raise AgentExited(f"agent exited before answering {method}") from None
+            answered = True
         finally:
             self._pending.pop(req_id, None)
             self._methods.pop(req_id, None)
             self._on_answer.pop(req_id, None)
             recv.close()
+            if withdraw and written and not answered and not self._ended:
+                with trio.CancelScope(shield=True):  # the write itself is bounded
+                    try:
+                        await self.notify(
+                            acp.CANCEL_REQUEST, acp.CancelRequestNotification(request_id=req_id)
+                        )
+                    except AgentExited:
+                        pass
         if isinstance(env.error, RpcError):
             raise RpcFailure.from_error(env.error)
         return decode_result(result_type, env.result)
 
-    async def notify(self, method: str, params: msgspec.Struct) -> None:
+    async def notify(self, method: str, params: msgspec.Struct | dict[str, object]) -> None:
         """Send a notification. Raises `AgentExited` if the connection is gone."""
         data = encode_line(Notification(method=method, params=params))
         if self._ended:
@@ -264,7 +283,7 @@ class AgentPeer:
             # Shielded, so a cancellation never leaves half a line on the wire (the next line
             # would be garbage too); bounded, so an agent that stops reading its input cannot
             # hold a caller, or a shutdown, for long.
-            deadline = trio.current_time() + WRITE_BOUND
+            deadline = trio.current_time() + self._write_bound
             with trio.CancelScope(shield=True, deadline=deadline) as scope:
                 try:
                     await self._stream.send_all(data)
@@ -273,7 +292,7 @@ class AgentPeer:
                     raise AgentExited("the agent's input is closed") from None
             if scope.cancelled_caught:
                 self._write_broken = True
-                raise AgentExited(f"the agent did not read its input for {WRITE_BOUND:g}s")
+                raise AgentExited(f"the peer did not read its input for {self._write_bound:g}s")
 
     # --- the read loop ------------------------------------------------------------------------
 
@@ -358,6 +377,8 @@ class AgentPeer:
             env = decode_envelope(line)
         except RpcFailure as exc:
             self._malformed(exc.message, line)
+            if self._answer_malformed:
+                self._refused.append((None, RpcError(exc.code, exc.message[:500])))
             return
         if isinstance(env.method, str):
             if isinstance(env.id, msgspec.UnsetType):
@@ -368,6 +389,10 @@ class AgentPeer:
             self._response(env)
         else:
             self._malformed("neither a request, a notification nor a response", line)
+            if self._answer_malformed:
+                req_id = None if isinstance(env.id, msgspec.UnsetType) else env.id
+                error = RpcError(INVALID_REQUEST, "invalid request: no `method`")
+                self._refused.append((req_id, error))
 
     def _notification(self, method: str, params: msgspec.Raw, line: bytes) -> None:
         self.stats.notifications += 1

@@ -686,3 +686,66 @@ async def test_oversized_requests_are_refused_and_notifications_reported(
         ("notification", "session/update"),
     ]
     assert seen.texts() == ["small"]
+
+
+@hang_guard()
+async def test_answer_malformed_replies_with_errors_and_serves_on(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    async def handler(method: str, raw: msgspec.Raw) -> object:
+        return {"ok": method}
+
+    peer, far = await _open(nursery, seen, handler, answer_malformed=True)
+    await far.send(b"not json\n", b'{"jsonrpc": "2.0", "id": 3}\n', b"[1]\n")
+    await far.send({"jsonrpc": "2.0", "id": 4, "method": "x"})
+    answers = [await far.recv() for _ in range(4)]
+    errors = [(a.get("id"), a["error"]["code"]) for a in answers if "error" in a]
+    assert errors == [(None, -32700), (3, -32600), (None, -32600)]  # in the order of the lines
+    assert {"jsonrpc": "2.0", "id": 4, "result": {"ok": "x"}} in answers
+    assert peer.stats.malformed == 3
+
+
+@hang_guard()
+async def test_without_answer_malformed_bad_lines_get_no_reply(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    _peer, far = await _open(nursery, seen)
+    await far.send(b"not json\n", {"jsonrpc": "2.0", "id": 4, "method": "x"})
+    assert (await far.recv())["id"] == 4  # -32601, and nothing for the bad line before it
+
+
+@hang_guard()
+async def test_withdrawn_request_is_named_in_cancel_request(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    peer, far = await _open(nursery, seen)
+    params = acp.NewSessionRequest(cwd="/", mcp_servers=[])
+    with trio.move_on_after(1):
+        await peer.request("session/new", params, acp.NewSessionResponse, withdraw=True)
+    assert (await far.recv())["id"] == 0
+    assert await far.recv() == {
+        "jsonrpc": "2.0",
+        "method": "$/cancel_request",
+        "params": {"requestId": 0},
+    }
+    # Answered (or failed) requests are not withdrawn.
+    call = _call(nursery, lambda: peer.request("session/new", params, dict, withdraw=True))
+    assert (await far.recv())["id"] == 1
+    await far.send({"jsonrpc": "2.0", "id": 1, "error": {"code": -32800, "message": "no"}})
+    with pytest.raises(RpcFailure):
+        await call.wait()
+    await far.send({"jsonrpc": "2.0", "id": 9, "method": "ping"})
+    assert (await far.recv())["id"] == 9  # the next line: no cancel_request for id 1
+
+
+@hang_guard()
+async def test_write_bound_is_configurable(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    ours, _theirs = trio.testing.lockstep_stream_pair()
+    peer = AgentPeer(ours, on_update=seen.on_update, write_bound=30.0)
+    await nursery.start(peer.run)
+    start = trio.current_time()
+    with pytest.raises(AgentExited, match="did not read"):
+        await peer.notify("session/cancel", acp.CancelNotification(session_id="s"))
+    assert trio.current_time() - start == 30.0
