@@ -27,6 +27,7 @@ from protocol.limits import (
 __all__ = [
     "CAUGHT_UP_METHOD",
     "DELTA_METHOD",
+    "ENDED_METHOD",
     "EVENT_METHOD",
     "LAGGED_METHOD",
     "METHODS",
@@ -71,6 +72,7 @@ EVENT_METHOD: Final = "conversation/event"
 DELTA_METHOD: Final = "conversation/delta"
 LAGGED_METHOD: Final = "conversation/lagged"
 CAUGHT_UP_METHOD: Final = "conversation/caught_up"
+ENDED_METHOD: Final = "conversation/ended"
 
 # Ids are short (store-generated); titles and names are for people.
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
@@ -211,7 +213,10 @@ class SubscribeParams(IdParams, frozen=True):
     # Also replay the running turn: the replay starts at the message it prompts, if that is
     # earlier than `after_seq` (a client attaching mid-turn learns its open requests).
     from_turn: bool = False
-    # After the replay, one `conversation/caught_up` notification (see CaughtUpParams).
+    # After the replay, one `conversation/caught_up` notification (see CaughtUpParams); and if
+    # the daemon ends the subscription (other than for lag: the conversation was deleted or
+    # its supervisor stopped), `conversation/ended {id, last_seq}` (LaggedParams' shape):
+    # subscribe again from `last_seq` to go on, and -32001 then means it is gone.
     caught_up: bool = False
 
 

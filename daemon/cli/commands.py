@@ -129,6 +129,26 @@ def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:
 
 
 @command(
+    "acp",
+    "speak ACP as an agent on stdin/stdout: editors and other ACP clients use acpd's "
+    "conversations (configure `acpd acp` as their agent command)",
+    arg("--agent", metavar="NAME", type=text_of(MAX_NAME),
+        help="the agent of sessions it creates (default: the daemon's default agent)"),
+    arg("--agent-cmd", metavar="'CMD ARG…'", help="run this command as their agent instead"),
+    arg("--socket", metavar="PATH", help="the daemon's socket (default as for the client commands)"),
+    client=False,
+)  # fmt: skip
+def cmd_acp(ctx: Ctx, a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.server.acp.main import run
+
+    params = create_params(a.agent, a.agent_cmd, None, None)  # checks the two options
+    socket = Path(resolve_socket(a.socket))
+    return run(socket, agent=params.get("agent"), agent_cmd=params.get("agent_cmd"))
+
+
+@command(
     "install-systemd",
     "write systemd user units that run this acpd (socket activation, notify, watchdog)",
     arg("--dry-run", action="store_true", help="print the units and commands; write nothing"),

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from protocol.api import LAGGED_METHOD, LaggedParams
+from protocol.api import ENDED_METHOD, LAGGED_METHOD, LaggedParams
 from protocol.jsonrpc import Notification, encode_line
 
 __all__ = ["Fanout", "FanoutStatistics", "Subscription"]
@@ -68,7 +68,9 @@ class Fanout:
         """Register a subscriber now (no checkpoint), so nothing published after this is missed.
 
         `on_close()` is called once when it is gone: closed, dropped for lag, or `close_all`.
-        `caught_up`, a line, is yielded once after the replay and before any live line.
+        `caught_up`, a line, is yielded once after the replay and before any live line; with
+        it, a subscription we end (not for lag, not closed by its subscriber) yields a last
+        `conversation/ended` line.
         """
         send, recv = trio.open_memory_channel[bytes](self.buffer)
         sink = _Sink(send, deltas, last_seq=through_seq, on_close=on_close)
@@ -82,6 +84,7 @@ class Fanout:
             replay_from=after_seq,
             replay=replay,
             caught_up=caught_up,
+            says_ended=caught_up is not None,
         )
 
     def publish_event(self, seq: int, line: bytes) -> None:
@@ -139,6 +142,7 @@ class Subscription:
     replay_from: int
     replay: ReplayPage
     caught_up: bytes | None = None  # yielded once, between the replay and the live lines
+    says_ended: bool = False  # when we end it: a last `conversation/ended` line
     _pending: list[bytes] = attrs.field(factory=list)
     _done: bool = False
 
@@ -162,10 +166,15 @@ class Subscription:
             return line
         try:
             return await self.recv.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+        except trio.ClosedResourceError:  # closed by its subscriber
+            self._done = True
+            raise StopAsyncIteration from None
+        except trio.EndOfChannel:  # ended by the fan-out
             self._done = True
             if self.sink.lagged:
                 return encode_lagged(self.conv_id, self.sink.last_seq)
+            if self.says_ended:
+                return encode_lagged(self.conv_id, self.sink.last_seq, method=ENDED_METHOD)
             raise StopAsyncIteration from None
 
     def close(self) -> None:
@@ -174,6 +183,6 @@ class Subscription:
         self.recv.close()
 
 
-def encode_lagged(conv_id: str, last_seq: int) -> bytes:
+def encode_lagged(conv_id: str, last_seq: int, *, method: str = LAGGED_METHOD) -> bytes:
     params = LaggedParams(id=conv_id, last_seq=last_seq)
-    return bytes(encode_line(Notification(method=LAGGED_METHOD, params=params)))
+    return bytes(encode_line(Notification(method=method, params=params)))

@@ -195,3 +195,29 @@ async def test_permission_requested_names_the_tool_call(
         assert asked["tool_call_id"] == "t-7"
         await h.e.permit(cid, request=asked["request"], option="ok", cancelled=False)
         await wait_turn_ended(h, cid)
+
+
+async def test_a_subscription_the_daemon_ends_says_so_when_asked(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        await h.e.send(cid, "hi", run=True, interrupt=False)
+        await wait_turn_ended(h, cid)
+        told = await h.e.subscribe(cid, after_seq=0, deltas=True, caught_up=True)
+        plain = await h.e.subscribe(cid, after_seq=0, deltas=True)
+        last = (await h.e.get(cid)).last_seq
+        replayed = [parse(await told.__anext__()) for _ in range(last + 1)]
+        assert replayed[-1]["method"] == "conversation/caught_up"
+        assert [parse(await plain.__anext__())["method"] for _ in range(last)] == [
+            "conversation/event"
+        ] * last
+        await h.e.delete(cid)
+        assert [parse(line) async for line in told] == [
+            {
+                "jsonrpc": "2.0",
+                "method": "conversation/ended",
+                "params": {"id": cid, "last_seq": last},
+            }
+        ]
+        assert [line async for line in plain] == []
