@@ -135,7 +135,7 @@ def cmd_serve(ctx: Ctx, a: argparse.Namespace) -> int:
     arg("--agent", metavar="NAME", type=text_of(MAX_NAME),
         help="the agent of sessions it creates (default: the daemon's default agent)"),
     arg("--agent-cmd", metavar="'CMD ARG…'", help="run this command as their agent instead"),
-    arg("--socket", metavar="PATH", help="the daemon's socket (default as for the client commands)"),
+    arg("--socket", metavar="PATH", help="the daemon's socket (default as for client commands)"),
     client=False,
 )  # fmt: skip
 def cmd_acp(ctx: Ctx, a: argparse.Namespace) -> int:
