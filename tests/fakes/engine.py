@@ -21,8 +21,10 @@ import trio
 from daemon.config import Config
 from daemon.engine.storeio import StorageHealth
 from protocol.api import (
+    CAUGHT_UP_METHOD,
     EVENT_METHOD,
     LAGGED_METHOD,
+    CaughtUpParams,
     ConversationInfo,
     EventParams,
     LaggedParams,
@@ -177,6 +179,9 @@ class FakeEngine:
         stored = self.stored[conv_id]
         replay = [_line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(e)))
                   for e in stored[after_seq:]]  # fmt: skip
+        if caught_up:
+            params = CaughtUpParams(id=conv_id, through_seq=len(stored), streamed=[])
+            replay.append(_line(CAUGHT_UP_METHOD, params))
         send, recv = trio.open_memory_channel[bytes](self.config.subscriber_buffer)
         sub = FakeSubscription(conv_id, len(stored), replay, recv, send, last_seq=len(stored))
         self.subs.append(sub)

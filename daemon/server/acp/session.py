@@ -220,12 +220,18 @@ class Attachment:
     # --- following the conversation ---------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        failure: RpcFailure | None = None
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    await self._follow(task_status)
+                    try:
+                        await self._follow(task_status)
+                    except RpcFailure as exc:  # out of the nursery as a value, not a group
+                        failure = exc
                     nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure  # the attach fails (_follow raises only before it is done)
         except Exception as exc:
             if self._replaying:
                 raise  # the attach fails, and says why
@@ -299,21 +305,33 @@ class Attachment:
                 from_turn=self._replaying and self.mode == "resume",
                 caught_up=True,
             )
+            failure: RpcFailure | None = None
+            again = False
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(close_at_end)
                 with recv:
-                    await conn.call("conversations/subscribe", params, api.SubscribeResult)
-                    self._subscriptions += 1
-                    async for method, raw in recv:
-                        await self._line(method, raw, task_status)
+                    # Outcomes leave the nurseries as values, not exceptions (which they
+                    # would wrap in groups).
+                    try:
+                        await conn.call("conversations/subscribe", params, api.SubscribeResult)
+                    except RpcFailure as exc:
+                        failure = exc
+                    else:
+                        self._subscriptions += 1
+                        async for method, raw in recv:
+                            if again := await self._line(method, raw, task_status):
+                                break
                 nursery.cancel_scope.cancel()
-        if fell_behind:
+        if failure is not None:
+            raise failure
+        if fell_behind or again:
             raise _Resubscribe
         raise DaemonGone("lost the connection to the acpd daemon")
 
     async def _line(
         self, method: str, raw: msgspec.Raw, task_status: trio.TaskStatus[None]
-    ) -> None:
+    ) -> bool:
+        """Handle one line; True if the subscription is over (subscribe again)."""
         try:
             if method == api.EVENT_METHOD:
                 event = decode_event(_event_params.decode(raw).event)
@@ -326,9 +344,10 @@ class Attachment:
             elif method == api.CAUGHT_UP_METHOD:
                 await self._caught_up(_caught_up_params.decode(raw), task_status)
             elif method in (api.LAGGED_METHOD, api.ENDED_METHOD):
-                raise _Resubscribe
+                return True
         except msgspec.DecodeError as exc:  # the daemon's own lines: a bug, not the client's
             log.error("undecodable %s from the daemon: %s", method, exc)
+        return False
 
     async def _caught_up(
         self, params: api.CaughtUpParams, task_status: trio.TaskStatus[None]

@@ -1,0 +1,141 @@
+"""What an ACP client may send that acpd does not take: JSON-RPC errors, and the front door
+serves on. Also what it passes on as the daemon answers it (modes, options)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.fakes.guard import hang_guard
+from tests.server.acp.harness import Client, Front
+
+
+def _errors(client: Client) -> list[tuple[object, int]]:
+    out = []
+    for line in bytes(client.tap.sent).splitlines():
+        msg = json.loads(line)
+        if "error" in msg:
+            out.append((msg["id"], msg["error"]["code"]))
+    return out
+
+
+@hang_guard()
+async def test_malformed_lines_get_errors_and_the_door_serves_on(f: Front, tmp_path: Path) -> None:
+    client = await f.client()
+    await client.stream.send_all(b'not json\n[1, 2]\n{"jsonrpc": "2.0", "id": 5}\n\xff\n')
+    await client.initialize()
+    # One each (written by tasks of their own, so in any order).
+    assert sorted(_errors(client), key=str) == sorted(
+        [(None, -32700), (None, -32600), (5, -32600), (None, -32700)], key=str
+    )
+    sid = await client.new(tmp_path)
+    assert await client.prompt(sid, "still here") == {"stopReason": "end_turn"}
+
+
+@hang_guard()
+async def test_unknown_methods_and_bad_params(f: Front, tmp_path: Path) -> None:
+    client = await f.client()
+    await client.initialize()
+    assert (await client.error("nope/nothing")).code == -32601
+    assert (await client.error("_vendor/extension", {})).code == -32601
+    assert (await client.error("logout")).code == -32601  # not advertised
+    assert (await client.error("session/new", {"cwd": 3})).code == -32602
+    assert (await client.error("session/new", {"cwd": "relative", "mcpServers": []})).code == -32602
+    missing = tmp_path / "missing"
+    assert (
+        await client.error("session/new", {"cwd": str(missing), "mcpServers": []})
+    ).code == -32602
+    err = await client.error("authenticate", {"methodId": "x"})
+    assert (err.code, "no authentication methods" in err.message) == (-32602, True)
+    await client.notify("_vendor/notice", {"x": 1})  # unknown notifications: ignored
+    await client.notify("session/update", {"sessionId": "x", "update": {}})
+    sid = await client.new(tmp_path)
+    assert (await client.error("session/prompt", {"sessionId": sid})).code == -32602
+    blank = {"sessionId": sid, "prompt": [{"type": "text", "text": "  "}]}
+    assert (await client.error("session/prompt", blank)).code == -32602
+    unknown = {"sessionId": "c-not-open", "prompt": [{"type": "text", "text": "x"}]}
+    assert (await client.error("session/prompt", unknown)).code == -32002
+    assert await client.prompt(sid, "fine") == {"stopReason": "end_turn"}
+
+
+@hang_guard()
+async def test_content_that_is_not_text_is_refused(f: Front, tmp_path: Path) -> None:
+    client = await f.client()
+    await client.initialize()
+    sid = await client.new(tmp_path)
+    image = {"type": "image", "data": "aGk=", "mimeType": "image/png"}
+    resource = {"type": "resource", "resource": {"uri": "file:///a", "text": "x"}}
+    for block in (image, resource):
+        err = await client.error("session/prompt", {"sessionId": sid, "prompt": [block]})
+        assert err.code == -32602
+        assert "not supported" in err.message
+    assert await f.e.queue(sid) == []  # nothing was sent
+
+
+@hang_guard()
+async def test_mcp_servers_are_not_passed_on_and_the_log_says_so(
+    f: Front, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await f.client()
+    await client.initialize()
+    server = {"name": "files", "command": "/bin/true", "args": [], "env": []}
+    with caplog.at_level(logging.WARNING, logger="acpd.acp"):
+        await client.call("session/new", {"cwd": str(tmp_path), "mcpServers": [server]})
+    assert "MCP server(s) not passed on" in caplog.text
+
+
+@hang_guard()
+async def test_modes_and_options_are_forwarded_and_the_daemons_answer_passed_on(
+    f: Front, tmp_path: Path
+) -> None:
+    client = await f.client()
+    await client.initialize()
+    sid = await client.new(tmp_path)
+    # This daemon has neither method yet: its -32601 reaches the client as it is.
+    err = await client.error("session/set_mode", {"sessionId": sid, "modeId": "plan"})
+    assert err.code == -32601
+    assert "conversations/set_mode" in err.message
+    params = {"sessionId": sid, "configId": "model", "value": "fast"}
+    err = await client.error("session/set_config_option", params)
+    assert err.code == -32601
+    assert "conversations/set_option" in err.message
+    other = {"sessionId": "c-not-open", "modeId": "plan"}
+    assert (await client.error("session/set_mode", other)).code == -32002
+
+
+@hang_guard()
+async def test_an_attach_that_cannot_subscribe_fails_with_the_reason(
+    f: Front, tmp_path: Path
+) -> None:
+    client = await f.client()
+    await client.initialize()
+    sid = await client.new(tmp_path)
+    await client.call("session/close", {"sessionId": sid})
+    f.daemon.down = True  # the control connection stays; a new one is refused
+    err = await client.error("session/resume", {"sessionId": sid, "cwd": str(tmp_path)})
+    assert err.code == -32603
+    assert "not running" in err.message
+    f.daemon.down = False
+    await client.call("session/resume", {"sessionId": sid, "cwd": str(tmp_path)})
+    assert await client.prompt(sid, "back") == {"stopReason": "end_turn"}
+
+
+@hang_guard()
+async def test_loading_twice_replaces_the_attachment(f: Front, tmp_path: Path) -> None:
+    client = await f.client()
+    await client.initialize()
+    sid = await client.new(tmp_path)
+    assert await client.prompt(sid, "one") == {"stopReason": "end_turn"}
+    load = {"sessionId": sid, "cwd": str(tmp_path), "mcpServers": []}
+    for _ in range(2):
+        await client.call("session/load", load)
+    replayed = len(client.updates)
+    await f.e.send(sid, "two", run=True, interrupt=False)
+    await client.wait_for(lambda c: c.text().endswith("two"))
+    await trio.testing.wait_all_tasks_blocked()
+    # Once each: the user's message and the echo (no second attachment doubles them).
+    assert len(client.updates) - replayed == 2
