@@ -138,7 +138,9 @@ class AgentPeer:
 
     Resource handling: `run()` owns the nursery of request tasks and returns at end of
     stream; every `request()` still waiting then raises `AgentExited`, and handler tasks are
-    cancelled. `aclose()` closes the stream, which ends `run()`.
+    cancelled. With `eof_grace`, at end of stream (our input only: the peer may still read)
+    `on_eof()` is called and the requests in progress get that many seconds to be answered
+    first. `aclose()` closes the stream, which ends `run()`.
 
     Error handling: malformed and oversized lines are logged and counted in `stats`, never
     fatal; with `answer_malformed` (serving a client, which must hear about its mistakes) a
@@ -163,8 +165,14 @@ class AgentPeer:
         log: logging.Logger | None = None,
         write_bound: float = WRITE_BOUND,
         answer_malformed: bool = False,
+        eof_grace: float = 0.0,
+        on_eof: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._eof_grace = eof_grace
+        self._on_eof = on_eof
+        self._quiet = trio.Event()  # poked when a request in progress has been answered
+        self._answering = 0  # requests of the peer received and not yet answered
         self._write_bound = write_bound
         self._answer_malformed = answer_malformed
         # Called in the read loop, before the request's task starts: what the receiver must
@@ -307,6 +315,11 @@ class AgentPeer:
                 task_status.started()
                 try:
                     await self._read_loop()
+                    if self._on_eof is not None:
+                        self._on_eof()
+                    if self._eof_grace > 0:
+                        with trio.move_on_after(self._eof_grace):
+                            await self._wait_answered()
                 finally:
                     self._end()  # wake waiters now, not after handler tasks unwind
                     nursery.cancel_scope.cancel(reason="agent stream ended")
@@ -314,6 +327,12 @@ class AgentPeer:
             self._nursery = None
             self._end()
             self._finished.set()
+
+    async def _wait_answered(self) -> None:
+        """Until every request of the peer received so far has been answered."""
+        while self._answering:
+            self._quiet = trio.Event()
+            await self._quiet.wait()
 
     def _end(self) -> None:
         self._ended = True
@@ -335,6 +354,8 @@ class AgentPeer:
                     self._dispatch_batch([last])
                 for dropped in splitter.take_dropped():
                     self._dropped(dropped)
+                while self._refused:  # the peer may still read: its last errors too
+                    await self._refuse(*self._refused.pop(0))
                 return
             lines = splitter.feed(data)
             if lines:
@@ -459,9 +480,19 @@ class AgentPeer:
                 self._callback_failed("on_request_received")
         scope = trio.CancelScope()
         self._serving[req_id] = scope
+        self._answering += 1
         self._nursery.start_soon(self._serve, req_id, method, params, scope)
 
     async def _serve(
+        self, req_id: RequestId, method: str, params: msgspec.Raw, scope: trio.CancelScope
+    ) -> None:
+        try:
+            await self._serve_one(req_id, method, params, scope)
+        finally:
+            self._answering -= 1
+            self._quiet.set()
+
+    async def _serve_one(
         self, req_id: RequestId, method: str, params: msgspec.Raw, scope: trio.CancelScope
     ) -> None:
         data: bytes | bytearray | None = None

@@ -749,3 +749,32 @@ async def test_write_bound_is_configurable(
     with pytest.raises(AgentExited, match="did not read"):
         await peer.notify("session/cancel", acp.CancelNotification(session_id="s"))
     assert trio.current_time() - start == 30.0
+
+
+@hang_guard()
+async def test_eof_grace_lets_requests_in_progress_be_answered(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, seen: Seen
+) -> None:
+    quick, never = trio.Event(), trio.Event()
+    eof_seen: list[float] = []
+
+    async def handler(method: str, raw: msgspec.Raw) -> object:
+        await (quick if method == "quick" else never).wait()
+        return {"done": method}
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = AgentPeer(ours, on_update=seen.on_update, on_request=handler, eof_grace=5.0,
+                     on_eof=lambda: eof_seen.append(trio.current_time()))  # fmt: skip
+    await nursery.start(peer.run)
+    far = Far(theirs)
+    await far.send({"jsonrpc": "2.0", "id": 1, "method": "quick"},
+                   {"jsonrpc": "2.0", "id": 2, "method": "slow"}, b"garbage\n")  # fmt: skip
+    await trio.testing.wait_all_tasks_blocked()
+    await theirs.send_stream.aclose()  # our input ends; the far end still reads
+    await trio.testing.wait_all_tasks_blocked()
+    assert eof_seen == [trio.current_time()]
+    assert peer.running
+    quick.set()
+    assert await far.recv() == {"jsonrpc": "2.0", "id": 1, "result": {"done": "quick"}}
+    await peer.wait_finished()
+    assert trio.current_time() == eof_seen[0] + 5.0  # the slow one: cut at the grace

@@ -51,12 +51,13 @@ T = TypeVar("T")
 
 AGENT_INFO: Final = acp.Implementation(name="acpd", title="acpd (durable conversations)",
                                        version="0.1.0")  # fmt: skip
-# Requests from the client in progress at once; past this, -32006 (busy).
-MAX_SERVING: Final = 256
 # How long one write to the client may block before it counts as gone (an editor that stopped
 # reading our stdout); generous: editors pause.
 CLIENT_WRITE_BOUND: Final = 30.0
 LIST_PAGE: Final = 50  # sessions per session/list page
+# After the client's end of stream: how long its requests still in progress (not prompts:
+# those are detached at once) may take to be answered before acpd acp exits.
+EOF_GRACE: Final = 5.0
 
 Handler = Callable[[Any], Awaitable[msgspec.Struct]]
 
@@ -124,8 +125,9 @@ class FrontDoor:
             on_request=self._request,
             on_notification=self._notification,
             answer_malformed=True,
-            max_serving=MAX_SERVING,
             write_bound=CLIENT_WRITE_BOUND,
+            eof_grace=EOF_GRACE,
+            on_eof=self._input_closed,
             log=log,
         )
         self._peer = peer
@@ -134,6 +136,18 @@ class FrontDoor:
             await peer.run()  # returns at the client's end of stream
             nursery.cancel_scope.cancel(reason="client gone")
         self._nursery = None
+
+    def _input_closed(self) -> None:
+        """The client's end of stream: detach every session now (its prompts answered with
+        an error, their messages staying in the conversations); what else is in progress gets
+        EOF_GRACE to be answered, for a client that still reads."""
+        gone = RpcFailure(
+            INTERNAL_ERROR,
+            "the client closed its input: acpd acp stops waiting; the message stays queued "
+            "in the conversation",
+        )
+        for att in self.sessions.values():
+            att.detach(gone)
 
     def _client_gone(self) -> None:
         if self._nursery is not None:

@@ -33,7 +33,7 @@ import trio
 
 from daemon.server.acp.link import Connector, DaemonGone, checked, open_daemon_conn
 from protocol import acp, api
-from protocol.jsonrpc import CONFLICT, RESOURCE_NOT_FOUND, RpcFailure
+from protocol.jsonrpc import CONFLICT, INTERNAL_ERROR, RESOURCE_NOT_FOUND, RpcFailure
 from protocol.translate import (
     STOP_REASONS,
     ElicitationRequestedView,
@@ -154,7 +154,7 @@ class Attachment:
             if not self._sending:
                 self._settled.set()
         if p.cancel_requested:
-            self._spawn(self._withdraw, p)
+            self._spawn(self._withdraw_now, p)
         await p.done.wait()
         if p.error is not None:
             raise p.error
@@ -163,7 +163,7 @@ class Attachment:
         # acpd's own ends (agent_exited, timeout, error, daemon_restarted) have no ACP name.
         detail = f": {p.detail}" if p.detail else ""
         raise RpcFailure(
-            -32603,
+            INTERNAL_ERROR,
             f"the turn ended with {p.stop_reason}{detail}",
             {"stopReason": p.stop_reason, "detail": p.detail},
         )
@@ -197,14 +197,22 @@ class Attachment:
             self._own.pop(p.seq, None)
             p.end("cancelled", "withdrawn before it started")
 
-    def detach(self, *, answer: str | RpcFailure = "cancelled") -> None:
-        """Stop following; prompts still waiting are answered `answer` (a stop reason or an
-        error). The conversation is not touched."""
+    async def _withdraw_now(self, p: _Prompt) -> None:
+        """`_withdraw` as a task of its own: a failure is logged (the cancel was a notification:
+        nobody waits for its answer)."""
+        try:
+            await self._withdraw(p)
+        except RpcFailure as exc:
+            log.warning("withdrawing message %d of %s: %s", p.seq, self.conv_id, exc.message)
+
+    def detach(self, error: RpcFailure | None = None) -> None:
+        """Stop following; prompts still waiting are answered `cancelled` (or `error`). The
+        conversation is not touched."""
         for p in [*self._own.values(), *self._sending]:
-            if isinstance(answer, RpcFailure):
-                p.fail(answer)
+            if error is None:
+                p.end("cancelled")
             else:
-                p.end(answer)
+                p.fail(error)
         self._scope.cancel(reason="detached")
 
     def _check(self) -> None:

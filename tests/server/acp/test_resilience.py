@@ -60,7 +60,7 @@ async def test_dropped_by_the_daemon_for_lag_it_resubscribes(f: Front, tmp_path:
             fanout._drop(sink, lagged=True)
         assert await pending.wait() == {"stopReason": "end_turn"}
     _assert_each_once(client, 30)
-    assert fanout.dropped == 1
+    assert fanout.statistics().lagged == 1
 
 
 @hang_guard()
