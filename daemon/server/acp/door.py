@@ -33,6 +33,7 @@ import trio
 from daemon.agents.peer import AgentExited, AgentPeer
 from daemon.server.acp.link import Connector, DaemonConn, checked, open_daemon_conn
 from daemon.server.acp.session import Attachment
+from daemon.version import acpd_version
 from protocol import acp, api
 from protocol.jsonrpc import (
     INTERNAL_ERROR,
@@ -49,8 +50,9 @@ log = logging.getLogger("acpd.acp")
 
 T = TypeVar("T")
 
-AGENT_INFO: Final = acp.Implementation(name="acpd", title="acpd (durable conversations)",
-                                       version="0.1.0")  # fmt: skip
+AGENT_INFO: Final = acp.Implementation(
+    name="acpd", title="acpd (durable conversations)", version=acpd_version()
+)
 # How long one write to the client may block before it counts as gone (an editor that stopped
 # reading our stdout); generous: editors pause.
 CLIENT_WRITE_BOUND: Final = 30.0
