@@ -8,17 +8,16 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from daemon.engine.registry import Engine
 from tests.engine.harness import wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, WaitForCancel
-from tests.fakes.guard import hang_guard
 from tests.server.acp.harness import Front
 
 
-@hang_guard()
 async def test_cancel_interrupts_the_running_prompt_and_withdraws_the_queued_one(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -41,8 +40,9 @@ async def test_cancel_interrupts_the_running_prompt_and_withdraws_the_queued_one
     assert await client.prompt(sid, "third") == {"stopReason": "end_turn"}
 
 
-@hang_guard()
-async def test_cancel_leaves_other_front_ends_messages_alone(f: Front, tmp_path: Path) -> None:
+async def test_cancel_leaves_other_front_ends_messages_alone(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -61,9 +61,11 @@ async def test_cancel_leaves_other_front_ends_messages_alone(f: Front, tmp_path:
     await wait_turn_ended(f.h, sid)
 
 
-@hang_guard()
 async def test_a_cancel_that_overtakes_the_send_still_withdraws_it(
-    f: Front, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    f: Front,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -91,8 +93,9 @@ async def test_a_cancel_that_overtakes_the_send_still_withdraws_it(
     await f.e.interrupt(sid)
 
 
-@hang_guard()
-async def test_close_cancels_this_clients_prompt_then_detaches(f: Front, tmp_path: Path) -> None:
+async def test_close_cancels_this_clients_prompt_then_detaches(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -114,9 +117,8 @@ async def test_close_cancels_this_clients_prompt_then_detaches(f: Front, tmp_pat
     assert client.text() == "x"  # nothing more reached it
 
 
-@hang_guard()
 async def test_cancel_of_an_unknown_session_or_when_idle_is_harmless(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()

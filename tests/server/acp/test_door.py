@@ -6,19 +6,20 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from daemon.server.acp import door
 from protocol import acp
 from tests.engine.harness import wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep, Thought, Tool, Update
-from tests.fakes.guard import hang_guard
 from tests.server.acp.harness import Front
 
 PLAN = acp.Plan(entries=[acp.PlanEntry(content="step", priority="high", status="pending")])
 
 
-@hang_guard()
-async def test_initialize_advertises_what_acpd_passes_through(f: Front, tmp_path: Path) -> None:
+async def test_initialize_advertises_what_acpd_passes_through(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     init = await client.call("initialize", {"protocolVersion": 7})
     assert init["protocolVersion"] == 1  # the one we speak, whatever was asked
@@ -34,8 +35,9 @@ async def test_initialize_advertises_what_acpd_passes_through(f: Front, tmp_path
     assert init["agentInfo"]["name"] == "acpd"
 
 
-@hang_guard()
-async def test_new_and_prompt_stream_the_turn_and_answer_end_turn(f: Front, tmp_path: Path) -> None:
+async def test_new_and_prompt_stream_the_turn_and_answer_end_turn(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -72,9 +74,8 @@ async def test_new_and_prompt_stream_the_turn_and_answer_end_turn(f: Front, tmp_
     assert {s for s, _ in client.updates} == {sid}
 
 
-@hang_guard()
 async def test_a_second_client_lists_loads_and_sees_the_same_history(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     first = await f.client()
     await first.initialize()
@@ -107,9 +108,8 @@ async def test_a_second_client_lists_loads_and_sees_the_same_history(
     assert second.merged() == [user, *first.merged()]
 
 
-@hang_guard()
 async def test_a_turn_started_over_the_socket_reaches_an_attached_client(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -121,9 +121,11 @@ async def test_a_turn_started_over_the_socket_reaches_an_attached_client(
     assert client.text(acp.UserMessageChunk) == "typed in a terminal"
 
 
-@hang_guard()
 async def test_list_pages_with_a_cursor(
-    f: Front, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    f: Front,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(door, "LIST_PAGE", 2)
     client = await f.client()
@@ -141,9 +143,8 @@ async def test_list_pages_with_a_cursor(
     assert bad.code == -32602
 
 
-@hang_guard()
 async def test_a_client_that_goes_away_leaves_the_conversation_alone(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
-from tests.fakes.guard import hang_guard
 from tests.server.acp.harness import Client, Front
 
 
@@ -23,8 +23,9 @@ def _errors(client: Client) -> list[tuple[object, int]]:
     return out
 
 
-@hang_guard()
-async def test_malformed_lines_get_errors_and_the_door_serves_on(f: Front, tmp_path: Path) -> None:
+async def test_malformed_lines_get_errors_and_the_door_serves_on(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.stream.send_all(b'not json\n[1, 2]\n{"jsonrpc": "2.0", "id": 5}\n\xff\n')
     await client.initialize()
@@ -36,8 +37,9 @@ async def test_malformed_lines_get_errors_and_the_door_serves_on(f: Front, tmp_p
     assert await client.prompt(sid, "still here") == {"stopReason": "end_turn"}
 
 
-@hang_guard()
-async def test_unknown_methods_and_bad_params(f: Front, tmp_path: Path) -> None:
+async def test_unknown_methods_and_bad_params(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     assert (await client.error("nope/nothing")).code == -32601
@@ -62,8 +64,9 @@ async def test_unknown_methods_and_bad_params(f: Front, tmp_path: Path) -> None:
     assert await client.prompt(sid, "fine") == {"stopReason": "end_turn"}
 
 
-@hang_guard()
-async def test_content_that_is_not_text_is_refused(f: Front, tmp_path: Path) -> None:
+async def test_content_that_is_not_text_is_refused(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -76,9 +79,11 @@ async def test_content_that_is_not_text_is_refused(f: Front, tmp_path: Path) -> 
     assert await f.e.queue(sid) == []  # nothing was sent
 
 
-@hang_guard()
 async def test_mcp_servers_are_not_passed_on_and_the_log_says_so(
-    f: Front, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    f: Front,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -88,9 +93,8 @@ async def test_mcp_servers_are_not_passed_on_and_the_log_says_so(
     assert "MCP server(s) not passed on" in caplog.text
 
 
-@hang_guard()
 async def test_modes_and_options_are_forwarded_and_the_daemons_answer_passed_on(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -107,9 +111,8 @@ async def test_modes_and_options_are_forwarded_and_the_daemons_answer_passed_on(
     assert (await client.error("session/set_mode", other)).code == -32002
 
 
-@hang_guard()
 async def test_an_attach_that_cannot_subscribe_fails_with_the_reason(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -124,8 +127,9 @@ async def test_an_attach_that_cannot_subscribe_fails_with_the_reason(
     assert await client.prompt(sid, "back") == {"stopReason": "end_turn"}
 
 
-@hang_guard()
-async def test_loading_twice_replaces_the_attachment(f: Front, tmp_path: Path) -> None:
+async def test_loading_twice_replaces_the_attachment(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)

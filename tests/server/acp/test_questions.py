@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from protocol import acp
 from tests.engine.harness import next_event, wait_turn_ended
 from tests.fakes.agent import AskPermission, Chunk, Reply, Sleep
-from tests.fakes.guard import hang_guard
 from tests.server.acp.harness import Client, Front
 
 OPTIONS = (
@@ -33,9 +33,8 @@ async def two_attached(f: Front, tmp_path: Path) -> tuple[Client, Client, str]:
     return first, second, sid
 
 
-@hang_guard()
 async def test_the_first_answer_wins_and_the_other_client_is_withdrawn(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     first, second, sid = await two_attached(f, tmp_path)
     first.answer, second.answer = "wait", "no"
@@ -56,8 +55,9 @@ async def test_the_first_answer_wins_and_the_other_client_is_withdrawn(
     assert [(r["outcome"], r["option"], r["by"]) for r in resolved] == [("selected", "no", "user")]
 
 
-@hang_guard()
-async def test_an_answer_from_the_terminal_withdraws_every_client(f: Front, tmp_path: Path) -> None:
+async def test_an_answer_from_the_terminal_withdraws_every_client(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     first, second, sid = await two_attached(f, tmp_path)
     first.answer = second.answer = "wait"
     f.h.script(AskPermission(options=OPTIONS), Reply())
@@ -76,9 +76,8 @@ async def test_an_answer_from_the_terminal_withdraws_every_client(f: Front, tmp_
     ]
 
 
-@hang_guard()
 async def test_a_client_that_answers_cancelled_cancels_the_question(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -91,9 +90,8 @@ async def test_a_client_that_answers_cancelled_cancels_the_question(
     ]
 
 
-@hang_guard()
 async def test_resume_mid_turn_offers_the_open_question_and_streams_on(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     watcher = await f.client()
     await watcher.initialize()
@@ -117,8 +115,9 @@ async def test_resume_mid_turn_offers_the_open_question_and_streams_on(
     ]
 
 
-@hang_guard()
-async def test_load_mid_turn_replays_then_asks_what_is_still_open(f: Front, tmp_path: Path) -> None:
+async def test_load_mid_turn_replays_then_asks_what_is_still_open(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     sid = (await f.e.create(agent=None, agent_cmd=None, cwd=str(tmp_path), title=None)).id
     # An earlier turn's question was answered: it is history, never asked again.
     f.h.script(AskPermission(options=OPTIONS, tool_call_id="old"), Reply())
@@ -142,8 +141,9 @@ async def test_load_mid_turn_replays_then_asks_what_is_still_open(f: Front, tmp_
     sub.close()
 
 
-@hang_guard()
-async def test_questions_of_a_detached_session_are_withdrawn(f: Front, tmp_path: Path) -> None:
+async def test_questions_of_a_detached_session_are_withdrawn(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)

@@ -13,7 +13,6 @@ from daemon.server.acp import session
 from protocol import acp
 from tests.engine.harness import wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep, Tool
-from tests.fakes.guard import hang_guard
 from tests.server.acp.harness import Front
 
 
@@ -31,9 +30,11 @@ def _assert_each_once(client: object, n: int) -> None:
     assert calls == [f"t{i}" for i in range(n)]
 
 
-@hang_guard()
 async def test_falling_behind_resubscribes_with_no_gap_and_no_duplicate(
-    f: Front, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    f: Front,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(session, "INBOX", 2)
     client = await f.client()
@@ -46,8 +47,9 @@ async def test_falling_behind_resubscribes_with_no_gap_and_no_duplicate(
     assert f.daemon.connections > connections  # it did resubscribe
 
 
-@hang_guard()
-async def test_dropped_by_the_daemon_for_lag_it_resubscribes(f: Front, tmp_path: Path) -> None:
+async def test_dropped_by_the_daemon_for_lag_it_resubscribes(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -63,8 +65,9 @@ async def test_dropped_by_the_daemon_for_lag_it_resubscribes(f: Front, tmp_path:
     assert fanout.statistics().lagged == 1
 
 
-@hang_guard()
-async def test_the_daemon_going_away_and_back_loses_nothing(f: Front, tmp_path: Path) -> None:
+async def test_the_daemon_going_away_and_back_loses_nothing(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -78,9 +81,8 @@ async def test_the_daemon_going_away_and_back_loses_nothing(f: Front, tmp_path: 
     assert await client.prompt(sid, "again") == {"stopReason": "end_turn"}  # control: back
 
 
-@hang_guard()
 async def test_a_daemon_that_does_not_come_back_fails_the_waiting_prompt(
-    f: Front, tmp_path: Path
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
@@ -102,8 +104,9 @@ async def test_a_daemon_that_does_not_come_back_fails_the_waiting_prompt(
     await f.e.interrupt(sid)
 
 
-@hang_guard()
-async def test_a_deleted_conversation_ends_its_session(f: Front, tmp_path: Path) -> None:
+async def test_a_deleted_conversation_ends_its_session(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
@@ -119,8 +122,9 @@ async def test_a_deleted_conversation_ends_its_session(f: Front, tmp_path: Path)
     assert err.code == -32002
 
 
-@hang_guard()
-async def test_initialize_says_when_the_daemon_is_not_running(f: Front, tmp_path: Path) -> None:
+async def test_initialize_says_when_the_daemon_is_not_running(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
     f.daemon.down = True
     client = await f.client()
     err = await client.error("initialize", {"protocolVersion": 1})
