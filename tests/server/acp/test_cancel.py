@@ -28,7 +28,7 @@ async def test_cancel_interrupts_the_running_prompt_and_withdraws_the_queued_one
         await client.wait_for(lambda c: c.text() == "working")
         queued = client.prompt_soon(nursery, sid, "second")
         await trio.testing.wait_all_tasks_blocked()
-        assert [t for _, t in await f.e.queue(sid)] == ["second"]
+        assert [m.text for m in await f.e.queue(sid)] == ["second"]
         await client.notify("session/cancel", {"sessionId": sid})
         assert await queued.wait() == {"stopReason": "cancelled"}
         assert await running.wait() == {"stopReason": "cancelled"}
