@@ -142,7 +142,9 @@ class ResolvedView(_View, frozen=True, kw_only=True):
 class ElicitationRequestedView(_View, frozen=True, kw_only=True):
     request: str
     message: str
-    schema: dict[str, Any] | None = None
+    mode: str = "form"  # form | url
+    schema: dict[str, Any] | None = None  # the form's
+    url: str | None = None  # url mode's
     tool_call_id: str | None = None
 
 

@@ -90,6 +90,7 @@ class FrontDoor:
     agent_cmd: list[str] | None = None  # a command; neither: the daemon's default
     notices: bool = False
     elicitation_form: bool = False
+    elicitation_url: bool = False
     sessions: dict[str, Attachment] = attrs.field(factory=dict)
     _peer: AgentPeer | None = None
     _nursery: trio.Nursery | None = None
@@ -226,9 +227,9 @@ class FrontDoor:
         session = caps.session if isinstance(caps.session, acp.ClientSessionCapabilities) else None
         self.notices = session is not None and acp.supported(session.notices)
         elicitation = caps.elicitation
-        self.elicitation_form = isinstance(
-            elicitation, acp.ElicitationCapabilities
-        ) and acp.supported(elicitation.form)
+        if isinstance(elicitation, acp.ElicitationCapabilities):
+            self.elicitation_form = acp.supported(elicitation.form)
+            self.elicitation_url = acp.supported(elicitation.url)
         await self._control_conn()  # a daemon that is not running: say so now
         return acp.InitializeResponse(
             protocol_version=acp.PROTOCOL_VERSION,  # the only one we speak, whatever was asked

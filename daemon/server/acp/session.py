@@ -68,6 +68,7 @@ class Door(Protocol):
     where: str
     notices: bool  # the client takes `notice` updates
     elicitation_form: bool  # the client takes form elicitations
+    elicitation_url: bool  # and url ones
 
     async def call(
         self, method: str, params: msgspec.Struct | dict[str, Any], tp: type[T]
@@ -408,7 +409,9 @@ class Attachment:
     def _ask(self, request: str, view: PermissionRequestedView | ElicitationRequestedView) -> None:
         if request in self._asks or self._nursery is None:
             return
-        if isinstance(view, ElicitationRequestedView) and not self.door.elicitation_form:
+        if isinstance(view, ElicitationRequestedView) and not (
+            self.door.elicitation_url if view.mode == "url" else self.door.elicitation_form
+        ):
             return  # this client cannot answer it; others may
         scope = trio.CancelScope()
         self._asks[request] = scope
@@ -459,12 +462,13 @@ class Attachment:
         await self.door.call("permissions/respond", permit, api.EmptyResult)
 
     async def _ask_elicitation(self, view: ElicitationRequestedView) -> None:
-        params: dict[str, Any] = {
-            "sessionId": self.conv_id,
-            "mode": "form",
-            "message": view.message,
-            "requestedSchema": view.schema or {"type": "object", "properties": {}},
-        }
+        params: dict[str, Any] = {"sessionId": self.conv_id, "message": view.message}
+        if view.mode == "url":
+            params.update(mode="url", url=view.url or "", elicitationId=view.request)
+        else:
+            params.update(
+                mode="form", requestedSchema=view.schema or {"type": "object", "properties": {}}
+            )
         if view.tool_call_id:
             params["toolCallId"] = view.tool_call_id
         answer = await self.door.ask("elicitation/create", params, dict[str, Any])

@@ -52,6 +52,34 @@ async def test_an_elicitation_is_asked_and_its_answer_sent_on(
 
 
 @hang_guard()
+async def test_a_url_elicitation_goes_to_clients_that_take_urls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = FakeEngine()
+    async with fake_front(engine) as f:
+        urls, forms = await f.client(), await f.client()
+        await urls.initialize(elicitation={"url": {}})
+        await forms.initialize(elicitation={"form": {}})
+        sid = (await urls.call("session/new", {"cwd": "/w", "mcpServers": []}))["sessionId"]
+        await forms.call("session/resume", {"sessionId": sid, "cwd": "/w"})
+        engine.publish(sid, "elicitation_requested", request="e3", mode="url",
+                       message="Log in", url="https://example.com/login")  # fmt: skip
+        await urls.wait_for(lambda c: c.asked)
+        await trio.testing.wait_all_tasks_blocked()
+        assert urls.asked == [
+            {
+                "method": "elicitation/create",
+                "sessionId": sid,
+                "mode": "url",
+                "message": "Log in",
+                "url": "https://example.com/login",
+                "elicitationId": "e3",
+            }
+        ]
+        assert forms.asked == []
+
+
+@hang_guard()
 async def test_an_elicitation_resolved_elsewhere_is_withdrawn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
