@@ -176,3 +176,45 @@ async def test_second_round_events_reach_a_live_client_as_updates(
 
 def msgspec_loads(raw: object) -> object:
     return msgspec.json.decode(raw)  # type: ignore[call-overload]
+
+
+@hang_guard()
+async def test_load_and_resume_answer_with_the_sessions_modes_and_options(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    engine = FakeEngine()
+    info = engine.add("conv-modes")
+    available = [{"id": "plan", "name": "Plan"}, {"id": "auto", "name": "Auto", "description": "a"}]
+    modes = {"current": "plan", "available": available}
+    choice = [{"value": "fast", "name": "Fast"}]
+    options = [
+        {
+            "id": "model",
+            "name": "Model",
+            "type": "select",
+            "currentValue": "fast",
+            "options": choice,
+        }
+    ]
+    engine.convs["conv-modes"] = msgspec.structs.replace(
+        info,
+        modes=msgspec.Raw(msgspec.json.encode(modes)),
+        config_options=msgspec.Raw(msgspec.json.encode(options)),
+    )
+    async with fake_front(engine) as f:
+        client = await f.client()
+        await client.initialize()
+        expected = {
+            "modes": {
+                "currentModeId": "plan",
+                "availableModes": [
+                    {"id": "plan", "name": "Plan"},
+                    {"id": "auto", "name": "Auto", "description": "a"},
+                ],
+            },
+            "configOptions": options,
+        }
+        load = {"sessionId": "conv-modes", "cwd": "/", "mcpServers": []}
+        assert await client.call("session/load", load) == expected
+        resume = {"sessionId": "conv-modes", "cwd": "/"}
+        assert await client.call("session/resume", resume) == expected
