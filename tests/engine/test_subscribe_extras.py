@@ -112,11 +112,11 @@ async def test_from_turn_replays_the_running_turn_with_its_open_question(
         await wait_turn_ended(h, cid)
         h.script(AskPermission(tool_call_id="tool-9"), Reply())
         seq = (await h.e.send(cid, "two", run=True, interrupt=False)).seq
-        await h.agents_wait_prompt(2)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(2)
         await trio.testing.wait_all_tasks_blocked()
         last = (await h.e.get(cid)).last_seq
         sub = await h.e.subscribe(cid, after_seq=last, deltas=True, from_turn=True)
-        replayed = []
+        replayed: list[dict[str, Any]] = []
         while len(replayed) < 3:
             replayed.append(await next_event(sub))
         sub.close()
@@ -148,7 +148,7 @@ async def test_interrupt_with_prompt_seq_hits_only_that_messages_turn(
         h.script(Chunk("x"), WaitForCancel(), Reply("cancelled"))
         first = (await h.e.send(cid, "one", run=True, interrupt=False)).seq
         second = (await h.e.send(cid, "two", run=True, interrupt=False)).seq
-        await h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+        await h.agents_wait_prompt(1)
         assert not await h.e.interrupt(cid, prompt_seq=second)
         assert not await _paused(h, cid)  # the wrong turn: nothing changed
         assert await h.e.interrupt(cid, prompt_seq=first)

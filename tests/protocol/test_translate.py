@@ -3,7 +3,7 @@ and live. Every update it makes is checked against the ACP schema."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -83,7 +83,7 @@ def test_every_event_type_on_main_translates() -> None:
         ("agent_restarted", {"reason": "idle", "session_loaded": True}),
         ("error", {"message": "boom"}),
     ]:
-        got += wire(t.event(event(type_, **body), live=False))
+        got += wire(t.event(event(type_, **cast("dict[str, Any]", body)), live=False))
     assert got == [
         text("user_message_chunk", "hi"),
         text("agent_thought_chunk", "hmm"),
@@ -203,7 +203,7 @@ def test_second_round_events() -> None:
             {"tool_call_id": "z", "content": [diff, block, term, {"type": "nope"}]},
         ),
     ]:
-        got += wire(t.event(event(type_, **body), live=True))
+        got += wire(t.event(event(type_, **cast("dict[str, Any]", body)), live=True))
     assert got == [
         {"sessionUpdate": "usage_update", "used": 1, "size": 9},
         {

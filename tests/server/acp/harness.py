@@ -237,7 +237,7 @@ class Front:
 
     @property
     def e(self) -> EngineAPI:
-        return self.h.e  # type: ignore[return-value]
+        return self.h.e
 
     async def client(self, **door: Any) -> Client:
         """A new front door and its client, both running."""
@@ -278,7 +278,7 @@ class Front:
 async def front(tmp: Path, **config: Any) -> AsyncIterator[Front]:
     async with harness(tmp, **config) as h, trio.open_nursery() as nursery:
         info = DaemonInfo(tmp, "test", trio.current_time())
-        dispatcher = Dispatcher(h.e, info)  # type: ignore[arg-type]
+        dispatcher = Dispatcher(h.e, info)
         f = Front(h, Daemon(dispatcher, nursery), nursery)
         try:
             yield f

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from daemon.engine.registry import Engine
+from protocol.api import SendResult
 from tests.engine.harness import wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, WaitForCancel
 from tests.server.acp.harness import Front
@@ -72,11 +73,11 @@ async def test_a_cancel_that_overtakes_the_send_still_withdraws_it(
     sid = await client.new(tmp_path)
     f.h.script(Chunk("x"), WaitForCancel(), Reply("cancelled"))
     await f.e.send(sid, "someone else's turn", run=True, interrupt=False)
-    await f.h.agents_wait_prompt(1)  # type: ignore[attr-defined]
+    await f.h.agents_wait_prompt(1)
     gate = trio.Event()
     real_send = Engine.send
 
-    async def slow_send(self: Engine, *args: Any, **kw: Any) -> tuple[int, int]:
+    async def slow_send(self: Engine, *args: Any, **kw: Any) -> SendResult:
         seq_queued = await real_send(self, *args, **kw)
         await gate.wait()  # stored, but not answered yet
         return seq_queued

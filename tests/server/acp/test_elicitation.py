@@ -6,6 +6,7 @@ events, which reach a live client as their ACP updates."""
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -147,7 +148,7 @@ async def test_second_round_events_reach_a_live_client_as_updates(
             ),
             ("error", {"message": "agent failed to start", "detail": "no key"}),
         ]:
-            engine.publish(sid, type_, **body)
+            engine.publish(sid, type_, **cast("dict[str, Any]", body))
         await client.wait_for(lambda c: len(c.updates) == 8)
         kinds = client.kinds()
         assert kinds == [
