@@ -312,11 +312,8 @@ class FrontDoor:
         self._attached(p.session_id)
         params = {"id": p.session_id, "option": p.config_id, "value": p.value}
         result = await self.call("conversations/set_option", params, dict[str, Any])
-        options = result.get("config_options")
-        if not isinstance(options, list):
-            options = _session_state(await self._conversation(p.session_id)).get(
-                "config_options", []
-            )
+        # The daemon answers with the conversation, whose options the agent just confirmed.
+        options = _session_state(result.get("conversation", {})).get("config_options", [])
         return acp.SetSessionConfigOptionResponse(config_options=options)
 
     # --- sessions ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from protocol import acp
 from tests.server.acp.harness import Client, Front
 
 
@@ -96,17 +97,23 @@ async def test_mcp_servers_are_not_passed_on_and_the_log_says_so(
 async def test_modes_and_options_are_forwarded_and_the_daemons_answer_passed_on(
     f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    modes = [acp.SessionMode(id="ask", name="Ask"), acp.SessionMode(id="plan", name="Plan")]
+    f.h.agent_kwargs.update(
+        modes=acp.SessionModeState(current_mode_id="ask", available_modes=modes),
+        config_options=[{"type": "boolean", "id": "fast", "name": "Fast", "currentValue": False}],
+    )
     client = await f.client()
     await client.initialize()
     sid = await client.new(tmp_path)
-    # This daemon has neither method yet: its -32601 reaches the client as it is.
-    err = await client.error("session/set_mode", {"sessionId": sid, "modeId": "plan"})
-    assert err.code == -32601
-    assert "conversations/set_mode" in err.message
-    params = {"sessionId": sid, "configId": "model", "value": "fast"}
-    err = await client.error("session/set_config_option", params)
-    assert err.code == -32601
-    assert "conversations/set_option" in err.message
+    assert await client.call("session/set_mode", {"sessionId": sid, "modeId": "plan"}) == {}
+    assert f.h.agent.modes is not None
+    assert f.h.agent.modes.current_mode_id == "plan"
+    params = {"sessionId": sid, "configId": "fast", "value": True, "type": "boolean"}
+    result = await client.call("session/set_config_option", params)
+    assert [o["currentValue"] for o in result["configOptions"]] == [True]
+    # What the agent refuses comes back as the daemon passed it on.
+    err = await client.error("session/set_mode", {"sessionId": sid, "modeId": "yolo"})
+    assert err.code == -32602
     other = {"sessionId": "c-not-open", "modeId": "plan"}
     assert (await client.error("session/set_mode", other)).code == -32002
 
