@@ -135,6 +135,10 @@ class Config:
     permission_policy: PermissionPolicy = "ask"
     permission_timeout: float = 300.0
     permission_default: Literal["reject", "allow", "cancelled"] = "reject"
+    # Questions from the agent (`elicitation/create`): how long one waits for a person, and
+    # the answer given then.
+    elicitation_timeout: float = 300.0
+    elicitation_default: Literal["cancel", "decline"] = "cancel"
     # Agents with no turn, subscriber or pending permission for this long are stopped.
     idle_ttl: float = 900.0
     # Crash handling: this many crashes within crash_window marks the conversation failed.
@@ -436,8 +440,8 @@ def _validate(cfg: Config) -> None:
         known = ", ".join(sorted(cfg.all_agents({})))
         raise ValueError(f"default_agent: no agent named {cfg.default_agent!r} (known: {known})")
     for key in ("drain_timeout", "turn_timeout", "start_timeout", "stop_grace",
-                "permission_timeout", "idle_ttl", "crash_window", "shutdown_grace",
-                "draft_interval"):  # fmt: skip
+                "permission_timeout", "elicitation_timeout", "idle_ttl", "crash_window",
+                "shutdown_grace", "draft_interval"):  # fmt: skip
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}: must be positive")
     for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):

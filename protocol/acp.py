@@ -953,6 +953,37 @@ class RequestPermissionResponse(Wire, kw_only=True, frozen=True):
     meta: Meta | None | UnsetType = _meta()
 
 
+class CreateElicitationRequest(Wire, kw_only=True, frozen=True):
+    """`elicitation/create` (agent to client): a question for the user. Session scope
+    (`session_id`, maybe `tool_call_id`) or request scope (`request_id`); `mode` "form" (with
+    `requested_schema`, a flat object of primitive fields) or "url" (with `url` and
+    `elicitation_id`); other modes are kept, never rendered as known ones."""
+
+    message: str
+    mode: str
+    session_id: str | UnsetType = UNSET
+    tool_call_id: str | None | UnsetType = UNSET
+    request_id: int | str | None | UnsetType = UNSET
+    requested_schema: dict[str, Any] | UnsetType = UNSET
+    url: str | UnsetType = UNSET
+    elicitation_id: str | UnsetType = UNSET
+    meta: Meta | None | UnsetType = _meta()
+
+
+class CreateElicitationResponse(Wire, kw_only=True, frozen=True):
+    action: str  # accept | decline | cancel
+    content: dict[str, Any] | None | UnsetType = UNSET
+    meta: Meta | None | UnsetType = _meta()
+
+
+class CompleteElicitationNotification(Wire, kw_only=True, frozen=True):
+    """`elicitation/complete`: a url-mode question was dealt with (ids we do not know are
+    ignored)."""
+
+    elicitation_id: str
+    meta: Meta | None | UnsetType = _meta()
+
+
 class ReadTextFileRequest(Wire, kw_only=True, frozen=True):
     session_id: str
     path: str
@@ -1049,6 +1080,8 @@ TERMINAL_WAIT: Final = "terminal/wait_for_exit"
 TERMINAL_KILL: Final = "terminal/kill"
 TERMINAL_RELEASE: Final = "terminal/release"
 CANCEL_REQUEST: Final = "$/cancel_request"
+ELICITATION_CREATE: Final = "elicitation/create"
+ELICITATION_COMPLETE: Final = "elicitation/complete"
 
 # Client -> agent requests: method -> (params, result). The waiter decodes the result with
 # `jsonrpc.decode_result(result_type, raw)`.
@@ -1077,6 +1110,7 @@ AGENT_REQUESTS: Final[dict[str, tuple[type[Wire], type[Wire]]]] = {
     TERMINAL_WAIT: (TerminalRequest, WaitForExitResponse),
     TERMINAL_KILL: (TerminalRequest, EmptyResult),
     TERMINAL_RELEASE: (TerminalRequest, EmptyResult),
+    ELICITATION_CREATE: (CreateElicitationRequest, CreateElicitationResponse),
 }
 
 # Notifications: method -> params. `session/update` is decoded with
@@ -1085,4 +1119,5 @@ NOTIFICATIONS: Final[dict[str, type[Wire]]] = {
     SESSION_CANCEL: CancelNotification,
     SESSION_UPDATE: SessionNotification,
     CANCEL_REQUEST: CancelRequestNotification,
+    ELICITATION_COMPLETE: CompleteElicitationNotification,
 }

@@ -9,11 +9,11 @@ decoders built once at import (msgspec `perf-tips`).
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from protocol.events import PermissionRequested
+from protocol.events import ElicitationRequested, PermissionRequested
 from protocol.limits import (
     MAX_ID,
     MAX_LIST_LIMIT,
@@ -33,6 +33,7 @@ __all__ = [
     "METHODS",
     "AgentInfo",
     "AgentsResult",
+    "AnswerParams",
     "CaughtUpParams",
     "ConversationInfo",
     "ConversationResult",
@@ -96,14 +97,16 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_seq: int
     queued: int
     live: bool
-    # Requests from the agent waiting for a person's answer (permission requests): what the
-    # dashboard counts in its title and notifies about.
+    # Requests from the agent waiting for a person's answer (permission requests and
+    # questions): what the dashboard counts in its title and notifies about.
     open_requests: int = 0
     # While `starting` after recent crashes: when the next start begins (RFC 3339 UTC).
     retry_at: str | None = None
     # Those requests themselves, oldest first, as their `permission_requested` events showed
     # them (`acpd show`, `acpd permit`). Only a running agent asks: without one, none.
     permissions: list[PermissionRequested] = msgspec.field(default_factory=list)
+    # Likewise the agent's open questions (`elicitation_requested`): `acpd show`, `acpd answer`.
+    questions: list[ElicitationRequested] = msgspec.field(default_factory=list)
     # The agent session's current state as the agent last said it (null until it does):
     # `{current, available: [{id, name, description?}]}`, ACP's config options, `[{name,
     # description, input_hint?}]`, `{used?, size?, cost?: {amount, currency}}`.
@@ -254,6 +257,15 @@ class InterruptParams(IdParams, frozen=True):
     prompt_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
 
 
+class AnswerParams(IdParams, frozen=True):
+    """`elicitations/respond`: a person's answer to one of the agent's questions."""
+
+    request: _Name
+    action: Literal["accept", "decline", "cancel"]
+    # With `accept`: the form's fields (string, number, boolean, or a list of strings).
+    content: dict[_Name, str | int | float | bool | list[str]] | None = None
+
+
 class PermitParams(IdParams, frozen=True):
     request: _Name
     option: _Name | None = None
@@ -388,6 +400,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "turns/interrupt": MethodSpec(InterruptParams, InterruptResult),
     "conversations/resume": MethodSpec(IdParams, ResumeResult),
     "permissions/respond": MethodSpec(PermitParams, EmptyResult),
+    "elicitations/respond": MethodSpec(AnswerParams, EmptyResult),
     "conversations/set_mode": MethodSpec(SetModeParams, ConversationResult),
     "conversations/set_option": MethodSpec(SetOptionParams, ConversationResult),
 }

@@ -163,7 +163,11 @@ class AgentConnection(SessionRequests):
 
     async def initialize(self) -> acp.InitializeResponse:
         """Negotiate (ACP.md §3). Raises `AgentStartError` for a version we cannot speak."""
-        caps = acp.ClientCapabilities(fs=acp.FileSystemCapability(), terminal=False)
+        # Questions (elicitation) go to people, as forms or links: both modes are shown.
+        asking = acp.ElicitationCapabilities(form={}, url={})
+        caps = acp.ClientCapabilities(
+            fs=acp.FileSystemCapability(), terminal=False, elicitation=asking
+        )
         params = acp.InitializeRequest(
             protocol_version=acp.PROTOCOL_VERSION,
             client_capabilities=caps,

@@ -401,9 +401,35 @@ class _Chat:
         elif name == "/queue":
             res = self.ctx.call("messages/queue", {"id": self.conv_id})
             self._result(res, render.queue(res))
+        elif name in ("/answer", "/decline"):
+            self._answer(name, text.split()[1:])
         else:
             return False
         return True
+
+    def _answer(self, name: str, words: list[str]) -> None:
+        """`/answer [REQUEST] FIELD=VALUE...`, `/decline [REQUEST]`: the agent's question."""
+        from daemon.cli import questions
+
+        conv = self.ctx.call("conversations/get", {"id": self.conv_id})["conversation"]
+        open_ = [q for q in conv.get("questions") or [] if isinstance(q, dict)]
+        ids = [str(q.get("request")) for q in open_]
+        request = words.pop(0) if words and words[0] in ids else (ids[0] if len(ids) == 1 else None)
+        if request is None:
+            self.info("(no question is open)" if not ids else f"(name one: {', '.join(ids)})")
+            return
+        params: dict[str, Any] = {"id": self.conv_id, "request": request}
+        if name == "/decline":
+            params["action"] = "decline"
+        else:
+            asked = next(q for q in open_ if q.get("request") == request)
+            try:
+                params.update(action="accept", content=questions.form_content(asked, words))
+            except ValueError as exc:
+                self.info(f"({exc})")
+                return
+        res = self.ctx.call("elicitations/respond", params)
+        self._result(res, f"(answered {request}: {params['action']})")
 
     def _result(self, result: dict[str, Any], text: str) -> None:
         """A /command's outcome: its JSON-RPC result with --json, else `text` for people."""

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "main"]
 
+# Its commands register themselves (permit, answer, commands, mode, option).
+from daemon.cli import asking as _asking  # noqa: E402, F401
+
 
 class Ctx:
     """What a command runs with: its output streams and, for client commands, a connection."""
@@ -365,134 +368,6 @@ def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
     return ctx.finish(ctx.call("conversations/resume", {"id": a.id}), render.resumed)
 
 
-@command(
-    "permit",
-    "answer a permission request (see `acpd show ID`)",
-    conv_id(),
-    arg("request", metavar="REQUEST", nargs="?", type=text_of(MAX_NAME),
-        help="the request's id (`p7-1`), as `acpd show ID` and the streams print it; "
-             "leave it out when only one request is open"),
-    arg("option", metavar="OPTION", nargs="?", type=text_of(MAX_NAME),
-        help="the option to select: its number as shown (1, 2…) or its id"),
-    arg("--cancel", action="store_true", help="answer `cancelled` instead of an option"),
-    description="Answer a permission request of a running turn: `acpd permit ID OPTION` when one\n"
-                "is open, `acpd permit ID REQUEST OPTION` to name it. `acpd show ID` lists the\n"
-                "open requests with their numbered options.",
-)  # fmt: skip
-def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
-    request, option = a.request, a.option
-    if option is None and not a.cancel:  # `permit ID OPTION`
-        request, option = None, request
-    if (option is None) == (not a.cancel):
-        raise UsageError("give OPTION or --cancel, not both or neither")
-    conv = ctx.call("conversations/get", {"id": a.id})["conversation"]
-    asking = [r for r in conv.get("permissions") or [] if isinstance(r, dict)]
-    if request is None:
-        request = _the_open_request(conv, asking)
-    params: dict[str, Any] = {"id": conv["id"], "request": request}
-    event = next((r for r in asking if r.get("request") == request), None)
-    if a.cancel:
-        params["cancelled"] = True
-    else:
-        params["option"] = _option_id(request, event, option)
-    from daemon.cli import render
-
-    return ctx.finish(
-        ctx.call("permissions/respond", params), lambda r: render.answered(params, event)
-    )
-
-
-def _the_open_request(conv: dict[str, Any], asking: list[dict[str, Any]]) -> str:
-    """The one open request's id; ClientError naming them if there are none or several."""
-    short = conv.get("short_id") or conv["id"]
-    if len(asking) == 1:
-        return str(asking[0].get("request"))
-    if not asking:
-        raise ClientError(f"no permission request is open in {short}")
-    names = ", ".join(f"{r.get('request')} ({r.get('title')})" for r in asking)
-    raise ClientError(
-        f"{len(asking)} permission requests are open in {short}: {names}; "
-        f"name one: acpd permit {short} REQUEST OPTION"
-    )
-
-
-def _option_id(request: str, event: dict[str, Any] | None, option: str) -> str:
-    """The option id for `option`, a number as displayed or an id. Without the open request
-    to map with (answered meanwhile, or not open), it is sent as given: the daemon decides."""
-    from daemon.cli import render
-
-    options = render.permission_options(event) if event is not None else []
-    if event is None or not option.isdigit() or any(o["option_id"] == option for o in options):
-        return option
-    if not 1 <= int(option) <= len(options):
-        raise UsageError(f"request {request} has options 1 to {len(options)}, not {option}")
-    return options[int(option) - 1]["option_id"]
-
-
-# --- what the agent session offers: slash commands, modes, options ---------------------------
-
-
-@command("commands", "the slash commands the agent offers (send one as a message: /name args)",
-         conv_id())  # fmt: skip
-def cmd_commands(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import sessionview
-
-    result = ctx.call("conversations/get", {"id": a.id})
-    return ctx.finish(result, lambda r: sessionview.commands_table(r["conversation"]))
-
-
-@command(
-    "mode",
-    "the agent's modes, the current one marked; with MODE, switch to it",
-    conv_id(),
-    arg("mode", metavar="MODE", nargs="?", type=text_of(MAX_NAME), help="a mode id to switch to"),
-)
-def cmd_mode(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import sessionview
-
-    if a.mode is None:
-        result = ctx.call("conversations/get", {"id": a.id})
-        return ctx.finish(result, lambda r: sessionview.modes_table(r["conversation"]))
-    result = set_call(ctx, "conversations/set_mode", {"id": a.id, "mode": a.mode})
-    return ctx.finish(result, lambda r: f"mode: {a.mode}")
-
-
-@command(
-    "option",
-    "the agent's options (model, reasoning effort…) and their values; with KEY VALUE, set one",
-    conv_id(),
-    arg("key", metavar="KEY", nargs="?", type=text_of(MAX_NAME), help="an option id"),
-    arg("value", metavar="VALUE", nargs="?", type=text_of(MAX_NAME),
-        help="a value id or name (on/off for a switch)"),
-)  # fmt: skip
-def cmd_option(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import sessionview
-
-    if a.key is not None and a.value is None:
-        raise UsageError("give KEY and VALUE to set an option, or neither to list them")
-    result = ctx.call("conversations/get", {"id": a.id})
-    if a.key is None:
-        return ctx.finish(result, lambda r: sessionview.options_table(r["conversation"]))
-    try:
-        key, value = sessionview.option_value(result["conversation"], a.key, a.value)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    params = {"id": result["conversation"]["id"], "option": key, "value": value}
-    result = set_call(ctx, "conversations/set_option", params)
-    shown = value if isinstance(value, str) else ("on" if value else "off")
-    return ctx.finish(result, lambda r: f"{key}: {shown}")
-
-
-def set_call(ctx: Ctx, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """A call that sets something at the agent; a daemon without the method says so plainly."""
-    try:
-        return ctx.call(method, params)
-    except ApiError as exc:
-        if exc.code == -32601:
-            raise ClientError(f"this daemon cannot do that yet (no method {method})") from None
-        raise
-
-
 # --- messages and streams (daemon.cli.chat holds the loops) ------------------------------------
 
 # `chat --help`, and what chat prints when it starts on a terminal (and for /help).
@@ -501,7 +376,8 @@ Enter sends a line: it starts at once, or is queued while a turn runs (and shown
 A number (or an option id) answers the oldest open permission request. Ctrl-C interrupts the
 running turn, or leaves when nothing runs; Ctrl-D leaves (from a pipe: once the replies to what
 was sent have arrived).
-Slash commands: /interrupt, /resume, /queue, /help, /quit (or /exit)."""
+A question of the agent's: /answer [REQUEST] FIELD=VALUE..., or /decline [REQUEST].
+Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit (or /exit)."""
 
 
 @command(

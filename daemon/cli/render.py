@@ -217,8 +217,13 @@ class Renderer:
             self._line(self.style.dim("(" + "; ".join(" ".join(x.split()) for x in lines) + ")"))
 
     def _ev_elicitation_requested(self, ev: dict[str, Any]) -> None:
-        message = one_line(str(ev.get("message") or "the agent asks a question"))
-        self._line(self.style.yellow(f"? question {ev.get('request')}: {message}"))
+        from daemon.cli import questions
+
+        how = f"answer with: acpd answer ID {ev.get('request')} FIELD=VALUE... (or --decline)"
+        lines = questions.question_lines(ev, how)
+        self._line(self.style.yellow(lines[0]))
+        for line in lines[1:]:
+            self._line(self.style.dim(line))
 
     def _ev_elicitation_resolved(self, ev: dict[str, Any]) -> None:
         by = f" by {ev['by']}" if ev.get("by") else ""
@@ -384,10 +389,11 @@ def _id_shown(conv: dict[str, Any]) -> tuple[str, str]:
 def conversation(result: dict[str, Any]) -> str:
     """`acpd show`: the details, what the agent session said (usage, mode, model...), then
     each open permission request with its options."""
-    from daemon.cli import sessionview
+    from daemon.cli import questions, sessionview
 
     conv = {k: v for k, v in result["conversation"].items() if v is not None}
     asking = conv.pop("permissions", None) or []
+    asked = conv.pop("questions", None) or []
     state = sessionview.state_lines(conv)
     conv = sessionview.without_state(conv)
     for key in ("created_at", "updated_at"):
@@ -400,6 +406,10 @@ def conversation(result: dict[str, Any]) -> str:
         out.append(f"answer with: acpd permit {short} OPTION (a number above, or --cancel)")
     elif asking:
         out.append(f"answer with: acpd permit {short} REQUEST OPTION (or --cancel)")
+    for q in asked:
+        request = "" if len(asked) == 1 else f" {q.get('request')}"
+        how = f"answer with: acpd answer {short}{request} FIELD=VALUE... (or --decline, --cancel)"
+        out += questions.question_lines(q, how)
     return "\n".join(out)
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 import msgspec
@@ -202,11 +202,13 @@ class Engine:
         # `queued` is the store's: every write to the queue keeps it exact.
         status, last_seq, live = rec.status, rec.last_seq, False
         asking: tuple[ev.PermissionRequested, ...] = ()
+        questions: tuple[ev.ElicitationRequested, ...] = ()
         retry_at: str | None = None
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.last_seq)
             asking = conv.permissions.open_requests()  # only a live conversation is asked
+            questions = conv.questions.open_questions()
             if (at := conv.slot.retry_at) is not None and status == "starting":
                 retry_at = ev.rfc3339(at)
         return ConversationInfo(
@@ -221,9 +223,10 @@ class Engine:
             last_seq=last_seq,
             queued=rec.queued,
             live=live,
-            open_requests=len(asking),
+            open_requests=len(asking) + len(questions),
             retry_at=retry_at,
             permissions=list(asking),
+            questions=list(questions),
             modes=_raw(rec.modes),
             config_options=_raw(rec.config_options),
             commands=_raw(rec.commands),
@@ -442,6 +445,15 @@ class Engine:
         if conv is None:
             raise RpcFailure(CONFLICT, f"no pending permission request {request!r}")
         conv.answer_permission(request, option, cancelled=cancelled)
+
+    async def answer(
+        self, conv_id: str, *, request: str, action: str, content: dict[str, Any] | None
+    ) -> None:
+        await self._record(conv_id)
+        conv = self._live.get(conv_id)
+        if conv is None:
+            raise RpcFailure(CONFLICT, f"no open question {request!r}")
+        conv.answer_question(request, action, content)
 
     async def subscribe(
         self,

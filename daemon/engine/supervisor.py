@@ -24,6 +24,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import msgspec
@@ -32,9 +33,11 @@ import trio
 from daemon.agents.connection import AgentConnection, Launcher, PeerHandlers
 from daemon.agents.peer import DroppedMessage
 from daemon.config import Config
+from daemon.engine.asks import Asks
 from daemon.engine.eventlog import EventLog, LogClosed, close_dead_turn
 from daemon.engine.fanout import Fanout
 from daemon.engine.permissions import Permissions
+from daemon.engine.questions import Questions
 from daemon.engine.recorder import Recorder
 from daemon.engine.slot import AgentSlot, SlotState, StartFailed, crash_event
 from daemon.engine.storeio import StoreIO
@@ -43,10 +46,7 @@ from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import (
     AGENT_START_FAILED,
-    INVALID_PARAMS,
-    METHOD_NOT_FOUND,
     RpcFailure,
-    decode_params,
 )
 from store import Conflict, ConversationRecord, EventRecord, StorageUnavailable
 
@@ -93,6 +93,8 @@ class Conversation:
     fanout: Fanout = attrs.field(init=False)
     log: EventLog = attrs.field(init=False)
     permissions: Permissions = attrs.field(init=False)
+    questions: Questions = attrs.field(init=False)
+    _asks: Asks = attrs.field(init=False)
     ready: trio.Event = attrs.field(factory=trio.Event)
     finished: trio.Event = attrs.field(factory=trio.Event)
     load_error: BaseException | None = None
@@ -119,6 +121,14 @@ class Conversation:
             policy=self._policy,
             timeout=self.config.permission_timeout,
             default=self.config.permission_default,
+        )
+        self.questions = Questions(
+            self._recorder,
+            timeout=self.config.elicitation_timeout,
+            default=self.config.elicitation_default,
+        )
+        self._asks = Asks(
+            self.permissions, self.questions, lambda: self._slot.session_id, lambda: self._turn
         )
         self._slot = AgentSlot(
             self.conv_id,
@@ -292,6 +302,9 @@ class Conversation:
     def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
         self.permissions.answer(request, option, cancelled=cancelled)
 
+    def answer_question(self, request: str, action: str, content: dict[str, Any] | None) -> None:
+        self.questions.answer(request, action, content)
+
     async def _set_gate(self, gate: Gate) -> None:
         """Set the queue's gate now; store the status unless a turn runs (its end will).
         PAUSED never hides FAILED; OPEN lifts either."""
@@ -434,7 +447,7 @@ class Conversation:
             _user_message.decode(msg.body).text,
             got,
             session_id,
-            self.permissions,
+            self._asks,
             self.config.turn_timeout,
         )
 
@@ -467,7 +480,7 @@ class Conversation:
         await self._finish_turn(turn)
 
     async def _finish_turn(self, turn: Turn) -> None:
-        self.permissions.cancel_all("turn_ended")
+        self._asks.cancel_turn(turn.prompt_seq, "turn_ended")
         await self._recorder.flush()
         self._turn = None
         self._slot.end_turn()
@@ -542,18 +555,7 @@ class Conversation:
             turn.on_batch_end()
 
     async def on_request(self, method: str, raw: msgspec.Raw) -> object:
-        # fs/* and terminal/*: we advertise neither capability (agents/connection.py): -32601.
-        if method != acp.REQUEST_PERMISSION:
-            raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
-        params = decode_params(_permission_params, raw)  # -32602 for bad or absent params
-        if params.session_id != self._slot.session_id:
-            raise RpcFailure(INVALID_PARAMS, f"no such session: {params.session_id[:100]}")
-        if not params.options:
-            raise RpcFailure(INVALID_PARAMS, "a permission request needs at least one option")
-        turn = self._turn
-        if turn is None or not turn.takes_requests():
-            return acp.RequestPermissionResponse(outcome=acp.CancelledOutcome())
-        return await turn.wait_for_person(params)
+        return await self._asks.serve(method, raw)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import attrs
 import msgspec
@@ -26,13 +28,23 @@ import trio
 
 from daemon.agents.connection import AgentConnection, AgentExited
 from daemon.agents.detail import error_detail
-from daemon.engine.permissions import Permissions
 from daemon.engine.slot import AgentSlot
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import RpcFailure
 
 __all__ = ["Turn"]
+
+T = TypeVar("T")
+
+
+class AskedOfPeople(Protocol):
+    """What a turn needs to know of the requests its agent put to people (`asks.Asks`)."""
+
+    @property
+    def waiting(self) -> int: ...
+    def cancel_turn(self, prompt_seq: int, by: str = "cancel") -> None: ...
+
 
 log = logging.getLogger("acpd.turn")
 
@@ -43,7 +55,7 @@ class Turn:
     text: str
     _conn: AgentConnection
     _session_id: str
-    _permissions: Permissions
+    _asks: AskedOfPeople  # what the agent asks people (permission requests, questions)
     _turn_timeout: float
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _done: trio.Event = attrs.field(factory=trio.Event)  # the prompt's request is over
@@ -84,20 +96,21 @@ class Turn:
         # the rest of an update's handling (bench_engine's relay).
         if self._updates != self._updates_seen:
             self._updates_seen = self._updates
-            if self._permissions.waiting == 0 and not self._done.is_set():
+            if self._asks.waiting == 0 and not self._done.is_set():
                 self.scope.deadline = trio.current_time() + self._turn_timeout
 
     def takes_requests(self) -> bool:
         """Whether a request from the agent (a permission) belongs to this turn."""
         return self._prompted and not self._cancel_sent and not self._done.is_set()
 
-    async def wait_for_person(self, ask: acp.RequestPermissionRequest) -> object:
+    async def wait_for_person(self, ask: Callable[[int], Awaitable[T]]) -> T:
+        """`ask(prompt_seq)`: a request put to people during this turn."""
         # A person may take longer than the turn's idle timeout: waiting is not idleness.
         self.scope.deadline = math.inf
         try:
-            return await self._permissions.ask(ask, self.prompt_seq)
+            return await ask(self.prompt_seq)
         finally:
-            if not self._done.is_set() and self._permissions.waiting == 0:
+            if not self._done.is_set() and self._asks.waiting == 0:
                 self.scope.deadline = trio.current_time() + self._turn_timeout
 
     # --- commands -------------------------------------------------------------------------------
@@ -145,7 +158,7 @@ class Turn:
         """Cancel the turn at the agent and wait a bounded time for its real reply."""
         self._cancel_sent = True
         slot.drain()
-        self._permissions.cancel_all()
+        self._asks.cancel_turn(self.prompt_seq)
         try:
             await self._conn.cancel(self._session_id)
         except AgentExited:

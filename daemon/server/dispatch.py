@@ -114,6 +114,9 @@ class EngineAPI(Protocol):
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool
     ) -> None: ...
     async def set_mode(self, conv_id: str, mode: str) -> api.ConversationInfo: ...
+    async def answer(
+        self, conv_id: str, *, request: str, action: str, content: dict[str, Any] | None
+    ) -> None: ...
     async def set_option(
         self, conv_id: str, option: str, value: str | bool
     ) -> api.ConversationInfo: ...
@@ -195,6 +198,7 @@ class Dispatcher:
             "turns/interrupt": self._interrupt,
             "conversations/resume": self._resume,
             "permissions/respond": self._permit,
+            "elicitations/respond": self._answer,
             "conversations/set_mode": self._set_mode,
             "conversations/set_option": self._set_option,
         }
@@ -399,6 +403,12 @@ class Dispatcher:
 
     async def _resume(self, conn: Connection, p: api.IdParams) -> api.ResumeResult:
         return await self._engine.resume(await self._resolve(p.id))
+
+    async def _answer(self, conn: Connection, p: api.AnswerParams) -> api.EmptyResult:
+        cid = await self._resolve(p.id)
+        content = dict(p.content) if p.content is not None else None
+        await self._engine.answer(cid, request=p.request, action=p.action, content=content)
+        return api.EmptyResult()
 
     async def _set_mode(self, conn: Connection, p: api.SetModeParams) -> api.ConversationResult:
         info = await self._engine.set_mode(await self._resolve(p.id), p.mode)

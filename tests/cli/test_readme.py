@@ -114,7 +114,7 @@ def test_help_says_what_the_issue_found_missing() -> None:
     serve = " ".join(_subparser("serve").format_help().split())
     assert "$XDG_CONFIG_HOME/acpd/config.toml" in serve
     chat = " ".join(_subparser("chat").format_help().split())
-    assert "Slash commands: /interrupt, /resume, /queue, /help, /quit" in chat
+    assert "Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit" in chat
     assert "A number (or an option id) answers the oldest open permission request" in chat
     permit = " ".join(_subparser("permit").format_help().split())
     assert "the request's id (`p7-1`), as `acpd show ID`" in permit

@@ -238,5 +238,6 @@ def test_state_events_in_a_stream_and_error_details() -> None:
         "    Traceback...",
         "    KeyError: x",
         "? question q1: Which branch?",
+        "    answer with: acpd answer ID q1 FIELD=VALUE... (or --decline)",
         "  - question q1: accept by user",
     ]

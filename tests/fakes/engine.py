@@ -215,6 +215,11 @@ class FakeEngine:
     ) -> None:
         await self._enter("permit", conv_id, request, option, cancelled)
 
+    async def answer(
+        self, conv_id: str, *, request: str, action: str, content: dict[str, Any] | None
+    ) -> None:
+        await self._enter("answer", conv_id, request, action, content)
+
     async def set_mode(self, conv_id: str, mode: str) -> ConversationInfo:
         await self._enter("set_mode", conv_id, mode)
         return self.convs[conv_id]

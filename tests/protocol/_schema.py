@@ -114,6 +114,9 @@ STRUCT_DEFS: dict[type[msgspec.Struct], tuple[str, ...]] = {
     acp.SelectedOutcome: ("SelectedPermissionOutcome",),
     acp.CancelledOutcome: (),  # the schema's cancelled outcome is just its tag
     acp.RequestPermissionResponse: ("RequestPermissionResponse",),
+    acp.CreateElicitationRequest: ("CreateElicitationRequest",),
+    acp.CreateElicitationResponse: ("CreateElicitationResponse",),
+    acp.CompleteElicitationNotification: ("CompleteElicitationNotification",),
     acp.ReadTextFileRequest: ("ReadTextFileRequest",),
     acp.ReadTextFileResponse: ("ReadTextFileResponse",),
     acp.WriteTextFileRequest: ("WriteTextFileRequest",),
@@ -130,11 +133,26 @@ STRUCT_DEFS: dict[type[msgspec.Struct], tuple[str, ...]] = {
     acp.WaitForExitResponse: ("WaitForTerminalExitResponse",),
 }
 
+# Types acpd only ever reads (what an agent asks), kept looser than the schema's unions of
+# variants on purpose: their encoding is not checked against it, their decoding is.
+PARSED_ONLY: frozenset[type[msgspec.Struct]] = frozenset({acp.CreateElicitationRequest})
+
 # Wire members we read on purpose although the schema does not have them (ACP.md §18).
 EXTRA_FIELDS: dict[type[msgspec.Struct], set[str]] = {
     acp.CurrentModeUpdate: {"modeId"},  # the docs' spelling
     acp.AuthMethod: {"vars", "type"},  # legacy env_var; `type` is only in the terminal variant
     acp.McpServer: {"type"},  # only in the http/sse variants
+    # The schema puts these in its mode (form, url) and scope (session, request) variants.
+    acp.CreateElicitationRequest: {
+        "mode",
+        "sessionId",
+        "toolCallId",
+        "requestId",
+        "requestedSchema",
+        "url",
+        "elicitationId",
+    },
+    acp.CreateElicitationResponse: {"action", "content"},  # in its action variants
     # Inherited from the flat McpServer, always UNSET in these variants.
     acp.McpServerStdio: {"type", "url", "headers"},
     # `type` is the tag of the http/sse arms of the schema's McpServer union.

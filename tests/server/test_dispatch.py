@@ -136,6 +136,11 @@ ROUTES: dict[str, tuple[Json | None, tuple[object, ...] | None, Callable[[Json],
         ("permit", CONV, "r1", "allow", False),
         lambda r: r == {},
     ),
+    "elicitations/respond": (
+        {"id": "abc", "request": "e1-1", "action": "accept", "content": {"name": "x"}},
+        ("answer", CONV, "e1-1", "accept", {"name": "x"}),
+        lambda r: r == {},
+    ),
     "conversations/set_mode": (
         {"id": "abc", "mode": "plan"},
         ("set_mode", CONV, "plan"),
