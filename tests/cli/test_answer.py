@@ -93,20 +93,17 @@ def test_show_lists_the_open_questions_with_their_fields() -> None:
     shown = render.conversation(
         {"conversation": conv(short_id="c0ff", questions=[_question(deadline="2025-01-02T03:09Z")])}
     )
-    assert (
-        shown.splitlines()[-10:]
-        == [
-            "? question e5-1: Who?",
-            "    name (string, required): who you are",
-            "    count (integer, optional)",
-            "    ratio (number, optional)",
-            "    sure (boolean, optional)",
-            "    color (red | blue, optional)",
-            "    tags (array, optional)",
-            "    answered by itself at 2025-01-02T03:09Z",
-            "    answer with: acpd answer c0ff FIELD=VALUE... (or --decline, --cancel)",
-        ][-10:]
-    )
+    assert shown.splitlines()[-9:] == [
+        "? question e5-1: Who?",
+        "    name (string, required): who you are",
+        "    count (integer, optional)",
+        "    ratio (number, optional)",
+        "    sure (boolean, optional)",
+        "    color (red | blue, optional)",
+        "    tags (array, optional)",
+        "    answered by itself at 2025-01-02T03:09Z",
+        "    answer with: acpd answer c0ff FIELD=VALUE... (or --decline, --cancel)",
+    ]
     url = _question(mode="url", url="https://example.test/login", schema=None)
     shown = render.conversation({"conversation": conv(short_id="c0ff", questions=[url])})
     assert "    open: https://example.test/login" in shown.splitlines()
