@@ -6,6 +6,7 @@ events, which reach a live client as their ACP updates."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -14,9 +15,10 @@ import trio
 import trio.testing
 
 from protocol import acp
+from tests.fakes.agent import Reply, Request
 from tests.fakes.engine import FakeEngine
 from tests.fakes.guard import hang_guard
-from tests.server.acp.harness import fake_front
+from tests.server.acp.harness import fake_front, front
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 
@@ -48,8 +50,25 @@ async def test_an_elicitation_is_asked_and_its_answer_sent_on(
             }
         ]
         assert plain.asked == []
-        # This daemon has no elicitations/respond yet: the attempt is logged, nothing faked.
-        assert "method not found: elicitations/respond" in caplog.text
+        answers = [c for c in engine.calls if c[0] == "answer"]
+        assert answers == [("answer", sid, "e1", "accept", {"name": "x"})]
+
+
+async def test_a_question_from_a_real_agent_is_answered_from_an_acp_client(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with front(tmp_path) as f:
+        client = await f.client()
+        await client.initialize(elicitation={"form": {}})
+        sid = await client.new(tmp_path)
+        ask = {"sessionId": "sess-1", "mode": "form", "message": "Name?", "requestedSchema": SCHEMA}
+        f.h.script(Request("elicitation/create", ask), Reply())
+        client.elicitation_answer = {"action": "accept", "content": {"name": "Ada"}}
+        assert await client.prompt(sid, "go") == {"stopReason": "end_turn"}
+        assert f.h.agent.client_answers == [{"action": "accept", "content": {"name": "Ada"}}]
+        events = await f.h.events(sid)
+        resolved = [e for e in events if e["type"] == "elicitation_resolved"]
+        assert [(e["action"], e["by"]) for e in resolved] == [("accept", "user")]
 
 
 @hang_guard()
