@@ -29,13 +29,8 @@ import trio
 
 from daemon.agents import cgroups, subreaper
 from daemon.agents.cgroups import AgentCgroups
-from daemon.agents.connection import (
-    AgentConnection,
-    AgentSpec,
-    Launcher,
-    PeerHandlers,
-    open_agent,
-)
+from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, PeerHandlers
+from daemon.agents.launch import open_agent
 from daemon.agents.tree import AgentTree, read_proc
 from daemon.config import Config
 

@@ -188,10 +188,12 @@ def cmd_dashboard(ctx: Ctx, a: argparse.Namespace) -> int:
         raise ClientError('this daemon serves no dashboard (it runs with --no-ws or ws = "")')
     from pathlib import Path
 
+    from daemon.server import tokens
+
     # The token file is readable by the daemon's user only. The link carries the token in its
     # fragment, which the browser never sends to a server: the page reads it and forgets it.
-    token = (Path(status["data_dir"]) / "dashboard.token").read_text(encoding="ascii").strip()
-    link = f"{url}#token={token}"
+    data_dir = Path(status["data_dir"])
+    link = f"{url}#token={tokens.read_token(data_dir)}"
     if ctx.json:
         ctx.emit({"url": url, "link": link})
     else:
@@ -199,7 +201,9 @@ def cmd_dashboard(ctx: Ctx, a: argparse.Namespace) -> int:
     if a.open:
         import webbrowser
 
-        if not webbrowser.open(link):
+        # Not the token: a browser's command line is readable by every local user. A code
+        # is worth nothing once the page has used it, or after a minute.
+        if not webbrowser.open(f"{url}#code={tokens.create_login_code(data_dir)}"):
             ctx.note("acpd: found no web browser to open; open the link above")
     return 0
 

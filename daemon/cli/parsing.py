@@ -52,7 +52,8 @@ Errors are one line, `acpd: error: …`. Exit status: 0 ok, 1 error, 2 usage, 13
 
 # Help lists commands in this order (CONTRACT.md's, then the additions).
 ORDER = ("serve", "new", "send", "follow", "chat", "ls", "show", "queue", "rm", "interrupt",
-         "resume", "permit", "answer", "status", "agents", "dashboard", "install-systemd")  # fmt: skip
+         "resume", "permit", "answer", "status", "agents", "dashboard",
+         "install-systemd")  # fmt: skip
 
 
 class UsageError(Exception):

@@ -11,8 +11,9 @@ import pytest
 import trio
 
 from daemon.agents.agentlog import AgentLog, remove_agent_log
-from daemon.agents.connection import AgentStartError, PeerHandlers, open_agent
+from daemon.agents.connection import AgentStartError, PeerHandlers
 from daemon.agents.detail import DETAIL_CHARS, error_detail, failure_detail
+from daemon.agents.launch import open_agent
 from daemon.paths import agent_log_path
 from protocol.jsonrpc import RpcFailure
 from tests.fakes.client import demo_spec

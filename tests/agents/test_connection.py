@@ -11,13 +11,8 @@ import trio
 import trio.testing
 
 from daemon.agents._process import StderrRing
-from daemon.agents.connection import (
-    AgentConnection,
-    AgentExited,
-    AgentStartError,
-    agent_env,
-    connect_agent,
-)
+from daemon.agents.connection import AgentConnection, AgentExited, AgentStartError, agent_env
+from daemon.agents.launch import connect_agent
 from protocol import acp
 from protocol.jsonrpc import RpcFailure
 from tests.fakes.agent import (

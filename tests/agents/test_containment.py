@@ -19,7 +19,8 @@ import trio
 
 from daemon.agents import cgroups, subreaper
 from daemon.agents.cgroups import AgentCgroups
-from daemon.agents.connection import AgentSpec, AgentStartError, PeerHandlers, open_agent
+from daemon.agents.connection import AgentSpec, AgentStartError, PeerHandlers
+from daemon.agents.launch import open_agent
 from daemon.agents.tree import MARKER, AgentTree, read_proc
 from tests.fakes.cgroup import cgroups_unavailable, enter_cgroup, scratch_cgroup
 

@@ -17,13 +17,9 @@ import trio
 import trio.testing
 
 from daemon.agents import _demo_store
-from daemon.agents.connection import (
-    AgentConnection,
-    AgentExited,
-    connect_agent,
-    open_agent,
-)
+from daemon.agents.connection import AgentConnection, AgentExited
 from daemon.agents.demo import DemoAgent
+from daemon.agents.launch import connect_agent, open_agent
 from protocol import acp
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import RpcFailure

@@ -16,13 +16,8 @@ import trio
 
 from daemon.agents import _process as _agentproc
 from daemon.agents._process import group_alive
-from daemon.agents.connection import (
-    AgentExited,
-    AgentSpec,
-    AgentStartError,
-    PeerHandlers,
-    open_agent,
-)
+from daemon.agents.connection import AgentExited, AgentSpec, AgentStartError, PeerHandlers
+from daemon.agents.launch import open_agent
 from tests.fakes.client import RecordingClient, demo_spec
 
 pytestmark = pytest.mark.subprocess

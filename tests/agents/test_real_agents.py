@@ -21,7 +21,8 @@ import attrs
 import pytest
 import trio
 
-from daemon.agents.connection import AgentSpec, AgentStartError, open_agent
+from daemon.agents.connection import AgentSpec, AgentStartError
+from daemon.agents.launch import open_agent
 from daemon.agents.session import OpenedSession, agent_spec, open_session
 from daemon.config import Config
 from protocol import acp

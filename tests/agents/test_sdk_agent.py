@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from daemon.agents.connection import AgentSpec, open_agent
+from daemon.agents.connection import AgentSpec
+from daemon.agents.launch import open_agent
 from protocol import acp
 from tests.fakes.client import RecordingClient
 from tests.fakes.npm import REQUIRE_VARS, Unavailable, npm_install, skip_or_fail

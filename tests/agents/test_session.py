@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from daemon.agents.auth import AuthSettings
-from daemon.agents.connection import AgentConnection, AgentStartError, connect_agent
+from daemon.agents.connection import AgentConnection, AgentStartError
+from daemon.agents.launch import connect_agent
 from daemon.agents.session import open_session
 from protocol import acp
 from protocol.jsonrpc import RpcFailure

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -476,3 +477,30 @@ def test_a_wedged_daemon_is_one_line_exit_1(
     assert (code, out) == (1, "")
     assert err.startswith("acpd: error: acpd did not answer conversations/list within 0.2s")
     assert err.count("\n") == 1
+
+
+def test_dashboard_open_hands_the_browser_a_single_use_code_not_the_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webbrowser
+
+    from daemon.server import tokens
+
+    token = tokens.load_or_create_token(tmp_path)
+    opened: list[str] = []
+
+    def browser(url: str) -> bool:
+        opened.append(url)
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", browser)
+    status = {"dashboard_url": "http://127.0.0.1:7421/", "data_dir": str(tmp_path)}
+    with serving({"daemon/status": functools.partial(_constant, status)}) as server:
+        code, out, _ = acpd(capsys, "dashboard", "--open", "--socket", server.path)
+    assert (code, out) == (0, f"http://127.0.0.1:7421/#token={token}\n")  # printed: for you
+    (url,) = opened  # opened: what every local user can read on the browser's command line
+    assert token not in url
+    assert url.startswith("http://127.0.0.1:7421/#code=")
+    code_ = url.split("#code=", 1)[1]
+    assert tokens.claim_login_code(tmp_path, code_)
+    assert not tokens.claim_login_code(tmp_path, code_)  # single use

@@ -12,7 +12,8 @@ import attrs
 import trio
 import trio.testing
 
-from daemon.agents.connection import AgentConnection, AgentSpec, PeerHandlers, connect_agent
+from daemon.agents.connection import AgentConnection, AgentSpec, PeerHandlers
+from daemon.agents.launch import connect_agent
 from daemon.config import Config
 from daemon.engine.fanout import Subscription
 from daemon.engine.registry import Engine, open_engine

@@ -24,17 +24,16 @@ import trio
 import trio_websocket
 
 from daemon.config import parse_ws_address
-from daemon.server.dashboard import (
+from daemon.server.dashboard import PRE_AUTH_BYTES, serve_dashboard
+from daemon.server.dispatch import DaemonInfo, Dispatcher
+from daemon.server.tokens import (
     CODE_TTL_S,
     CODES_DIR,
-    PRE_AUTH_BYTES,
     TOKEN_FILE,
     claim_login_code,
     create_login_code,
     load_or_create_token,
-    serve_dashboard,
 )
-from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.unix import ListenError
 from tests.fakes.engine import FakeEngine
 

@@ -26,8 +26,9 @@ import msgspec
 import pytest
 import trio
 
-from daemon.server.dashboard import create_login_code, serve_dashboard
+from daemon.server.dashboard import serve_dashboard
 from daemon.server.dispatch import DaemonInfo, Dispatcher
+from daemon.server.tokens import create_login_code
 from tests.fakes.engine import FakeEngine, LineClient
 
 if TYPE_CHECKING:

@@ -20,9 +20,10 @@ import trio_websocket
 import trustme
 
 from daemon.config import ConfigError, DashboardExposure, parse_config
-from daemon.server.dashboard import TOKEN_FILE, serve_dashboard
+from daemon.server.dashboard import serve_dashboard
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.serve import serve_main
+from daemon.server.tokens import TOKEN_FILE
 from daemon.server.unix import ListenError
 from tests.fakes.engine import FakeEngine
 from tests.server.test_dashboard import auth, get, http, upgrade
