@@ -1,12 +1,12 @@
-"""The event log, the prompt queue and turn drafts of each conversation.
+"""The event log and turn drafts of each conversation, and queueing a user message.
 
 A conversation's last seq is the larger of its row's `last_seq` and its newest event's seq,
 read in the transaction that appends; so seqs are dense, never go back and are never reused:
 removing the newest event (a queued message) first raises `last_seq` to it, leaving a gap.
 Appends leave `last_seq` alone; `updated_at` follows them to within ACTIVITY_RESOLUTION.
 
-The queue is the `queue` table: the user messages above `cursor`, added with their event and
-taken off by the turn that prompts them (or by remove_pending); `queued` is its count.
+A user message is queued with its event (`append_user_message`); the queue's order, edits and
+the ways off it are `_queue.py`'s.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from collections.abc import Sequence
 from typing import Final
 
 from ._base import ACTIVITY_RESOLUTION, Base, now_or, require
-from .errors import Conflict, NotFound
 from .records import KINDS, STATUSES, USER_MESSAGE, EventRecord, check_event
 
 __all__ = ["STATE_FOLDS", "EventOps"]
 
 _INSERT_EVENT = "INSERT INTO events (conversation_id, seq, type, ts, body) VALUES (?, ?, ?, ?, ?)"
-_IS_USER_MESSAGE = "SELECT 1 FROM events WHERE conversation_id = ? AND seq = ? AND type = ?"
-_INSERT_QUEUED = "INSERT INTO queue (conversation_id, seq) VALUES (?, ?)"
-_IS_QUEUED = "SELECT 1 FROM queue WHERE conversation_id = ? AND seq = ?"
+# At the end of the line, its seq is its position (see `_queue.py`): no read of the queue.
+_QUEUE_LAST = "INSERT INTO queue (conversation_id, seq, position) VALUES (?1, ?2, ?2)"
+# First in line: one place before the head (its own seq if the queue is empty).
+_QUEUE_FIRST = (
+    "INSERT INTO queue (conversation_id, seq, position) VALUES (?1, ?2, ifnull(("
+    "SELECT min(position) - 1 FROM queue WHERE conversation_id = ?1), ?2))"
+)
 _NEWEST_EVENT = "ifnull((SELECT max(seq) FROM events WHERE conversation_id = ?1), 0)"
 _LAST_SEQ = f"SELECT max(last_seq, {_NEWEST_EVENT}) FROM conversations WHERE id = ?1"
 
@@ -123,9 +126,10 @@ class EventOps(Base):
             return _append(conn, conv_id, items, now_or(now))
 
     def append_user_message(
-        self, conv_id: str, body: bytes, *, now: float | None = None
+        self, conv_id: str, body: bytes, *, first: bool = False, now: float | None = None
     ) -> EventRecord:
-        """Queue a user message. Durable: fsynced before it returns, so it may be acknowledged.
+        """Queue a user message, at the end of the line (`first`: ahead of every queued one).
+        Durable: fsynced before it returns, so it may be acknowledged.
 
         The fsynced transaction writes the event and its queue row only; the conversation's
         `updated_at` follows with the next other write (see Base._activity)."""
@@ -137,7 +141,7 @@ class EventOps(Base):
         try:
             seq = _last_seq(conn, conv_id) + 1
             conn.execute(_INSERT_EVENT, (conv_id, seq, USER_MESSAGE, now, body))
-            conn.execute(_INSERT_QUEUED, (conv_id, seq))
+            conn.execute(_QUEUE_FIRST if first else _QUEUE_LAST, (conv_id, seq))
             self._check_file()  # before, or the refused message lands in a file moved aside
             conn.execute("COMMIT")
             self._io_failed = False
@@ -151,9 +155,9 @@ class EventOps(Base):
 
     def newest_user_message_seq(self, conv_id: str) -> int:
         """The seq of the newest user message still stored (0 if none): the newest queued one,
-        else the one last prompted (the cursor). Two index seeks."""
+        else the newest taken off the queue (prompted or steered: `taken`). Two index seeks."""
         rows = self._rows(
-            "SELECT max(c.cursor, ifnull((SELECT max(q.seq) FROM queue AS q "
+            "SELECT max(c.taken, ifnull((SELECT max(q.seq) FROM queue AS q "
             "WHERE q.conversation_id = c.id), 0)) FROM conversations AS c WHERE c.id = ?",
             (conv_id,),
         )
@@ -179,12 +183,6 @@ class EventOps(Base):
             "SELECT count(*) FROM events WHERE conversation_id = ? AND seq <= ? AND type = ?",
             (conv_id, upto_seq, USER_MESSAGE),
         )
-        count: int = rows[0][0]
-        return count
-
-    def queued_count(self, conv_id: str) -> int:
-        """How many user messages are queued (0 for an unknown conversation)."""
-        rows = self._rows("SELECT count(*) FROM queue WHERE conversation_id = ?", (conv_id,))
         count: int = rows[0][0]
         return count
 
@@ -221,64 +219,6 @@ class EventOps(Base):
             (conv_id, after_seq, upto if upto is not None else 2**63 - 1, limit),
         )
         return [EventRecord(seq=r[0], type=r[1], ts=r[2], body=r[3]) for r in rows]
-
-    def pending_messages(self, conv_id: str) -> list[EventRecord]:
-        """User messages not yet prompted (seq > cursor), oldest first; one snapshot."""
-        rows = self._rows(
-            "SELECT e.seq, e.type, e.ts, e.body FROM queue AS q JOIN events AS e "
-            "ON e.conversation_id = q.conversation_id AND e.seq = q.seq "
-            "WHERE q.conversation_id = ? ORDER BY q.seq",
-            (conv_id,),
-        )
-        return [EventRecord(seq=r[0], type=r[1], ts=r[2], body=r[3]) for r in rows]
-
-    # --- the queue and turns -----------------------------------------------------------------
-
-    def remove_pending(self, conv_id: str, seq: int) -> None:
-        """Delete a queued message; its seq stays a gap. Durable, like the send it undoes.
-
-        Raises NotFound (no such conversation or user message) or Conflict (already prompted).
-        """
-        with self._transaction(durable=True) as conn:
-            cursor = _cursor_of(conn, conv_id)
-            if not conn.execute(_IS_USER_MESSAGE, (conv_id, seq, USER_MESSAGE)).fetchall():
-                raise NotFound(f"no queued message {seq} in {conv_id}")
-            if seq <= cursor or not conn.execute(_IS_QUEUED, (conv_id, seq)).fetchall():
-                raise Conflict(f"message {seq} in {conv_id} was already prompted")
-            # Its seq may be the newest: the floor keeps it from being handed out again.
-            conn.execute(
-                "UPDATE conversations SET last_seq = ?2 WHERE id = ?1",
-                (conv_id, _last_seq(conn, conv_id)),
-            )
-            conn.execute("DELETE FROM queue WHERE conversation_id = ? AND seq = ?", (conv_id, seq))
-            conn.execute("DELETE FROM events WHERE conversation_id = ? AND seq = ?", (conv_id, seq))
-
-    def start_turn(
-        self, conv_id: str, prompt_seq: int, body: bytes, *, now: float | None = None
-    ) -> EventRecord:
-        """Move the cursor to `prompt_seq`, mark the conversation running and append
-        'turn_started', in one durable transaction, so a message is prompted at most once,
-        even across crashes. Skipped messages (seq below prompt_seq) count as prompted.
-
-        Raises Conflict unless `prompt_seq` is a pending user message; NotFound for no
-        such conversation.
-        """
-        check_event("turn_started", body)
-        with self._transaction(durable=True) as conn:
-            if prompt_seq <= _cursor_of(conn, conv_id):
-                raise Conflict(f"message {prompt_seq} in {conv_id} was already prompted")
-            if not conn.execute(_IS_QUEUED, (conv_id, prompt_seq)).fetchall():
-                raise Conflict(f"no queued message {prompt_seq} in {conv_id}")
-            conn.execute(
-                "DELETE FROM queue WHERE conversation_id = ? AND seq <= ?", (conv_id, prompt_seq)
-            )
-            now = now_or(now)
-            conn.execute(
-                "UPDATE conversations SET cursor = ?2, status = 'running', "
-                "updated_at = max(updated_at, ?3) WHERE id = ?1",
-                (conv_id, prompt_seq, now),
-            )
-            return _append(conn, conv_id, [("turn_started", body)], now)[0]
 
     def end_turn(
         self,

@@ -13,6 +13,7 @@ from types import TracebackType
 
 from ._conversations import ConversationOps
 from ._events import EventOps
+from ._queue import QueueOps
 from .errors import StoreError
 from .schema import connect_reader, connect_writer
 
@@ -21,16 +22,16 @@ __all__ = ["STORE_FILE", "Store"]
 STORE_FILE = "acpd.sqlite3"  # the store's name in the data dir
 
 
-class Store(ConversationOps, EventOps):
+class Store(ConversationOps, EventOps, QueueOps):
     """Conversations, their events, the prompt queue and drafts, in one SQLite file.
 
     Writes on a reader raise StoreError. Every sqlite3 error becomes a StoreError; bad
     arguments raise ValueError; NotFound and Conflict are StoreErrors too.
 
     Durable writes (fsynced before they return): create_conversation, delete_conversation,
-    set_permission_policy, append_user_message, remove_pending, start_turn, end_turn,
-    check_writable, and set_status(durable=True). The others (append_event(s), drafts,
-    status by default, title, ACP session) survive a crash of the
+    set_permission_policy, append_user_message, edit_pending, move_pending, remove_pending,
+    take_steered, start_turn, end_turn, check_writable, and set_status(durable=True). The
+    others (append_event(s), drafts, status by default, title, ACP session) survive a crash of the
     process at once and power loss from the next durable write on (the WAL is one file);
     so append_event(s) and end_turn refuse a 'user_message' (ValueError): a queued message
     is acknowledged, hence appended only by append_user_message.

@@ -43,8 +43,8 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     created_at: float  # unix seconds
     updated_at: float  # bumped by every event append and status change; never goes back
     last_seq: int  # highest seq ever given out (0 = none); never decreases, never reused
-    cursor: int  # user messages with seq <= cursor have been prompted
-    queued: int  # user messages with seq > cursor
+    cursor: int  # the seq of the message the latest turn prompted (0 = none yet)
+    queued: int  # user messages waiting in the queue
     permission_policy: str  # one of POLICIES
     # The agent session's current state, each the JSON text of CONTRACT.md's shape, None
     # until the agent first said it: {current, available}, [option...], [command...],

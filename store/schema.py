@@ -128,6 +128,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # agent's title may replace it. Titles stored before this stay as they are.
         "ALTER TABLE conversations ADD COLUMN title_auto INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # The queue gets an order of its own (steering puts a message first, and people move
+        # them): `position`, the line's order, starts as the seq; and `body`, a message as
+        # edited (NULL: as its event says). No index on position: a queue is read whole.
+        # Messages leave it in any order, so `cursor` becomes the message the latest turn
+        # prompted, and `taken` the newest seq that left it (prompted or steered): what
+        # `cursor` was so far, as all left in seq order.
+        """CREATE TABLE queue_in_line (
+            conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            body BLOB,
+            PRIMARY KEY (conversation_id, seq)
+        ) WITHOUT ROWID""",
+        """INSERT INTO queue_in_line (conversation_id, seq, position)
+            SELECT conversation_id, seq, seq FROM queue""",
+        "DROP TABLE queue",
+        "ALTER TABLE queue_in_line RENAME TO queue",
+        "ALTER TABLE conversations ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
+        "UPDATE conversations SET taken = cursor",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

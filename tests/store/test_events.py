@@ -1,4 +1,5 @@
-"""The event log, the queue (append, pending, remove), turns and drafts."""
+"""The event log, the queue (append, pending, remove), turns and drafts; the queue's order and
+edits are test_queue.py's."""
 
 from __future__ import annotations
 
@@ -222,14 +223,17 @@ def test_start_turn(store: Store, conv: ConversationRecord) -> None:
     assert store.pending_messages(conv.id) == [m2]
 
 
-def test_start_turn_skipping_messages_recounts_queued(
-    store: Store, conv: ConversationRecord
-) -> None:
+def test_start_turn_takes_only_the_head(store: Store, conv: ConversationRecord) -> None:
+    """Messages are prompted in line, one at a time: none is skipped (or counted prompted)."""
     seqs = [store.append_user_message(conv.id, body(t)).seq for t in "abcd"]
-    store.start_turn(conv.id, seqs[2], b"{}")
+    with pytest.raises(Conflict, match="not next in line"):
+        store.start_turn(conv.id, seqs[2], b"{}")
     rec = _rec(store, conv.id)
-    assert (rec.cursor, rec.queued) == (3, 1)
-    assert [e.seq for e in store.pending_messages(conv.id)] == [4]
+    assert (rec.cursor, rec.queued, rec.last_seq) == (0, 4, 4)  # nothing changed
+    store.start_turn(conv.id, seqs[0], b"{}")
+    rec = _rec(store, conv.id)
+    assert (rec.cursor, rec.queued) == (1, 3)
+    assert [e.seq for e in store.pending_messages(conv.id)] == seqs[1:]
 
 
 def test_start_turn_conflicts(store: Store, conv: ConversationRecord) -> None:

@@ -128,8 +128,41 @@ def test_version_2_queue_becomes_a_table(db_path: Path) -> None:
         assert s.pending_messages("c2") == []
         assert [r.id for r in s.conversations_needing_recovery()] == ["c1"]
         assert s.append_user_message("c1", body("next")).seq == 7  # the removed 6 stays a gap
-        assert s.start_turn("c1", 5, b"{}").seq == 8
-        assert [m.seq for m in s.pending_messages("c1")] == [7]
+        assert s.start_turn("c1", 3, b"{}").seq == 8
+        assert [m.seq for m in s.pending_messages("c1")] == [5, 7]
+    assert _pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
+def test_version_4_queue_gets_its_own_order(db_path: Path) -> None:
+    """The queue keeps its seq order as positions, bodies as their events say; new messages
+    go after them, a first one before, and the order can change from there."""
+    conn = _old_store(db_path, 4)
+    with conn:
+        conn.execute(
+            "INSERT INTO conversations (id, title, agent, agent_cmd, cwd, status, created_at, "
+            "updated_at, last_seq, cursor, permission_policy) "
+            "VALUES ('c1', 't', 'demo', '[\"x\"]', '/', 'idle', 1.0, 2.0, 0, 1, 'ask')"
+        )
+        conn.executemany(
+            "INSERT INTO events (conversation_id, seq, type, ts, body) "
+            "VALUES ('c1', ?, 'user_message', 3.0, ?)",
+            [(seq, body(f"m{seq}")) for seq in (1, 2, 3)],
+        )
+        conn.executemany("INSERT INTO queue (conversation_id, seq) VALUES ('c1', ?)", [(2,), (3,)])
+    conn.close()
+    with Store.open(db_path) as s:
+        assert [(m.seq, m.body) for m in s.pending_messages("c1")] == [
+            (2, body("m2")),
+            (3, body("m3")),
+        ]
+        assert s.append_user_message("c1", body("last")).seq == 4
+        assert s.append_user_message("c1", body("first"), first=True).seq == 5
+        assert [m.seq for m in s.pending_messages("c1")] == [5, 2, 3, 4]
+        order, _ = s.move_pending("c1", 4, 2, lambda o: ("queue_reordered", b"{}"))
+        assert order == [5, 4, 2, 3] == [m.seq for m in s.pending_messages("c1")]
+        rec = s.get_conversation("c1")
+        assert rec is not None
+        assert (rec.queued, rec.last_seq) == (4, 6)
     assert _pragma(db_path, "user_version") == SCHEMA_VERSION
 
 
