@@ -1,4 +1,12 @@
-"""SIGKILL a writer at random moments: no acknowledged message is ever lost or duplicated.
+"""SIGKILL a writer at random moments: no acknowledged message is ever lost or duplicated, and
+every acknowledged edit, move, steer and prompt is in effect after the crash.
+
+The child (`_crash_child.py`) queues messages at the end and first in line, edits and moves
+queued ones, takes some off as steered and prompts the head, acknowledging each operation once
+it returned. The parent replays the acknowledged operations on a model of each queue; after
+the kill the stored queue (its order and every message's text) must be the model's, or the
+model's with the one operation that was in flight (announced, not acknowledged) applied too.
+A message acknowledged as steered or prompted is never queued again: nothing prompts it twice.
 
 Each round (seeded by its number, so a failure replays) varies:
 - when: the kill comes 0 to 150 ms (log-uniform: many very early) after the first ack;
@@ -12,6 +20,8 @@ Each round (seeded by its number, so a failure replays) varies:
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 import random
@@ -23,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 from store import Store
@@ -35,7 +46,9 @@ HANG_GUARD = 30.0  # a child that does not acknowledge within this has failed
 _WAL_MAGIC = (0x377F0682, 0x377F0683)
 
 
-def _run_child(path: Path, conv_ids: list[str], delay: float, pages: int | None) -> list[str]:
+def _run_child(
+    path: Path, conv_ids: list[str], seed: int, delay: float, pages: int | None
+) -> list[str]:
     """Start a child, let it append for `delay` after its first ack, SIGKILL it; its acks.
 
     `pages`: the child's wal_autocheckpoint (None: the store's own)."""
@@ -43,8 +56,9 @@ def _run_child(path: Path, conv_ids: list[str], delay: float, pages: int | None)
     env.pop("ACPD_CRASH_AUTOCHECKPOINT", None)
     if pages is not None:
         env["ACPD_CRASH_AUTOCHECKPOINT"] = str(pages)
+    child = [sys.executable, "-m", "tests.store._crash_child", str(path), "--ops", str(seed)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.store._crash_child", str(path), *conv_ids],
+        [*child, *conv_ids],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -68,8 +82,8 @@ def _run_child(path: Path, conv_ids: list[str], delay: float, pages: int | None)
             if not chunk:
                 break  # the child died on its own: its stderr says why (asserted below)
             data += chunk
-            if kill_at is None and b"\n" in data:
-                kill_at = time.monotonic() + delay
+            if kill_at is None and any(not ln.startswith(b"?") for ln in data.split(b"\n")[:-1]):
+                kill_at = time.monotonic() + delay  # from the first acknowledgement
     finally:
         proc.send_signal(signal.SIGKILL)
         rest, err = proc.communicate()
@@ -78,8 +92,44 @@ def _run_child(path: Path, conv_ids: list[str], delay: float, pages: int | None)
     return data.decode().split("\n")[:-1]  # a torn last line was never acknowledged
 
 
-def _check(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
-    """Reopen and check everything; returns how many events are stored."""
+@attrs.define
+class Queue:
+    """The model of one conversation's queue, from acknowledged operations."""
+
+    line: list[int] = attrs.Factory(list)  # head first
+    text: dict[int, str] = attrs.Factory(dict)  # each queued message's, edits applied
+    acked: set[int] = attrs.Factory(set)  # messages whose queueing was acknowledged
+    steered: set[int] = attrs.Factory(set)
+    prompted: set[int] = attrs.Factory(set)
+
+    def apply(self, op: list[str], new_text: dict[int, str]) -> None:
+        """Apply one operation's line (its conversation id removed); `new_text`: the texts
+        of messages as sent, for the appends."""
+        kind, seq = op[0], int(op[1])
+        if kind in "AF":
+            assert seq not in self.acked, f"seq {seq} acknowledged twice"
+            self.acked.add(seq)
+            self.line.insert(0 if kind == "F" else len(self.line), seq)
+            self.text[seq] = new_text[seq]
+        elif kind == "E":
+            self.text[seq] = op[2]
+        elif kind == "M":
+            before = int(op[2])
+            self.line.remove(seq)
+            self.line.insert(self.line.index(before) if before else 0, seq)
+        else:
+            assert self.line[0] == seq, "only the head is steered or prompted here"
+            self.line.pop(0)
+            del self.text[seq]
+            (self.steered if kind == "S" else self.prompted).add(seq)
+
+    def state(self) -> tuple[list[int], dict[int, str]]:
+        return list(self.line), dict(self.text)
+
+
+def _check(path: Path, conv_ids: list[str], models: dict[str, Queue], pending: list[str]) -> int:
+    """Reopen and check everything; returns how many events are stored. `pending` is the
+    operation in flight at the kill (its intent line, or []), which may or may not be in."""
     total = 0
     with Store.open(path) as store:
         assert store._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -91,17 +141,60 @@ def _check(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
             seqs = [e.seq for e in events]
             # Strictly increasing, no duplicates, no gaps (nothing was removed).
             assert seqs == list(range(1, rec.last_seq + 1))
-            user = {e.seq for e in events if e.type == "user_message"}
-            assert acked[conv_id] <= user, sorted(acked[conv_id] - user)
-            assert rec.queued == len(user) == len(store.pending_messages(conv_id))
-            # Activity the crash cut off was re-derived from the queue at open (exactly: these
-            # are all queued); other events move it to within ACTIVITY_RESOLUTION.
-            queued_ts = [e.ts for e in events if e.type == "user_message"]
+            user = {e.seq: json.loads(e.body)["text"] for e in events if e.type == "user_message"}
+            model = models[conv_id]
+            assert model.acked <= user.keys(), sorted(model.acked - user.keys())
+            queue = store.pending_messages(conv_id)
+            assert rec.queued == len(queue)
+            stored = ([m.seq for m in queue], {m.seq: json.loads(m.body)["text"] for m in queue})
+            expected = [model.state()]
+            if pending[1:2] == [conv_id]:
+                # The operation in flight may have committed: the model with it applied too.
+                kind = pending[0]
+                op = [kind, *pending[2:]]
+                if kind in "AF":  # its seq: the newest message, if it was never acknowledged
+                    last = max(user)
+                    op = [kind, str(last if last not in model.acked else 0)]
+                if op[1] != "0":
+                    other = copy.deepcopy(model)
+                    other.apply(op, user)
+                    expected.append(other.state())
+            assert stored in expected, (stored, expected)
+            # Acknowledged steers and prompts are recorded, and never queued again.
+            steered = {
+                json.loads(e.body)["message_seq"]
+                for e in events
+                if e.type == "user_message_steered"
+            }
+            started = {json.loads(e.body)["prompt_seq"] for e in events if e.type == "turn_started"}
+            assert model.steered <= steered
+            assert model.prompted <= started
+            assert not (steered | started) & set(stored[0]), "a message prompted twice"
+            # Activity the crash cut off was re-derived from the queue at open (exactly, for
+            # the messages queued); other events move it to within ACTIVITY_RESOLUTION.
+            queued = set(stored[0])
+            queued_ts = [e.ts for e in events if e.seq in queued]
             assert rec.updated_at >= max(queued_ts, default=rec.created_at)
             newest = max((e.ts for e in events), default=rec.created_at)
             assert rec.updated_at >= newest - ACTIVITY_RESOLUTION
+            # From here on the model is what is stored (the operation in flight included).
+            model.line, model.text = stored
             total += len(events)
     return total
+
+
+def _sent_texts(path: Path, conv_ids: list[str]) -> dict[str, dict[int, str]]:
+    """Every user message's text as sent, by conversation and seq (read-only: the store as
+    the kill left it, WAL included)."""
+    with Store.open_reader(path) as store:
+        return {
+            c: {
+                e.seq: json.loads(e.body)["text"]
+                for e in store.read_events(c, limit=10**9)
+                if e.type == "user_message"
+            }
+            for c in conv_ids
+        }
 
 
 def _wal_restarts(path: Path) -> int:
@@ -116,7 +209,9 @@ def _wal_restarts(path: Path) -> int:
     return int.from_bytes(header[12:16], "big")
 
 
-def _check_copy(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> int:
+def _check_copy(
+    path: Path, conv_ids: list[str], models: dict[str, Queue], pending: list[str]
+) -> int:
     """`_check` on a copy of the files, leaving the originals (and their WAL) for the next child."""
     copy = path.parent / "check" / path.name
     copy.parent.mkdir()
@@ -124,7 +219,7 @@ def _check_copy(path: Path, conv_ids: list[str], acked: dict[str, set[int]]) -> 
         for suffix in ("", "-wal"):  # not -shm: the copy must rebuild it from the WAL
             if Path(f"{path}{suffix}").exists():
                 shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")
-        return _check(copy, conv_ids, acked)
+        return _check(copy, conv_ids, models, pending)
     finally:
         shutil.rmtree(copy.parent)
 
@@ -137,25 +232,34 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path) -> None:
             store.create_conversation(title=f"c{i}", agent="demo", agent_cmd=["x"], cwd="/").id
             for i in range(2)
         ]
-    acked: dict[str, set[int]] = {c: set() for c in conv_ids}
+    models = {c: Queue() for c in conv_ids}
     last_total = 0
     most_restarts = 0
+    kinds: set[str] = set()
     for round_no in range(ROUNDS):
         rng = random.Random(round_no)
         delay = math.exp(rng.uniform(math.log(MIN_DELAY), math.log(MAX_DELAY)))
         delay = 0.0 if round_no % 10 == 5 else delay
         pages = None if round_no % 3 == 0 else rng.choice((50, 100, 200))
         in_place = round_no % 4 == 3 or round_no == ROUNDS - 1
-        lines = _run_child(path, conv_ids, delay, pages)
-        assert lines, "every round acknowledges at least one message"
+        lines = _run_child(path, conv_ids, round_no, delay, pages)
+        assert any(not line.startswith("?") for line in lines), "nothing was acknowledged"
+        pending: list[str] = []
+        texts = _sent_texts(path, conv_ids)
         for line in lines:
-            conv_id, seq = line.split()
-            assert int(seq) not in acked[conv_id], f"seq {seq} acknowledged twice"
-            acked[conv_id].add(int(seq))
+            words = line.split()
+            if words[0] == "?":
+                pending = words[1:]
+                continue
+            assert words[:2] == pending[:2], (pending, line)
+            pending = []
+            kinds.add(words[0])
+            models[words[1]].apply([words[0], *words[2:]], texts[words[1]])
         most_restarts = max(most_restarts, _wal_restarts(path))
-        total = (_check if in_place else _check_copy)(path, conv_ids, acked)
+        total = (_check if in_place else _check_copy)(path, conv_ids, models, pending)
         assert total > last_total
         last_total = total
+    assert kinds == set("AFEMSP"), f"only {sorted(kinds)} ran"
     # The rounds did reach what they are for: a WAL written over its own older frames.
     assert most_restarts >= 2, f"the WAL was restarted only {most_restarts} times"
 
