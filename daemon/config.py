@@ -123,6 +123,9 @@ class Config:
     default_agent: str = "demo"
     # Interrupt: how long a cancelled turn may take to answer before the agent is restarted.
     drain_timeout: float = 5.0
+    # Steering: how long the agent may take to answer `_session/steering`; after it, the
+    # message waits first in line instead.
+    steer_timeout: float = 10.0
     # A turn with no update from the agent for this long ends with stop reason `timeout`.
     turn_timeout: float = 600.0
     # Spawn + initialize + session/new or session/load.
@@ -439,7 +442,7 @@ def _validate(cfg: Config) -> None:
     if cfg.default_agent not in cfg.all_agents({}):
         known = ", ".join(sorted(cfg.all_agents({})))
         raise ValueError(f"default_agent: no agent named {cfg.default_agent!r} (known: {known})")
-    for key in ("drain_timeout", "turn_timeout", "start_timeout", "stop_grace",
+    for key in ("drain_timeout", "steer_timeout", "turn_timeout", "start_timeout", "stop_grace",
                 "permission_timeout", "elicitation_timeout", "idle_ttl", "crash_window",
                 "shutdown_grace", "draft_interval"):  # fmt: skip
         if getattr(cfg, key) <= 0:

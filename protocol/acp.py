@@ -226,6 +226,8 @@ class SessionCapabilities(Wire, kw_only=True, frozen=True):
     resume: Marker | None | UnsetType = UNSET
     close: Marker | None | UnsetType = UNSET
     additional_directories: Marker | None | UnsetType = UNSET
+    # The "session steering" RFD's capability (not in the v1 schema): see `steering_advertised`.
+    steering: Marker | None | UnsetType = UNSET
     meta: Meta | None | UnsetType = _meta()
 
 
@@ -546,6 +548,43 @@ class PromptResponse(Wire, kw_only=True, frozen=True):
     # A plain str, not a Literal: an agent inventing a reason must not fail the whole turn.
     stop_reason: str
     meta: Meta | None | UnsetType = _meta()
+
+
+# --- steering (a vendor extension: claude-agent-acp, codex-acp; ACP.md §20) -----------------
+
+
+class SteeringRequest(Wire, kw_only=True, frozen=True):
+    """`_session/steering` params: `prompt` joins the turn that runs. Send it with
+    `meta=STEERING_PROMPT_REQUIRED`, so an agent with no turn running does nothing."""
+
+    session_id: str
+    prompt: list[ContentBlock]
+    meta: Meta | None | UnsetType = _meta()
+
+
+class SteeringResponse(Wire, kw_only=True, frozen=True):
+    # "injected" | "promptRequired" | "startedNewTurn" | anything an agent invents: a str.
+    outcome: str = ""
+    reason: str | None | UnsetType = UNSET
+    meta: Meta | None | UnsetType = _meta()
+
+
+# Nothing running: do nothing and answer `promptRequired` (agents that know this option).
+STEERING_PROMPT_REQUIRED: Final[Meta] = {"steering": {"idleBehavior": "promptRequired"}}
+STEERING_NOT_TAKEN: Final = "promptRequired"  # the one outcome after which the text is ours
+
+
+def steering_advertised(init: InitializeResponse) -> bool:
+    """Whether an agent advertised `_session/steering`: `_meta.steering.supported: true` in
+    its initialize result (codex-acp, claude-agent-acp) or in its `agentCapabilities`, or the
+    RFD's `sessionCapabilities.steering` marker. Never probe: codex-acp answers any unknown
+    method with a bare `{}`, which would read as delivered."""
+    caps = init.agent_capabilities
+    for meta in (init.meta, caps.meta):
+        steering = meta.get("steering") if isinstance(meta, dict) else None
+        if isinstance(steering, dict) and steering.get("supported") is True:
+            return True
+    return supported(caps.session_capabilities.steering)
 
 
 class CancelNotification(Wire, kw_only=True, frozen=True):
@@ -1068,6 +1107,7 @@ SESSION_LIST: Final = "session/list"
 SESSION_DELETE: Final = "session/delete"
 SESSION_PROMPT: Final = "session/prompt"
 SESSION_CANCEL: Final = "session/cancel"
+SESSION_STEERING: Final = "_session/steering"
 SESSION_SET_MODE: Final = "session/set_mode"
 SESSION_SET_CONFIG_OPTION: Final = "session/set_config_option"
 SESSION_UPDATE: Final = "session/update"

@@ -40,6 +40,7 @@ __all__ = [
     "CountResult",
     "CreateParams",
     "DeltaParams",
+    "EditParams",
     "EmptyResult",
     "EventParams",
     "EventsParams",
@@ -51,6 +52,8 @@ __all__ = [
     "ListParams",
     "ListResult",
     "MethodSpec",
+    "MoveParams",
+    "MoveResult",
     "NoParams",
     "PendingMessage",
     "PermitParams",
@@ -223,18 +226,46 @@ class SubscribeParams(IdParams, frozen=True):
     caught_up: bool = False
 
 
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+_MessageSeq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+
+
 class SendParams(IdParams, frozen=True):
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    text: _Text
     run: bool = True
     interrupt: bool = False
+    # Into the running turn if the agent can take it, else first in line (CONTRACT.md).
+    steer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise ValueError("`text` must not be blank")
+        if self.steer and self.interrupt:
+            raise ValueError("give `steer` or `interrupt`, not both")
+        if self.steer and not self.run:
+            raise ValueError("a steer is for now: `run: false` does not go with `steer`")
+
+
+class RemoveParams(IdParams, frozen=True):
+    seq: _MessageSeq
+
+
+class EditParams(IdParams, frozen=True):
+    seq: _MessageSeq
+    text: _Text
 
     def __post_init__(self) -> None:
         if not self.text.strip():
             raise ValueError("`text` must not be blank")
 
 
-class RemoveParams(IdParams, frozen=True):
-    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+class MoveParams(IdParams, frozen=True):
+    seq: _MessageSeq
+    before: _MessageSeq | None = None  # None: first in line
+
+    def __post_init__(self) -> None:
+        if self.before == self.seq:
+            raise ValueError("a message cannot move before itself")
 
 
 class SetModeParams(IdParams, frozen=True):
@@ -353,6 +384,8 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     number: int  # the message's number for people (1, 2, 3…; `UserMessage.number`)
     # This send lifted a pause (or `failed`): the messages queued before it run first, in order.
     resumed: bool = False
+    # Steers only: whether the agent took it into the running turn (else it is first in line).
+    steered: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class PendingMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -368,6 +401,10 @@ class ResumeResult(msgspec.Struct, frozen=True, kw_only=True):
 
 class QueueResult(msgspec.Struct, frozen=True, kw_only=True):
     pending: list[PendingMessage]
+
+
+class MoveResult(msgspec.Struct, frozen=True, kw_only=True):
+    order: list[int]  # the queue's seqs, first in line first
 
 
 class InterruptResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -397,6 +434,8 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "messages/send": MethodSpec(SendParams, SendResult),
     "messages/queue": MethodSpec(IdParams, QueueResult),
     "messages/remove": MethodSpec(RemoveParams, EmptyResult),
+    "messages/edit": MethodSpec(EditParams, EmptyResult),
+    "messages/move": MethodSpec(MoveParams, MoveResult),
     "turns/interrupt": MethodSpec(InterruptParams, InterruptResult),
     "conversations/resume": MethodSpec(IdParams, ResumeResult),
     "permissions/respond": MethodSpec(PermitParams, EmptyResult),

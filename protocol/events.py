@@ -31,6 +31,7 @@ __all__ = [
     "PermissionRequested",
     "PermissionResolved",
     "PlanEvent",
+    "QueueReordered",
     "TitleEvent",
     "ToolCallEvent",
     "ToolCallUpdateEvent",
@@ -42,6 +43,8 @@ __all__ = [
     "TurnStarted",
     "UsageEvent",
     "UserMessage",
+    "UserMessageEdited",
+    "UserMessageSteered",
     "encode_body",
     "event_notification",
     "render_event",
@@ -60,6 +63,30 @@ class UserMessage(_Body, frozen=True, kw_only=True):
     # the newest message's before it, so a removed message leaves a gap unless it was the
     # newest. Absent from messages stored before numbers existed (see `EventLog`).
     number: int | UnsetType = UNSET
+    # Sent as a steer (`messages/send {steer: true}`): for the turn that runs, if the agent
+    # takes it (then `user_message_steered` follows), else first in line.
+    steer: bool = False
+
+
+class UserMessageEdited(_Body, frozen=True, kw_only=True):
+    """A queued message's new text: what its prompt will carry."""
+
+    message_seq: int
+    text: str
+
+
+class QueueReordered(_Body, frozen=True, kw_only=True):
+    """The queue's order after a move: every queued message's seq, first in line first."""
+
+    order: list[int]
+
+
+class UserMessageSteered(_Body, frozen=True, kw_only=True):
+    """A steer the agent took into the running turn: it is never prompted."""
+
+    message_seq: int
+    prompt_seq: int  # the turn it went into
+    outcome: str  # the agent's: "injected", "startedNewTurn", ...
 
 
 class TurnStarted(_Body, frozen=True, kw_only=True):

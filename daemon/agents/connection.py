@@ -145,6 +145,11 @@ class AgentConnection(SessionRequests):
         return acp.supported(self.init.agent_capabilities.session_capabilities.close)
 
     @property
+    def can_steer(self) -> bool:
+        """It advertised `_session/steering` (ACP.md §20); never sent otherwise."""
+        return acp.steering_advertised(self.init)
+
+    @property
     def alive(self) -> bool:
         """False once its stream has ended (it exited, crashed or was stopped)."""
         return not self._gone.is_set()

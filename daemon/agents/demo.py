@@ -4,7 +4,8 @@ Run it as `python -m daemon.agents.demo`; ACP on stdin/stdout, its log on stderr
 default agent of the quick start and the subprocess fake of the tests.
 
 What it does:
-* `initialize`: protocol version 1, `loadSession: true`, agentInfo name "acpd-demo".
+* `initialize`: protocol version 1, `loadSession: true`, agentInfo name "acpd-demo", and
+  `_meta.steering.supported: true`.
 * `session/new`: a fresh session (ids are random, unique across processes).
 * `session/load`: replays the session's history as `user_message_chunk` and
   `agent_message_chunk` updates, then answers `{}`; unknown session: error -32002. History is
@@ -17,6 +18,10 @@ What it does:
   "reject", reject_once) and says what it was told.
 * `session/cancel` stops the turn at any point (a pending permission request is abandoned)
   and the prompt answers `cancelled`. One prompt at a time per session (-32600 otherwise).
+* `_session/steering` (ACP.md §20): while a turn runs, the text joins it (`injected`): the
+  turn says `(steered: TEXT)` before its next chunk, or at its end. With no turn running it
+  answers `promptRequired` (reason `noRunningTurn`) and does nothing: it never starts a turn
+  by itself, whatever `idleBehavior` says.
 * Unknown notifications are ignored, unknown requests answered -32601. It exits at stdin EOF.
 
 Test hooks, as the whole prompt text:
@@ -63,6 +68,7 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     acp.SESSION_NEW: msgspec.json.Decoder(acp.NewSessionRequest),
     acp.SESSION_LOAD: msgspec.json.Decoder(acp.LoadSessionRequest),
     acp.SESSION_PROMPT: msgspec.json.Decoder(acp.PromptRequest),
+    acp.SESSION_STEERING: msgspec.json.Decoder(acp.SteeringRequest),
 }
 _cancel_decoder = msgspec.json.Decoder(acp.CancelNotification)
 
@@ -74,6 +80,8 @@ class _Session:
     busy: bool = False
     prompts_received: int = 0  # read off the wire, whether or not their task has started
     cancel_next: bool = False  # a cancel came after a prompt was read but before it started
+    steerable: bool = False  # a turn runs that takes steers (until it says the last ones)
+    steers: list[str] = attrs.field(factory=list)  # taken, not yet said
 
 
 def _decode(method: str, raw: msgspec.Raw) -> object:
@@ -120,6 +128,7 @@ class DemoAgent:
                 protocol_version=acp.PROTOCOL_VERSION,
                 agent_capabilities=caps,
                 agent_info=AGENT_INFO,
+                meta={"steering": {"supported": True}},
             )
         if isinstance(params, acp.NewSessionRequest):
             file = store.SessionFile(session_id=f"demo-{uuid.uuid4().hex}", cwd=params.cwd)
@@ -130,6 +139,8 @@ class DemoAgent:
             return await self._load(params)
         if isinstance(params, acp.PromptRequest):
             return await self._prompt(params)
+        if isinstance(params, acp.SteeringRequest):
+            return self._steer(params)
         raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
 
     def received(self, method: str, raw: msgspec.Raw) -> None:
@@ -186,6 +197,17 @@ class DemoAgent:
         note = acp.SessionNotification(session_id=session_id, update=update)
         await self.peer.notify(acp.SESSION_UPDATE, note)
 
+    def _steer(self, params: acp.SteeringRequest) -> acp.SteeringResponse:
+        session = self.sessions.get(params.session_id)
+        if session is None:
+            raise RpcFailure(RESOURCE_NOT_FOUND, f"session not found: {params.session_id}")
+        if not session.steerable:
+            return acp.SteeringResponse(outcome="promptRequired", reason="noRunningTurn")
+        text = "".join(acp.content_text(block) for block in params.prompt)
+        session.steers.append(text)
+        session.file.history.append(store.Entry(role="user", text=text))
+        return acp.SteeringResponse(outcome="injected")
+
     # --- a turn -------------------------------------------------------------------------------
 
     async def _prompt(self, params: acp.PromptRequest) -> acp.PromptResponse:
@@ -216,8 +238,14 @@ class DemoAgent:
                 await trio.sleep_forever()  # outside the turn's scope: cancel has no effect
             with scope:
                 if not scope.cancel_called:
+                    session.steerable = True
                     await self._turn(session.file.session_id, text, command, arg, said)
+                    # The last steers taken are said before the answer: none is left unsaid.
+                    session.steerable = False
+                    await self._say_steers(session.file.session_id, said)
         finally:
+            session.steerable = False
+            session.steers.clear()  # a cancelled turn drops what it had not said yet
             session.turn = None
             session.busy = False
         if said:
@@ -228,8 +256,19 @@ class DemoAgent:
         return acp.PromptResponse(stop_reason="cancelled" if scope.cancel_called else "end_turn")
 
     async def _say(self, session_id: str, text: str, said: list[str]) -> None:
+        """Say `text`, after any steer taken since the last chunk."""
+        await self._say_steers(session_id, said)
         await self._update(session_id, acp.AgentMessageChunk(content=acp.TextContent(text=text)))
         said.append(text)
+
+    async def _say_steers(self, session_id: str, said: list[str]) -> None:
+        session = self.sessions.get(session_id)
+        while session is not None and session.steers:
+            steer = f"(steered: {session.steers.pop(0)}) "
+            await self._update(
+                session_id, acp.AgentMessageChunk(content=acp.TextContent(text=steer))
+            )
+            said.append(steer)
 
     async def _turn(self, sid: str, text: str, command: str, arg: str, said: list[str]) -> None:
         if command == "/echo":

@@ -224,11 +224,13 @@ class AgentPeer:
         *,
         on_answer: Callable[[], None] | None = None,
         withdraw: bool = False,
+        on_sent: Callable[[], None] | None = None,
     ) -> T:
         """Send a request and wait for its response, decoded as `result_type`.
 
         `on_answer()` runs in the read loop the moment the response line is read, before the
-        lines after it: what arrives later is known to come after the answer.
+        lines after it: what arrives later is known to come after the answer. `on_sent()`
+        runs once the request's line is written: what is written later comes after it.
 
         Raises `RpcFailure` if the peer answered with an error (`InvalidResult` if its result
         does not decode), `AgentExited` if the connection ends first. Cancelling this call
@@ -249,6 +251,8 @@ class AgentPeer:
         try:
             await self._write(data)
             written = True
+            if on_sent is not None:
+                on_sent()
             try:
                 env = await recv.receive()
             except trio.EndOfChannel:

@@ -2,7 +2,8 @@
 
 A mixin of `AgentConnection` (its `peer`), apart from the process and lifecycle code so each
 module stays one concern: session set-up (`authenticate`, `session/new`, `load`, `resume`),
-the user's choices (`set_mode`, `set_config_option`), turns (`prompt`, `cancel`).
+the user's choices (`set_mode`, `set_config_option`), turns (`prompt`, `cancel`, and `steer`
+for an agent that advertised it).
 """
 
 from __future__ import annotations
@@ -70,13 +71,35 @@ class SessionRequests:
         return resp.config_options
 
     async def prompt(
-        self, session_id: str, text: str, *, on_answer: Callable[[], None] | None = None
+        self,
+        session_id: str,
+        text: str,
+        *,
+        on_answer: Callable[[], None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> acp.PromptResponse:
         """`session/prompt`; `on_answer()` runs in the read loop as the reply arrives, before
-        any update read after it (which, by ACP, no longer belongs to this turn)."""
+        any update read after it (which, by ACP, no longer belongs to this turn); `on_sent()`
+        once the request is written (a steer written later reaches a running turn)."""
         params = acp.PromptRequest(session_id=session_id, prompt=[acp.TextContent(text=text)])
         return await self.peer.request(
-            acp.SESSION_PROMPT, params, acp.PromptResponse, on_answer=on_answer
+            acp.SESSION_PROMPT, params, acp.PromptResponse, on_answer=on_answer, on_sent=on_sent
+        )
+
+    async def steer(self, session_id: str, text: str) -> acp.SteeringResponse:
+        """`_session/steering`: `text` into the running turn, if the agent takes it (any
+        `outcome` but `promptRequired`: then never send it again). Only for an agent that
+        advertised it (`AgentConnection.can_steer`). RpcFailure or AgentExited: taken as not
+        taken (the text is the caller's to send again)."""
+        params = acp.SteeringRequest(
+            session_id=session_id,
+            prompt=[acp.TextContent(text=text)],
+            meta=acp.STEERING_PROMPT_REQUIRED,
+        )
+        # Given up on (no answer in time), it is withdrawn: an agent that honours
+        # `$/cancel_request` does not take it after all.
+        return await self.peer.request(
+            acp.SESSION_STEERING, params, acp.SteeringResponse, withdraw=True
         )
 
     async def cancel(self, session_id: str) -> None:

@@ -30,6 +30,7 @@ from daemon.engine.fanout import Fanout
 from daemon.engine.storeio import StoreIO
 from protocol import events as ev
 from store import ConversationRecord, EventRecord, NotFound, StorageUnavailable, Store
+from store.records import USER_MESSAGE
 
 __all__ = [
     "RETRY_MAX",
@@ -60,6 +61,7 @@ class _Numbered(msgspec.Struct, frozen=True):
 
 
 _numbered = msgspec.json.Decoder(_Numbered)
+_user_message = msgspec.json.Decoder(ev.UserMessage)
 # Numbers of sent messages not yet claimed by their sender (`take_number`); a send that fails
 # after its append leaves one behind, so the map is bounded.
 _UNCLAIMED_MAX = 256
@@ -118,10 +120,18 @@ class EventLog:
             self._last_seq = max(self._last_seq, rec.seq)
             self._fanout.publish_event(rec.seq, _line(self.conv_id, rec))
 
-    async def append_user(self, text: str) -> tuple[EventRecord, int]:
-        """Queue a user message; returns it and how many are queued with it (the store's
-        count as of this commit, so concurrent sends each get an exact position). Its number
-        (one more than the newest message's) waits for `take_number`.
+    async def append_user(
+        self,
+        text: str,
+        *,
+        steer: bool = False,
+        on_commit: Callable[[EventRecord], None] | None = None,
+    ) -> tuple[EventRecord, int]:
+        """Queue a user message (a `steer`: first in line); returns it and how many are
+        queued with it (the store's count as of this commit, so concurrent sends each get an
+        exact position). Its number (one more than the newest message's) waits for
+        `take_number`. `on_commit(rec)` runs with the log still locked, before any other
+        write of this conversation can look at the queue.
 
         Raises `StorageUnavailable` at once if the store cannot take it: never acknowledged."""
 
@@ -133,13 +143,15 @@ class EventLog:
             previous = (
                 seen_number if newest == seen_seq else message_number(s, self.conv_id, newest)
             )
-            body = ev.encode_body(ev.UserMessage(text=text, number=previous + 1))
-            rec = s.append_user_message(self.conv_id, body)
+            body = ev.encode_body(ev.UserMessage(text=text, number=previous + 1, steer=steer))
+            rec = s.append_user_message(self.conv_id, body, first=steer)
             return rec, previous + 1, s.queued_count(self.conv_id)
 
         async with self._lock:
             self._check()
             rec, number, queued = await self._write(write)
+            if on_commit is not None:
+                on_commit(rec)
             self._newest = (rec.seq, number)
             self._unclaimed[rec.seq] = number
             while len(self._unclaimed) > _UNCLAIMED_MAX:
@@ -168,25 +180,85 @@ class EventLog:
         await self._turn_write(write, self._publish)
 
     async def start_turn(
-        self, prompt_seq: int, may_start: Callable[[], bool]
+        self, prompt_seq: int, as_read: bytes, may_start: Callable[[], bool]
     ) -> EventRecord | None:
-        """Move the cursor to `prompt_seq` and record `turn_started`, if `may_start()`.
+        """Take `prompt_seq` off the queue and record `turn_started`, if `may_start()`.
 
-        `may_start` runs with the log locked, right before the write: no send, status change
-        or other write of this conversation can come between its decision and the commit.
-        (If storage refuses the write, the decision stands while it is retried: from
-        `may_start` on, a pause finds the turn and interrupts it.) Returns None if it said
-        no. Raises `store.Conflict` if the message is not queued.
+        `may_start` runs with the log locked, right before the write: no send, edit, move,
+        status change or other write of this conversation can come between its decision and
+        the commit. (If storage refuses the write, the decision stands while it is retried:
+        from `may_start` on, a pause finds the turn and interrupts it.) Returns None if it said
+        no. Raises `store.Conflict` if the message is not first in line, or no longer
+        `as_read` (its body as the caller read it: edited since).
         """
         body = ev.encode_body(ev.TurnStarted(prompt_seq=prompt_seq))
         try:
             return await self._turn_write(
-                lambda s: s.start_turn(self.conv_id, prompt_seq, body),
+                lambda s: s.start_turn(self.conv_id, prompt_seq, body, as_read=as_read),
                 lambda rec: self._publish([rec]),
                 decide=may_start,
             )
         except _Declined:
             return None
+
+    # --- the queue's other verbs (each checked with the log locked: see steering.py) --------
+
+    async def edit_queued(self, seq: int, text: str, check: Callable[[], None]) -> None:
+        """Queued message `seq` now says `text` (`user_message_edited`), after `check()`
+        (which raises to refuse). Raises `store.Conflict` or `NotFound` as the store does."""
+        item = (
+            "user_message_edited",
+            ev.encode_body(ev.UserMessageEdited(message_seq=seq, text=text)),
+        )
+
+        def write(s: Store) -> list[EventRecord]:
+            # The message as sent, with the new text (its number stays): events never change,
+            # and nothing writes between this read and the edit (one writer).
+            sent = s.event_at(self.conv_id, seq)
+            was = ev.UserMessage(text=text)  # not a user message: edit_pending refuses it
+            if sent is not None and sent.type == USER_MESSAGE:
+                was = _user_message.decode(sent.body)
+            body = ev.encode_body(msgspec.structs.replace(was, text=text))
+            return [s.edit_pending(self.conv_id, seq, body, item)]
+
+        async with self._lock:
+            self._check()
+            check()
+            self._publish(await self._write(write))
+
+    async def move_queued(
+        self, seq: int, before: int | None, check: Callable[[], None]
+    ) -> list[int]:
+        """Put queued message `seq` before `before` (None: first), after `check()`; records
+        `queue_reordered` if the order changed. Returns the order (seqs, head first)."""
+
+        def event(order: list[int]) -> tuple[str, bytes]:
+            return "queue_reordered", ev.encode_body(ev.QueueReordered(order=order))
+
+        async with self._lock:
+            self._check()
+            check()
+            order, rec = await self._write(
+                lambda s: s.move_pending(self.conv_id, seq, before, event)
+            )
+            if rec is not None:
+                self._publish([rec])
+        return order
+
+    async def remove_queued(self, seq: int, check: Callable[[], None]) -> None:
+        """Take queued message `seq` out (its event with it), after `check()`."""
+        async with self._lock:
+            self._check()
+            check()
+            await self._write(lambda s: s.remove_pending(self.conv_id, seq))
+
+    async def take_steered(self, seq: int, steered: ev.UserMessageSteered) -> None:
+        """Queued message `seq` went into the running turn: off the queue, never prompted.
+        Like the turn's own writes, it waits a storage outage out (the agent has the text)."""
+        item = ("user_message_steered", ev.encode_body(steered))
+        await self._turn_write(
+            lambda s: s.take_steered(self.conv_id, seq, item), lambda rec: self._publish([rec])
+        )
 
     async def end_turn(self, items: list[tuple[str, bytes]], status: str) -> None:
         self._deferred.pop("status", None)  # this write sets it

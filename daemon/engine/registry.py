@@ -14,8 +14,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from daemon.agents.connection import Launcher
 from daemon.config import Config
 from daemon.engine.eventlog import LogClosed, close_dead_turn
 from daemon.engine.fanout import Subscription
+from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
@@ -78,6 +79,28 @@ def _unstored(exc: StorageUnavailable, what: str) -> RpcFailure:
     """-32005, saying why (`exc`) and what was not stored: "storage unavailable: disk full;
     the message was not queued"."""
     return RpcFailure(STORAGE_UNAVAILABLE, f"{exc}; {what}")
+
+
+def _check_text(text: str) -> None:
+    if not text.strip():
+        raise RpcFailure(INVALID_PARAMS, "text must not be empty")
+    if len(text) > MAX_TEXT:
+        raise RpcFailure(INVALID_PARAMS, f"text longer than {MAX_TEXT} characters")
+
+
+@contextmanager
+def _queue_errors(conv_id: str, unchanged: str) -> Iterator[None]:
+    """The store's refusals of a queue operation, as API errors; `unchanged` says what was
+    not done, should storage refuse it."""
+    try:
+        yield
+    except Conflict as exc:
+        # Already prompted (or steered), or being steered right now.
+        raise RpcFailure(CONFLICT, str(exc).replace(f" in {conv_id}", "")) from None
+    except NotFound as exc:
+        raise RpcFailure(NOT_FOUND, str(exc)) from None
+    except StorageUnavailable as exc:
+        raise _unstored(exc, unchanged) from None
 
 
 @attrs.frozen
@@ -310,18 +333,15 @@ class Engine:
         await self._record(conv_id)
 
         def read(s: Store) -> builtins.list[api.PendingMessage]:
-            msgs = [(r.seq, _user_message.decode(r.body)) for r in s.pending_messages(conv_id)]
-            # The queue is every user message above the cursor, in order: one stored before
-            # messages had numbers is numbered by its place (only those come first).
-            base = None
             out = []
-            for i, (seq, msg) in enumerate(msgs):
+            for r in s.pending_messages(conv_id):  # in line, as edited
+                msg = _user_message.decode(r.body)
                 number = msg.number
                 if isinstance(number, msgspec.UnsetType):
-                    if base is None:
-                        base = s.count_user_messages(conv_id, seq) - i - 1
-                    number = base + i + 1
-                out.append(api.PendingMessage(seq=seq, text=msg.text, number=number))
+                    # Stored before messages had numbers: numbered by its place among the
+                    # user messages (a scan, for those few only).
+                    number = s.count_user_messages(conv_id, r.seq)
+                out.append(api.PendingMessage(seq=r.seq, text=msg.text, number=number))
             return out
 
         return await self.io.read(read)
@@ -376,10 +396,7 @@ class Engine:
             self._restart_reasons.pop(conv_id, None)
 
     async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> api.SendResult:
-        if not text.strip():
-            raise RpcFailure(INVALID_PARAMS, "text must not be empty")
-        if len(text) > MAX_TEXT:
-            raise RpcFailure(INVALID_PARAMS, f"text longer than {MAX_TEXT} characters")
+        _check_text(text)
 
         async def send(c: Conversation) -> api.SendResult:
             # A send that runs lifts a pause or `failed` (queued messages first, then this one).
@@ -396,16 +413,55 @@ class Engine:
 
         return await self._with(conv_id, send)
 
+    async def steer(self, conv_id: str, text: str) -> api.SendResult:
+        """`send`, into the running turn if the agent takes it (steering.py); `steered` says
+        whether it did."""
+        _check_text(text)
+
+        async def steer(c: Conversation) -> api.SendResult:
+            held = c.held  # a steer runs: it lifts a pause, as a send does
+            try:
+                seq, queued, steered = await c.steer(text)
+            except StorageUnavailable as exc:  # only its append fails at once: not stored
+                raise _unstored(exc, "the message was not queued") from None
+            number = await c.log.take_number(seq)
+            return api.SendResult(
+                seq=seq, queued=queued, number=number, resumed=held, steered=steered
+            )
+
+        try:
+            return await self._with(conv_id, steer)
+        except StoredThenClosed as exc:
+            # Stored, so never sent again (as `_with` would): say what happened instead.
+            if conv_id in self._deleting or await self.io.read(
+                lambda s: s.get_conversation(conv_id) is None
+            ):
+                raise _no_such(conv_id) from None
+            raise RpcFailure(INTERNAL_ERROR, f"{exc}; it stays queued") from None
+
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._record(conv_id)
-        try:
+        conv = self._live.get(conv_id)
+        with _queue_errors(conv_id, "the message was not removed"):
+            if conv is not None:
+                try:
+                    # Through its log: a message being steered is refused (steering.py).
+                    await conv.queue.remove(seq)
+                    return
+                except LogClosed:
+                    if conv.deleting:
+                        raise _no_such(conv_id) from None
+            # No supervisor (or it just retired): no steer can be in flight.
             await self.io.write(lambda s: s.remove_pending(conv_id, seq))
-        except Conflict:
-            raise RpcFailure(CONFLICT, f"message {seq} was already prompted") from None
-        except NotFound:
-            raise RpcFailure(NOT_FOUND, f"no queued message {seq} in {conv_id}") from None
-        except StorageUnavailable as exc:
-            raise _unstored(exc, "the message was not removed") from None
+
+    async def edit(self, conv_id: str, seq: int, text: str) -> None:
+        _check_text(text)
+        with _queue_errors(conv_id, "the message was not edited"):
+            await self._with(conv_id, lambda c: c.queue.edit(seq, text))
+
+    async def move(self, conv_id: str, seq: int, before: int | None) -> builtins.list[int]:
+        with _queue_errors(conv_id, "the queue was not reordered"):
+            return await self._with(conv_id, lambda c: c.queue.move(seq, before))
 
     async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool:
         """Interrupt the running turn (and pause the queue); with `prompt_seq`, only if the

@@ -12,6 +12,9 @@ Invariants (DESIGN.md), and where they are kept:
   crash backoff) the queue head is read again, and stop/pause/supersede are checked with the
   log locked, right before the commit (`may_start`).
 - An agent whose process ended is never handed a prompt (`slot.AgentSlot` knows its state).
+- A prompt carries its message's text as committed when the turn started (edits included):
+  the turn starts only if the head read is still first in line and unchanged (`as_read`),
+  and not while a steer is in flight (steering.py), whose message may yet join the turn.
 - The queue's gate (open, paused, failed) is this object's alone; the agent's lifecycle is the
   slot's; a turn's progress is the turn's.
 """
@@ -40,6 +43,7 @@ from daemon.engine.permissions import Permissions
 from daemon.engine.questions import Questions
 from daemon.engine.recorder import Recorder
 from daemon.engine.slot import AgentSlot, SlotState, StartFailed, crash_event
+from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
 from daemon.engine.turn import Turn
 from protocol import acp
@@ -95,6 +99,7 @@ class Conversation:
     permissions: Permissions = attrs.field(init=False)
     questions: Questions = attrs.field(init=False)
     _asks: Asks = attrs.field(init=False)
+    queue: QueueControl = attrs.field(init=False)  # steer, edit, move, remove
     ready: trio.Event = attrs.field(factory=trio.Event)
     finished: trio.Event = attrs.field(factory=trio.Event)
     load_error: BaseException | None = None
@@ -145,6 +150,9 @@ class Conversation:
             self._agent_crashed_idle,
             restart_reason=self._initial_restart_reason,
             log_path=self._agent_log,
+        )
+        self.queue = QueueControl(
+            self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout
         )
         # Capacity 1: a full buffer already means "look at the store again".
         self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
@@ -231,12 +239,30 @@ class Conversation:
         elif interrupt and starting is not None:
             starting.superseded = True  # its turn is recorded cancelled, not run
             ahead -= 1
+        await self._sent(text, run=run or interrupt)
+        return rec.seq, max(0, ahead)
+
+    async def steer(self, text: str) -> tuple[int, int, bool]:
+        """Send `text` into the running turn if the agent takes it, else first in line
+        (steering.py): (seq, turns before its own, whether the agent took it). LogClosed:
+        nothing was stored; StoredThenClosed: it was (so it must not be sent again)."""
+        rec, into = await self.queue.steer(text)
+        try:
+            await self._sent(text, run=True)
+        except LogClosed:
+            raise StoredThenClosed(rec.seq) from None
+        if into is not None:
+            return rec.seq, 0, True
+        return rec.seq, int(self._turn is not None), False
+
+    async def _sent(self, text: str, *, run: bool) -> None:
+        """After a message is queued: name an untitled conversation, set the gate, wake."""
         if self._record is not None and not self._record.title:
             # An untitled conversation is named after its first message, for `acpd ls`.
             title = " ".join(text.split())[:80]
             await self.log.set_title(title)
             self._record = msgspec.structs.replace(self._record, title=title)
-        if run or interrupt:
+        if run:
             # Sending with run is a person acting: it also lifts a crash-loop `failed`.
             await self._set_gate(Gate.OPEN)
         else:
@@ -244,7 +270,6 @@ class Conversation:
             # even behind a running turn (whose end writes the status).
             await self._set_gate(Gate.PAUSED)
         self.wake()
-        return rec.seq, max(0, ahead)
 
     async def interrupt(self) -> bool:
         """Cancel the running turn and pause the queue."""
@@ -387,6 +412,7 @@ class Conversation:
     async def _next_message(self) -> EventRecord | None:
         """The queue's head once the gate is open; None when it is time to retire."""
         while not self._stopping:
+            await self.queue.wait_settled()  # a steer decides what is first in line
             if self._gate is Gate.OPEN:
                 pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
                 if pending:
@@ -439,7 +465,7 @@ class Conversation:
         pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
         if not pending:
             return
-        msg = pending[0]
+        msg = pending[0]  # its text as edited; the commit checks it is still that
         session_id = self._slot.session_id
         assert session_id is not None
         turn = Turn(
@@ -452,7 +478,8 @@ class Conversation:
         )
 
         def may_start() -> bool:
-            if self._stopping or self._gate is not Gate.OPEN or not self._slot.begin_turn():
+            blocked = self._stopping or self._gate is not Gate.OPEN or self.queue.busy
+            if blocked or not self._slot.begin_turn():
                 return False
             # From here a pause, stop or superseding send finds `self._turn` and cancels it.
             turn.interrupted = starting.superseded and starting.seq == msg.seq
@@ -460,8 +487,8 @@ class Conversation:
             return True
 
         try:
-            started = await self.log.start_turn(msg.seq, may_start)
-        except Conflict:  # removed between the read and the write
+            started = await self.log.start_turn(msg.seq, msg.body, may_start)
+        except Conflict:  # removed, moved or edited between the read and the write
             self._turn = None
             self._slot.end_turn()
             await self.log.set_status(self._stored_status())

@@ -64,6 +64,7 @@ class Turn:
     _error: RpcFailure | None = None
     interrupted: bool = False  # by a person (or a superseding send)
     _prompted: bool = False  # session/prompt was (to be) sent
+    _prompt_written: bool = False  # its line is out: a later request reaches a running turn
     _cancel_sent: bool = False
     _timed_out: bool = False
     _updates: int = 0
@@ -98,6 +99,19 @@ class Turn:
             self._updates_seen = self._updates
             if self._asks.waiting == 0 and not self._done.is_set():
                 self.scope.deadline = trio.current_time() + self._turn_timeout
+
+    def steer_target(self) -> tuple[AgentConnection, str] | None:
+        """The agent and session a steer goes to: only while this turn's prompt is written,
+        not answered and not being cancelled (a steer must join this turn, not start one)."""
+        if (
+            self._prompt_written
+            and not self._answered
+            and not self._cancel_sent
+            and not self.interrupted
+            and not self._done.is_set()
+        ):
+            return self._conn, self._session_id
+        return None
 
     def takes_requests(self) -> bool:
         """Whether a request from the agent (a permission) belongs to this turn."""
@@ -142,7 +156,7 @@ class Turn:
     async def _prompt(self) -> None:
         try:
             self._response = await self._conn.prompt(
-                self._session_id, self.text, on_answer=self._on_answer
+                self._session_id, self.text, on_answer=self._on_answer, on_sent=self._on_sent
             )
         except RpcFailure as exc:
             self._error = exc
@@ -153,6 +167,9 @@ class Turn:
 
     def _on_answer(self) -> None:
         self._answered = True
+
+    def _on_sent(self) -> None:
+        self._prompt_written = True
 
     async def _drain(self, slot: AgentSlot, drain_timeout: float) -> None:
         """Cancel the turn at the agent and wait a bounded time for its real reply."""

@@ -106,8 +106,11 @@ class EngineAPI(Protocol):
     async def send(
         self, conv_id: str, text: str, *, run: bool, interrupt: bool
     ) -> api.SendResult: ...
+    async def steer(self, conv_id: str, text: str) -> api.SendResult: ...
     async def queue(self, conv_id: str) -> builtins.list[api.PendingMessage]: ...
     async def remove(self, conv_id: str, seq: int) -> None: ...
+    async def edit(self, conv_id: str, seq: int, text: str) -> None: ...
+    async def move(self, conv_id: str, seq: int, before: int | None) -> builtins.list[int]: ...
     async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool: ...
     async def resume(self, conv_id: str) -> api.ResumeResult: ...
     async def permit(
@@ -195,6 +198,8 @@ class Dispatcher:
             "messages/send": self._send,
             "messages/queue": self._queue,
             "messages/remove": self._remove,
+            "messages/edit": self._edit,
+            "messages/move": self._move,
             "turns/interrupt": self._interrupt,
             "conversations/resume": self._resume,
             "permissions/respond": self._permit,
@@ -388,6 +393,8 @@ class Dispatcher:
 
     async def _send(self, conn: Connection, p: api.SendParams) -> api.SendResult:
         cid = await self._resolve(p.id)
+        if p.steer:
+            return await self._engine.steer(cid, p.text)
         return await self._engine.send(cid, p.text, run=p.run, interrupt=p.interrupt)
 
     async def _queue(self, conn: Connection, p: api.IdParams) -> api.QueueResult:
@@ -396,6 +403,14 @@ class Dispatcher:
     async def _remove(self, conn: Connection, p: api.RemoveParams) -> api.EmptyResult:
         await self._engine.remove(await self._resolve(p.id), p.seq)
         return api.EmptyResult()
+
+    async def _edit(self, conn: Connection, p: api.EditParams) -> api.EmptyResult:
+        await self._engine.edit(await self._resolve(p.id), p.seq, p.text)
+        return api.EmptyResult()
+
+    async def _move(self, conn: Connection, p: api.MoveParams) -> api.MoveResult:
+        order = await self._engine.move(await self._resolve(p.id), p.seq, p.before)
+        return api.MoveResult(order=order)
 
     async def _interrupt(self, conn: Connection, p: api.InterruptParams) -> api.InterruptResult:
         done = await self._engine.interrupt(await self._resolve(p.id), prompt_seq=p.prompt_seq)

@@ -194,6 +194,14 @@ class FakeEngine:
         number = sum(b'"user_message"' in e for e in self.stored[conv_id])
         return SendResult(seq=seq, queued=0, number=number)
 
+    async def steer(self, conv_id: str, text: str) -> SendResult:
+        await self._enter("steer", conv_id, text)
+        seq = self.publish(conv_id, "user_message", text=text, steer=True)
+        self.publish(conv_id, "user_message_steered", message_seq=seq, prompt_seq=1,
+                     outcome="injected")  # fmt: skip
+        number = sum(b'"user_message"' in e for e in self.stored[conv_id])
+        return SendResult(seq=seq, queued=0, number=number, steered=True)
+
     async def queue(self, conv_id: str) -> builtins.list[PendingMessage]:
         await self._enter("queue", conv_id)
         pending = self.queues.get(conv_id, [(7, "later")])
@@ -201,6 +209,17 @@ class FakeEngine:
 
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._enter("remove", conv_id, seq)
+
+    async def edit(self, conv_id: str, seq: int, text: str) -> None:
+        await self._enter("edit", conv_id, seq, text)
+        self.publish(conv_id, "user_message_edited", message_seq=seq, text=text)
+
+    async def move(self, conv_id: str, seq: int, before: int | None) -> builtins.list[int]:
+        await self._enter("move", conv_id, seq, before)
+        order = [s for s, _ in self.queues.get(conv_id, [(7, "later")]) if s != seq]
+        order.insert(0 if before is None or before not in order else order.index(before), seq)
+        self.publish(conv_id, "queue_reordered", order=order)
+        return order
 
     async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool:
         await self._enter("interrupt", conv_id, *(() if prompt_seq is None else (prompt_seq,)))

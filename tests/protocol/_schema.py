@@ -138,7 +138,11 @@ STRUCT_DEFS: dict[type[msgspec.Struct], tuple[str, ...]] = {
 PARSED_ONLY: frozenset[type[msgspec.Struct]] = frozenset({acp.CreateElicitationRequest})
 
 # Wire members we read on purpose although the schema does not have them (ACP.md §18).
+# Vendor extensions, which the schema does not have (ACP.md §20).
+EXTENSION_STRUCTS: set[type[msgspec.Struct]] = {acp.SteeringRequest, acp.SteeringResponse}
+
 EXTRA_FIELDS: dict[type[msgspec.Struct], set[str]] = {
+    acp.SessionCapabilities: {"steering"},  # the session steering RFD's, not yet in v1
     acp.CurrentModeUpdate: {"modeId"},  # the docs' spelling
     acp.AuthMethod: {"vars", "type"},  # legacy env_var; `type` is only in the terminal variant
     acp.McpServer: {"type"},  # only in the http/sse variants

@@ -320,3 +320,45 @@ def test_parse_config_options_skips_unknown_and_malformed() -> None:
     parsed = acp.parse_config_options(options)
     assert [type(o) for o in parsed] == [acp.SessionConfigSelect, acp.SessionConfigBoolean]
     assert [o.id for o in parsed] == ["m", "b"]
+
+
+@pytest.mark.parametrize(
+    ("init", "advertised"),
+    [
+        ({}, False),
+        # codex-acp and claude-agent-acp: `_meta` of the initialize result.
+        ({"_meta": {"steering": {"supported": True}}}, True),
+        ({"_meta": {"steering": {"supported": False}}}, False),
+        ({"_meta": {"steering": {"supported": "yes"}}}, False),
+        ({"_meta": {"steering": True}}, False),
+        ({"_meta": None}, False),
+        # Some agents put it in `agentCapabilities._meta`.
+        ({"agentCapabilities": {"_meta": {"steering": {"supported": True}}}}, True),
+        # The session steering RFD's capability marker.
+        ({"agentCapabilities": {"sessionCapabilities": {"steering": {}}}}, True),
+        ({"agentCapabilities": {"sessionCapabilities": {"steering": None}}}, False),
+    ],
+)
+def test_steering_is_used_only_when_advertised(init: dict[str, Any], advertised: bool) -> None:
+    resp = msgspec.json.decode(
+        msgspec.json.encode({"protocolVersion": 1, **init}), type=acp.InitializeResponse
+    )
+    assert acp.steering_advertised(resp) is advertised
+
+
+def test_steering_wire_shapes() -> None:
+    req = acp.SteeringRequest(
+        session_id="s",
+        prompt=[acp.TextContent(text="go left")],
+        meta=acp.STEERING_PROMPT_REQUIRED,
+    )
+    assert msgspec.json.decode(msgspec.json.encode(req)) == {
+        "sessionId": "s",
+        "prompt": [{"type": "text", "text": "go left"}],
+        "_meta": {"steering": {"idleBehavior": "promptRequired"}},
+    }
+    decode = msgspec.json.Decoder(acp.SteeringResponse).decode
+    resp = decode(b'{"outcome":"promptRequired","reason":"noRunningTurn","x":1}')
+    assert (resp.outcome, resp.reason) == (acp.STEERING_NOT_TAKEN, "noRunningTurn")
+    assert decode(b'{"outcome":"teleported"}').outcome == "teleported"  # kept, as a str
+    assert decode(b"{}").outcome == ""  # not "promptRequired": the agent may have taken it

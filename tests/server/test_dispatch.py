@@ -125,6 +125,16 @@ ROUTES: dict[str, tuple[Json | None, tuple[object, ...] | None, Callable[[Json],
         lambda r: r == {"pending": [{"seq": 7, "text": "later", "number": 1}]},
     ),
     "messages/remove": ({"id": "abc", "seq": 3}, ("remove", CONV, 3), lambda r: r == {}),
+    "messages/edit": (
+        {"id": "abc", "seq": 7, "text": "sooner"},
+        ("edit", CONV, 7, "sooner"),
+        lambda r: r == {},
+    ),
+    "messages/move": (
+        {"id": "abc", "seq": 7},
+        ("move", CONV, 7, None),
+        lambda r: r == {"order": [7]},
+    ),
     "turns/interrupt": ({"id": "abc"}, ("interrupt", CONV), lambda r: r == {"interrupted": True}),
     "conversations/resume": (
         {"id": "abc"},
@@ -186,6 +196,13 @@ async def test_options_for_the_acp_front_door(engine: FakeEngine) -> None:
         assert "absolute" in err["message"]
         err = await client.error("turns/interrupt", {"id": "abc", "prompt_seq": 0})
         assert err["code"] == -32602
+
+
+async def test_send_with_steer_says_whether_it_was_steered(engine: FakeEngine) -> None:
+    async with open_client(make_dispatcher(engine)) as client:
+        result = await client.call("messages/send", {"id": "abc", "text": "left", "steer": True})
+        assert result == {"seq": 3, "queued": 0, "steered": True}
+        assert engine.calls == [("steer", CONV, "left")]
 
 
 async def test_status_and_create_defaults(engine: FakeEngine, autojump_clock: Any) -> None:
@@ -250,6 +267,15 @@ async def test_malformed_messages(engine: FakeEngine, message: bytes, code: int)
         ("messages/send", {"id": "abc", "text": " \n"}),
         ("messages/send", {"id": "abc", "text": "x" * (limits.MAX_TEXT + 1)}),
         ("messages/remove", {"id": "abc", "seq": 0}),
+        ("messages/send", {"id": "abc", "text": "x", "steer": True, "interrupt": True}),
+        ("messages/send", {"id": "abc", "text": "x", "steer": True, "run": False}),
+        ("messages/edit", {"id": "abc", "seq": 3}),
+        ("messages/edit", {"id": "abc", "seq": 3, "text": " "}),
+        ("messages/edit", {"id": "abc", "seq": 0, "text": "x"}),
+        ("messages/edit", {"id": "abc", "seq": 3, "text": "x" * (limits.MAX_TEXT + 1)}),
+        ("messages/move", {"id": "abc"}),
+        ("messages/move", {"id": "abc", "seq": 3, "before": 3}),
+        ("messages/move", {"id": "abc", "seq": 3, "before": 0}),
         ("conversations/create", {"cwd": "relative/dir"}),
         ("conversations/create", {"agent": "demo", "agent_cmd": ["x"]}),
         ("conversations/create", {"agent_cmd": []}),
