@@ -27,7 +27,13 @@ What it answers:
 * `session/set_mode` switches among `modes` (-32602 for another id); `session/set_config_option`
   sets an option of `config_options` and answers them all (-32602 for an unknown id).
 * `session/cancel` (a notification): cancels the running turn of that session.
-* Other requests: -32601. Other notifications: recorded and ignored.
+* `_session/steering`, advertised as `steering` says ("meta": `_meta.steering.supported` of
+  the initialize result; "capabilities_meta": the same in `agentCapabilities._meta`; "rfd":
+  `sessionCapabilities.steering`; None: not at all): the text goes to `steers`; the answer is
+  the next of `steer_replies` (a `SteerReply`), else `injected` while a turn of that session
+  runs and `promptRequired` otherwise.
+* Other requests: -32601 (with `unknown_empty`, a bare `{}`, as codex-acp answers). Other
+  notifications: recorded and ignored.
 
 Scripts: `script(*steps)` queues one turn; each prompt takes the oldest queued script, or
 without one echoes the prompt's text in one chunk and ends the turn (`end_turn`). Steps:
@@ -85,6 +91,7 @@ __all__ = [
     "ReplyError",
     "Request",
     "Sleep",
+    "SteerReply",
     "Step",
     "Thought",
     "Tool",
@@ -166,6 +173,19 @@ class Exit:
 
 
 @attrs.frozen
+class SteerReply:
+    """How the fake answers one `_session/steering`: after `delay` (virtual) seconds, with
+    `outcome` (None: a bare `{}`), or the error `error`; with `hang`, never; with `exit`, it
+    closes its end of the stream instead."""
+
+    outcome: str | None = "injected"
+    delay: float = 0.0
+    error: RpcFailure | None = None
+    hang: bool = False
+    exit: bool = False
+
+
+@attrs.frozen
 class Hang:
     pass
 
@@ -197,6 +217,7 @@ _PARAMS: dict[str, type[msgspec.Struct]] = {
     acp.AUTHENTICATE: acp.AuthenticateRequest,
     acp.SESSION_SET_MODE: acp.SetSessionModeRequest,
     acp.SESSION_SET_CONFIG_OPTION: acp.SetSessionConfigOptionRequest,
+    acp.SESSION_STEERING: acp.SteeringRequest,
 }
 
 
@@ -232,6 +253,9 @@ class FakeAgent:
     mcp_http: bool = False
     mcp_sse: bool = False
     authenticated: str | None = attrs.field(default=None, init=False)
+    steering: str | None = None  # how it advertises _session/steering (see above)
+    steer_replies: collections.deque[SteerReply] = attrs.field(factory=collections.deque)
+    unknown_empty: bool = False
 
     received: list[tuple[str, object]] = attrs.field(factory=list, init=False)
     sessions: list[str] = attrs.field(factory=list, init=False)
@@ -241,6 +265,7 @@ class FakeAgent:
     )
     client_answers: list[object] = attrs.field(factory=list, init=False)
     cancels: int = attrs.field(default=0, init=False)
+    steers: list[str] = attrs.field(factory=list, init=False)
     scripts: collections.deque[list[Step]] = attrs.field(factory=collections.deque, init=False)
     peer: AgentPeer = attrs.field(init=False)
     _turns: dict[str, _Turn] = attrs.field(factory=dict, init=False)
@@ -338,19 +363,23 @@ class FakeAgent:
                 await trio.sleep_forever()
             if self.init_error is not None:
                 raise self.init_error
+            advertised = {"steering": {"supported": True}}
             caps = acp.AgentCapabilities(
                 load_session=self.load_session,
                 session_capabilities=acp.SessionCapabilities(
                     resume={} if self.resume else msgspec.UNSET,
                     close={} if self.close else msgspec.UNSET,
+                    steering={} if self.steering == "rfd" else msgspec.UNSET,
                 ),
                 mcp_capabilities=acp.McpCapabilities(http=self.mcp_http, sse=self.mcp_sse),
+                meta=advertised if self.steering == "capabilities_meta" else msgspec.UNSET,
             )
             return acp.InitializeResponse(
                 protocol_version=self.protocol_version,
                 agent_capabilities=caps,
                 agent_info=acp.Implementation(name="fake-agent", version="0"),
                 auth_methods=self.auth_methods,
+                meta=advertised if self.steering == "meta" else msgspec.UNSET,
             )
         if isinstance(params, acp.AuthenticateRequest):
             accepts = self.auth_accepts
@@ -409,6 +438,10 @@ class FakeAgent:
             raise RpcFailure(INVALID_PARAMS, f"no option {params.config_id!r}")
         if isinstance(params, acp.PromptRequest):
             return await self._prompt(params)
+        if isinstance(params, acp.SteeringRequest) and self.steering is not None:
+            return await self._steer(params)
+        if self.unknown_empty:
+            return acp.EmptyResult()
         raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
 
     def _check_auth(self) -> None:
@@ -418,6 +451,28 @@ class FakeAgent:
             if self.authenticated is not None:
                 self.auth_lost -= 1
             raise RpcFailure(-32000, "Authentication required", {"details": "log in first"})
+
+    async def _steer(self, params: acp.SteeringRequest) -> object:
+        text = "".join(acp.content_text(block) for block in params.prompt)
+        self.steers.append(text)
+        if self.steer_replies:
+            reply = self.steer_replies.popleft()
+        elif params.session_id in self._turns:
+            reply = SteerReply("injected")
+        else:
+            reply = SteerReply("promptRequired")
+        await trio.sleep(reply.delay)
+        if reply.hang:
+            await trio.sleep_forever()
+        if reply.exit:
+            await self.peer.aclose()
+            await trio.sleep_forever()
+        if reply.error is not None:
+            raise reply.error
+        if reply.outcome is None:
+            return acp.EmptyResult()
+        reason = "noRunningTurn" if reply.outcome == "promptRequired" else msgspec.UNSET
+        return acp.SteeringResponse(outcome=reply.outcome, reason=reason)
 
     async def _send(self, session_id: str, update: acp.KnownUpdate) -> None:
         note = acp.SessionNotification(session_id=session_id, update=update)
