@@ -292,3 +292,36 @@ async def test_cancel_read_in_the_same_batch_as_its_prompt(
             + line({"method": "session/cancel", "params": {"sessionId": sid}})
         )
         assert (await reply(2))["result"] == {"stopReason": "cancelled"}
+
+
+@pytest.mark.subprocess
+async def test_steering(tmp_path: Path) -> None:
+    client = RecordingClient()
+    with trio.fail_after(20):
+        async with _demo(tmp_path, client) as conn:
+            assert conn.can_steer  # advertised: `_meta.steering.supported`
+            sid = (await conn.new_session(str(tmp_path))).session_id
+            idle = await conn.steer(sid, "nobody listens")
+            assert (idle.outcome, idle.reason) == ("promptRequired", "noRunningTurn")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.prompt, sid, "/slow 30")
+                await client.wait_updates(2)  # the turn runs
+                assert (await conn.steer(sid, "go left")).outcome == "injected"
+                assert (await conn.steer(sid, "and up")).outcome == "injected"
+            text = client.text()
+            # Said in the running turn, in order, between two of its chunks; nothing lost.
+            assert "(steered: go left) (steered: and up) " in text
+            assert text.replace("(steered: go left) (steered: and up) ", "") == "".join(
+                f"{i} " for i in range(1, 31)
+            )
+            assert "nobody listens" not in text
+            # Taken as the turn ends, it is still said before the answer; or it was not taken.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.prompt, sid, "/slow 1")
+                await client.wait_updates(len(client.updates) + 1)
+                outcome = (await conn.steer(sid, "last")).outcome
+            assert outcome in ("injected", "promptRequired")
+            assert ("(steered: last)" in client.text()) == (outcome == "injected")
+            with pytest.raises(RpcFailure) as info:
+                await conn.steer("no-such-session", "x")
+            assert info.value.code == -32002
