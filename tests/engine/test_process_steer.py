@@ -35,11 +35,20 @@ async def test_kill_9_keeps_steers_edits_and_moves(tmp_path: Path, groups: list[
             await conv.delta()  # the turn streams: its prompt is out
             b, c = await conv.send("/echo b"), await conv.send("/echo c")
             steer = await conv.call("messages/send", text="left", steer=True)
-            assert steer == {"seq": c + 1, "queued": 0, "steered": True}
+            assert steer == {
+                "seq": c + 1,
+                "queued": 0,
+                "number": 4,
+                "resumed": False,
+                "steered": True,
+            }
             assert await conv.call("messages/edit", seq=c, text="/echo C") == {}
             assert await conv.call("messages/move", seq=c) == {"order": [c, b]}
             pending = (await conv.call("messages/queue"))["pending"]
-            assert pending == [{"seq": c, "text": "/echo C"}, {"seq": b, "text": "/echo b"}]
+            assert pending == [  # in line, as edited, each with its number as sent
+                {"seq": c, "text": "/echo C", "number": 3},
+                {"seq": b, "text": "/echo b", "number": 2},
+            ]
             # The demo says what it was steered with, in the running turn.
             while "(steered: left)" not in "".join(d["text"] for d in conv.deltas):
                 await conv.delta()

@@ -15,9 +15,16 @@ import trio.testing
 
 from daemon.engine.eventlog import EventLog
 from protocol import acp
+from protocol.api import SendResult
 from protocol.jsonrpc import CONFLICT, NOT_FOUND, RpcFailure
-from tests.engine.harness import Event, Harness, harness, wait_turn_ended
+from tests.engine.harness import Event, Harness, harness, pending, wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep, SteerReply
+
+
+def triple(sent: SendResult) -> tuple[int, int, bool]:
+    """A steer's (seq, queued, steered)."""
+    assert isinstance(sent.steered, bool)
+    return sent.seq, sent.queued, sent.steered
 
 
 def _of(events: list[Event], type_: str) -> list[Event]:
@@ -42,15 +49,15 @@ async def test_a_steer_goes_into_the_running_turn(
         h.agent_kwargs["steering"] = advertised
         cid = await h.create()
         await _running(h, cid)
-        queued, _ = await h.e.send(cid, "queued", run=True, interrupt=False)
+        queued = (await h.e.send(cid, "queued", run=True, interrupt=False)).seq
         steer_seq = queued + 1
-        assert await h.e.steer(cid, "go left") == (steer_seq, 0, True)
+        assert triple(await h.e.steer(cid, "go left")) == (steer_seq, 0, True)
         (steering,) = h.agent.params(acp.SESSION_STEERING)
         assert isinstance(steering, acp.SteeringRequest)
         assert steering.session_id == "sess-1"
         assert [acp.content_text(b) for b in steering.prompt] == ["go left"]
         assert steering.meta == {"steering": {"idleBehavior": "promptRequired"}}
-        assert await h.e.queue(cid) == [(queued, "queued")]
+        assert pending(await h.e.queue(cid)) == [(queued, "queued")]
         await wait_turn_ended(h, cid, 2)
         # Prompted never: one turn for "first", one for "queued", none for the steer.
         assert h.agent.prompts == ["first", "queued"]
@@ -79,10 +86,10 @@ async def test_an_agent_that_does_not_advertise_steering_is_never_asked(
         h.agent_kwargs.update(agent)
         cid = await h.create()
         await _running(h, cid)
-        queued, _ = await h.e.send(cid, "queued", run=True, interrupt=False)
+        queued = (await h.e.send(cid, "queued", run=True, interrupt=False)).seq
         # Next in line, ahead of the older queued message; one turn (the running one) first.
-        assert await h.e.steer(cid, "now") == (queued + 1, 1, False)
-        assert await h.e.queue(cid) == [(queued + 1, "now"), (queued, "queued")]
+        assert triple(await h.e.steer(cid, "now")) == (queued + 1, 1, False)
+        assert pending(await h.e.queue(cid)) == [(queued + 1, "now"), (queued, "queued")]
         await wait_turn_ended(h, cid, 3)
         assert h.agent.count(acp.SESSION_STEERING) == 0
         assert h.agent.prompts == ["first", "now", "queued"]
@@ -95,7 +102,7 @@ async def test_a_steer_when_no_turn_runs_is_prompted_at_once(
     async with harness(tmp_path) as h:
         h.agent_kwargs["steering"] = "meta"
         cid = await h.create()
-        assert await h.e.steer(cid, "hello") == (1, 0, False)
+        assert triple(await h.e.steer(cid, "hello")) == (1, 0, False)
         await wait_turn_ended(h, cid)
         assert h.agent.prompts == ["hello"]
         assert h.agent.count(acp.SESSION_STEERING) == 0  # no turn ran: nothing to steer
@@ -107,7 +114,7 @@ async def test_a_steer_when_no_turn_runs_is_prompted_at_once(
         await wait_turn_ended(h, cid, 2)
         await h.e.send(cid, "staged", run=False, interrupt=False)
         assert (await h.e.get(cid)).status == "paused"
-        seq, ahead, steered = await h.e.steer(cid, "go")
+        seq, ahead, steered = triple(await h.e.steer(cid, "go"))
         assert (ahead, steered) == (0, False)
         await wait_turn_ended(h, cid, 4)
         assert h.agent.prompts == ["hello", "long", "go", "staged"]
@@ -139,7 +146,7 @@ async def test_steer_outcomes(
         cid = await h.create()
         await _running(h, cid, Sleep(100), Chunk("done"))
         t0 = trio.current_time()
-        seq, ahead, steered = await h.e.steer(cid, "left")
+        seq, ahead, steered = triple(await h.e.steer(cid, "left"))
         # A steer is answered within steer_timeout, whatever the agent does.
         assert trio.current_time() - t0 == (7.0 if reply.hang else 0.0)
         assert steered is taken
@@ -149,7 +156,7 @@ async def test_steer_outcomes(
         assert [e.get("outcome") for e in _of(events, "user_message_steered")] == (
             [outcome] if taken else []
         )
-        assert [s for s, _ in await h.e.queue(cid)] == ([] if taken else [seq])
+        assert [m.seq for m in await h.e.queue(cid)] == ([] if taken else [seq])
         await wait_turn_ended(h, cid, 1 if taken else 2)
         prompts = [p for a in h.agents for p in a.prompts]
         assert prompts == (["first"] if taken else ["first", "left"])
@@ -164,13 +171,13 @@ async def test_no_turn_starts_while_a_steer_is_in_flight(
         h.agent_kwargs.update(steering="meta")
         cid = await h.create()
         await _running(h, cid, Sleep(1), Chunk("done"))
-        queued, _ = await h.e.send(cid, "queued", run=True, interrupt=False)
+        queued = (await h.e.send(cid, "queued", run=True, interrupt=False)).seq
         h.agent.steer_replies.append(SteerReply("promptRequired", delay=5))
         t0 = trio.current_time()
 
         async def steer() -> None:
             # Answered after the turn ended: nothing runs before it now.
-            assert await h.e.steer(cid, "now") == (queued + 1, 0, False)
+            assert triple(await h.e.steer(cid, "now")) == (queued + 1, 0, False)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(steer)
@@ -192,9 +199,9 @@ async def test_a_steer_taken_after_its_turn_ended_is_never_prompted(
         h.agent_kwargs.update(steering="meta")
         cid = await h.create()
         await _running(h, cid, Sleep(1), Chunk("done"))
-        queued, _ = await h.e.send(cid, "queued", run=True, interrupt=False)
+        queued = (await h.e.send(cid, "queued", run=True, interrupt=False)).seq
         h.agent.steer_replies.append(SteerReply("startedNewTurn", delay=5))
-        assert await h.e.steer(cid, "now") == (queued + 1, 0, True)
+        assert triple(await h.e.steer(cid, "now")) == (queued + 1, 0, True)
         await wait_turn_ended(h, cid, 2)
         assert h.agent.prompts == ["first", "queued"]
 
@@ -208,14 +215,14 @@ async def test_edit_and_move_before_the_prompt(
     async with harness(tmp_path) as h:
         cid = await h.create()
         await _running(h, cid)
-        b, _ = await h.e.send(cid, "b", run=True, interrupt=False)
-        c, _ = await h.e.send(cid, "c", run=True, interrupt=False)
-        d, _ = await h.e.send(cid, "d", run=True, interrupt=False)
+        b = (await h.e.send(cid, "b", run=True, interrupt=False)).seq
+        c = (await h.e.send(cid, "c", run=True, interrupt=False)).seq
+        d = (await h.e.send(cid, "d", run=True, interrupt=False)).seq
         await h.e.edit(cid, b, "b, edited")
         assert await h.e.move(cid, d, None) == [d, b, c]
         assert await h.e.move(cid, c, b) == [d, c, b]
         assert await h.e.move(cid, c, b) == [d, c, b]  # already there: no event
-        assert await h.e.queue(cid) == [(d, "d"), (c, "c"), (b, "b, edited")]
+        assert pending(await h.e.queue(cid)) == [(d, "d"), (c, "c"), (b, "b, edited")]
         await wait_turn_ended(h, cid, 4)
         assert h.agent.prompts == ["first", "d", "c", "b, edited"]
         events = await h.events(cid)
@@ -233,8 +240,8 @@ async def test_edit_move_and_remove_after_the_prompt_are_refused(
         h.agent_kwargs["steering"] = "meta"
         cid = await h.create()
         await _running(h, cid)
-        b, _ = await h.e.send(cid, "b", run=True, interrupt=False)
-        steered, _, taken = await h.e.steer(cid, "left")
+        b = (await h.e.send(cid, "b", run=True, interrupt=False)).seq
+        steered, _, taken = triple(await h.e.steer(cid, "left"))
         assert taken
         for prompted in (1, steered):
             for op in (
@@ -253,7 +260,7 @@ async def test_edit_move_and_remove_after_the_prompt_are_refused(
         with pytest.raises(RpcFailure) as err:
             await h.e.move(cid, 99, None)
         assert err.value.code == NOT_FOUND
-        assert await h.e.queue(cid) == [(b, "b")]
+        assert pending(await h.e.queue(cid)) == [(b, "b")]
 
 
 async def test_a_message_being_steered_cannot_be_edited_moved_or_removed(
@@ -263,7 +270,7 @@ async def test_a_message_being_steered_cannot_be_edited_moved_or_removed(
         h.agent_kwargs["steering"] = "meta"
         cid = await h.create()
         await _running(h, cid)
-        b, _ = await h.e.send(cid, "b", run=True, interrupt=False)
+        b = (await h.e.send(cid, "b", run=True, interrupt=False)).seq
         s = b + 1
         h.agent.steer_replies.append(SteerReply("promptRequired", delay=3))
         async with trio.open_nursery() as nursery:
@@ -278,7 +285,7 @@ async def test_a_message_being_steered_cannot_be_edited_moved_or_removed(
             assert await h.e.move(cid, b, s) == [b, s]
         # Answered: now it is an ordinary queued message.
         await h.e.edit(cid, s, "left, edited")
-        assert await h.e.queue(cid) == [(b, "b"), (s, "left, edited")]
+        assert pending(await h.e.queue(cid)) == [(b, "b"), (s, "left, edited")]
 
 
 # --- races with the supervisor taking the message ---------------------------------------------
@@ -309,7 +316,7 @@ async def test_an_edit_racing_the_turn_start_wins_or_is_refused(
     async with harness(tmp_path) as h:
         cid = await h.create()
         held, go = _paused_start(monkeypatch)
-        seq, _ = await h.e.send(cid, "as sent", run=True, interrupt=False)
+        seq = (await h.e.send(cid, "as sent", run=True, interrupt=False)).seq
         await held.wait()  # it read "as sent" and is about to commit that
         if who_wins == "edit":
             await h.e.edit(cid, seq, "as edited")
@@ -338,9 +345,9 @@ async def test_a_move_racing_the_turn_start_wins_or_is_refused(
     async with harness(tmp_path) as h:
         cid = await h.create()
         held, go = _paused_start(monkeypatch)
-        a, _ = await h.e.send(cid, "a", run=True, interrupt=False)
+        a = (await h.e.send(cid, "a", run=True, interrupt=False)).seq
         await held.wait()  # it read "a" as the head and is about to commit that
-        b, _ = await h.e.send(cid, "b", run=True, interrupt=False)
+        b = (await h.e.send(cid, "b", run=True, interrupt=False)).seq
         if who_wins == "move":
             assert await h.e.move(cid, b, None) == [b, a]
             go.set()

@@ -201,7 +201,7 @@ async def test_options_for_the_acp_front_door(engine: FakeEngine) -> None:
 async def test_send_with_steer_says_whether_it_was_steered(engine: FakeEngine) -> None:
     async with open_client(make_dispatcher(engine)) as client:
         result = await client.call("messages/send", {"id": "abc", "text": "left", "steer": True})
-        assert result == {"seq": 3, "queued": 0, "steered": True}
+        assert result == {"seq": 3, "queued": 0, "number": 1, "resumed": False, "steered": True}
         assert engine.calls == [("steer", CONV, "left")]
 
 

@@ -171,3 +171,24 @@ def test_remove_keeps_the_order_of_the_rest(store: Store, conv: ConversationReco
     store.remove_pending(conv.id, a)
     assert _line(store, conv.id) == [c, b]
     assert _queued(store, conv.id) == 2
+
+
+def test_the_newest_user_message_whatever_order_they_left_in(
+    store: Store, conv: ConversationRecord
+) -> None:
+    """Message numbers count from the newest user message still stored: moves and steers
+    take messages off the queue out of seq order, and none of that makes an older one newest."""
+    a, b = (store.append_user_message(conv.id, body(t)).seq for t in "ab")
+    store.move_pending(conv.id, b, None, reordered)
+    store.start_turn(conv.id, b, b"{}")
+    assert store.newest_user_message_seq(conv.id) == b  # a, older, is still queued
+    store.start_turn(conv.id, a, b"{}")
+    rec = store.get_conversation(conv.id)
+    assert rec is not None
+    assert rec.cursor == a  # the message the latest turn prompted...
+    assert store.newest_user_message_seq(conv.id) == b  # ...but b is still the newest
+    s = store.append_user_message(conv.id, body("s"), first=True).seq
+    store.take_steered(conv.id, s, STEERED)
+    assert store.newest_user_message_seq(conv.id) == s
+    c = store.append_user_message(conv.id, body("c")).seq
+    assert store.newest_user_message_seq(conv.id) == c
