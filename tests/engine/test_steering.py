@@ -223,8 +223,11 @@ async def test_edit_and_move_before_the_prompt(
         assert await h.e.move(cid, c, b) == [d, c, b]
         assert await h.e.move(cid, c, b) == [d, c, b]  # already there: no event
         assert pending(await h.e.queue(cid)) == [(d, "d"), (c, "c"), (b, "b, edited")]
+        assert [m.number for m in await h.e.queue(cid)] == [4, 3, 2]  # as sent, edits too
         await wait_turn_ended(h, cid, 4)
         assert h.agent.prompts == ["first", "d", "c", "b, edited"]
+        # Prompted out of order: the next number still follows the newest message's.
+        assert (await h.e.send(cid, "e", run=False, interrupt=False)).number == 5
         events = await h.events(cid)
         (edited,) = _of(events, "user_message_edited")
         assert (edited["message_seq"], edited["text"]) == (b, "b, edited")
