@@ -166,10 +166,20 @@ def follow(ctx: Ctx, conv_id: str, from_seq: int) -> int:
 
 
 def send_and_follow(
-    ctx: Ctx, conv_id: str, text: str, *, run: bool, interrupt: bool, follow: bool
+    ctx: Ctx,
+    conv_id: str,
+    text: str,
+    *,
+    run: bool,
+    interrupt: bool,
+    follow: bool,
+    steer: bool = False,
 ) -> int:
-    """`acpd send`: append a message; with `follow`, stream its turn until it ends."""
+    """`acpd send`: append a message; with `follow`, stream its turn until it ends (a steer
+    taken into the running turn: that turn)."""
     params: dict[str, Any] = {"id": conv_id, "text": text, "run": run, "interrupt": interrupt}
+    if steer:
+        params = {"id": conv_id, "text": text, "steer": True}
     sub = None
     if follow:
         # Subscribe before sending, from the current end, so the turn is seen from its start.
@@ -182,6 +192,8 @@ def send_and_follow(
     staged = not run and not interrupt
     if ctx.json:
         ctx.emit(result)
+    elif steer:
+        ctx.say(render.steered(result))
     elif not follow or staged or result.get("queued") or result.get("resumed"):
         # Following, a turn that starts now shows itself: the line would only repeat it.
         ctx.say(render.sent(result, conv_id, staged=staged))
@@ -195,7 +207,11 @@ def send_and_follow(
     requests: set[object] = set()  # permission requests of this turn (answers name no turn)
 
     def handle(notice: Notice) -> bool:
+        nonlocal seq
         ev = _event(notice)
+        steered = ev is not None and ev.get("type") == "user_message_steered"
+        if steered and ev is not None and ev.get("message_seq") == seq:
+            seq = ev.get("prompt_seq")  # it went into that turn: follow it to its end
         if ev is not None:
             ours = ev.get("prompt_seq") == seq or ev.get("seq") == seq
             if ours and ev.get("type") == "permission_requested":
@@ -366,15 +382,21 @@ class _Chat:
             if option is not None:
                 respond(self.ctx, self.info, conv_id, request, option)
                 return
-        result = self.ctx.call("messages/send", {"id": self.conv_id, "text": line})
+        self._send({"id": self.conv_id, "text": line})
+
+    def _send(self, params: dict[str, Any]) -> None:
+        result = self.ctx.call("messages/send", params)
         seq, queued, number = result.get("seq"), result.get("queued", 0), result.get("number")
-        if isinstance(seq, int):
+        if isinstance(seq, int) and not result.get("steered"):  # a steer has no turn of its own
             self.waiting.add(seq)
             if self.tty:  # the terminal already shows what was typed
                 self.viewer.renderer.own_seqs.add(seq)
         if self.ctx.json:
             self.ctx.emit(result)
             self.ctx.out.flush()
+            return
+        if params.get("steer"):
+            self.info(f"({render.steered(result)})")
             return
         # A message that starts at once shows itself (the typed line, then the reply).
         what = f"message {number}" if isinstance(number, int) else f"seq {seq}"
@@ -403,6 +425,12 @@ class _Chat:
             self._result(res, render.queue(res))
         elif name in ("/answer", "/decline"):
             self._answer(name, text.split()[1:])
+        elif name == "/steer":
+            steer = text[len(name) :].strip()
+            if not steer:
+                self.info("(/steer TEXT: into the running turn if the agent takes it)")
+            else:
+                self._send({"id": self.conv_id, "text": steer, "steer": True})
         else:
             return False
         return True

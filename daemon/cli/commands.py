@@ -306,29 +306,74 @@ def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command(
     "queue",
-    "messages waiting for their turn, by number",
+    "messages waiting for their turn, by number; edit, move or remove one",
     conv_id(),
     arg("--remove", type=bounded(1), metavar="N",
-        help="take message N (its number, as listed) out of the queue instead"),
+        help="take message N (its number, as listed) out of the queue"),
+    arg("--edit", nargs=2, metavar=("N", "TEXT"),
+        help="give queued message N the text TEXT (`-`: read it from stdin): what its prompt "
+             "will say"),
+    arg("--move", type=bounded(1), metavar="N", help="put queued message N first in line"),
+    arg("--before", type=bounded(1), metavar="M",
+        help="with --move: right before queued message M instead"),
 )  # fmt: skip
 def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli import render
 
-    if a.remove is None:
+    verbs = [v for v in (a.remove, a.edit, a.move) if v is not None]
+    if len(verbs) > 1:
+        raise UsageError("give one of --remove, --edit and --move")
+    if a.before is not None and a.move is None:
+        raise UsageError("--before goes with --move")
+    edit, text = None, ""
+    if a.edit is not None:
+        edit = int(a.edit[0]) if a.edit[0].isdigit() else 0
+        if not edit:
+            raise UsageError(f"--edit N TEXT: N is a message number, not {a.edit[0]!r}")
+        text = read_text([a.edit[1]], sys.stdin)
+    if not verbs:
         return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
     pending = ctx.call("messages/queue", {"id": a.id}).get("pending") or []
-    seq = next((m["seq"] for m in pending if m.get("number") == a.remove), None)
+    if edit is not None:
+        params = {"id": a.id, "seq": _queued(a.id, pending, edit), "text": text}
+        result = _change(ctx, "messages/edit", params, edit, "edit")
+        return ctx.finish(result, lambda r: f"edited message {edit}")
+    if a.move is not None:
+        params = {"id": a.id, "seq": _queued(a.id, pending, a.move)}
+        if a.before is not None:
+            params["before"] = _queued(a.id, pending, a.before)
+        who = f"{a.move} or {a.before}" if a.before is not None else str(a.move)
+        result = _change(ctx, "messages/move", params, who, "move")
+        numbers = {m["seq"]: m.get("number") for m in pending}
+        order = " ".join(f"#{numbers.get(s, '?')}" for s in result.get("order") or [])
+        return ctx.finish(result, lambda r: f"moved message {a.move}; the queue: {order}")
+    params = {"id": a.id, "seq": _queued(a.id, pending, a.remove)}
+    result = _change(ctx, "messages/remove", params, a.remove, "remove")
+    return ctx.finish(result, lambda r: f"removed message {a.remove}")
+
+
+def _queued(conv: str, pending: list[dict[str, Any]], number: int) -> int:
+    """The seq of queued message `number`, from a `messages/queue` listing."""
+    seq = next((m["seq"] for m in pending if m.get("number") == number), None)
     if seq is None:
         listed = ", ".join(str(m.get("number")) for m in pending)
         queued = f"queued: {listed}" if listed else "nothing is queued"
-        raise ClientError(f"no message {a.remove} in the queue of {a.id} ({queued})")
+        raise ClientError(f"no message {number} in the queue of {conv} ({queued})")
+    return int(seq)
+
+
+def _change(ctx: Ctx, method: str, params: dict[str, Any], number: object, verb: str) -> Any:
+    """Call a queue verb; a refusal because the message is no longer queued, in our words."""
     try:
-        result = ctx.call("messages/remove", {"id": a.id, "seq": seq})
+        return ctx.call(method, params)
     except ApiError as exc:
         if exc.code != _CONFLICT:
             raise
-        raise ClientError(f"message {a.remove} has started already: too late to remove") from None
-    return ctx.finish(result, lambda r: f"removed message {a.remove}")
+        if "being steered" in exc.message:
+            raise ClientError(
+                f"message {number} is being steered into the running turn: try again shortly"
+            ) from None
+        raise ClientError(f"message {number} has started already: too late to {verb}") from None
 
 
 _CONFLICT = -32003
@@ -381,7 +426,8 @@ A number (or an option id) answers the oldest open permission request. Ctrl-C in
 running turn, or leaves when nothing runs; Ctrl-D leaves (from a pipe: once the replies to what
 was sent have arrived).
 A question of the agent's: /answer [REQUEST] FIELD=VALUE..., or /decline [REQUEST].
-Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit (or /exit)."""
+Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit (or /exit);
+/steer TEXT puts TEXT into the running turn, if the agent can take it (else next in line)."""
 
 
 @command(
@@ -393,6 +439,9 @@ Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit (or
         help="stage it: the queue pauses until `acpd resume` (or a send without --no-run)"),
     arg("--interrupt", action="store_true",
         help="cancel the running turn first, then go on with the queue"),
+    arg("--steer", action="store_true",
+        help="into the running turn, if the agent can take it (says whether it did); "
+             "else next in line, ahead of the queue"),
     arg("--follow", action="store_true", help="stream until this message's turn ends"),
     epilog="Prints what happened: `sent (message N, starts now)`, or how many turns run before\n"
            "it. Messages are numbered 1, 2, 3… in each conversation; a send (without --no-run)\n"
@@ -401,9 +450,11 @@ Slash commands: /interrupt, /resume, /queue, /answer, /decline, /help, /quit (or
 def cmd_send(ctx: Ctx, a: argparse.Namespace) -> int:
     from daemon.cli.chat import send_and_follow
 
+    if a.steer and (a.no_run or a.interrupt):
+        raise UsageError("--steer goes with neither --no-run nor --interrupt")
     text = read_text(a.text, sys.stdin)
     return send_and_follow(
-        ctx, a.id, text, run=not a.no_run, interrupt=a.interrupt, follow=a.follow
+        ctx, a.id, text, run=not a.no_run, interrupt=a.interrupt, follow=a.follow, steer=a.steer
     )
 
 

@@ -100,6 +100,7 @@ class Renderer:
         self._streamed: dict[tuple[int, str], int] = {}
         self._mode = ""  # the text kind being streamed inline, "" when at a line start
         self._tool_titles: dict[str, str] = {}
+        self._numbers: dict[object, int] = {}  # user messages seen: seq -> number
 
     # --- input -------------------------------------------------------------------------------
 
@@ -145,12 +146,33 @@ class Renderer:
     # --- events ------------------------------------------------------------------------------
 
     def _ev_user_message(self, ev: dict[str, Any]) -> None:
+        number = ev.get("number")
+        if isinstance(number, int):
+            self._numbers[ev.get("seq")] = number
         if ev.get("seq") in self.own_seqs:
             return
         text = str(ev.get("text", "")).rstrip("\n").replace("\n", "\n  ")
-        number = ev.get("number")
         mark = self.style.dim(f"#{number} ") if isinstance(number, int) else ""
-        self._line(mark + self.style.bold("> " + text))
+        steer = self.style.dim(" (steer)") if ev.get("steer") else ""
+        self._line(mark + self.style.bold("> " + text) + steer)
+
+    def _named(self, seq: object) -> str:
+        number = self._numbers.get(seq)
+        return f"message {number}" if number is not None else f"the message at seq {seq}"
+
+    def _ev_user_message_steered(self, ev: dict[str, Any]) -> None:
+        what = self._named(ev.get("message_seq"))
+        self._line(self.style.dim(f"({what} went into the running turn)"))
+
+    def _ev_user_message_edited(self, ev: dict[str, Any]) -> None:
+        what = self._named(ev.get("message_seq"))
+        self._line(self.style.dim(f"({what} edited: {one_line(str(ev.get('text', '')))})"))
+
+    def _ev_queue_reordered(self, ev: dict[str, Any]) -> None:
+        order = ev.get("order")
+        seqs = order if isinstance(order, list) else []
+        names = [f"#{self._numbers[s]}" if s in self._numbers else f"seq {s}" for s in seqs]
+        self._line(self.style.dim(f"(queue reordered: {' '.join(names) or 'empty'})"))
 
     def _ev_turn_started(self, ev: dict[str, Any]) -> None:
         self._end_stream()
@@ -437,6 +459,17 @@ def paused_until(resume: str, send: str) -> str:
         f"the queue is paused until {resume} or {send}; either way the queued messages run "
         "first, in order"
     )
+
+
+def steered(result: dict[str, Any]) -> str:
+    """What a `messages/send` with `steer` did, in one line."""
+    number, queued = result.get("number"), int(result.get("queued") or 0)
+    what = f"message {number}" if isinstance(number, int) else f"seq {result.get('seq')}"
+    if result.get("steered"):
+        return f"steered ({what} went into the running turn)"
+    if queued:
+        return f"sent ({what}, next in line: the agent did not take it into the running turn)"
+    return f"sent ({what}, starts now: no turn was running to steer)"
 
 
 def sent(result: dict[str, Any], conv_id: str, *, staged: bool) -> str:

@@ -436,3 +436,32 @@ def test_options_before_the_command_and_bounds(acpd: Daemon) -> None:
     proc = acpd.run("interrupt", conv_id)
     assert proc.stdout.startswith("no turn was running; the queue is paused until `acpd resume")
     assert acpd.json("show", conv_id)["conversation"]["status"] == "paused"
+
+
+def test_steer_edit_and_move_with_the_demo_agent(acpd: Daemon) -> None:
+    conv_id = acpd.ok("new").strip()  # the demo agent, which steers
+    running = acpd.start("send", conv_id, "/slow 40", "--follow")
+    running.read_until("1 2 ")  # its turn runs
+    steered = acpd.ok("send", conv_id, "--steer", "go left")
+    assert steered == "steered (message 2 went into the running turn)\n"
+    acpd.ok("send", conv_id, "/echo b")
+    acpd.ok("send", conv_id, "/echo c")
+    assert acpd.ok("queue", conv_id, "--edit", "4", "/echo C") == "edited message 4\n"
+    assert acpd.ok("queue", conv_id, "--move", "4") == "moved message 4; the queue: #4 #3\n"
+    assert acpd.ok("queue", conv_id).splitlines() == ["   #4  /echo C", "   #3  /echo b"]
+    code, out, err = running.finish()
+    assert (code, err) == (0, "")
+    assert "(steered: go left)" in out  # the demo's turn took it
+    assert acpd.ok("send", conv_id, "/echo done", "--follow") == "done\n"  # after the queue
+    follow = acpd.start("follow", conv_id)
+    shown = follow.read_until("> /echo done")
+    follow.proc.send_signal(signal.SIGINT)
+    assert follow.finish()[0] == 130
+    lines = shown.splitlines()
+    assert "#2 > go left (steer)" in lines
+    assert "(message 2 went into the running turn)" in lines
+    assert "(message 4 edited: /echo C)" in lines
+    assert "(queue reordered: #4 #3)" in lines
+    # Prompted in the new order, with the new text; the steer never on its own.
+    said = [line for line in lines if line in ("C", "b", "go left")]
+    assert said == ["C", "b"]

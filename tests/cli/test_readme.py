@@ -77,7 +77,9 @@ def _parser_arguments(name: str) -> tuple[dict[str, str | None], set[str]]:
         if (flag in _COMMON and cli.COMMANDS[name].client) or flag in ("--help", "-h"):
             continue
         takes = action.nargs != 0
-        metavar = str(action.metavar or action.dest.upper()).strip("'").replace("…", "")
+        meta = action.metavar or action.dest.upper()
+        meta = " ".join(meta) if isinstance(meta, tuple) else meta  # nargs=2: `--edit N TEXT`
+        metavar = str(meta).strip("'").replace("…", "")
         options[flag] = metavar if takes else None  # as the synopsis shows it, unquoted
     return options, {p.rstrip("…") for p in positionals}
 
