@@ -69,6 +69,7 @@ class App {
         status: $("conv-status"),
         interrupt: $("interrupt"),
         resume: $("resume"),
+        steer: $("steer"),
         timeline: $("timeline"),
         earlier: $("earlier"),
         events: $("events"),
@@ -401,8 +402,8 @@ class App {
 
   // --- composer and keys ---------------------------------------------------------------------
 
-  async send(event) {
-    event.preventDefault();
+  async send(event, { steer = false } = {}) {
+    event?.preventDefault();
     const input = $("input");
     const text = input.value;
     if (!text.trim() || this.conv.id === null) return;
@@ -410,8 +411,8 @@ class App {
     // and clearing the box then would throw it away.
     input.value = "";
     try {
-      await this.conv.send(text);
       this.conv.showError("");
+      await this.conv.send(text, { steer });
       this.conv.scrollToEnd();
     } catch (err) {
       // Not sent: the text goes back in the box, unless something new is being typed there.
@@ -432,6 +433,7 @@ class App {
     $("more").addEventListener("click", () => this.more());
     $("earlier").addEventListener("click", () => this.conv.loadEarlier());
     $("composer").addEventListener("submit", (e) => this.send(e));
+    $("steer").addEventListener("click", () => this.send(null, { steer: true }));
     $("interrupt").addEventListener("click", () => this.conv.interrupt());
     $("resume").addEventListener("click", () => this.conv.resumeQueue());
     $("retry").addEventListener("click", () => this.rpc?.reconnectNow());
@@ -464,7 +466,11 @@ class App {
       this.conv.refreshSoon(0);
     });
     $("input").addEventListener("keydown", (e) => {
-      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.isComposing) {
+        e.preventDefault(); // Ctrl+Enter steers while a turn runs, else it sends
+        if ($("steer").disabled) $("composer").requestSubmit();
+        else this.send(null, { steer: true });
+      } else if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         $("composer").requestSubmit();
       }

@@ -6,7 +6,10 @@
 // of the turn that runs: a user message is shown where its turn starts (`turn_started`), and
 // until then only in the queue panel. Deltas stream into "live" blocks below the events; the
 // stored agent_message / agent_thought that completes a block replaces it, so each message
-// shows once. All agent text goes through textContent, never innerHTML.
+// shows once. All agent text goes through textContent, never innerHTML. A steer the agent took
+// shows where it was taken (`user_message_steered`): it has no turn of its own.
+
+import { QueuePanel } from "./queue.js";
 
 const PAGE = 100;
 
@@ -59,6 +62,11 @@ export class ConversationView {
     new ResizeObserver(() => {
       if (this.stick) this.scrollToEnd();
     }).observe(dom.timeline);
+    this.queue = new QueuePanel(() => this.rpc, dom.queueList, {
+      conversation: () => this.id,
+      onChange: () => this.renderQueueTitle(),
+      showError: (message) => this.showError(message),
+    });
     this.reset();
     setInterval(() => this.tickDeadlines(), 1000);
   }
@@ -74,12 +82,11 @@ export class ConversationView {
     this.plans = new Map(); // prompt_seq -> <li>
     this.permissions = new Map(); // request -> {li, event}
     this.resolved = new Map(); // request -> permission_resolved event
-    this.pending = new Map(); // queued seq -> text
     this.lastStop = null; // stop reason of the latest turn shown: was it interrupted?
     this.live = {}; // kind -> {block, body, promptSeq}
     this.dom.events.replaceChildren();
     this.dom.live.replaceChildren();
-    this.dom.queueList.replaceChildren();
+    this.queue.clear();
     this.dom.queue.hidden = true;
     this.dom.earlier.hidden = true;
     this.showError("");
@@ -258,7 +265,8 @@ export class ConversationView {
     if (node) this.dom.events.append(node);
     if (!history) this.onEvent?.(this.id, event, this.info);
     const refreshing = ["user_message", "turn_started", "turn_ended", "agent_restarted", "error",
-      "permission_requested", "permission_resolved", "elicitation_requested", "elicitation_resolved"];
+      "permission_requested", "permission_resolved", "elicitation_requested", "elicitation_resolved",
+      "user_message_edited", "user_message_steered", "queue_reordered"];
     if (refreshing.includes(event.type)) {
       this.refreshSoon();
     }
@@ -313,6 +321,12 @@ export class ConversationView {
         return this.renderUser(event);
       case "turn_started":
         return this.placeUser(event.prompt_seq);
+      case "user_message_steered":
+        return this.placeSteered(event);
+      case "user_message_edited":
+        return this.renderEdited(event);
+      case "queue_reordered":
+        return null; // the queue panel reads the new order
       case "agent_message":
         if (!older) this.clearLive("message");
         return this.renderText(event, "msg agent", this.info ? this.info.agent : "agent");
@@ -411,6 +425,33 @@ export class ConversationView {
     anchor.hidden = true;
     this.anchors.set(seq, anchor);
     return anchor;
+  }
+
+  /** A steer the agent took: shown now, inside the turn it went into. */
+  placeSteered(event) {
+    const li = this.held.get(event.message_seq);
+    if (li) this.held.delete(event.message_seq);
+    this.queue.drop(event.message_seq);
+    const note = el("div", "note", "steered into the running turn");
+    if (!li) {
+      // Its message is on an earlier page (or was never loaded): say what happened.
+      const meta = el("li", "meta", "a message was steered into the running turn");
+      meta.dataset.seq = event.seq;
+      return meta;
+    }
+    li.classList.add("steered");
+    li.append(note);
+    return li;
+  }
+
+  /** A queued message edited: it will show (where its turn starts) with its new text. */
+  renderEdited(event) {
+    const li = this.users.get(event.message_seq);
+    if (li) {
+      li.querySelector(".text").textContent = event.text;
+      if (!li.querySelector(".note.edited")) li.append(el("div", "note edited", "edited"));
+    }
+    return null;
   }
 
   renderTool(event, older) {
@@ -555,6 +596,7 @@ export class ConversationView {
     d.status.textContent = info.status;
     d.status.dataset.status = info.status;
     d.interrupt.disabled = info.status !== "running";
+    d.steer.disabled = info.status !== "running"; // a steer joins a turn that runs
     const held = info.status === "paused" || info.status === "failed";
     d.resume.disabled = !held;
     d.resume.classList.toggle("primary", held); // the way on, once the queue is held
@@ -568,7 +610,7 @@ export class ConversationView {
   renderQueueTitle() {
     const d = this.dom;
     const status = this.info?.status;
-    const n = this.pending.size;
+    const n = this.queue.size;
     const queued = `${n} queued`;
     let text;
     if (status === "paused") {
@@ -587,7 +629,7 @@ export class ConversationView {
       (status === "paused" || status === "failed") && n > 0
         ? `Message (sending resumes the queue: the ${queued} run first, then yours)`
         : status === "running"
-          ? "Message (queued until the turn ends; Esc interrupts)"
+          ? "Message (queued until the turn ends; Ctrl+Enter steers it into the turn; Esc interrupts)"
           : "Message (Enter sends, Shift+Enter for a new line, Esc interrupts)";
   }
 
@@ -609,51 +651,26 @@ export class ConversationView {
     }
   }
 
-  async refreshQueue() {
-    const gen = this.gen;
-    const { pending } = await this.rpc.call("messages/queue", { id: this.id });
-    if (gen !== this.gen) return;
-    this.pending = new Map(pending.map((m) => [m.seq, m.text]));
-    this.renderQueue();
+  refreshQueue() {
+    return this.queue.refresh();
   }
 
-  renderQueue() {
-    const pending = [...this.pending].map(([seq, text]) => ({ seq, text }));
-    const list = this.dom.queueList;
-    list.replaceChildren();
-    for (const { seq, text } of pending) {
-      const li = el("li");
-      li.append(el("span", "text", text));
-      const remove = el("button", "remove", "Remove");
-      remove.type = "button";
-      remove.setAttribute("aria-label", `Remove queued message: ${text.slice(0, 60)}`);
-      remove.addEventListener("click", () => this.removeQueued(seq));
-      li.append(remove);
-      list.append(li);
-    }
-    this.renderQueueTitle();
-  }
-
-  async removeQueued(seq) {
-    try {
-      await this.rpc.call("messages/remove", { id: this.id, seq });
-      this.held.delete(seq); // deleted from the store: it never starts
-    } catch (err) {
-      this.showError(err.message);
-    }
-    await this.refreshQueue().catch(() => {});
-    this.refreshSoon();
-  }
-
-  async send(text) {
-    const { seq, queued } = await this.rpc.call("messages/send", { id: this.id, text });
+  /** Send `text`; with `steer`, into the running turn if the agent takes it. */
+  async send(text, { steer = false } = {}) {
+    const params = steer ? { id: this.id, text, steer: true } : { id: this.id, text };
+    const result = await this.rpc.call("messages/send", params);
+    const { seq, queued, number, steered } = result;
     const started = this.users.has(seq) && !this.held.has(seq);
-    if (queued > 0 && !started) {
-      this.pending.set(seq, text); // shown in the queue at once; the refresh confirms it
-      this.renderQueue();
+    if (steer && !steered) {
+      this.showNote(queued > 0
+        ? "The agent did not take it into the running turn: it is next in line."
+        : "No turn was running to steer: it was sent as a message.");
+    }
+    if (queued > 0 && !started && !steered) {
+      this.queue.add(seq, text, number); // shown in the queue at once; the refresh confirms it
     }
     this.refreshSoon(0);
-    return { seq, queued };
+    return result;
   }
 
   async interrupt() {
@@ -680,6 +697,13 @@ export class ConversationView {
   showError(message) {
     this.dom.error.textContent = message;
     this.dom.error.hidden = !message;
+    this.dom.error.classList.remove("note");
+  }
+
+  /** A line for the reader that is not an error (the same place, quieter). */
+  showNote(message) {
+    this.showError(message);
+    this.dom.error.classList.add("note");
   }
 
   atEnd() {

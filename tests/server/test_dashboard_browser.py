@@ -29,6 +29,7 @@ import trio
 from daemon.server.dashboard import serve_dashboard
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.tokens import create_login_code
+from protocol.jsonrpc import CONFLICT, RpcFailure
 from tests.fakes.engine import FakeEngine, LineClient
 
 if TYPE_CHECKING:
@@ -310,14 +311,49 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(agent_messages).to_have_count(6)
     expect(page.locator("#conv-status")).to_have_text("idle")
 
+    # Steering, and the queue's other verbs: while a turn runs, queued messages are edited in
+    # place and reordered, and a steer goes into the running turn (the demo agent steers).
+    steer = page.get_by_role("button", name="Steer")
+    expect(steer).to_be_disabled()  # nothing runs: nothing to steer
+    composer.fill("/slow 60")
+    composer.press("Enter")
+    expect(page.locator("#live .msg.streaming .text")).to_contain_text("2 ")
+    expect(steer).to_be_enabled()
+    composer.fill("/echo alpha")
+    composer.press("Enter")
+    composer.fill("/echo beta")
+    composer.press("Enter")
+    expect(queue).to_have_count(2)
+    page.get_by_role("button", name="Edit queued message: /echo beta").click()
+    box = page.get_by_role("textbox", name=re.compile("^New text of queued message"))
+    box.fill("/echo beta, edited")
+    box.press("Enter")
+    expect(queue.nth(1)).to_contain_text("/echo beta, edited")
+    page.get_by_role("button", name="Move up: /echo beta, edited").click()
+    expect(queue.first).to_contain_text("/echo beta, edited")
+    expect(page.get_by_role("button", name="Move up: /echo beta, edited")).to_be_disabled()
+    composer.fill("go left")
+    steer.click()
+    expect(page.locator("#events li.msg.user.steered")).to_contain_text("go left")
+    expect(page.locator("#live .msg.streaming .text")).to_contain_text("(steered: go left)")
+    expect(queue).to_have_count(2)  # a steer the agent took is not queued
+    page.screenshot(path=str(ARTIFACTS / "dashboard-e2e-steer.png"))
+    # The queue runs in its new order, with the new text; the steer never on its own.
+    expect(agent_messages).to_have_count(9)
+    expect(agent_messages.nth(6)).to_contain_text("(steered: go left)")
+    expect(agent_messages.nth(7)).to_contain_text("beta, edited")
+    expect(agent_messages.nth(8)).to_contain_text("alpha")
+    expect(page.locator("#queue")).to_be_hidden()
+    expect(steer).to_be_disabled()
+
     # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
     seqs_before = _seqs(page)
     restart()
     expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
     composer.fill("/echo after the restart")
     composer.press("Enter")
-    expect(agent_messages).to_have_count(7)
-    expect(agent_messages.nth(6)).to_contain_text("after the restart")
+    expect(agent_messages).to_have_count(10)
+    expect(agent_messages.nth(9)).to_contain_text("after the restart")
     expect(page.locator("#conv-status")).to_have_text("idle")
     expect(page.locator("#queue")).to_be_hidden()
     seqs = _seqs(page)
@@ -556,3 +592,44 @@ def _browse_composer(link: str, engine: FakeEngine) -> None:
         release()
         expect(error).to_be_hidden()
         expect(composer).to_have_value("")
+
+
+async def test_queue_actions_that_come_too_late_say_so(tmp_path: Path) -> None:
+    """An edit or move refused because the message's turn started meanwhile (-32003): the page
+    says so and shows the queue as it is; a refresh never loses what is being typed."""
+    _require_browser()
+    engine = FakeEngine()
+    engine.add("conv0001")
+    engine.queues["conv0001"] = [(7, "later"), (9, "much later")]
+    engine.failures["edit"] = RpcFailure(CONFLICT, "message 7 was already prompted")
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_browse_too_late, engine=engine))
+    moves = [c for c in engine.calls if c[0] == "move"]
+    assert moves == [("move", "conv0001", 9, 7)]
+
+
+def _browse_too_late(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    with _fake_page() as page:
+        page.goto(link)
+        queue = page.locator("#queue-list li")
+        expect(queue).to_have_count(2)
+        expect(queue.first).to_contain_text("#1")  # numbered as people name them
+        page.get_by_role("button", name="Move up: much later").click()
+        page.get_by_role("button", name="Edit queued message: later", exact=True).click()
+        box = page.get_by_role("textbox", name="New text of queued message #1")
+        expect(box).to_be_focused()
+        box.fill("sooner, please")
+        # The page reads the queue again (as it does every few seconds) and draws it anew,
+        # all but the box being typed in.
+        other = "#queue-list li:nth-child(2)"
+        page.eval_on_selector(other, "li => { li.dataset.before = 'yes'; }")
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        page.wait_for_function(f"() => !document.querySelector({other!r}).dataset.before")
+        expect(box).to_have_value("sooner, please")
+        expect(box).to_be_focused()
+        box.press("Enter")
+        expect(page.locator("#conv-error")).to_have_text(
+            "Too late: message 7 was already prompted."
+        )
+        expect(queue).to_have_count(2)
