@@ -11,6 +11,10 @@ time to ready and memory with 100,000 stored conversations, memory per live supe
 - Interrupt: the engine over an in-process fake agent on the real clock and real store
   threads: `send(interrupt=True)` to `session/cancel` read by the agent, and the agent's
   `cancelled` reply to the next `session/prompt` read by it.
+- Steer (issue 17): the same set-up, an agent that advertises steering and a turn that runs:
+  `messages/send {steer}` to `_session/steering` read by the agent, and to the reply
+  (`steered: true`: the agent's answer and a durable commit later), beside a plain send's ack
+  measured the same way in the same turn.
 - Start-up and RSS: a real daemon on an empty data dir and on bench_store's 100,000 store,
   spawn to the first `daemon/status` answer, interleaved run by run.
 
@@ -38,6 +42,7 @@ import trio
 from daemon.cli.client import Client
 from daemon.config import Config
 from daemon.engine.registry import Engine, open_engine
+from protocol import acp
 from tests.bench._common import ratio_row, row, running_daemon, stats
 from tests.bench.bench_store import BIG, _store_of
 from tests.engine.harness import harness, wait_turn_ended
@@ -224,6 +229,39 @@ async def _interrupt_latency(rounds: int, tmp: Path) -> tuple[list[float], list[
     return to_cancel, to_next
 
 
+async def _steer_latency(rounds: int, tmp: Path) -> tuple[list[float], list[float], list[float]]:
+    """(plain send ack, steer to `_session/steering` at the agent, steer ack), in ms."""
+    sends: list[float] = []
+    to_agent: list[float] = []
+    acks: list[float] = []
+    async with harness(tmp, drain_timeout=5.0) as h:
+        h.agent_kwargs["steering"] = "meta"
+        cid = await h.create()
+        h.script(WaitForCancel(), Reply("cancelled"))
+        await h.e.send(cid, "a long turn", run=True, interrupt=False)
+        await trio.sleep(0.05)  # let it start, so a steer has a turn to join
+        await h.agent.wait_for("session/prompt")
+
+        async def steer(i: int, start: float) -> None:
+            result = await h.e.steer(cid, f"steer {i}")
+            acks.append((time.perf_counter() - start) * 1e3)
+            if result.steered is not True:
+                raise RuntimeError(f"steer {i} was not taken: {result}")
+
+        for i in range(rounds):
+            start = time.perf_counter()
+            await h.e.send(cid, f"queued {i}", run=True, interrupt=False)
+            sends.append((time.perf_counter() - start) * 1e3)
+            async with trio.open_nursery() as nursery:
+                start = time.perf_counter()
+                nursery.start_soon(steer, i, start)
+                await h.agent.wait_for(acp.SESSION_STEERING, i + 1)
+                to_agent.append((time.perf_counter() - start) * 1e3)
+        await h.e.interrupt(cid)
+        await wait_turn_ended(h, cid)
+    return sends, to_agent, acks
+
+
 # --- start-up and memory through the real daemon ------------------------------------------------
 
 
@@ -338,6 +376,17 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 f"p99 {st['p99']:.2f}; goal <= 5",
             )
         )
+        (tmp / "steer").mkdir()
+        sends, to_agent, steer_acks = trio.run(_steer_latency, 100 if quick else 500, tmp / "steer")
+        for name, samples, note in (
+            ("messages/send ack, a turn running (in process)", sends, "durable; beside the steers"),
+            ("messages/send {steer} -> _session/steering at the agent", to_agent,
+             "stored durably first, then sent"),
+            ("messages/send {steer} ack (steered: true)", steer_acks,
+             "+ the agent's answer and a second durable commit"),
+        ):  # fmt: skip
+            st = stats(samples)
+            rows.append(row(name, "ms", st, f"p99 {st['p99']:.2f}; {note}"))
         start = _startup(3 if quick else 20, tmp)
         (t0, r0), (t1, r1) = start[0], start[BIG]
         rows.append(row("time to ready, empty store", "ms", stats(t0), "spawn to daemon/status"))
