@@ -86,7 +86,10 @@ def _build(path: Path, n: int) -> None:
         conn.executemany(
             "INSERT INTO events VALUES (?, ?, 'user_message', ?, '{\"text\":\"next\"}')", queued
         )
-        conn.executemany("INSERT INTO queue VALUES (?, ?)", [q[:2] for q in queued])
+        conn.executemany(  # at the end of the line: the position is the seq
+            "INSERT INTO queue (conversation_id, seq, position) VALUES (?1, ?2, ?2)",
+            [q[:2] for q in queued],
+        )
         conn.execute("COMMIT")
     finally:
         conn.close()  # the last connection: checkpoints and removes the WAL
