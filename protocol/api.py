@@ -261,11 +261,7 @@ class EditParams(IdParams, frozen=True):
 
 class MoveParams(IdParams, frozen=True):
     seq: _MessageSeq
-    before: _MessageSeq | None = None  # None: first in line
-
-    def __post_init__(self) -> None:
-        if self.before == self.seq:
-            raise ValueError("a message cannot move before itself")
+    before: _MessageSeq | None = None  # None: first in line; `seq` itself: -32602
 
 
 class SetModeParams(IdParams, frozen=True):

@@ -460,6 +460,8 @@ class Engine:
             await self._with(conv_id, lambda c: c.queue.edit(seq, text))
 
     async def move(self, conv_id: str, seq: int, before: int | None) -> builtins.list[int]:
+        if before == seq:
+            raise RpcFailure(INVALID_PARAMS, f"message {seq} cannot move before itself")
         with _queue_errors(conv_id, "the queue was not reordered"):
             return await self._with(conv_id, lambda c: c.queue.move(seq, before))
 

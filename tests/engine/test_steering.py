@@ -16,7 +16,7 @@ import trio.testing
 from daemon.engine.eventlog import EventLog
 from protocol import acp
 from protocol.api import SendResult
-from protocol.jsonrpc import CONFLICT, NOT_FOUND, RpcFailure
+from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, RpcFailure
 from tests.engine.harness import Event, Harness, harness, pending, wait_turn_ended
 from tests.fakes.agent import Chunk, Reply, Sleep, SteerReply
 
@@ -263,6 +263,12 @@ async def test_edit_move_and_remove_after_the_prompt_are_refused(
         with pytest.raises(RpcFailure) as err:
             await h.e.move(cid, 99, None)
         assert err.value.code == NOT_FOUND
+        with pytest.raises(RpcFailure) as err:
+            await h.e.move(cid, b, b)
+        assert (err.value.code, err.value.message) == (
+            INVALID_PARAMS,
+            f"message {b} cannot move before itself",
+        )
         assert pending(await h.e.queue(cid)) == [(b, "b")]
 
 
