@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-import daemon.agents.connection
+import daemon.agents.launch
 from daemon.agents.peer import AgentPeer
 
 
@@ -44,5 +44,6 @@ def tap_agent_connections(monkeypatch: pytest.MonkeyPatch) -> list[WireTap]:
         taps.append(WireTap(stream))
         return AgentPeer(taps[-1], **kwargs)
 
-    monkeypatch.setattr(daemon.agents.connection, "AgentPeer", tapped)
+    # launch.py makes every agent's peer (`open_agent`, `connect_agent`).
+    monkeypatch.setattr(daemon.agents.launch, "AgentPeer", tapped)
     return taps
