@@ -45,6 +45,9 @@ STOP_REASONS: Final = acp.STOP_REASONS
 # Tool call ids remembered per session, to tell a new tool call from an update of one: beyond
 # this the oldest are forgotten (a late update of one is then sent as a new tool call).
 MAX_TOOL_IDS: Final = 4096
+# Queued user messages held until their turn starts (or the agent takes them as a steer):
+# beyond this the oldest are forgotten (a message removed from the queue is never taken).
+MAX_QUEUED: Final = 1024
 
 
 class _Head(msgspec.Struct, frozen=True, gc=False):
@@ -71,6 +74,23 @@ class _View(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class UserMessageView(_View, frozen=True, kw_only=True):
     text: str
+
+
+class TurnStartedView(_View, frozen=True, kw_only=True):
+    prompt_seq: int
+
+
+class EditedView(_View, frozen=True, kw_only=True):
+    """`user_message_edited`: a queued message's new text."""
+
+    message_seq: int
+    text: str
+
+
+class SteeredView(_View, frozen=True, kw_only=True):
+    """`user_message_steered`: a message the agent took into the running turn."""
+
+    message_seq: int
 
 
 class TextView(_View, frozen=True, kw_only=True):
@@ -187,6 +207,9 @@ class Translator:
     which tool calls exist. `notices`: the client advertised `session.notices`."""
 
     notices: bool = False
+    # A user message is history once it is prompted (or steered into a turn), with the text
+    # it was prompted with: held from `user_message` until then, edits applied.
+    _queued: dict[int, str] = attrs.field(factory=dict)
     _emitted: dict[tuple[int, str], int] = attrs.field(factory=dict)
     _tool_ids: dict[str, None] = attrs.field(factory=dict)  # insertion-ordered set
 
@@ -195,7 +218,16 @@ class Translator:
         entry = EVENT_TYPES.get(event.type)
         if entry is None or event.body is None:
             return []
+        if event.type == "user_message":
+            self._queued[event.seq] = event.body.text
+            while len(self._queued) > MAX_QUEUED:
+                del self._queued[next(iter(self._queued))]
+            return []
         return entry.translate(self, event.body, live)
+
+    def _user(self, seq: int) -> Updates:
+        text = self._queued.pop(seq, None)
+        return [] if text is None else [acp.UserMessageChunk(content=acp.TextContent(text=text))]
 
     def delta(self, prompt_seq: int, kind: str, text: str) -> Updates:
         """A `conversation/delta`: message and thought text stream; tool progress has no
@@ -288,8 +320,18 @@ def _items(items: list[dict[str, Any]] | None, tp: Any) -> Any:
     return out
 
 
-def _user_message(t: Translator, v: UserMessageView, live: bool) -> Updates:
-    return [acp.UserMessageChunk(content=acp.TextContent(text=v.text))]
+def _turn_started(t: Translator, v: TurnStartedView, live: bool) -> Updates:
+    return t._user(v.prompt_seq)
+
+
+def _edited(t: Translator, v: EditedView, live: bool) -> Updates:
+    if v.message_seq in t._queued:
+        t._queued[v.message_seq] = v.text
+    return []
+
+
+def _steered(t: Translator, v: SteeredView, live: bool) -> Updates:
+    return t._user(v.message_seq)
 
 
 def _agent_text(kind: str) -> Callable[[Translator, TextView, bool], Updates]:
@@ -375,8 +417,9 @@ class EventType:
 # One entry per stored event type. Those after the blank line are CONTRACT.md's "Additions for
 # the second round": written against its shapes, ready for the events that carry them.
 EVENT_TYPES: Final[dict[str, EventType]] = {
-    "user_message": EventType(UserMessageView, _user_message),
-    "turn_started": EventType(_View, _nothing),
+    # Held by `Translator.event` until its turn starts, or the agent takes it as a steer.
+    "user_message": EventType(UserMessageView, _nothing),
+    "turn_started": EventType(TurnStartedView, _turn_started),
     "agent_message": EventType(TextView, _agent_text("message")),
     "agent_thought": EventType(TextView, _agent_text("thought")),
     "tool_call": EventType(ToolCallView, _tool_call),
@@ -396,6 +439,9 @@ EVENT_TYPES: Final[dict[str, EventType]] = {
     "title": EventType(TitleView, _title),
     "elicitation_requested": EventType(ElicitationRequestedView, _nothing),
     "elicitation_resolved": EventType(ResolvedView, _nothing),
+    "user_message_edited": EventType(EditedView, _edited),
+    "user_message_steered": EventType(SteeredView, _steered),
+    "queue_reordered": EventType(_View, _nothing),
 }
 
 _head_decoder = msgspec.json.Decoder(_Head)

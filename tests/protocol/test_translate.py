@@ -272,3 +272,31 @@ def test_unknown_types_and_odd_bodies_give_nothing() -> None:
         tr.decode_event(b'{"type": "user_message"}')
     with pytest.raises(msgspec.DecodeError):
         tr.decode_event(b"not json")
+
+
+def test_a_user_message_is_history_when_it_is_prompted_with_its_edits() -> None:
+    """Queued messages are not history yet: each is shown when its turn starts, with the text
+    it was prompted with, or when the agent takes it into a running turn (a steer)."""
+    t = tr.Translator()
+    first = event("user_message", text="first")
+    second = event("user_message", text="second, unedited")
+    steer = event("user_message", text="also: use tabs", steer=True)
+    gone = event("user_message", text="removed before it ran")
+    got: list[dict[str, Any]] = []
+    for e in (first, second, steer, gone):
+        got += wire(t.event(e, live=True))
+    assert got == []  # all queued
+    got += wire(t.event(event("turn_started", prompt_seq=first.seq), live=True))
+    got += wire(t.event(event("user_message_steered", message_seq=steer.seq, prompt_seq=first.seq,
+                              outcome="injected"), live=True))  # fmt: skip
+    edited = event("user_message_edited", message_seq=second.seq, text="second, edited")
+    got += wire(t.event(edited, live=True))
+    got += wire(t.event(event("queue_reordered", order=[second.seq, gone.seq]), live=True))
+    got += wire(t.event(event("turn_started", prompt_seq=second.seq), live=True))
+    assert got == [
+        text("user_message_chunk", "first"),
+        text("user_message_chunk", "also: use tabs"),
+        text("user_message_chunk", "second, edited"),
+    ]
+    # Nothing twice: a turn started again (after a restart, say) shows no message again.
+    assert t.event(event("turn_started", prompt_seq=first.seq), live=True) == []
