@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from protocol.acp import McpServer
 from protocol.events import ElicitationRequested, PermissionRequested
 from protocol.limits import (
     MAX_ID,
@@ -188,6 +189,9 @@ class CreateParams(_Params, frozen=True):
     ) = None
     cwd: _Path | None = None
     title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE)] | None = None
+    # ACP `McpServer` objects for this conversation's sessions, besides its agent's own from
+    # config (an ACP client's `session/new` brings them).
+    mcp_servers: Annotated[list[McpServer], msgspec.Meta(max_length=64)] | None = None
 
     def __post_init__(self) -> None:  # ValueError here becomes msgspec's ValidationError
         if self.agent is not None and self.agent_cmd is not None:

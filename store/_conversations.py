@@ -36,7 +36,7 @@ __all__ = [
 # The stored columns, for INSERT.
 _STORED = (
     "id, title, agent, agent_cmd, cwd, acp_session_id, acp_session_cwd, status, "
-    "created_at, updated_at, last_seq, cursor, permission_policy, title_auto"
+    "created_at, updated_at, last_seq, cursor, permission_policy, title_auto, mcp_servers"
 )
 # A record's columns, selected from `conversations AS c`. `last_seq` is the larger of the
 # stored floor and the newest event, `queued` the count of its queue: each one index seek,
@@ -47,7 +47,8 @@ COLUMNS = (
     "max(c.last_seq, "
     "ifnull((SELECT max(e.seq) FROM events AS e WHERE e.conversation_id = c.id), 0)), "
     "c.cursor, (SELECT count(*) FROM queue AS q WHERE q.conversation_id = c.id), "
-    "c.permission_policy, c.modes, c.config_options, c.commands, c.usage, c.title_auto"
+    "c.permission_policy, c.modes, c.config_options, c.commands, c.usage, c.title_auto, "
+    "c.mcp_servers"
 )
 _argv_decoder = msgspec.json.Decoder(list[str])
 _LIST_ORDER = "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
@@ -102,6 +103,7 @@ def conversation_from_row(row: Any) -> ConversationRecord:
         commands=row[16],
         usage=row[17],
         title_auto=bool(row[18]),
+        mcp_servers=row[19],
     )
 
 
@@ -125,6 +127,7 @@ class ConversationOps(Base):
         agent_cmd: list[str],
         cwd: str,
         permission_policy: str = "ask",
+        mcp_servers: str | None = None,
         now: float | None = None,
     ) -> ConversationRecord:
         """Create an idle conversation with no events. Durable: the id may be acknowledged."""
@@ -148,13 +151,14 @@ class ConversationOps(Base):
             queued=0,
             permission_policy=permission_policy,
             title_auto=not title,
+            mcp_servers=mcp_servers,
         )
         argv, policy = msgspec.json.encode(rec.agent_cmd).decode(), permission_policy
         with self._transaction(durable=True) as conn:
             conn.execute(
-                f"INSERT INTO conversations ({_STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO conversations ({_STORED}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rec.id, title, agent, argv, cwd, None, None, "idle", now, now, 0, 0, policy,
-                 int(rec.title_auto)),
+                 int(rec.title_auto), mcp_servers),
             )  # fmt: skip
         return rec
 

@@ -54,6 +54,9 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     commands: str | None = None
     usage: str | None = None
     title_auto: bool = False  # the title is no person's: the agent's may replace it
+    # ACP `McpServer` objects (JSON text) for this conversation's sessions, besides those its
+    # agent's config names; None: none.
+    mcp_servers: str | None = None
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -149,6 +149,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE conversations ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
         "UPDATE conversations SET taken = cursor",
     ),
+    (
+        # MCP servers given for this conversation alone (an ACP client's `session/new`), as
+        # ACP's JSON list, NULL for none: passed on with the agent's own from config.
+        "ALTER TABLE conversations ADD COLUMN mcp_servers TEXT",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

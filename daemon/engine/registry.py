@@ -34,7 +34,7 @@ from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
-from protocol import api
+from protocol import acp, api
 from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import (
@@ -355,6 +355,7 @@ class Engine:
         agent_cmd: builtins.list[str] | None,
         cwd: str,
         title: str | None,
+        mcp_servers: builtins.list[acp.McpServer] | None = None,
     ) -> ConversationInfo:
         agents = self.config.all_agents()
         if agent_cmd:
@@ -368,10 +369,16 @@ class Engine:
         if not os.path.isabs(cwd) or not await trio.Path(cwd).is_dir():
             raise RpcFailure(INVALID_PARAMS, f"cwd must be an existing absolute directory: {cwd}")
         policy = self.config.permission_policy
+        servers = msgspec.json.encode(mcp_servers).decode() if mcp_servers else None
         try:
             rec = await self.io.write(
                 lambda s: s.create_conversation(
-                    title=title or "", agent=name, agent_cmd=argv, cwd=cwd, permission_policy=policy
+                    title=title or "",
+                    agent=name,
+                    agent_cmd=argv,
+                    cwd=cwd,
+                    permission_policy=policy,
+                    mcp_servers=servers,
                 )
             )
         except StorageUnavailable as exc:

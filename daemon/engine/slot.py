@@ -48,12 +48,15 @@ from daemon.config import Config
 from daemon.engine import updates
 from daemon.engine.choices import Choices, restore_choices
 from daemon.engine.eventlog import EventLog
+from protocol import acp
 from protocol import events as ev
 from store import ConversationRecord
 
 __all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed"]
 
 log = logging.getLogger("acpd.slot")
+
+_mcp_servers = msgspec.json.Decoder(list[acp.McpServer])
 
 # After its stdout ends, how long a crashed agent gets to report its exit status and the last
 # of its stderr before the error event is written without them.
@@ -319,7 +322,7 @@ class AgentSlot:
         agent.stop_requested.set()
 
     def _spec(self, record: ConversationRecord) -> AgentSpec:
-        return agent_spec(
+        spec = agent_spec(
             record.agent,
             record.agent_cmd,
             record.cwd,
@@ -327,6 +330,10 @@ class AgentSlot:
             conversation=self.conv_id,
             log_path=self._log_path,
         )
+        if record.mcp_servers is None:
+            return spec
+        own = _mcp_servers.decode(record.mcp_servers)  # the conversation's, after the agent's
+        return attrs.evolve(spec, mcp_servers=(*spec.mcp_servers, *own))
 
     async def _set_up_session(
         self, conn: AgentConnection, record: ConversationRecord, spec: AgentSpec

@@ -40,7 +40,7 @@ from daemon.server.connection import (
     error_line,
     open_connection,
 )
-from protocol import api
+from protocol import acp, api
 from protocol.jsonrpc import (
     AGENT_START_FAILED,
     CONFLICT,
@@ -84,6 +84,7 @@ class EngineAPI(Protocol):
         agent_cmd: builtins.list[str] | None,
         cwd: str,
         title: str | None,
+        mcp_servers: builtins.list[acp.McpServer] | None = None,
     ) -> api.ConversationInfo: ...
     async def list(
         self, *, limit: int, before: str | None, cwd: str | None = None
@@ -331,7 +332,7 @@ class Dispatcher:
         cwd = p.cwd if p.cwd is not None else str(Path.home())
         await self._check_command(p, cwd)
         info = await self._engine.create(agent=p.agent, agent_cmd=p.agent_cmd, cwd=cwd,
-                                         title=p.title)  # fmt: skip
+                                         title=p.title, mcp_servers=p.mcp_servers)  # fmt: skip
         return api.ConversationResult(conversation=info)
 
     async def _check_command(self, p: api.CreateParams, cwd: str) -> None:

@@ -20,6 +20,7 @@ import trio
 
 from daemon.config import Config
 from daemon.engine.storeio import StorageHealth
+from protocol import acp
 from protocol.api import (
     CAUGHT_UP_METHOD,
     EVENT_METHOD,
@@ -135,9 +136,16 @@ class FakeEngine:
         return found[0]
 
     async def create(
-        self, *, agent: str | None, agent_cmd: list[str] | None, cwd: str, title: str | None
+        self,
+        *,
+        agent: str | None,
+        agent_cmd: list[str] | None,
+        cwd: str,
+        title: str | None,
+        mcp_servers: list[acp.McpServer] | None = None,
     ) -> ConversationInfo:
-        await self._enter("create", agent, agent_cmd, cwd, title)
+        servers = () if mcp_servers is None else ([s.name for s in mcp_servers],)
+        await self._enter("create", agent, agent_cmd, cwd, title, *servers)
         return self.add(f"new{len(self.convs):04d}")
 
     async def list(

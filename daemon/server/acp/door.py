@@ -247,13 +247,13 @@ class FrontDoor:
         )
 
     async def _new(self, p: acp.NewSessionRequest) -> acp.NewSessionResponse:
-        if p.mcp_servers:
-            log.warning(
-                "session/new: %d MCP server(s) not passed on (not supported yet); configure "
-                "them for the agent in acpd's config",
-                len(p.mcp_servers),
-            )
-        params = checked(api.CreateParams, agent=self.agent, agent_cmd=self.agent_cmd, cwd=p.cwd)
+        params = checked(
+            api.CreateParams,
+            agent=self.agent,
+            agent_cmd=self.agent_cmd,
+            cwd=p.cwd,
+            mcp_servers=p.mcp_servers or None,  # the hosted agent's sessions get them
+        )
         created = await self.call("conversations/create", params, api.ConversationResult)
         conv = created.conversation
         await self._attach(conv.id, "new", 0)

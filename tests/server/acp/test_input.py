@@ -4,10 +4,8 @@ serves on. Also what it passes on as the daemon answers it (modes, options)."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 
@@ -80,18 +78,27 @@ async def test_content_that_is_not_text_is_refused(
     assert await f.e.queue(sid) == []  # nothing was sent
 
 
-async def test_mcp_servers_are_not_passed_on_and_the_log_says_so(
-    f: Front,
-    autojump_clock: trio.testing.MockClock,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+async def test_mcp_servers_of_session_new_reach_the_hosted_agent_each_time(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     client = await f.client()
     await client.initialize()
-    server = {"name": "files", "command": "/bin/true", "args": [], "env": []}
-    with caplog.at_level(logging.WARNING, logger="acpd.acp"):
-        await client.call("session/new", {"cwd": str(tmp_path), "mcpServers": [server]})
-    assert "MCP server(s) not passed on" in caplog.text
+    server = {"name": "files", "command": "/bin/true", "args": ["-x"], "env": []}
+    sid = (await client.call("session/new", {"cwd": str(tmp_path), "mcpServers": [server]}))[
+        "sessionId"
+    ]
+    assert await client.prompt(sid, "hi") == {"stopReason": "end_turn"}
+    (opened,) = f.h.agent.params("session/new")
+    assert isinstance(opened, acp.NewSessionRequest)
+    assert [(s.name, s.command, s.args) for s in opened.mcp_servers] == [
+        ("files", "/bin/true", ["-x"])
+    ]
+    # Kept with the conversation: a restarted agent's session gets them again.
+    await f.h.e.supervisor(sid).slot.stop("idle")  # type: ignore[union-attr]
+    assert await client.prompt(sid, "again") == {"stopReason": "end_turn"}
+    (loaded,) = f.h.agent.params("session/load")
+    assert isinstance(loaded, acp.LoadSessionRequest)
+    assert [s.name for s in loaded.mcp_servers] == ["files"]
 
 
 async def test_modes_and_options_are_forwarded_and_the_daemons_answer_passed_on(
