@@ -81,6 +81,12 @@ class QueueReordered(_Body, frozen=True, kw_only=True):
     order: list[int]
 
 
+class UserMessageRemoved(_Body, frozen=True, kw_only=True):
+    """A queued message taken out before it was prompted (its own event goes with it)."""
+
+    message_seq: int
+
+
 class UserMessageSteered(_Body, frozen=True, kw_only=True):
     """A steer the agent took into the running turn: it is never prompted."""
 

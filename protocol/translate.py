@@ -87,6 +87,12 @@ class EditedView(_View, frozen=True, kw_only=True):
     text: str
 
 
+class RemovedView(_View, frozen=True, kw_only=True):
+    """`user_message_removed`: a queued message taken out; it never becomes history."""
+
+    message_seq: int
+
+
 class SteeredView(_View, frozen=True, kw_only=True):
     """`user_message_steered`: a message the agent took into the running turn."""
 
@@ -330,6 +336,11 @@ def _edited(t: Translator, v: EditedView, live: bool) -> Updates:
     return []
 
 
+def _removed(t: Translator, v: RemovedView, live: bool) -> Updates:
+    t._queued.pop(v.message_seq, None)
+    return []
+
+
 def _steered(t: Translator, v: SteeredView, live: bool) -> Updates:
     return t._user(v.message_seq)
 
@@ -441,6 +452,7 @@ EVENT_TYPES: Final[dict[str, EventType]] = {
     "elicitation_resolved": EventType(ResolvedView, _nothing),
     "user_message_edited": EventType(EditedView, _edited),
     "user_message_steered": EventType(SteeredView, _steered),
+    "user_message_removed": EventType(RemovedView, _removed),
     "queue_reordered": EventType(_View, _nothing),
 }
 

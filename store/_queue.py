@@ -134,11 +134,21 @@ class QueueOps(Base):
             )  # fmt: skip
             return order, _append(conn, conv_id, [item], now_or(now))[0]
 
-    def remove_pending(self, conv_id: str, seq: int) -> None:
+    def remove_pending(
+        self,
+        conv_id: str,
+        seq: int,
+        event: tuple[str, bytes] | None = None,
+        *,
+        now: float | None = None,
+    ) -> EventRecord | None:
         """Delete a queued message; its seq stays a gap. Durable, like the send it undoes.
+        With `event`, append it too (what says it was removed), and return it.
 
         Raises NotFound (no such conversation or user message) or Conflict (already prompted).
         """
+        if event is not None:
+            _check_items([event])
         with self._transaction(durable=True) as conn:
             _require_queued(conn, conv_id, seq)
             # Its seq may be the newest: the floor keeps it from being handed out again.
@@ -148,6 +158,9 @@ class QueueOps(Base):
             )
             conn.execute("DELETE FROM queue WHERE conversation_id = ? AND seq = ?", (conv_id, seq))
             conn.execute("DELETE FROM events WHERE conversation_id = ? AND seq = ?", (conv_id, seq))
+            if event is None:
+                return None
+            return _append(conn, conv_id, [event], now_or(now))[0]
 
     # --- taking a message off the queue ------------------------------------------------------
 

@@ -168,6 +168,10 @@ class Renderer:
         what = self._named(ev.get("message_seq"))
         self._line(self.style.dim(f"({what} edited: {one_line(str(ev.get('text', '')))})"))
 
+    def _ev_user_message_removed(self, ev: dict[str, Any]) -> None:
+        what = self._named(ev.get("message_seq"))
+        self._line(self.style.dim(f"({what} removed from the queue)"))
+
     def _ev_queue_reordered(self, ev: dict[str, Any]) -> None:
         order = ev.get("order")
         seqs = order if isinstance(order, list) else []

@@ -38,6 +38,7 @@ __all__ = [
     "EventLog",
     "LogClosed",
     "close_dead_turn",
+    "removed_event",
     "text_events",
 ]
 
@@ -246,11 +247,14 @@ class EventLog:
         return order
 
     async def remove_queued(self, seq: int, check: Callable[[], None]) -> None:
-        """Take queued message `seq` out (its event with it), after `check()`."""
+        """Take queued message `seq` out (its event with it), after `check()`; records
+        `user_message_removed`, so whoever waits for its turn (an ACP client) hears it."""
+        item = removed_event(seq)
         async with self._lock:
             self._check()
             check()
-            await self._write(lambda s: s.remove_pending(self.conv_id, seq))
+            rec = await self._write(lambda s: s.remove_pending(self.conv_id, seq, item))
+            self._publish([rec] if rec is not None else [])
 
     async def take_steered(self, seq: int, steered: ev.UserMessageSteered) -> None:
         """Queued message `seq` went into the running turn: off the queue, never prompted.
@@ -400,6 +404,10 @@ def _write_deferred(s: Store, deferred: dict[str, Callable[[Store], None]], *, q
                 continue
             raise
         del deferred[kind]
+
+
+def removed_event(seq: int) -> tuple[str, bytes]:
+    return "user_message_removed", ev.encode_body(ev.UserMessageRemoved(message_seq=seq))
 
 
 def text_events(

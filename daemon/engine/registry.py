@@ -28,7 +28,7 @@ from daemon.agents.agentlog import remove_agent_log
 from daemon.agents.cgroups import AgentCgroups
 from daemon.agents.connection import Launcher
 from daemon.config import Config
-from daemon.engine.eventlog import LogClosed, close_dead_turn
+from daemon.engine.eventlog import LogClosed, close_dead_turn, removed_event
 from daemon.engine.fanout import Subscription
 from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
@@ -459,7 +459,7 @@ class Engine:
                     if conv.deleting:
                         raise _no_such(conv_id) from None
             # No supervisor (or it just retired): no steer can be in flight.
-            await self.io.write(lambda s: s.remove_pending(conv_id, seq))
+            await self.io.write(lambda s: s.remove_pending(conv_id, seq, removed_event(seq)))
 
     async def edit(self, conv_id: str, seq: int, text: str) -> None:
         _check_text(text)

@@ -380,7 +380,7 @@ class Attachment:
 
     async def _event(self, event: Event) -> None:
         kind, body, live = event.type, event.body, not self._replaying
-        if kind in ("user_message", "turn_ended") and self._sending:
+        if kind in ("user_message", "turn_ended", "user_message_removed") and self._sending:
             await self._settled.wait()  # every seq of ours is known after this
         if kind == "user_message" and event.seq in self._own:
             return  # the client shows its own prompt
@@ -388,6 +388,10 @@ class Attachment:
             own = self._own.pop(body.prompt_seq, None)
             if own is not None:
                 own.end(body.stop_reason, body.detail)
+        elif kind == "user_message_removed" and body is not None:
+            own = self._own.pop(body.message_seq, None)
+            if own is not None:  # taken out of the queue elsewhere: its turn never comes
+                own.end("cancelled", "removed from the queue before it started")
             for request in list(self._open):  # every question of a turn ends with it
                 self._forget(request)
         elif kind in ("permission_requested", "elicitation_requested") and body is not None:

@@ -130,3 +130,25 @@ async def test_cancel_of_an_unknown_session_or_when_idle_is_harmless(
     await trio.testing.wait_all_tasks_blocked()
     assert await client.prompt(sid, "still fine") == {"stopReason": "end_turn"}
     assert (await f.e.get(sid)).status == "idle"
+
+
+async def test_a_queued_prompt_removed_elsewhere_is_answered_cancelled(
+    f: Front, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Taken out of the queue by another front end (`acpd queue --remove`), a client's
+    prompt's turn never comes: it is answered, not left waiting."""
+    client = await f.client()
+    await client.initialize()
+    sid = await client.new(tmp_path)
+    f.h.script(Chunk("x"), WaitForCancel(), Reply("cancelled"))
+    await f.e.send(sid, "someone else's turn", run=True, interrupt=False)
+    await f.h.agents_wait_prompt(1)
+    async with trio.open_nursery() as nursery:
+        mine = client.prompt_soon(nursery, sid, "mine")
+        await trio.testing.wait_all_tasks_blocked()
+        (queued,) = await f.e.queue(sid)
+        await f.e.remove(sid, queued.seq)
+        assert await mine.wait() == {"stopReason": "cancelled"}
+    types = [e["type"] for e in await f.h.events(sid)]
+    assert types.count("user_message_removed") == 1
+    await f.e.interrupt(sid)
