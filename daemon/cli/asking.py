@@ -51,10 +51,10 @@ def cmd_permit(ctx: Ctx, a: argparse.Namespace) -> int:
         params["cancelled"] = True
     else:
         params["option"] = _option_id(request, event, option)
-    from daemon.cli import render
+    from daemon.cli import views
 
     return ctx.finish(
-        ctx.call("permissions/respond", params), lambda r: render.answered(params, event)
+        ctx.call("permissions/respond", params), lambda r: views.answered(params, event)
     )
 
 

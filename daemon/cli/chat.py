@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 
-from daemon.cli import render
+from daemon.cli import views
 from daemon.cli.client import EVENT, ApiError, ClientError, Subscription
 from daemon.cli.commands import CHAT_KEYS
 from daemon.cli.render import permission_options
@@ -30,8 +30,8 @@ __all__ = ["chat", "follow", "send_and_follow"]
 
 # Idle time after which a replay that ended on a gap in seqs counts as over.
 _REPLAY_IDLE_S = 0.25
-# What chat says of the queue after an interrupt (`render.paused_until`).
-_PAUSED = render.paused_until("/resume", "your next message")
+# What chat says of the queue after an interrupt (`views.paused_until`).
+_PAUSED = views.paused_until("/resume", "your next message")
 
 
 def _event(notice: Notice) -> dict[str, Any] | None:
@@ -193,10 +193,10 @@ def send_and_follow(
     if ctx.json:
         ctx.emit(result)
     elif steer:
-        ctx.say(render.steered(result))
+        ctx.say(views.steered(result))
     elif not follow or staged or result.get("queued") or result.get("resumed"):
         # Following, a turn that starts now shows itself: the line would only repeat it.
-        ctx.say(render.sent(result, conv_id, staged=staged))
+        ctx.say(views.sent(result, conv_id, staged=staged))
     ctx.out.flush()
     if sub is None:
         return 0
@@ -396,13 +396,13 @@ class _Chat:
             self.ctx.out.flush()
             return
         if params.get("steer"):
-            self.info(f"({render.steered(result)})")
+            self.info(f"({views.steered(result)})")
             return
         # A message that starts at once shows itself (the typed line, then the reply).
         what = f"message {number}" if isinstance(number, int) else f"seq {seq}"
         again = "; the queue runs again, in order" if result.get("resumed") else ""
         if queued:
-            self.info(f"({what} queued: {render.turns(queued)} ahead{again})")
+            self.info(f"({what} queued: {views.turns(queued)} ahead{again})")
         elif again:
             self.info(f"({what} starts now{again})")
 
@@ -419,10 +419,10 @@ class _Chat:
             self._result(res, f"({done}; {_PAUSED})")
         elif name == "/resume":
             res = self.ctx.call("conversations/resume", {"id": self.conv_id})
-            self._result(res, f"({render.resumed(res)})")
+            self._result(res, f"({views.resumed(res)})")
         elif name == "/queue":
             res = self.ctx.call("messages/queue", {"id": self.conv_id})
-            self._result(res, render.queue(res))
+            self._result(res, views.queue(res))
         elif name in ("/answer", "/decline"):
             self._answer(name, text.split()[1:])
         elif name == "/steer":

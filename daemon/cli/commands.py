@@ -171,9 +171,9 @@ def cmd_install_systemd(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command("status", "daemon health and figures")
 def cmd_status(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
-    return ctx.finish(ctx.call("daemon/status"), lambda r: render.status(r, ctx.client.path))
+    return ctx.finish(ctx.call("daemon/status"), lambda r: views.status(r, ctx.client.path))
 
 
 @command(
@@ -210,9 +210,9 @@ def cmd_dashboard(ctx: Ctx, a: argparse.Namespace) -> int:
 
 @command("agents", "configured agents")
 def cmd_agents(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
-    return ctx.finish(ctx.call("agents/list"), render.agents)
+    return ctx.finish(ctx.call("agents/list"), views.agents)
 
 
 # --- conversations -----------------------------------------------------------------------------
@@ -283,10 +283,10 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
         if not ctx.json:
             ctx.note("no conversations (start one with `acpd new` or `acpd chat`)")
         return ctx.finish(result)
-    from daemon.cli import render
+    from daemon.cli import render, views
 
     width = os.get_terminal_size(ctx.out.fileno()).columns if ctx.out.isatty() else None
-    ctx.say(render.conversations(result["conversations"], width, render.Style.for_stream(ctx.out)))
+    ctx.say(views.conversations(result["conversations"], width, render.Style.for_stream(ctx.out)))
     shown, total = len(result["conversations"]), result.get("total")
     if isinstance(total, int) and total > shown:
         ctx.note(f"({shown} of {total} shown; see --limit, and --before {result.get('next')})")
@@ -299,9 +299,9 @@ def cmd_ls(ctx: Ctx, a: argparse.Namespace) -> int:
     conv_id(),
 )
 def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
-    return ctx.finish(ctx.call("conversations/get", {"id": a.id}), render.conversation)
+    return ctx.finish(ctx.call("conversations/get", {"id": a.id}), views.conversation)
 
 
 @command(
@@ -318,7 +318,7 @@ def cmd_show(ctx: Ctx, a: argparse.Namespace) -> int:
         help="with --move: right before queued message M instead"),
 )  # fmt: skip
 def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
     verbs = [v for v in (a.remove, a.edit, a.move) if v is not None]
     if len(verbs) > 1:
@@ -332,7 +332,7 @@ def cmd_queue(ctx: Ctx, a: argparse.Namespace) -> int:
             raise UsageError(f"--edit N TEXT: N is a message number, not {a.edit[0]!r}")
         text = read_text([a.edit[1]], sys.stdin)
     if not verbs:
-        return ctx.finish(ctx.call("messages/queue", {"id": a.id}), render.queue)
+        return ctx.finish(ctx.call("messages/queue", {"id": a.id}), views.queue)
     pending = ctx.call("messages/queue", {"id": a.id}).get("pending") or []
     if edit is not None:
         params = {"id": a.id, "seq": _queued(a.id, pending, edit), "text": text}
@@ -393,9 +393,9 @@ def cmd_rm(ctx: Ctx, a: argparse.Namespace) -> int:
     conv_id(),
 )
 def cmd_interrupt(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
-    paused = render.paused_until(f"`acpd resume {a.id}`", f"the next `acpd send {a.id}`")
+    paused = views.paused_until(f"`acpd resume {a.id}`", f"the next `acpd send {a.id}`")
 
     def human(result: dict[str, Any]) -> str:
         done = "interrupted" if result.get("interrupted") else "no turn was running"
@@ -412,9 +412,9 @@ def cmd_interrupt(ctx: Ctx, a: argparse.Namespace) -> int:
                 "agent crashes), so the next message starts an agent again.",
 )  # fmt: skip
 def cmd_resume(ctx: Ctx, a: argparse.Namespace) -> int:
-    from daemon.cli import render
+    from daemon.cli import views
 
-    return ctx.finish(ctx.call("conversations/resume", {"id": a.id}), render.resumed)
+    return ctx.finish(ctx.call("conversations/resume", {"id": a.id}), views.resumed)
 
 
 # --- messages and streams (daemon.cli.chat holds the loops) ------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import render
+from daemon.cli import views
 from daemon.cli.questions import form_content
 from tests.cli.fakeserver import conv, serving
 from tests.cli.test_everyday import acpd
@@ -90,7 +90,7 @@ def test_answer_names_the_open_questions_when_it_cannot_choose(
 
 
 def test_show_lists_the_open_questions_with_their_fields() -> None:
-    shown = render.conversation(
+    shown = views.conversation(
         {"conversation": conv(short_id="c0ff", questions=[_question(deadline="2025-01-02T03:09Z")])}
     )
     assert shown.splitlines()[-9:] == [
@@ -105,5 +105,5 @@ def test_show_lists_the_open_questions_with_their_fields() -> None:
         "    answer with: acpd answer c0ff FIELD=VALUE... (or --decline, --cancel)",
     ]
     url = _question(mode="url", url="https://example.test/login", schema=None)
-    shown = render.conversation({"conversation": conv(short_id="c0ff", questions=[url])})
+    shown = views.conversation({"conversation": conv(short_id="c0ff", questions=[url])})
     assert "    open: https://example.test/login" in shown.splitlines()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.cli import commands as cli
-from daemon.cli import render
+from daemon.cli import views
 from protocol import limits
 from tests.cli.fakeserver import DEFER, Conn, Fail, conv, hang_guard, serving
 
@@ -265,7 +265,7 @@ def test_internal_error_has_no_traceback(
 ) -> None:
     monkeypatch.delenv("ACPD_DEBUG", raising=False)
     with serving({"daemon/status": lambda c, p: {"uptime_s": 1}}) as server:
-        monkeypatch.setattr(render, "status", lambda r, s: 1 / 0)
+        monkeypatch.setattr(views, "status", lambda r, s: 1 / 0)
         code, _, err = acpd(capsys, "status", "--socket", server.path)
     assert code == 1
     assert err.startswith("acpd: error: internal error: ZeroDivisionError")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from daemon.cli import commands as cli
-from daemon.cli import render
+from daemon.cli import render, views
 from tests.cli.fakeserver import Conn, Fail, conv, hang_guard, serving
 
 
@@ -30,7 +30,7 @@ CONVS = [
 
 
 def test_ls_highlights_the_shortest_unique_prefix_on_a_terminal() -> None:
-    text = render.conversations(CONVS, style=render.Style(True))
+    text = views.conversations(CONVS, style=render.Style(True))
     rows = text.splitlines()[1:]
     bold = "\x1b[1;35m"
     dim = "\x1b[2m"
@@ -38,7 +38,7 @@ def test_ls_highlights_the_shortest_unique_prefix_on_a_terminal() -> None:
     assert rows[0].startswith(f"{bold}k3x9{reset}{dim}a0b1{reset}   ")  # 8 shown, 4 picked out
     assert rows[1].startswith(f"{bold}c0001m8y8ab{reset}  ")  # an old id: all 11 needed
     # The columns line up as they do without styling.
-    plain = render.conversations(CONVS).splitlines()
+    plain = views.conversations(CONVS).splitlines()
     unstyled = [r.replace(bold, "").replace(dim, "").replace(reset, "") for r in rows]
     assert unstyled == plain[1:]
     assert plain[1].startswith("k3x9a0b1     idle")
@@ -133,7 +133,7 @@ def _asking(*requests: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_show_lists_open_requests_with_numbered_options() -> None:
-    shown = render.conversation(
+    shown = views.conversation(
         {"conversation": conv(short_id="c0ff", permissions=[_request("p5-1")])}
     )
     assert "permissions" not in shown.split("?")[0]  # not a raw field line
@@ -143,11 +143,11 @@ def test_show_lists_open_requests_with_numbered_options() -> None:
         "    2) Reject  [deny]\n"
         "answer with: acpd permit c0ff OPTION (a number above, or --cancel)"
     )
-    two = render.conversation(
+    two = views.conversation(
         {"conversation": conv(short_id="c0ff", permissions=[_request("p5-1"), _request("p5-2")])}
     )
     assert two.endswith("answer with: acpd permit c0ff REQUEST OPTION (or --cancel)")
-    assert "answer with" not in render.conversation({"conversation": conv()})
+    assert "answer with" not in views.conversation({"conversation": conv()})
 
 
 def test_permit_without_request_answers_the_only_open_one(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.cli import render
+from daemon.cli import views
 from daemon.cli.client import Notice
 from daemon.cli.render import Renderer, Style
 from tests.cli.fakeserver import conv, ev
@@ -170,31 +170,31 @@ def test_style_off_for_pipes_and_no_color(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_ago() -> None:
     now = 1735787045.0  # 2025-01-02T03:04:05Z
-    assert render.ago("2025-01-02T03:04:05.000Z", now) == "0s"
-    assert render.ago("2025-01-02T03:03:05Z", now) == "1m"
-    assert render.ago("2025-01-01T03:04:05Z", now) == "1d"
-    assert render.ago("garbage", now) == "garbage"
+    assert views.ago("2025-01-02T03:04:05.000Z", now) == "0s"
+    assert views.ago("2025-01-02T03:03:05Z", now) == "1m"
+    assert views.ago("2025-01-01T03:04:05Z", now) == "1d"
+    assert views.ago("garbage", now) == "garbage"
 
 
 def test_conversations_table_cuts_titles_to_the_width() -> None:
     convs = [conv("aaaa", title="x" * 200), conv("bb", status="running", queued=2)]
-    text = render.conversations(convs, width=80)
+    text = views.conversations(convs, width=80)
     lines = text.splitlines()
     assert lines[0].split() == ["ID", "STATUS", "QUEUED", "UPDATED", "AGENT", "TITLE"]
     assert lines[1].startswith("aaaa  idle")
     assert all(len(line) <= 80 for line in lines)
     assert lines[2].split()[:3] == ["bb", "running", "2"]
-    assert "x" * 200 in render.conversations(convs)  # not a terminal: nothing cut
+    assert "x" * 200 in views.conversations(convs)  # not a terminal: nothing cut
 
 
 def test_records() -> None:
-    assert render.queue({"pending": []}) == "(nothing queued)"
-    assert render.queue({"pending": [{"seq": 4, "text": "a\nb", "number": 2}]}) == (
+    assert views.queue({"pending": []}) == "(nothing queued)"
+    assert views.queue({"pending": [{"seq": 4, "text": "a\nb", "number": 2}]}) == (
         "   #2  a (+1 lines)"
     )
-    assert render.queue({"pending": [{"seq": 4, "text": "a"}]}) == "seq 4  a"  # an older daemon
-    shown = render.conversation({"conversation": conv(live=True)})
+    assert views.queue({"pending": [{"seq": 4, "text": "a"}]}) == "seq 4  a"  # an older daemon
+    shown = views.conversation({"conversation": conv(live=True)})
     assert "live:       yes" in shown
     assert "cwd:        /tmp" in shown
-    agents = render.agents({"agents": [{"name": "demo", "command": ["python", "-m", "x y"]}]})
+    agents = views.agents({"agents": [{"name": "demo", "command": ["python", "-m", "x y"]}]})
     assert agents.splitlines()[1] == "demo   python -m 'x y'"
