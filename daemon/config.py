@@ -31,6 +31,7 @@ __all__ = [
     "builtin_agents",
     "check_ws_exposure",
     "default_config_path",
+    "default_max_agents",
     "load_config",
     "parse_config",
     "parse_ws_address",
@@ -43,6 +44,23 @@ _ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 # A DNS name (e.g. a tailnet's `box.tail1234.ts.net`) or an IP address, as a browser sends it in
 # `Host`, without the port.
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]+\]")
+
+
+# What one real agent costs (claude-agent-acp and the claude it runs: 250-400 MB), for the
+# default `max_agents`: agents may take half of the machine's memory, at most MAX_AGENTS of them.
+AGENT_MEMORY = 400 * 2**20
+MAX_AGENTS = 8
+
+
+def default_max_agents(meminfo: str = "/proc/meminfo") -> int:
+    """MAX_AGENTS, or fewer when memory is short: half of MemTotal at AGENT_MEMORY per agent,
+    never below 1 (MAX_AGENTS when MemTotal cannot be read)."""
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return MAX_AGENTS
+    return max(1, min(MAX_AGENTS, total // 2 // AGENT_MEMORY))
 
 
 class ConfigError(Exception):
@@ -149,6 +167,8 @@ class Config:
     crash_window: float = 300.0
     # Graceful stop of the whole daemon (SIGTERM): turns drained and agents stopped within this.
     shutdown_grace: float = 10.0
+    # Agent processes alive at once; a conversation that needs one more waits in line.
+    max_agents: int = attrs.field(factory=default_max_agents)
     # Client side: cap on one request line / frame, and each subscriber's buffer (messages).
     max_line_bytes: int = 4 * 1024 * 1024
     subscriber_buffer: int = 1024
@@ -447,7 +467,7 @@ def _validate(cfg: Config) -> None:
                 "shutdown_grace", "draft_interval"):  # fmt: skip
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}: must be positive")
-    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer"):
+    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer", "max_agents"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
     if not 0 <= cfg.agent_nice <= 19:  # raising priority (below 0) needs privileges

@@ -65,6 +65,7 @@ __all__ = [
     "SendResult",
     "SetModeParams",
     "SetOptionParams",
+    "SlotsStatus",
     "StatusCounters",
     "StatusResult",
     "StreamedText",
@@ -95,7 +96,7 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     agent: str
     cwd: str
-    status: str  # idle | starting | running | paused | failed
+    status: str  # idle | waiting | starting | running | paused | failed
     created_at: str  # RFC 3339 UTC
     updated_at: str
     last_seq: int
@@ -120,6 +121,8 @@ class ConversationInfo(msgspec.Struct, frozen=True, kw_only=True):
     usage: msgspec.Raw | None = None
     # Where the agent's stderr goes (a file in the data dir; it may not exist yet).
     agent_log: str | None = None
+    # While `waiting` (no agent slot free): its place in line, 1 first.
+    slot_position: int | None = None
 
 
 # --- notifications on a subscription -----------------------------------------------------------
@@ -332,6 +335,17 @@ class StatusResult(msgspec.Struct, frozen=True, kw_only=True):
     # replaced" (the database file); then `storage_error` is the message clients get.
     storage: str = "ok"
     storage_error: str | None = None
+    slots: SlotsStatus | None = None
+    # Resident memory of every agent's whole process group, in bytes (at most ~1 s old).
+    agents_rss: int | None = None
+
+
+class SlotsStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Agent slots: `max_agents` agent processes at most."""
+
+    used: int  # agents starting, running or being stopped
+    max: int
+    waiting: int  # conversations in line for a slot
 
 
 class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,9 +27,11 @@ from daemon.agents import orphans
 from daemon.agents.agentlog import remove_agent_log
 from daemon.agents.cgroups import AgentCgroups
 from daemon.agents.connection import Launcher
+from daemon.agents.memory import RssGauge
 from daemon.config import Config
 from daemon.engine.eventlog import LogClosed, close_dead_turn, removed_event
 from daemon.engine.fanout import Subscription
+from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
@@ -69,6 +71,11 @@ CANDIDATES_COUNTED = 1000
 def _raw(state: str | None) -> msgspec.Raw | None:
     """A state column (JSON text the store folded from our own event bodies) as is."""
     return None if state is None else msgspec.Raw(state.encode())
+
+
+# At shutdown, the last part of shutdown_grace (a quarter of it at most) is left for killed
+# agents' groups to end: agents still running are sent SIGKILL this long before the end.
+KILL_WAIT = 1.0
 
 
 def _no_such(conv_id: str) -> RpcFailure:
@@ -111,6 +118,7 @@ class EngineStatistics:
     updates_dropped: int  # agent updates outside their turn (load replays, stragglers)
     subscribers_lagged: int  # subscriptions dropped for falling behind
     store: StoreIOStatistics
+    slots: SlotTableStatistics
 
 
 @attrs.define(eq=False)
@@ -130,6 +138,13 @@ class Engine:
     hydrations: int = 0
     _updates_dropped: int = 0  # by supervisors that have retired
     _lagged: int = 0  # likewise
+    # The max_agents slots every conversation's agent takes one of, and their agents' memory.
+    slots: SlotTable = attrs.field(init=False)
+    _rss: RssGauge = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.slots = SlotTable(self.config.max_agents)
+        self._rss = RssGauge(self.slots.agent_groups)
 
     # --- the registry ---------------------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class Engine:
                     self._exited,
                     reason,
                     agent_log_path(self.data_dir, conv_id),
+                    slots=self.slots,
                 )
                 self._live[conv_id] = conv
                 self.hydrations += 1
@@ -202,6 +218,7 @@ class Engine:
             updates_dropped=self._updates_dropped + sum(c.dropped_updates for c in live),
             subscribers_lagged=self._lagged + sum(c.fanout.statistics().lagged for c in live),
             store=self.io.statistics(),
+            slots=self.slots.statistics(),
         )
 
     def counters(self) -> tuple[int, int, int]:
@@ -218,6 +235,15 @@ class Engine:
     def agents_running(self) -> int:
         return sum(1 for c in self._live.values() if c.live)
 
+    def slot_counts(self) -> tuple[int, int, int]:
+        """Agent slots (used, max_agents, conversations waiting for one)."""
+        stats = self.slots.statistics()
+        return stats.used, stats.limit, stats.waiting
+
+    async def agents_rss(self) -> int:
+        """Resident memory of every agent's process group, in bytes (at most a second old)."""
+        return await self._rss.read()
+
     # --- read side: never hydrates --------------------------------------------------------------
 
     def _info(self, rec: ConversationRecord, short_id: str) -> ConversationInfo:
@@ -227,6 +253,7 @@ class Engine:
         asking: tuple[ev.PermissionRequested, ...] = ()
         questions: tuple[ev.ElicitationRequested, ...] = ()
         retry_at: str | None = None
+        position: int | None = None
         if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
             status, live = conv.status, conv.live
             last_seq = max(last_seq, conv.last_seq)
@@ -234,6 +261,8 @@ class Engine:
             questions = conv.questions.open_questions()
             if (at := conv.slot.retry_at) is not None and status == "starting":
                 retry_at = ev.rfc3339(at)
+            if status == "waiting":
+                position = conv.slot_position
         return ConversationInfo(
             id=rec.id,
             short_id=short_id,
@@ -255,6 +284,7 @@ class Engine:
             commands=_raw(rec.commands),
             usage=_raw(rec.usage),
             agent_log=str(agent_log_path(self.data_dir, rec.id)),
+            slot_position=position,
         )
 
     async def _record(self, conv_id: str) -> ConversationRecord:
@@ -454,6 +484,7 @@ class Engine:
                 try:
                     # Through its log: a message being steered is refused (steering.py).
                     await conv.queue.remove(seq)
+                    conv.queue_changed()  # in line for a slot with nothing left: it leaves
                     return
                 except LogClosed:
                     if conv.deleting:
@@ -576,6 +607,7 @@ class Engine:
 
     def reload(self, config: Config) -> None:
         self.config = config
+        self.slots.set_limit(config.max_agents)
         for conv in self._live.values():
             conv.config = config
 
@@ -594,11 +626,23 @@ class Engine:
             log.info("recovered %d conversation(s)", len(recs))
 
     async def shutdown(self) -> None:
-        """Drain running turns and stop every agent, bounded by `shutdown_grace`."""
+        """Stop every conversation and agent within `shutdown_grace`, however many run.
+
+        At once, all together: running turns are interrupted and drain, waits for a slot and
+        start-ups are given up, and agents whose supervisor is done are stopped. At `stop_at`
+        (`stop_grace` + KILL_WAIT before the end) whatever is left is cancelled, so every
+        agent still running gets SIGTERM then, together; any agent being stopped gets SIGKILL
+        at `kill_at` (KILL_WAIT before the end) at the latest, whatever its own stop_grace.
+        """
+        grace = self.config.shutdown_grace
+        now = trio.current_time()
+        kill_at = now + grace - min(KILL_WAIT, grace / 4)
+        stop_at = kill_at - min(self.config.stop_grace, (kill_at - now) / 2)
+        self.slots.stop_by(kill_at)
         convs = list(self._live.values())
         for conv in convs:
             conv.begin_shutdown()
-        with trio.move_on_after(self.config.shutdown_grace):
+        with trio.move_on_at(stop_at):
             for conv in convs:
                 await conv.finished.wait()
         self._nursery.cancel_scope.cancel()

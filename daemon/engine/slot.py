@@ -1,14 +1,14 @@
 """A conversation's agent slot: the agent process's lifecycle as an explicit state machine.
 
 ```
-          acquire()            session set up
-  ABSENT ───────────> STARTING ──────────────> READY <──────────┐
-    ^                    │ failed to start      │ begin_turn()   │ end_turn()
-    │<───────────────────┘                      v                │
-    │                                         BUSY ──> DRAINING ─┘
-    │            gone (process group stopped)   │ stop(), or it   │
-    └──────────────────────────────────────── STOPPING <──────────┘
-                                                 exited by itself
+          acquire()          a slot         session set up
+  ABSENT ──────────> WAITING ──────> STARTING ──────────────> READY <──────────┐
+    ^ ^  withdrawn      │               │ failed to start      │ begin_turn()   │ end_turn()
+    │ └─────────────────┘               │                      v                │
+    │<──────────────────────────────────┘                    BUSY ──> DRAINING ─┘
+    │            gone (process group stopped)                  │ stop(), evict(), │
+    └──────────────────────────────────────────────────── STOPPING <─────────────┘
+                                                                or it exited by itself
 ```
 
 One `AgentSlot` per supervisor owns the state; `_move` is the only place that changes it and
@@ -16,6 +16,11 @@ refuses a transition the table does not allow. I/O code asks the state (`usable`
 rather than keeping flags. The agent runs in a task of the supervisor's nursery
 (`_run_agent`); its connection's read loop calls the supervisor's handlers synchronously, and
 prompts run in the agent's own nursery, so interrupting a turn never cancels a request.
+
+An agent process needs one of the engine's `max_agents` slots (`slots.SlotTable`): the slot
+WAITs in line for one (FIFO across conversations) before STARTING, holds its token until the
+process group is gone, and offers its READY agent for eviction while the supervisor waits for
+work (`park`): a waiting conversation may take its slot.
 
 The slot also owns the agent's ACP session (set up inside STARTING: resumed, loaded, or new,
 visibly) and the crash history that paces restarts (exponential backoff within
@@ -48,11 +53,12 @@ from daemon.config import Config
 from daemon.engine import updates
 from daemon.engine.choices import Choices, restore_choices
 from daemon.engine.eventlog import EventLog
+from daemon.engine.slots import SlotTable, SlotToken, SlotWaiter
 from protocol import acp
 from protocol import events as ev
 from store import ConversationRecord
 
-__all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed"]
+__all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed", "Withdrawn"]
 
 log = logging.getLogger("acpd.slot")
 
@@ -65,6 +71,7 @@ _EXIT_REPORT_S: Final = 1.0
 
 class SlotState(enum.Enum):
     ABSENT = "absent"  # no agent process
+    WAITING = "waiting"  # in line for one of the max_agents slots
     STARTING = "starting"  # backing off, spawning, initialize, session set-up
     READY = "ready"  # an agent with its session, no turn
     BUSY = "busy"  # a turn's prompt is (about to be) out
@@ -74,7 +81,8 @@ class SlotState(enum.Enum):
 
 _S = SlotState
 _TRANSITIONS: Final = {
-    _S.ABSENT: {_S.STARTING},
+    _S.ABSENT: {_S.WAITING},
+    _S.WAITING: {_S.STARTING, _S.ABSENT},
     _S.STARTING: {_S.READY, _S.ABSENT},
     _S.READY: {_S.BUSY, _S.STOPPING},
     _S.BUSY: {_S.READY, _S.DRAINING, _S.STOPPING},
@@ -90,6 +98,12 @@ class StartFailed:
     """The agent could not be started; the `error` event is already recorded."""
 
     permanent: bool  # retrying cannot help until a person acts (no such command or cwd)
+
+
+@attrs.frozen
+class Withdrawn:
+    """No agent was started: the wait for a slot was given up (paused, queue emptied, or the
+    daemon stopping)."""
 
 
 @attrs.frozen
@@ -136,7 +150,11 @@ class AgentSlot:
     _log_path: Path | None = None  # where its agents' stderr is kept
     # Set when a start-up ends (a caller that found one under way waits for it), and how.
     _start_done: trio.Event = attrs.field(factory=trio.Event)
-    _last_start: StartFailed | None = None
+    _last_start: StartFailed | Withdrawn | None = None
+    _slots: SlotTable = attrs.field(kw_only=True)  # the engine's, shared by every slot
+    _waiter: SlotWaiter | None = None  # our place in line, while WAITING
+    _token: SlotToken | None = None  # held from STARTING until the process group is gone
+    _withdrawable: bool = False  # the wait for a slot is the queue's (`withdraw` ends it)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -148,6 +166,11 @@ class AgentSlot:
     def retry_at(self) -> float | None:
         """While STARTING after recent crashes: when (wall clock) the next start begins."""
         return self._retry_at
+
+    @property
+    def slot_position(self) -> int | None:
+        """While WAITING: our place in the line for a slot, 1 first."""
+        return self._waiter.position if self._waiter is not None else None
 
     @property
     def live(self) -> bool:
@@ -168,6 +191,10 @@ class AgentSlot:
             raise RuntimeError(f"agent slot of {self.conv_id}: {self._state.name} -> {to.name}")
         self._state = to
         self._idle_since = trio.current_time() if to is _S.READY else float("inf")
+        if to is not _S.READY:
+            self._slots.unpark(self)  # only a READY agent may give up its slot
+        if to is _S.STOPPING and self._token is not None:
+            self._token.stopping()  # on its way back: a waiter need not evict another
 
     # --- the turn's side ----------------------------------------------------------------------
 
@@ -184,7 +211,15 @@ class AgentSlot:
 
     def end_turn(self) -> None:
         if self._state in (_S.BUSY, _S.DRAINING):
-            self._move(_S.READY)
+            agent = self._agent
+            if agent is not None and not agent.conn.alive:
+                # It exited during the turn, which reports it: not an idle agent's exit (its
+                # watcher may not have seen it yet), and not an agent to give the next turn.
+                self._stop_reason = "crashed"
+                self._move(_S.STOPPING)
+                agent.stop_requested.set()
+            else:
+                self._move(_S.READY)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         """Run `fn(*args)` in the agent's nursery (a request that must outlive a cancelled
@@ -198,14 +233,20 @@ class AgentSlot:
     # --- starting and stopping ----------------------------------------------------------------
 
     async def acquire(
-        self, nursery: trio.Nursery, record: ConversationRecord
-    ) -> AgentConnection | StartFailed:
-        """A READY agent: the running one, or a new one started in `nursery` (after any
-        backoff, bounded by `start_timeout`). Waits for an agent being stopped to be gone."""
+        self,
+        nursery: trio.Nursery,
+        record: ConversationRecord,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AgentConnection | StartFailed | Withdrawn:
+        """A READY agent: the running one, or a new one started in `nursery` once a slot is
+        free (after any backoff, bounded by `start_timeout`). Waits for an agent being stopped
+        to be gone, and shares a start-up (or wait) under way. With `still_wanted` (the
+        queue's), it is asked again whenever the queue changed (`queue_changed`) while in
+        line, and `withdraw` gives the wait up; `cancel_start` gives up any."""
         while True:
             if self._state is _S.READY and self._agent is not None:
                 return self._agent.conn
-            if self._state is _S.STARTING:  # someone else's start-up: share its outcome
+            if self._state in (_S.WAITING, _S.STARTING):  # another's: share its outcome
                 await self._start_done.wait()
                 if self._last_start is not None:
                     return self._last_start
@@ -215,18 +256,21 @@ class AgentSlot:
             await self._agent.gone.wait()
         if self._closing:
             return StartFailed(permanent=False)
-        config = self._config()
-        self._move(_S.STARTING)
-        self._start_done = trio.Event()
+        self._start_done, self._last_start = trio.Event(), None
         try:
-            got = await self._start(nursery, record, config)
+            got: AgentConnection | StartFailed | Withdrawn = Withdrawn()
+            if (token := await self._wait_for_slot(still_wanted)) is not None:
+                config = self._config()
+                self._token = token
+                self._move(_S.STARTING)
+                got = await self._start(nursery, record, config, token)
+            self._last_start = None if isinstance(got, AgentConnection) else got
         finally:
             self._start_done.set()
-        self._last_start = got if isinstance(got, StartFailed) else None
         return got
 
     async def _start(
-        self, nursery: trio.Nursery, record: ConversationRecord, config: Config
+        self, nursery: trio.Nursery, record: ConversationRecord, config: Config, token: SlotToken
     ) -> AgentConnection | StartFailed:
         """STARTING to READY, or to ABSENT (how it failed, recorded)."""
         failure: Exception | None = None
@@ -240,7 +284,7 @@ class AgentSlot:
                     finally:
                         self._retry_at = None
                 with trio.fail_after(config.start_timeout):
-                    agent = await nursery.start(self._run_agent, record)
+                    agent = await nursery.start(self._run_agent, record, token)
             except Exception as exc:  # groups too: whatever stopped the start is reported
                 failure = exc
         self._start_scope = None
@@ -249,6 +293,8 @@ class AgentSlot:
             self._starts += 1
             self._move(_S.READY)
             return agent.conn
+        token.release()  # no-op if `_run_agent` ran: its process group is gone
+        self._token = None
         self._move(_S.ABSENT)
         if failure is None:
             return StartFailed(permanent=False)  # cancelled: the daemon is stopping
@@ -261,9 +307,59 @@ class AgentSlot:
         await self._log.append([_event("error", body)])
         return StartFailed(permanent=_permanent(failure))
 
+    async def _wait_for_slot(
+        self, still_wanted: Callable[[], Awaitable[bool]] | None
+    ) -> SlotToken | None:
+        """WAITING in line for a slot: its token, or None once given up (ABSENT again)."""
+        self._move(_S.WAITING)
+        waiter = self._waiter = self._slots.join(self.conv_id)
+        self._withdrawable = still_wanted is not None
+        token: SlotToken | None = None
+        try:
+            with trio.CancelScope() as self._start_scope:  # `withdraw`, `cancel_start`
+                while token is None:
+                    token = await waiter.wait()
+                    if token is None and still_wanted is not None and not await still_wanted():
+                        break
+        finally:
+            self._start_scope = self._waiter = None
+            waiter.leave()  # no-op once the token is taken
+            if token is None:
+                self._move(_S.ABSENT)
+        return token
+
+    def withdraw(self) -> None:
+        """Leave the line for a slot, if the queue is in it: the queue paused or stopped."""
+        if self._state is _S.WAITING and self._withdrawable and self._start_scope is not None:
+            self._start_scope.cancel()
+
+    def queue_changed(self) -> None:
+        """The queue lost messages: while in line, ask `still_wanted` again."""
+        if self._waiter is not None:
+            self._waiter.poke()
+
+    def park(self) -> None:
+        """The supervisor waits for work: a READY agent may give its slot to a waiter."""
+        if self._state is _S.READY:
+            self._slots.park(self)
+
+    def unpark(self) -> None:
+        self._slots.unpark(self)
+
+    def evict(self) -> bool:
+        """The slot table's: stop this parked agent (as for idle_ttl) so that a waiting
+        conversation can have its slot. False if it is not idle any more."""
+        if self._state is not _S.READY or self._agent is None:
+            return False
+        log.info("conversation %s: agent idle, stopping it for a waiting one", self.conv_id)
+        self._stop_reason = "evicted"
+        self._move(_S.STOPPING)
+        self._agent.stop_requested.set()
+        return True
+
     def cancel_start(self) -> None:
-        """Give up a start-up in progress, and start no other (a stopping daemon does not
-        wait for one)."""
+        """Give up a start-up (or a wait for a slot) in progress, and start no other (a
+        stopping daemon does not wait for one)."""
         self._closing = True
         if self._start_scope is not None:
             self._start_scope.cancel()
@@ -281,18 +377,26 @@ class AgentSlot:
             await agent.gone.wait()
 
     async def _run_agent(
-        self, record: ConversationRecord, *, task_status: trio.TaskStatus[_Agent]
+        self, record: ConversationRecord, token: SlotToken, *, task_status: trio.TaskStatus[_Agent]
     ) -> None:
         spec = self._spec(record)
         agent: _Agent | None = None
         try:
-            async with self._launcher(spec, self._handlers) as conn, trio.open_nursery() as nursery:
-                await self._set_up_session(conn, record, spec)
-                agent = _Agent(conn, nursery)
-                task_status.started(agent)
-                nursery.start_soon(self._watch_exit, agent)
-                await agent.stop_requested.wait()
-                nursery.cancel_scope.cancel()
+            async with self._launcher(spec, self._handlers) as conn:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        if conn.process is not None:
+                            token.pgid = conn.process.pid  # its leader's pid names the group
+                        await self._set_up_session(conn, record, spec)
+                        agent = _Agent(conn, nursery)
+                        task_status.started(agent)
+                        nursery.start_soon(self._watch_exit, agent)
+                        await agent.stop_requested.wait()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    # A stopping daemon kills every agent by one deadline, however many.
+                    left = self._slots.kill_at - trio.current_time()
+                    conn.stop_grace = max(0.0, min(conn.stop_grace, left))
         except Exception:
             if agent is None:
                 raise  # still starting: `acquire` records it
@@ -304,8 +408,10 @@ class AgentSlot:
                     self._move(_S.STOPPING)
                 self.restart_reason = self._stop_reason or "stopped"
                 self._agent = None
+                self._token = None
                 self._move(_S.ABSENT)
                 agent.gone.set()
+            token.release()  # the launcher has stopped its process group
 
     async def _watch_exit(self, agent: _Agent) -> None:
         await agent.conn.wait_exited()

@@ -42,7 +42,8 @@ from daemon.engine.fanout import Fanout
 from daemon.engine.permissions import Permissions
 from daemon.engine.questions import Questions
 from daemon.engine.recorder import Recorder
-from daemon.engine.slot import AgentSlot, SlotState, StartFailed, crash_event
+from daemon.engine.slot import AgentSlot, SlotState, StartFailed, Withdrawn, crash_event
+from daemon.engine.slots import SlotTable
 from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
 from daemon.engine.turn import Turn
@@ -62,6 +63,8 @@ _user_message = msgspec.json.Decoder(ev.UserMessage)
 _permission_params = msgspec.json.Decoder(acp.RequestPermissionRequest)
 # How long a supervisor with no agent, no work and nobody watching stays before it retires.
 _LINGER = 60.0
+# A conversation's status while its next turn waits for an agent.
+_SLOT_STATUS = {SlotState.WAITING: "waiting", SlotState.STARTING: "starting"}
 
 
 class Gate(enum.Enum):
@@ -94,6 +97,7 @@ class Conversation:
     _initial_restart_reason: str = "daemon_restarted"
     # Where its agents' stderr is kept (`paths.agent_log_path`); None: only in memory.
     _agent_log: Path | None = None
+    _slots: SlotTable = attrs.field(kw_only=True)  # the engine's max_agents slots
     fanout: Fanout = attrs.field(init=False)
     log: EventLog = attrs.field(init=False)
     permissions: Permissions = attrs.field(init=False)
@@ -150,6 +154,7 @@ class Conversation:
             self._agent_crashed_idle,
             restart_reason=self._initial_restart_reason,
             log_path=self._agent_log,
+            slots=self._slots,
         )
         self.queue = QueueControl(
             self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout
@@ -170,7 +175,12 @@ class Conversation:
             return "running"
         if self._gate is not Gate.OPEN:
             return str(self._gate.value)
-        return "starting" if self._slot.state is SlotState.STARTING else "idle"
+        return _SLOT_STATUS.get(self._slot.state, "idle")
+
+    @property
+    def slot_position(self) -> int | None:
+        """While `waiting`: its place in the line for an agent slot, 1 first."""
+        return self._slot.slot_position
 
     @property
     def held(self) -> bool:
@@ -313,6 +323,8 @@ class Conversation:
             assert self._nursery is not None
             assert self._record is not None
             got = await self._slot.acquire(self._nursery, self._record)
+            while isinstance(got, Withdrawn):  # shared the queue's wait, which it gave up
+                got = await self._slot.acquire(self._nursery, self._record)
             if isinstance(got, StartFailed):
                 raise RpcFailure(
                     AGENT_START_FAILED,
@@ -323,6 +335,10 @@ class Conversation:
         session_id = self._slot.session_id
         assert session_id is not None
         return conn, session_id
+
+    def queue_changed(self) -> None:
+        """Queued messages were removed: a conversation in line for a slot looks again."""
+        self._slot.queue_changed()
 
     def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
         self.permissions.answer(request, option, cancelled=cancelled)
@@ -339,13 +355,15 @@ class Conversation:
         if self._gate is Gate.FAILED and gate is Gate.OPEN:
             self._slot.forget_failures()  # a person lifted it: count crashes afresh
         self._gate = gate
+        if gate is not Gate.OPEN:
+            self._slot.withdraw()  # a paused queue needs no agent: out of the line for one
         if self._turn is None and self.status != before:
             await self.log.set_status(self._stored_status())
 
     def _stored_status(self) -> str:
-        # `starting` lives only while the supervisor does: stored, it is `idle`.
+        # `waiting` and `starting` live only while the supervisor does: stored, `idle`.
         status = self.status
-        return "idle" if status == "starting" else status
+        return "idle" if status in ("waiting", "starting") else status
 
     # --- the supervisor -----------------------------------------------------------------------
 
@@ -436,10 +454,13 @@ class Conversation:
             else:
                 deadline = idle_since + min(self.config.idle_ttl, _LINGER)
             with trio.move_on_at(deadline):
+                self._slot.park()  # meanwhile an idle agent may give its slot to a waiting one
                 try:
                     await self._wake_recv.receive()
                 except trio.EndOfChannel:
                     return False
+                finally:
+                    self._slot.unpark()
                 return True
             if self._slot.live:
                 log.info("conversation %s: agent idle, stopping it", self.conv_id)
@@ -456,7 +477,9 @@ class Conversation:
         assert self._record is not None
         if self._stopping:
             return
-        got = await self._slot.acquire(nursery, self._record)
+        got = await self._slot.acquire(nursery, self._record, self._still_wanted)
+        if isinstance(got, Withdrawn):
+            return
         if isinstance(got, StartFailed):
             await self._start_failed(got)
             return
@@ -505,6 +528,12 @@ class Conversation:
             # through `begin_shutdown`.
             turn.close()
         await self._finish_turn(turn)
+
+    async def _still_wanted(self) -> bool:
+        """Asked while in line for a slot after the queue changed: is an agent still needed?"""
+        if self._stopping or self._gate is not Gate.OPEN:
+            return False
+        return await self._io.read(lambda s: s.queued_count(self.conv_id)) > 0
 
     async def _finish_turn(self, turn: Turn) -> None:
         self._asks.cancel_turn(turn.prompt_seq, "turn_ended")

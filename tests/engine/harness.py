@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,8 +36,12 @@ class Harness:
     agents: list[FakeAgent] = attrs.field(factory=list)
     launches: int = 0
     launch_times: list[float] = attrs.field(factory=list)
+    # Agents between their launch and the end of their stop, now and at most at once.
+    alive: int = 0
+    peak_alive: int = 0
     # Agent start-up before the fake runs (npx...), and the stop after it (a group that ignores
-    # SIGTERM until stop_grace), in virtual seconds.
+    # SIGTERM: until stop_delay, or the SIGKILL at the connection's stop_grace if sooner), in
+    # virtual seconds.
     start_delay: float = 0.0
     stop_delay: float = 0.0
     # Agents' pipes that hold nothing: a write waits until acpd reads it (back-pressure).
@@ -67,6 +72,18 @@ class Harness:
     ) -> AsyncIterator[AgentConnection]:
         self.launches += 1
         self.launch_times.append(trio.current_time())
+        self.alive += 1
+        self.peak_alive = max(self.peak_alive, self.alive)
+        try:
+            async with self._launch(spec, handlers) as conn:
+                yield conn
+        finally:
+            self.alive -= 1
+
+    @asynccontextmanager
+    async def _launch(
+        self, spec: AgentSpec, handlers: PeerHandlers
+    ) -> AsyncIterator[AgentConnection]:
         if self.start_delay:
             await trio.sleep(self.start_delay)
         pair = (
@@ -81,16 +98,20 @@ class Harness:
             self.prepare(agent)
         self.agents.append(agent)
         self.running = agent
+        stop_grace = math.inf
         try:
             async with trio.open_nursery() as nursery:
                 agent.start(nursery)
                 async with connect_agent(ours, handlers) as conn:
-                    yield conn
+                    try:
+                        yield conn
+                    finally:
+                        stop_grace = conn.stop_grace
                 nursery.cancel_scope.cancel()
         finally:
             if self.stop_delay:
                 with trio.CancelScope(shield=True):
-                    await trio.sleep(self.stop_delay)
+                    await trio.sleep(min(self.stop_delay, stop_grace))
             if self.running is agent:
                 self.running = None
 
@@ -132,6 +153,7 @@ async def harness(tmp: Path, **config: Any) -> AsyncIterator[Harness]:
         "turn_timeout": 60.0,
         "idle_ttl": 600.0,
         "permission_timeout": 120.0,
+        "max_agents": 8,  # not the machine's default: the same on every machine
     }
     defaults.update(config)
     h = Harness(tmp, Config(**defaults))

@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from daemon.agents.connection import AgentConnection
 from daemon.engine.eventlog import EventLog
 from daemon.engine.recorder import Recorder
 from daemon.engine.storeio import StoreIO
@@ -402,3 +403,30 @@ async def test_restart_reason_survives_the_supervisor_retiring(
         await wait_turn_ended(h, cid, 2)
         restarted = [e for e in await h.events(cid) if e["type"] == "agent_restarted"]
         assert [(e["reason"], e["session_loaded"]) for e in restarted] == [(how, True)]
+
+
+async def test_an_agent_exiting_mid_turn_is_reported_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn reports the crash; the agent's exit watcher must not report it again as an
+    idle agent's exit when it sees the exit after the turn has ended (a real process's exit
+    status comes a moment after its stdout closed)."""
+    real_wait = AgentConnection.wait_exited
+
+    async def late(self: AgentConnection) -> None:
+        await real_wait(self)
+        await trio.sleep(0.5)
+
+    monkeypatch.setattr(AgentConnection, "wait_exited", late)
+    async with harness(tmp_path, max_crashes=100) as h:
+        h.prepare = lambda agent: agent.script(Chunk("a"), Exit())
+        cid = await h.create()
+        for i in range(3):
+            await h.e.send(cid, f"crash {i}", run=True, interrupt=False)
+            await wait_turn_ended(h, cid, i + 1)
+            await trio.sleep(1)
+        types = await h.types(cid)
+        assert types.count("turn_ended") == 3
+        assert types.count("error") == 3, [
+            e["message"] for e in await h.events(cid) if e["type"] == "error"
+        ]

@@ -267,6 +267,13 @@ class FakeEngine:
     def agents_running(self) -> int:
         return 2
 
+    def slot_counts(self) -> tuple[int, int, int]:
+        return (2, 8, 1)
+
+    async def agents_rss(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return 3 * 2**20
+
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:
         return [("demo", ["python", "-m", "daemon.agents.demo"])]
 

@@ -1,0 +1,233 @@
+"""The global agent slot table: at most `max_agents` agent processes, FIFO waiters, LRU eviction.
+
+One `SlotTable` per engine is the only owner of who may run an agent:
+
+- **A token per live agent.** An agent slot (`slot.AgentSlot`) takes a token before it spawns
+  and releases it once the agent's process group is gone, so tokens held >= agent processes
+  alive, and tokens held <= `max_agents` (a reload that lowers the limit grants nothing until
+  enough agents have gone). A token whose agent is being stopped is `releasing`.
+- **Waiters in FIFO order.** A conversation that needs an agent when no token is free waits in
+  line (`join`); a freed token goes to the head of the line, never to a newcomer while someone
+  waits. A waiter leaves the line when it no longer needs an agent (interrupted, paused, its
+  queue emptied, deleted, the daemon stopping); its place is its `position`, 1 first.
+- **Idle agents in least-recently-used order.** An agent with no turn whose supervisor is
+  waiting for work is `park`ed here. While someone waits and no token is free or on its way
+  back, the least recently used idle agent is asked to stop (`evict`, as `idle_ttl` would), and
+  its token, once its group is gone, goes to the head waiter. Tokens already on their way back
+  are counted first, so one waiter costs at most one eviction.
+
+Nothing here awaits but a waiter: every other call is synchronous and makes its whole change
+with no checkpoint in between, so the counts above hold at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Protocol
+
+import attrs
+import trio
+
+__all__ = ["Evictable", "SlotTable", "SlotTableStatistics", "SlotToken", "SlotWaiter"]
+
+
+class Evictable(Protocol):
+    def evict(self) -> bool:
+        """Stop this idle agent to free its slot; False if it is no longer idle."""
+        ...
+
+
+@attrs.frozen
+class SlotTableStatistics:
+    used: int  # tokens held: agents starting, running or being stopped
+    limit: int  # max_agents
+    waiting: int  # conversations in line for a slot
+    idle: int  # parked agents a waiter may take the slot of
+    evictions: int  # idle agents stopped for a waiter since start-up
+
+
+@attrs.define(eq=False)
+class SlotToken:
+    """The right to one agent process, from before its spawn until its process group is gone."""
+
+    _table: SlotTable
+    # The agent's process group once it runs (None for an in-process agent): for its RSS.
+    pgid: int | None = None
+    _releasing: bool = False
+    _released: bool = False
+
+    def stopping(self) -> None:
+        """Its agent is being stopped: the token is on its way back (idempotent)."""
+        if not self._releasing and not self._released:
+            self._releasing = True
+            self._table._stopping()
+
+    def release(self) -> None:
+        """Its agent's process group is gone, or it never started (idempotent)."""
+        if not self._released:
+            self._released = True
+            self._table._release(self)
+
+
+@attrs.define(eq=False)
+class SlotWaiter:
+    """One conversation's place in line, from `SlotTable.join` until it takes a token or
+    leaves."""
+
+    conv_id: str
+    _table: SlotTable
+    _granted: SlotToken | None = None
+    _taken: bool = False
+    _poked: bool = False
+    _gone: bool = False  # left the line
+    _wake: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def position(self) -> int | None:
+        """1 for the head of the line; None once granted or gone."""
+        return self._table._position(self)
+
+    async def wait(self) -> SlotToken | None:
+        """The token once granted (then it is the caller's to release); None when poked
+        first (the caller's queue changed: it looks whether it still needs an agent, and
+        waits again in the same place if so)."""
+        if self._granted is None and not self._poked:
+            self._wake = trio.Event()
+            await self._wake.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        if self._granted is not None:
+            self._taken = True
+            return self._granted
+        self._poked = False
+        return None
+
+    def poke(self) -> None:
+        """Wake `wait` with None (unless a token is granted already)."""
+        self._poked = True
+        self._wake.set()
+
+    def leave(self) -> None:
+        """Out of the line (idempotent). A token granted and not taken goes to the next."""
+        if self._gone:
+            return
+        self._gone = True
+        if self._granted is not None:
+            if not self._taken:
+                self._granted.release()
+        else:
+            self._table._leave(self)
+
+    def _grant(self, token: SlotToken) -> None:
+        self._granted = token
+        self._wake.set()
+
+
+@attrs.define(eq=False)
+class SlotTable:
+    _limit: int
+    _held: set[SlotToken] = attrs.field(factory=set)
+    _releasing: int = 0
+    _waiters: collections.OrderedDict[SlotWaiter, None] = attrs.field(
+        factory=collections.OrderedDict
+    )
+    _positions: dict[SlotWaiter, int] | None = None  # computed on demand, dropped on change
+    _idle: collections.OrderedDict[Evictable, None] = attrs.field(
+        factory=collections.OrderedDict
+    )  # least recently used first
+    _evictions: int = 0
+    # Set when the daemon stops: agents stopped from then on are killed by this trio time.
+    kill_at: float = math.inf
+
+    # --- asked by the engine ------------------------------------------------------------------
+
+    def statistics(self) -> SlotTableStatistics:
+        return SlotTableStatistics(
+            used=len(self._held),
+            limit=self._limit,
+            waiting=len(self._waiters),
+            idle=len(self._idle),
+            evictions=self._evictions,
+        )
+
+    def agent_groups(self) -> list[int]:
+        """Process groups of the agents that hold a token and have spawned."""
+        return [t.pgid for t in self._held if t.pgid is not None]
+
+    def set_limit(self, limit: int) -> None:
+        """A reload: more slots are granted at once; fewer stop idle agents over the limit."""
+        self._limit = limit
+        self._grant()
+        self._rebalance()
+
+    def stop_by(self, kill_at: float) -> None:
+        """The daemon is stopping: agents stopped from now on are killed by `kill_at`."""
+        self.kill_at = kill_at
+
+    # --- asked by agent slots -----------------------------------------------------------------
+
+    def join(self, conv_id: str) -> SlotWaiter:
+        """A place in line for `conv_id`; granted at once if a token is free and nobody waits."""
+        waiter = SlotWaiter(conv_id, self)
+        if not self._waiters and len(self._held) < self._limit:
+            waiter._grant(self._new_token())
+        else:
+            self._waiters[waiter] = None
+            self._positions = None
+            self._rebalance()
+        return waiter
+
+    def park(self, agent: Evictable) -> None:
+        """`agent` is idle: most recently used now, and a waiter may take its slot."""
+        self._idle.pop(agent, None)
+        self._idle[agent] = None
+        self._rebalance()
+
+    def unpark(self, agent: Evictable) -> None:
+        self._idle.pop(agent, None)
+
+    # --- the table ------------------------------------------------------------------------------
+
+    def _new_token(self) -> SlotToken:
+        token = SlotToken(self)
+        self._held.add(token)
+        return token
+
+    def _position(self, waiter: SlotWaiter) -> int | None:
+        if self._positions is None:
+            self._positions = {w: i for i, w in enumerate(self._waiters, 1)}
+        return self._positions.get(waiter)
+
+    def _leave(self, waiter: SlotWaiter) -> None:
+        if waiter in self._waiters:
+            del self._waiters[waiter]
+            self._positions = None
+
+    def _stopping(self) -> None:
+        self._releasing += 1
+
+    def _release(self, token: SlotToken) -> None:
+        self._held.discard(token)
+        if token._releasing:
+            self._releasing -= 1
+        self._grant()
+        self._rebalance()
+
+    def _grant(self) -> None:
+        """Free tokens to the head of the line, in order."""
+        while self._waiters and len(self._held) < self._limit:
+            waiter, _ = self._waiters.popitem(last=False)
+            self._positions = None
+            waiter._grant(self._new_token())
+
+    def _deficit(self) -> int:
+        """Slots to free for the line, beyond those on their way back."""
+        return len(self._waiters) + len(self._held) - self._releasing - self._limit
+
+    def _rebalance(self) -> None:
+        """Evict least recently used idle agents while the line needs their slots."""
+        while self._deficit() > 0 and self._idle:
+            agent, _ = self._idle.popitem(last=False)
+            if agent.evict():  # synchronous: its token is `releasing` before this returns
+                self._evictions += 1
