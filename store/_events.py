@@ -12,10 +12,11 @@ the ways off it are `_queue.py`'s.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from ._base import ACTIVITY_RESOLUTION, Base, now_or, require
+from .errors import StoreError
 from .records import KINDS, STATUSES, USER_MESSAGE, EventRecord, check_event
 
 __all__ = ["STATE_FOLDS", "EventOps"]
@@ -28,6 +29,7 @@ _QUEUE_FIRST = (
     "INSERT INTO queue (conversation_id, seq, position) VALUES (?1, ?2, ifnull(("
     "SELECT min(position) - 1 FROM queue WHERE conversation_id = ?1), ?2))"
 )
+_QUEUED_COUNT = "SELECT count(*) FROM queue WHERE conversation_id = ?"
 _NEWEST_EVENT = "ifnull((SELECT max(seq) FROM events WHERE conversation_id = ?1), 0)"
 _LAST_SEQ = f"SELECT max(last_seq, {_NEWEST_EVENT}) FROM conversations WHERE id = ?1"
 
@@ -185,6 +187,55 @@ class EventOps(Base):
         )
         count: int = rows[0][0]
         return count
+
+    def append_user_messages(
+        self, items: Sequence[tuple[str, Callable[[], bytes], bool]], *, now: float | None = None
+    ) -> list[tuple[EventRecord, int] | StoreError]:
+        """Queue several user messages in one durable transaction: group commit, one fsync
+        for all of them, as acknowledgements that arrive together need. Each item is a
+        conversation id, a function making the message's body, called inside the transaction
+        (it may read this store: a message's number follows the one before it), and whether
+        it goes first in line (a steer) rather than last.
+        Each gets its record and the count of messages its conversation has queued with it;
+        or, alone, its error (NotFound: no such conversation; a body that fails its check). A
+        failure of the transaction itself raises, for all of them."""
+        now = now_or(now)
+        out: list[tuple[EventRecord, int] | StoreError] = []
+        alone = len(items) == 1  # nothing to keep apart from: no savepoints
+        conn = self._begin(durable=True)
+        try:
+            for conv_id, make_body, first in items:
+                if not alone:
+                    conn.execute("SAVEPOINT message")
+                try:
+                    seq = _last_seq(conn, conv_id) + 1
+                    body = make_body()
+                    check_event(USER_MESSAGE, body)
+                except (StoreError, ValueError) as exc:
+                    if alone:
+                        raise
+                    conn.execute("ROLLBACK TO message")
+                    conn.execute("RELEASE message")
+                    out.append(exc if isinstance(exc, StoreError) else StoreError(str(exc)))
+                    continue
+                conn.execute(_INSERT_EVENT, (conv_id, seq, USER_MESSAGE, now, body))
+                conn.execute(_QUEUE_FIRST if first else _QUEUE_LAST, (conv_id, seq))
+                queued = conn.execute(_QUEUED_COUNT, (conv_id,)).fetchall()[0][0]
+                if not alone:
+                    conn.execute("RELEASE message")
+                out.append((EventRecord(seq=seq, type=USER_MESSAGE, ts=now, body=body), queued))
+            self._check_file()  # before, or refused messages land in a file moved aside
+            conn.execute("COMMIT")
+            self._io_failed = False
+            self._check_file()  # committed, but to the file the next start will read?
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        finally:
+            self._end()
+        for conv_id, result in zip((item[0] for item in items), out, strict=True):
+            if isinstance(result, tuple):  # its `updated_at` follows with the next other write
+                self._activity[conv_id] = max(now, self._activity.get(conv_id, now))
+        return out
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ class Store(ConversationOps, EventOps, QueueOps):
     arguments raise ValueError; NotFound and Conflict are StoreErrors too.
 
     Durable writes (fsynced before they return): create_conversation, delete_conversation,
-    set_permission_policy, append_user_message, edit_pending, move_pending, remove_pending,
+    set_permission_policy, append_user_message(s), edit_pending, move_pending, remove_pending,
     take_steered, start_turn, end_turn, check_writable, and set_status(durable=True). The
     others (append_event(s), drafts, status by default, title, ACP session) survive a crash of the
     process at once and power loss from the next durable write on (the WAL is one file);

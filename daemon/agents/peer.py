@@ -61,6 +61,9 @@ WRITE_BOUND: Final = 5.0
 # Requests from the agent served at once (each holds a task; a permission request may wait
 # minutes for a person). Past it, a request is answered BUSY at once, so the agent sees why.
 MAX_SERVING: Final = 64
+# After each batch read, the read loop yields while other tasks are ready to run, at most this
+# many times: the other tasks' steps come before the next batch's (an ack needs several).
+YIELDS_PER_BATCH: Final = 8
 # Bad input is logged at WARNING this many times per peer, then at DEBUG: a broken agent must
 # not flood the daemon's log, but the first occurrences are what someone debugging needs.
 LOUD_ERRORS: Final = 10
@@ -371,6 +374,12 @@ class AgentPeer:
                 await self._refuse(*self._refused.pop(0))
             if self._wait_for_space is not None:
                 await self._wait_for_space()
+            # One batch per step, then whatever else is ready runs first (up to a bound), so
+            # a flood is read between accepts, acks and status answers, never ahead of them.
+            for _ in range(YIELDS_PER_BATCH):
+                await trio.lowlevel.checkpoint()
+                if trio.lowlevel.current_statistics().tasks_runnable == 0:
+                    break
 
     def _dispatch_batch(self, lines: list[bytes]) -> None:
         self.stats.lines += len(lines)

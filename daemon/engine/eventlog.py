@@ -15,11 +15,19 @@ file deleted or replaced), each write does what its caller can live with:
 - state writes (`set_status`, `set_title`, `set_acp_session`) are deferred: applied in memory
   by the caller as usual, written when storage is back (`StoreIO.run_upkeep`), the latest of
   each kind winning.
+
+The turn's output (`append`, `append_draft`, `end_turn`) goes to the store writer's bulk lane,
+everything else to its control lane (`storeio`). A control write (a user's message, a turn's
+start, a status) that waits for this lock while a bulk write of the same conversation holds it
+hurries that one into the control lane too, and bulk writes taking the lock while one waits go
+there directly: the conversation's own output never holds its user's message up behind every
+other conversation's output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Final, TypeVar
 
 import attrs
@@ -27,9 +35,16 @@ import msgspec
 import trio
 
 from daemon.engine.fanout import Fanout
-from daemon.engine.storeio import StoreIO
+from daemon.engine.storeio import StoreIO, WriteTicket
 from protocol import events as ev
-from store import ConversationRecord, EventRecord, NotFound, StorageUnavailable, Store
+from store import (
+    ConversationRecord,
+    EventRecord,
+    NotFound,
+    StorageUnavailable,
+    Store,
+    StoreError,
+)
 from store.records import USER_MESSAGE
 
 __all__ = [
@@ -98,6 +113,8 @@ class EventLog:
     # reading its body again, as long as it is still the newest (a removal changes that).
     _newest: tuple[int, int] = (0, 0)
     _unclaimed: dict[int, int] = attrs.field(factory=dict)
+    _urgent: int = 0  # control writes waiting for (or holding) the lock
+    _bulk_ticket: WriteTicket | None = None  # the bulk write holding the lock, if any
 
     @property
     def last_seq(self) -> int:
@@ -134,23 +151,33 @@ class EventLog:
         `take_number`. `on_commit(rec)` runs with the log still locked, before any other
         write of this conversation can look at the queue.
 
-        Raises `StorageUnavailable` at once if the store cannot take it: never acknowledged."""
+        Raises `StorageUnavailable` at once if the store cannot take it: never acknowledged.
+        Sends waiting for the writer together are committed together (`StoreIO.append_user`)."""
+        number = 0
 
-        def write(s: Store) -> tuple[EventRecord, int, int]:
-            # On the writer, between no other writes: nothing can come between the look at
-            # the newest message and the append.
+        def body(s: Store) -> bytes:
+            # In the writer's transaction, between no other writes: nothing can come between
+            # the look at the newest message and the append.
+            nonlocal number
             newest = s.newest_user_message_seq(self.conv_id)
             seen_seq, seen_number = self._newest
             previous = (
                 seen_number if newest == seen_seq else message_number(s, self.conv_id, newest)
             )
-            body = ev.encode_body(ev.UserMessage(text=text, number=previous + 1, steer=steer))
-            rec = s.append_user_message(self.conv_id, body, first=steer)
-            return rec, previous + 1, s.queued_count(self.conv_id)
+            number = previous + 1
+            return ev.encode_body(ev.UserMessage(text=text, number=number, steer=steer))
 
-        async with self._lock:
-            self._check()
-            rec, number, queued = await self._write(write)
+        def alone(s: Store) -> tuple[EventRecord, int]:
+            (result,) = s.append_user_messages([(self.conv_id, lambda: body(s), steer)])
+            if isinstance(result, StoreError):
+                raise result
+            return result
+
+        async with self._holding(urgent=True):
+            if self._deferred:  # after an outage: with the state writes it held back
+                rec, queued = await self._write(alone)
+            else:
+                rec, queued = await self._io.append_user(self.conv_id, body, first=steer)
             if on_commit is not None:
                 on_commit(rec)
             self._newest = (rec.seq, number)
@@ -198,6 +225,7 @@ class EventLog:
                 lambda s: s.start_turn(self.conv_id, prompt_seq, body, as_read=as_read),
                 lambda rec: self._publish([rec]),
                 decide=may_start,
+                bulk=False,
             )
         except _Declined:
             return None
@@ -318,21 +346,22 @@ class EventLog:
         publish: Callable[[T], None] | None = None,
         *,
         decide: Callable[[], bool] | None = None,
+        bulk: bool = True,
     ) -> T:
         """`fn` under the lock, retried while storage refuses it, then `publish` of its
         result, still locked; the turn's writes keep their order. With `decide`, it is asked
-        (once, locked) whether to write at all; if not, `_Declined` is raised."""
+        (once, locked) whether to write at all; if not, `_Declined` is raised. `bulk`: the
+        turn's output (the store writer's bulk lane)."""
         delay = RETRY_FIRST
         async with self._turn_lock:
             while True:
-                async with self._lock:
-                    self._check()
+                async with self._holding(urgent=not bulk):
                     if decide is not None:
                         if not decide():
                             raise _Declined
                         decide = None
                     try:
-                        result = await self._write(fn)
+                        result = await self._write(fn, bulk=bulk)
                     except StorageUnavailable:
                         pass  # StoreIO logged it; wait for storage (or a while), try again
                     else:
@@ -343,8 +372,7 @@ class EventLog:
                 delay = min(delay * 2, RETRY_MAX)
 
     async def _state_write(self, kind: str, fn: Callable[[Store], None]) -> None:
-        async with self._lock:
-            self._check()
+        async with self._holding(urgent=True):
             self._deferred.pop(kind, None)
             try:
                 await self._write(fn)
@@ -352,12 +380,13 @@ class EventLog:
                 self._deferred[kind] = fn
                 self._io.defer(self)
 
-    async def _write(self, fn: Callable[[Store], T]) -> T:
+    async def _write(self, fn: Callable[[Store], T], *, bulk: bool = False) -> T:
         """`fn`, then (in the same worker call, after it: they are newer) the deferred state
-        writes that go through; the others stay deferred. Hold the lock."""
+        writes that go through; the others stay deferred. Hold the lock. `bulk`: in the
+        writer's bulk lane, unless a control write of ours waits."""
         deferred = self._deferred
         if not deferred:
-            return await self._io.write(fn)
+            return await self._lane_write(fn, bulk)
 
         def write(s: Store) -> T:
             result = fn(s)
@@ -365,10 +394,36 @@ class EventLog:
             return result
 
         try:
-            return await self._io.write(write)
+            return await self._lane_write(write, bulk)
         finally:
             if deferred:
                 self._io.defer(self)
+
+    async def _lane_write(self, fn: Callable[[Store], T], bulk: bool) -> T:
+        if not bulk or self._urgent:  # a control write waits behind this one: no bulk lane
+            return await self._io.write(fn)
+        self._bulk_ticket = ticket = WriteTicket()
+        try:
+            return await self._io.write_bulk(fn, ticket=ticket)
+        finally:
+            self._bulk_ticket = None
+
+    @asynccontextmanager
+    async def _holding(self, *, urgent: bool) -> AsyncIterator[None]:
+        """The lock, on an open log. `urgent` for a control write: while it waits, the bulk
+        write holding the lock is hurried into the control lane, and bulk writes that take
+        the lock before it go there directly (priority inheritance)."""
+        if urgent:
+            self._urgent += 1
+            if self._bulk_ticket is not None:
+                self._io.hurry(self._bulk_ticket)
+        try:
+            async with self._lock:
+                self._check()
+                yield
+        finally:
+            if urgent:
+                self._urgent -= 1
 
     async def write_deferred(self) -> None:
         """Write the state writes an outage deferred (called by `StoreIO.run_upkeep`)."""

@@ -48,6 +48,9 @@ DRAFT_CHARS = 64 * 1024
 DELTA_CHARS = 256 * 1024
 # Handed over but not yet stored: past this, the agent's reader waits (`wait_for_space`).
 BUFFER_CHARS = 8 * 1024 * 1024
+# Text the recorder handles in one step before it lets other tasks run: a backlog of
+# megabytes (the store was slow) is worked off in steps, not in one long stall of the loop.
+STEP_CHARS = 64 * 1024
 
 
 @attrs.define(eq=False, slots=True)
@@ -268,6 +271,7 @@ class Recorder:
         run_kind, run_prompt = "", 0
         run_parts: list[str] = []
         run_chars = 0
+        step_chars = 0
 
         def end_run() -> None:
             nonlocal run_kind, run_parts, run_chars
@@ -299,6 +303,10 @@ class Recorder:
                         elif run_chars >= DELTA_CHARS:
                             end_run()
                         run_kind, run_prompt = item.kind, item.prompt_seq
+                    step_chars += len(part)
+                    if step_chars >= STEP_CHARS:
+                        step_chars = 0
+                        await trio.lowlevel.checkpoint()
             else:
                 end_run()
                 pending.extend(self._close_segments())

@@ -424,7 +424,7 @@ class Engine:
             if conv is not None:
                 await conv.close(deleting=True)
             try:
-                await self.io.write(lambda s: s.delete_conversation(conv_id))
+                await self.io.write_bulk(lambda s: s.delete_conversation(conv_id))
             except StorageUnavailable as exc:
                 raise _unstored(exc, "the conversation was not deleted") from None
             await trio.to_thread.run_sync(remove_agent_log, agent_log_path(self.data_dir, conv_id))

@@ -17,10 +17,20 @@ write every `PROBE_INTERVAL`, so the daemon notices that space came back without
 to send, and then writes what was deferred meanwhile (`defer`). Otherwise it looks at the
 file every `PROBE_INTERVAL` (two stat calls): a file deleted or replaced while nobody writes
 is noticed too, and the status says so (and, under systemd, the daemon restarts).
+
+The writer serves two lanes. Control writes (`write`: a user's message, a turn's start, a
+status) take it before any bulk write (`write_bulk`: a turn's text and events, drafts,
+activity, deletes) that waits, so an acknowledgement never queues behind a flooding agent's
+output: at most the one bulk write already running (and its own conversation's output already
+in line, which `hurry` moves up with it). User messages (`append_user`, the ack path) that
+wait together are committed together, in one transaction and one fsync (group commit), by
+whichever of them gets the writer first.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
 import math
 import time
@@ -30,10 +40,17 @@ from typing import Final, Protocol, TypeVar
 import attrs
 import trio
 
-from store import StorageUnavailable, Store, StoreError
+from store import EventRecord, StorageUnavailable, Store, StoreError
 from store.errors import DELETED
 
-__all__ = ["PROBE_INTERVAL", "Deferring", "StorageHealth", "StoreIO", "StoreIOStatistics"]
+__all__ = [
+    "PROBE_INTERVAL",
+    "Deferring",
+    "StorageHealth",
+    "StoreIO",
+    "StoreIOStatistics",
+    "WriteTicket",
+]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -57,12 +74,38 @@ class StorageHealth:
     refused: int  # writes refused since the daemon started
 
 
+# User messages committed in one transaction at most: one group commit stays short.
+MAX_GROUP: Final = 256
+
+_Queued = tuple[EventRecord, int]  # a queued user message, and how many its conversation has
+
+
+@attrs.define(eq=False, slots=True)
+class _Ticket:
+    """A call waiting for the writer. A user message's may instead be done by another call's
+    group commit: then it is `taken`, and `result` is set before `wake`. A bulk write's may
+    be moved to the control lane (`StoreIO.hurry`)."""
+
+    # A user message: its conversation, what makes its body in the writer's thread, and
+    # whether it goes first in line (a steer).
+    message: tuple[str, Callable[[Store], bytes], bool] | None = None
+    wake: trio.Event = attrs.field(factory=trio.Event)
+    taken: bool = False
+    result: _Queued | StoreError | None = None
+
+
+WriteTicket = _Ticket  # a bulk write's place in line, for `StoreIO.hurry`
+
+
 @attrs.frozen
 class StoreIOStatistics:
     calls_in_flight: int  # store calls running in (or waiting for) a worker thread
-    writes: int  # calls made on the writer since start
+    writes: int  # calls made on the writer since start (group commits count each message)
     reads: int
     bulk_reads: int
+    group_commits: int  # transactions that committed more than one user message
+    grouped_messages: int  # user messages committed by them
+    hurried: int  # bulk writes moved to the control lane for a control write behind them
 
 
 @attrs.define(eq=False)
@@ -85,6 +128,13 @@ class StoreIO:
     _unavailable: trio.Event = attrs.field(factory=trio.Event)  # a spell, or deferred writes
     _file_lost: trio.Event = attrs.field(factory=trio.Event)
     _deferred: set[Deferring] = attrs.field(factory=set)
+    _group_commits: int = 0
+    _grouped: int = 0
+    _hurried: int = 0
+    # The writer's turnstile: held by one call at a time; waiting calls by lane, in order.
+    _writer_busy: bool = False
+    _control: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
+    _bulk: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
 
     def __attrs_post_init__(self) -> None:
         self._available.set()
@@ -101,19 +151,140 @@ class StoreIO:
         return cls(writer, reader, bulk)
 
     async def write(self, fn: Callable[[Store], T]) -> T:
-        """Run `fn(writer)` on the writer connection's thread.
+        """Run `fn(writer)` on the writer connection's thread, ahead of waiting bulk writes:
+        for what a person or a turn's start waits on (keep it small)."""
+        return await self._write(fn, self._control)
 
-        Raises what `fn` raises; a `StorageUnavailable` also starts (or continues) a spell."""
+    async def write_bulk(self, fn: Callable[[Store], T], *, ticket: WriteTicket | None = None) -> T:
+        """Run `fn(writer)` after every control write waiting: for output and housekeeping.
+        With `ticket` (`WriteTicket()`), the caller may `hurry` it while it waits."""
+        return await self._write(fn, self._bulk, ticket)
+
+    def hurry(self, ticket: WriteTicket) -> None:
+        """A control write waits for this bulk write (its conversation's, which must commit
+        first): it goes in the control lane too, so the control write is not held up behind
+        every other bulk write (priority inheritance). No-op unless it waits in the bulk lane."""
+        if ticket in self._bulk:
+            self._bulk.remove(ticket)
+            self._control.append(ticket)
+            self._hurried += 1
+
+    async def append_user(
+        self, conv_id: str, make_body: Callable[[Store], bytes], *, first: bool = False
+    ) -> _Queued:
+        """Queue a user message durably (`Store.append_user_messages`; `make_body(writer)`
+        runs in its transaction; `first`: ahead of the queued ones): a control write,
+        committed with every other user message waiting for the writer then."""
         self._writes += 1
+        ticket = _Ticket((conv_id, make_body, first))
+        await self._take(self._control, ticket)
+        if not ticket.taken:  # we hold the writer: commit the messages waiting with ours
+            group = [ticket, *self._take_messages()]
+            try:
+                await self._commit(group)
+            finally:
+                self._give()
+        assert ticket.result is not None
+        if isinstance(ticket.result, StoreError):
+            raise ticket.result
+        return ticket.result
+
+    async def _write(
+        self,
+        fn: Callable[[Store], T],
+        lane: collections.deque[_Ticket],
+        ticket: _Ticket | None = None,
+    ) -> T:
+        """A `StorageUnavailable` starts (or continues) a spell; a write that goes through
+        ends it."""
+        self._writes += 1
+        await self._take(lane, ticket or _Ticket())
         try:
             result = await self._run(fn, self._writer, self._wlimit)
         except StorageUnavailable as exc:
             self._refused += 1
             self._failing(exc)
             raise
+        finally:
+            self._give()
         if self._problem is not None:
             self._recovered()
         return result
+
+    async def _take(self, lane: collections.deque[_Ticket], ticket: _Ticket) -> None:
+        """Return holding the writer, or with `ticket` done by another call's group commit."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._writer_busy:
+            self._writer_busy = True
+            return
+        lane.append(ticket)
+        try:
+            await ticket.wake.wait()
+        except trio.Cancelled:
+            if ticket.taken:
+                # In a group commit running now, which cannot be cancelled: like a write in
+                # its thread, it finishes and is answered (the cancellation lands after).
+                with trio.CancelScope(shield=True):
+                    await ticket.wake.wait()
+                return
+            if ticket.wake.is_set():  # handed the writer as we were cancelled: pass it on
+                self._give()
+            else:  # out of the line, whichever lane it is in now
+                (self._control if ticket in self._control else self._bulk).remove(ticket)
+            raise
+
+    def _give(self) -> None:
+        """Hand the writer to the next call: control first, each lane in order."""
+        lane = self._control or self._bulk
+        if lane:
+            lane.popleft().wake.set()
+        else:
+            self._writer_busy = False
+
+    def _take_messages(self) -> list[_Ticket]:
+        """The user messages waiting in the control lane (up to MAX_GROUP in all), taken out
+        of it for a group commit."""
+        taken: list[_Ticket] = []
+        rest: collections.deque[_Ticket] = collections.deque()
+        for ticket in self._control:
+            if ticket.message is not None and len(taken) < MAX_GROUP - 1:
+                ticket.taken = True
+                taken.append(ticket)
+            else:
+                rest.append(ticket)
+        self._control = rest
+        return taken
+
+    async def _commit(self, group: list[_Ticket]) -> None:
+        """Commit `group`'s messages in one transaction; answer each of them."""
+        messages = [t.message for t in group if t.message is not None]
+
+        def commit(s: Store) -> list[_Queued | StoreError]:
+            return s.append_user_messages(
+                [(c, functools.partial(m, s), first) for c, m, first in messages]
+            )
+
+        results: list[_Queued | StoreError] | None = None
+        try:
+            results = await self._run(commit, self._writer, self._wlimit)
+        except StorageUnavailable as exc:  # nothing of the group was stored
+            self._refused += len(group)
+            self._failing(exc)
+            results = [exc] * len(group)
+        except StoreError as exc:
+            results = [exc] * len(group)
+        else:
+            if self._problem is not None:
+                self._recovered()
+        finally:
+            if results is None:  # anything else (a bug) is raised here; nobody waits for ever
+                results = [StoreError("the group commit failed; see the log")] * len(group)
+            if len(group) > 1:
+                self._group_commits += 1
+                self._grouped += len(group)
+            for ticket, result in zip(group, results, strict=True):
+                ticket.result = result
+                ticket.wake.set()
 
     async def read(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(reader)`: for small reads (a row, a queue head, a page of the list)."""
@@ -211,7 +382,15 @@ class StoreIO:
                 await trio.sleep(interval)  # they failed otherwise: try again, not in a loop
 
     def statistics(self) -> StoreIOStatistics:
-        return StoreIOStatistics(self._in_flight, self._writes, self._reads, self._bulk_reads)
+        return StoreIOStatistics(
+            self._in_flight,
+            self._writes,
+            self._reads,
+            self._bulk_reads,
+            self._group_commits,
+            self._grouped,
+            self._hurried,
+        )
 
     def settle_soon(self) -> None:
         """Have the writer's pending activity bumps (a queued message's `updated_at`, which
@@ -226,7 +405,7 @@ class StoreIO:
             await self._settle_due.wait()
             self._settle_due = trio.Event()
             try:
-                await self.write(lambda s: s.flush_activity())
+                await self.write_bulk(lambda s: s.flush_activity())
             except StorageUnavailable:
                 pass
             except StoreError as exc:

@@ -31,14 +31,15 @@ async def test_a_stalled_store_pushes_back_on_the_agent_and_loses_nothing(
     monkeypatch.setattr(recorder, "DRAFT_CHARS", 300)  # the recorder writes drafts early
     stalled = trio.Event()
     resume = trio.Event()
-    real_write = StoreIO.write
+    for lane in ("write", "write_bulk"):
+        real = getattr(StoreIO, lane)
 
-    async def write(self: StoreIO, fn: Any) -> Any:
-        if stalled.is_set():
-            await resume.wait()
-        return await real_write(self, fn)
+        async def write(self: StoreIO, fn: Any, real: Any = real, **kw: Any) -> Any:
+            if stalled.is_set():
+                await resume.wait()
+            return await real(self, fn, **kw)
 
-    monkeypatch.setattr(StoreIO, "write", write)
+        monkeypatch.setattr(StoreIO, lane, write)
     chunks = [f"<{i:03d}:" + "x" * 93 + ">" for i in range(200)]  # 100 characters each
     async with harness(tmp_path) as h:
         h.lockstep = True

@@ -66,6 +66,9 @@ def _writes(store: Store, conv: ConversationRecord) -> dict[str, Callable[[], ob
     c = conv.id
     return {
         "append_user_message": lambda: store.append_user_message(c, body("late")),
+        "append_user_messages": lambda: store.append_user_messages(
+            [(c, lambda: body("late")), (c, lambda: body("later"))]
+        ),
         "append_events": lambda: store.append_events(c, [("agent_message", b"{}")]),
         "create_conversation": lambda: store.create_conversation(
             title="n", agent="demo", agent_cmd=["x"], cwd="/"

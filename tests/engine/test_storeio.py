@@ -1,0 +1,335 @@
+"""The store writer's two lanes and its group commit of user messages (issue 18).
+
+The turnstile is tested with the worker-thread call replaced by an awaitable (`_run`), so
+each store call can be held open and released on cue; the last test runs the real threaded
+store.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from daemon.engine.eventlog import EventLog
+from daemon.engine.fanout import Fanout
+from daemon.engine.storeio import StoreIO
+from store import EventRecord, NotFound, Store, StoreError
+from tests.engine.harness import harness
+
+GUARD = 5  # virtual seconds: a writer that is never handed on fails at once, not hangs
+
+
+class _FakeStore:
+    """What the writer's calls see: user-message batches are recorded, and each one waits
+    for `gate` when set."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate: trio.Event | None = None
+        self.calls: list[str] = []  # event appends and user-message batches, as run
+        self.held: list[trio.Event] = []  # the next calls wait for these, one each
+        self._seq = 0
+
+    def append_events(self, conv_id: str, items: list[tuple[str, bytes]]) -> list[EventRecord]:
+        self.calls.append(f"{conv_id} output")
+        self._seq += len(items)
+        return [EventRecord(seq=self._seq, type=t, ts=0.0, body=b) for t, b in items]
+
+    def clear_drafts(self, conv_id: str) -> None:
+        pass
+
+    def newest_user_message_seq(self, conv_id: str) -> int:
+        return 0
+
+    async def append_user_messages(
+        self, items: list[tuple[str, Callable[[], bytes]]]
+    ) -> list[tuple[EventRecord, int] | StoreError]:
+        self.batches.append([conv for conv, _ in items])
+        self.calls.extend(f"{conv} message" for conv, _ in items)
+        if self.gate is not None:
+            await self.gate.wait()
+        out: list[tuple[EventRecord, int] | StoreError] = []
+        for i, (conv, make_body) in enumerate(items, 1):
+            body = make_body()
+            if conv == "gone":
+                out.append(NotFound(f"no conversation {conv}"))
+            else:
+                out.append((EventRecord(seq=i, type="user_message", ts=0.0, body=body), 1))
+        return out
+
+
+@pytest.fixture
+def io(monkeypatch: pytest.MonkeyPatch) -> tuple[StoreIO, _FakeStore]:
+    async def run(self: StoreIO, fn: Callable[[Any], Any], store: Any, limit: Any) -> Any:
+        if store.held:
+            await store.held.pop(0).wait()
+        await trio.lowlevel.checkpoint()  # a worker thread's round trip is never instant
+        result = fn(store)
+        return (await result) if inspect.isawaitable(result) else result
+
+    monkeypatch.setattr(StoreIO, "_run", run)
+    fake = _FakeStore()
+    return StoreIO(fake, fake, fake), fake  # type: ignore[arg-type]
+
+
+def _op(order: list[str], name: str, gate: trio.Event | None = None) -> Callable[[Any], Any]:
+    async def op() -> str:
+        if gate is not None:
+            await gate.wait()
+        order.append(name)
+        return name
+
+    return lambda _store: op()
+
+
+async def test_control_writes_go_before_waiting_bulk_writes(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, _ = io
+    order: list[str] = []
+    gate = trio.Event()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            calls = [
+                ("bulk 1", store_io.write_bulk, gate),  # holds the writer
+                ("bulk 2", store_io.write_bulk, None),
+                ("control 1", store_io.write, None),
+                ("bulk 3", store_io.write_bulk, None),
+                ("control 2", store_io.write, None),
+            ]
+            for name, lane, g in calls:
+                nursery.start_soon(lane, _op(order, name, g))
+                await trio.testing.wait_all_tasks_blocked()  # in line, in this order
+            gate.set()
+    assert order == ["bulk 1", "control 1", "control 2", "bulk 2", "bulk 3"]
+
+
+async def test_user_messages_waiting_together_are_committed_together(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, fake = io
+    order: list[str] = []
+    gate = trio.Event()
+    answers: dict[str, int] = {}
+
+    async def ack(conv: str) -> None:
+        rec, _ = await store_io.append_user(conv, lambda _s: b'{"text":"x"}')
+        answers[conv] = rec.seq
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            for conv in ("a", "b"):
+                nursery.start_soon(ack, conv)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store_io.write, _op(order, "control"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ack, "c")
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    # The first message's call commits the others waiting, past the control write between.
+    assert fake.batches == [["a", "b", "c"]]
+    assert answers == {"a": 1, "b": 2, "c": 3}
+    assert order == ["bulk", "control"]
+    stats = store_io.statistics()
+    assert (stats.group_commits, stats.grouped_messages) == (1, 3)
+
+
+async def test_one_message_of_a_group_fails_alone(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, fake = io
+    gate = trio.Event()
+    outcomes: dict[str, str] = {}
+
+    async def ack(conv: str) -> None:
+        try:
+            await store_io.append_user(conv, lambda _s: b"{}")
+        except NotFound:
+            outcomes[conv] = "not found"
+        else:
+            outcomes[conv] = "queued"
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op([], "bulk", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            for conv in ("a", "gone", "b"):
+                nursery.start_soon(ack, conv)
+                await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert fake.batches == [["a", "gone", "b"]]
+    assert outcomes == {"a": "queued", "gone": "not found", "b": "queued"}
+
+
+async def test_a_cancelled_call_leaves_the_line(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, _ = io
+    order: list[str] = []
+    gate = trio.Event()
+    cancelled = trio.CancelScope()
+
+    async def cancellable() -> None:
+        with cancelled:
+            await store_io.write(_op(order, "cancelled"))
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cancellable)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store_io.write, _op(order, "after"))
+            await trio.testing.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert order == ["bulk", "after"]
+    assert cancelled.cancelled_caught
+
+
+async def test_a_call_handed_the_writer_as_it_is_cancelled_passes_it_on(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, _ = io
+    order: list[str] = []
+    gate = trio.Event()
+    cancelled = trio.CancelScope()
+
+    async def cancellable() -> None:
+        with cancelled:
+            await store_io.write(_op(order, "cancelled"))
+
+    async def bulk() -> None:
+        await gate.wait()
+        # Cancelled now, and handed the writer by this call's end before it runs again.
+        cancelled.cancel()
+        order.append("bulk")
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, lambda _store: bulk())
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(cancellable)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store_io.write, _op(order, "after"))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert order == ["bulk", "after"]
+    assert cancelled.cancelled_caught
+
+
+async def test_a_message_in_a_running_group_commit_is_answered_even_if_cancelled(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Like a write already in its thread: committed, so its caller gets the record (and
+    can publish it), and the cancellation lands at its next checkpoint."""
+    store_io, fake = io
+    gate = trio.Event()
+    got: list[int] = []
+    follower = trio.CancelScope()
+
+    async def ack(conv: str, scope: trio.CancelScope | None = None) -> None:
+        with scope or trio.CancelScope():
+            rec, _ = await store_io.append_user(conv, lambda _s: b"{}")
+            got.append(rec.seq)
+            await trio.lowlevel.checkpoint()
+            got.append(-rec.seq)  # not reached when cancelled
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op([], "bulk", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ack, "a")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ack, "b", follower)
+            await trio.testing.wait_all_tasks_blocked()
+            fake.gate = trio.Event()
+            gate.set()  # a's call takes b's message into its commit, which now waits
+            await trio.testing.wait_all_tasks_blocked()
+            assert fake.batches == [["a", "b"]]
+            follower.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            fake.gate.set()
+    assert sorted(got) == [-1, 1, 2]  # b was answered, then cancelled at its checkpoint
+    assert follower.cancelled_caught
+
+
+async def test_concurrent_sends_are_group_committed_through_the_engine(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path) as h:
+        ids = [await h.create() for _ in range(20)]
+        acks: dict[str, list[tuple[int, int]]] = {cid: [] for cid in ids}
+
+        async def send(cid: str, text: str) -> None:
+            sent = await h.e.send(cid, text, run=False, interrupt=False)
+            acks[cid].append((sent.seq, sent.queued))
+
+        async with trio.open_nursery() as nursery:
+            for cid in ids:
+                for i in range(3):
+                    nursery.start_soon(send, cid, f"{cid} {i}")
+        stats = h.e.io.statistics()
+        assert stats.group_commits >= 1
+        assert stats.grouped_messages >= 2
+        for cid in ids:
+            # Each message stored once, in the order of its seq, and counted exactly.
+            queue = await h.e.queue(cid)
+            assert sorted(m.text for m in queue) == [f"{cid} {i}" for i in range(3)]
+            assert sorted(acks[cid]) == [(m.seq, i) for i, m in enumerate(queue)]
+            assert [m.number for m in queue] == [1, 2, 3]  # numbered in order, none twice
+
+
+async def test_a_message_hurries_its_conversations_own_output_ahead(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    """Priority inheritance: x's message must wait for x's output already in line (the same
+    log lock), so that output moves up to the control lane; the others' output waits, but
+    for the one write that takes the writer as x's output ends, before x's message is in
+    line (bounded: one write)."""
+    store_io, fake = io
+    gate = trio.Event()
+    fake.held.append(gate)
+    logs = {c: EventLog(c, store_io, Fanout(c, 8), 0) for c in "yzwx"}
+    item = [("agent_message", b'{"text":"t"}')]
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            for conv in "yzwx":  # y's holds the writer; z's, w's, then x's output wait
+                nursery.start_soon(logs[conv].append, item)
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(logs["x"].append_user, "hi")
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+    assert fake.calls == ["y output", "x output", "z output", "x message", "w output"]
+    assert store_io.statistics().hurried == 1
+    assert logs["x"].last_seq > 0
+
+
+def test_append_user_messages_in_one_transaction(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "acpd.sqlite3") as s:
+        a = s.create_conversation(title="", agent="demo", agent_cmd=["x"], cwd="/")
+        b = s.create_conversation(title="", agent="demo", agent_cmd=["x"], cwd="/")
+
+        def body() -> bytes:
+            return b'{"text":"hi"}'
+
+        out = s.append_user_messages([(a.id, body), ("nope", body), (b.id, body), (a.id, body)])
+        assert isinstance(out[1], NotFound)
+        assert [(r[0].seq, r[1]) for r in (out[0], out[2], out[3]) if isinstance(r, tuple)] == [
+            (1, 1),
+            (1, 1),
+            (2, 2),
+        ]
+        assert [r.seq for r in s.pending_messages(a.id)] == [1, 2]
+        assert [r.seq for r in s.pending_messages(b.id)] == [1]
+        with pytest.raises(NotFound):
+            s.append_user_messages([("nope", body)])
