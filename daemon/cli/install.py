@@ -30,9 +30,11 @@ __all__ = [
     "user_unit_dir",
 ]
 
-# TimeoutStopSec= is shutdown_grace + stop_grace + this: an agent's SIGKILL bound (5 s), the
-# store's last commit and the interpreter's exit, with room to spare. 30 s with the defaults.
-STOP_MARGIN_S: Final = 18.0
+# TimeoutStopSec= is shutdown_grace + this: the daemon stops within shutdown_grace however many
+# agents run (every agent still running is killed by then); this covers a killed process the
+# kernel is slow to reap (up to 5 s), the store's last commit and the interpreter's exit, with
+# room to spare. 20 s with the defaults.
+STOP_MARGIN_S: Final = 10.0
 
 _SERVICE = """\
 # acpd: durable conversations with ACP coding agents, as a systemd user service.
@@ -54,10 +56,11 @@ Restart=on-failure
 RestartSec=2s
 # The event loop pings every WatchdogSec/2: a wedged daemon is killed and restarted.
 WatchdogSec=30s
-# SIGTERM drains running turns within shutdown_grace, then stops each agent within stop_grace
-# (SIGTERM, then SIGKILL to its whole tree). This is shutdown_grace + stop_grace + {margin}s
-# (for the kill, the last commit and exit) from the config `acpd install-systemd` read; after
-# raising either, run `acpd install-systemd --force` again (a reload does not change units).
+# SIGTERM stops acpd within shutdown_grace however many agents run: running turns drain, then
+# every agent still running gets SIGTERM, and SIGKILL to its whole tree before the end.
+# This is shutdown_grace + {margin}s (for a slow reap, the last commit and exit) from the config
+# `acpd install-systemd` read; after raising it, run `acpd install-systemd --force` again (a
+# reload does not change units).
 TimeoutStopSec={timeout_stop}
 # SIGTERM to acpd alone, which stops its agents itself, gracefully; SIGKILL for anything left.
 KillMode=mixed
@@ -121,9 +124,9 @@ class InstallError(Exception):
 
 def stop_timeout(config: Config) -> int:
     """TimeoutStopSec= in seconds for `config`: above the daemon's own graceful-stop bound
-    (drain turns within `shutdown_grace`, then stop agents within `stop_grace`), so that
-    systemd's SIGKILL only ever meets a daemon that is stuck, not one that is still draining."""
-    return math.ceil(config.shutdown_grace + config.stop_grace + STOP_MARGIN_S)
+    (`shutdown_grace`, every agent included), so that systemd's SIGKILL only ever meets a
+    daemon that is stuck, not one that is still stopping."""
+    return math.ceil(config.shutdown_grace + STOP_MARGIN_S)
 
 
 def _allowlist_comment() -> str:

@@ -21,6 +21,7 @@ __all__ = [
     "queue",
     "resumed",
     "sent",
+    "size",
     "status",
     "steered",
     "table",
@@ -78,7 +79,7 @@ def conversations(
     shown = [_id_shown(c) for c in convs]
     id_width = max(len("ID"), *(len(full) for full, _ in shown))
     rows = [
-        [full.ljust(id_width), c["status"], str(c["queued"]), ago(c["updated_at"]), c["agent"],
+        [full.ljust(id_width), _status(c), str(c["queued"]), ago(c["updated_at"]), c["agent"],
          c["title"]]
         for c, (full, _) in zip(convs, shown, strict=True)
     ]  # fmt: skip
@@ -100,6 +101,22 @@ def _id_shown(conv: dict[str, Any]) -> tuple[str, str]:
     full = str(conv["id"])
     short = str(conv.get("short_id") or full)
     return full[: max(8, len(short))], short
+
+
+def _status(conv: dict[str, Any]) -> str:
+    """`waiting #2` for the second in line for an agent slot; else the status as it is."""
+    position = conv.get("slot_position")
+    return f"{conv['status']} #{position}" if isinstance(position, int) else str(conv["status"])
+
+
+def size(n: int) -> str:
+    """Bytes for people: 512 B, 3.4 MiB, 1.2 GiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def conversation(result: dict[str, Any]) -> str:
@@ -210,6 +227,13 @@ def status(result: dict[str, Any], socket_path: str) -> str:
         shown["dashboard_url"] = "off"  # `null`: the daemon runs without a dashboard
     if shown.get("storage_error") is None:
         shown.pop("storage_error", None)  # `storage: ok` says it all
+    if isinstance(slots := shown.get("slots"), dict):
+        waiting = slots.get("waiting") or 0
+        shown["slots"] = f"{slots.get('used')} of {slots.get('max')} agent slots used" + (
+            f", {waiting} conversation(s) waiting" if waiting else ""
+        )
+    if isinstance(rss := shown.get("agents_rss"), int):
+        shown["agents_rss"] = size(rss)
     if not shown.get("socket"):  # an older daemon, or a socket it cannot name
         shown["socket"] = socket_path
     return kv_lines(shown)

@@ -7,7 +7,7 @@
 // The token arrives in the URL fragment (`#token=...`, never sent to any server), moves to
 // sessionStorage (this tab only) and leaves the address bar at once.
 
-import { ConversationView, el } from "./conversation.js";
+import { ConversationView, el, statusText, statusWords } from "./conversation.js";
 import { Watcher } from "./notify.js";
 import { Rpc } from "./rpc.js";
 
@@ -302,12 +302,13 @@ class App {
     const news = this.watcher.unseen.get(info.id);
     // Rebuilt only when something shown changed: polling must not churn the DOM (or a screen
     // reader) every few seconds.
-    const signature = JSON.stringify([info.title, info.status, info.agent, info.queued, when, current, asks, news]);
+    const signature = JSON.stringify([info.title, info.status, info.slot_position, info.agent, info.queued, when,
+      current, asks, news]);
     if (li.dataset.signature === signature) return;
     li.dataset.signature = signature;
     const button = li.querySelector("button");
     const title = el("span", "item-title", info.title || "Untitled");
-    const status = el("span", "badge", info.status);
+    const status = el("span", "badge", statusText(info));
     status.dataset.status = info.status;
     const meta = el("span", "item-meta muted small");
     const parts = [info.agent, when];
@@ -322,7 +323,8 @@ class App {
     const flags = [asks > 0 ? `${asks} waiting for you` : "", news ? "new" : ""].filter(Boolean);
     button.setAttribute(
       "aria-label",
-      [info.title || "Untitled", info.status, ...(info.queued ? [`${info.queued} queued`] : []), ...flags, when].join(", "),
+      [info.title || "Untitled", statusWords(info), ...(info.queued ? [`${info.queued} queued`] : []), ...flags, when]
+        .join(", "),
     );
     li.classList.toggle("current", current);
     if (current) button.setAttribute("aria-current", "true");

@@ -20,6 +20,18 @@ export function el(tag, className, text) {
   return node;
 }
 
+/** A conversation's status as shown: `waiting #2` while second in line for an agent slot. */
+export function statusText(info) {
+  return info.status === "waiting" && info.slot_position ? `waiting #${info.slot_position}` : info.status;
+}
+
+/** The same for a screen reader. */
+export function statusWords(info) {
+  return info.status === "waiting" && info.slot_position
+    ? `waiting for an agent, number ${info.slot_position} in line`
+    : info.status;
+}
+
 export function clockTime(ts) {
   const d = new Date(ts);
   return Number.isNaN(d.getTime())
@@ -593,9 +605,11 @@ export class ConversationView {
     const d = this.dom;
     d.title.textContent = info.title || "Untitled";
     d.meta.textContent = `${info.agent} · ${info.cwd} · ${info.id}`;
-    d.status.textContent = info.status;
+    d.status.textContent = statusText(info);
     d.status.dataset.status = info.status;
-    d.interrupt.disabled = info.status !== "running";
+    d.status.setAttribute("aria-label", statusWords(info));
+    // Waiting for an agent (or starting one) counts too: the turn about to run is stopped.
+    d.interrupt.disabled = !["running", "waiting", "starting"].includes(info.status);
     d.steer.disabled = info.status !== "running"; // a steer joins a turn that runs
     const held = info.status === "paused" || info.status === "failed";
     d.resume.disabled = !held;
@@ -620,6 +634,9 @@ export class ConversationView {
     } else if (status === "failed") {
       text = n > 0 ? `The agent failed. Resume, or send a message, to try again: the ${queued} run first.`
         : "The agent failed. Resume, or send a message, to try again.";
+    } else if (status === "waiting") {
+      const place = this.info.slot_position ? ` (number ${this.info.slot_position} in line)` : "";
+      text = `Waiting for an agent${place}: every agent slot is busy. The next one freed is ours.`;
     } else {
       text = n > 0 ? `Queued (${n}): each runs when the turn before it ends.` : "";
     }

@@ -60,7 +60,7 @@ def test_unit_settings() -> None:
     service = _settings(render_service("/x/acpd"))
     for key, value in {
         "Type": "notify", "NotifyAccess": "main", "ExecStart": "/x/acpd serve",
-        "Restart": "on-failure", "WatchdogSec": "30s", "TimeoutStopSec": "30s",
+        "Restart": "on-failure", "WatchdogSec": "30s", "TimeoutStopSec": "20s",
         "KillMode": "mixed", "Delegate": "yes", "NoNewPrivileges": "yes",
         "Requires": "acpd.socket",
         "After": "acpd.socket", "Also": "acpd.socket", "WantedBy": "default.target",
@@ -81,11 +81,12 @@ def test_unit_settings() -> None:
 
 
 def test_stop_timeout_follows_the_config() -> None:
-    """Above the daemon's own bound: drain within shutdown_grace, agents within stop_grace."""
-    assert stop_timeout(Config()) == 30
-    raised = Config(shutdown_grace=120.0, stop_grace=5.5)
-    assert stop_timeout(raised) == 144  # 120 + 5.5 + 18, rounded up
-    assert _settings(render_service("/x/acpd", config=raised))["TimeoutStopSec"] == ["144s"]
+    """Above the daemon's own bound: shutdown_grace, however many agents (and whatever
+    stop_grace: agents still running are killed within the grace)."""
+    assert stop_timeout(Config()) == 20
+    raised = Config(shutdown_grace=120.5, stop_grace=5.5)
+    assert stop_timeout(raised) == 131  # 120.5 + 10, rounded up
+    assert _settings(render_service("/x/acpd", config=raised))["TimeoutStopSec"] == ["131s"]
 
 
 def test_demo_delay_is_the_demo_agents_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +153,7 @@ def test_rendered_units_verify(tmp_path: Path, socket: bool) -> None:
     """Concrete paths, as the installer writes them (`%h/.local/bin/acpd` need not exist)."""
     config = Config(shutdown_grace=95.5)  # a computed TimeoutStopSec= verifies too
     plan = install_units(tmp_path / "units", acpd_command(), socket=socket, config=config)
-    assert "\nTimeoutStopSec=116s\n" in plan[0][1]
+    assert "\nTimeoutStopSec=106s\n" in plan[0][1]
     assert [p.name for p, _, _ in plan] == ["acpd.service", "acpd.socket"][: 2 if socket else 1]
     _verify(tmp_path, *(path for path, _, _ in plan))
 
@@ -256,7 +257,7 @@ def test_run_install_takes_the_stop_timeout_from_the_config(
     units = tmp_path / "units"
     run_install(io.StringIO(), socket=True, force=False, dry_run=False, directory=units,
                 command=["/opt/acpd"])  # fmt: skip
-    assert "\nTimeoutStopSec=82s\n" in (units / "acpd.service").read_text()
+    assert "\nTimeoutStopSec=70s\n" in (units / "acpd.service").read_text()
     config.write_text("shutdown_grace = -1\n")  # the service would not start: say so now
     with pytest.raises(InstallError, match="shutdown_grace: must be positive"):
         run_install(io.StringIO(), socket=True, force=True, dry_run=False, directory=units,

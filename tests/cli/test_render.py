@@ -187,6 +187,24 @@ def test_conversations_table_cuts_titles_to_the_width() -> None:
     assert "x" * 200 in views.conversations(convs)  # not a terminal: nothing cut
 
 
+def test_waiting_conversations_show_their_place_in_line() -> None:
+    convs = [conv("aaaa", status="waiting", slot_position=2), conv("bb", slot_position=None)]
+    lines = views.conversations(convs).splitlines()
+    assert lines[1].split()[:3] == ["aaaa", "waiting", "#2"]
+    assert lines[2].split()[:2] == ["bb", "idle"]
+
+
+def test_status_shows_slots_and_agents_memory() -> None:
+    result = {"pid": 2, "slots": {"used": 3, "max": 8, "waiting": 2}, "agents_rss": 3 << 29}
+    shown = views.status(result, "/s")
+    assert "slots:      3 of 8 agent slots used, 2 conversation(s) waiting" in shown
+    assert "agents_rss: 1.5 GiB" in shown
+    idle = views.status({"slots": {"used": 0, "max": 8, "waiting": 0}, "agents_rss": 0}, "/s")
+    assert "0 of 8 agent slots used\n" in idle
+    assert "agents_rss: 0 B" in idle
+    assert [views.size(n) for n in (512, 1536, 5 << 20)] == ["512 B", "1.5 KiB", "5.0 MiB"]
+
+
 def test_records() -> None:
     assert views.queue({"pending": []}) == "(nothing queued)"
     assert views.queue({"pending": [{"seq": 4, "text": "a\nb", "number": 2}]}) == (

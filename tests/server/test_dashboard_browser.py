@@ -517,6 +517,11 @@ def _browse_reopen(link: str, engine: FakeEngine) -> None:
         expect(items.first.locator(".badge")).to_have_text("running")
         expect(items.first).to_contain_text("2 queued")
         expect(page.locator("#list-summary")).to_have_text("2 conversations")
+        # In line for an agent slot: its place shows, and follows the line.
+        change("conv0002", status="waiting", slot_position=2)
+        expect(items.first.locator(".badge")).to_have_text("waiting #2")
+        change("conv0002", slot_position=1)
+        expect(items.first.locator(".badge")).to_have_text("waiting #1")
         page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
 
 
