@@ -124,16 +124,22 @@ class Daemon:
 
 @contextmanager
 def running_daemon(
-    data: Path, sock: Path, *, env: dict[str, str] | None = None
+    data: Path,
+    sock: Path,
+    *,
+    env: dict[str, str] | None = None,
+    config: str = "",
+    root: Path = ROOT,
 ) -> Iterator[Daemon]:
-    """`acpd serve --no-ws` on `data`, on the defaults whatever the host's config; yields once
-    it answers `daemon/status`, then stops it with SIGTERM."""
+    """`acpd serve --no-ws` on `data`, on the defaults whatever the host's config (or on
+    `config`, TOML text); yields once it answers `daemon/status`, then stops it with SIGTERM.
+    `root` is the checkout the daemon runs from (another one, to compare with)."""
     from daemon.cli.client import Client, ClientError
 
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM")}
-    config = data.parent / "defaults.toml"
-    config.touch()  # empty: the defaults, whatever the host's config says
-    environ["ACPD_CONFIG"] = str(config)
+    config_file = data.parent / f"{data.name}.toml"
+    config_file.write_text(config)  # empty: the defaults, whatever the host's config says
+    environ["ACPD_CONFIG"] = str(config_file)
     environ.update(env or {})
     log = data.parent / f"{data.name}.stderr"
     start = time.perf_counter_ns()
@@ -141,7 +147,7 @@ def running_daemon(
         proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.server", "serve", "--data-dir", str(data),
              "--socket", str(sock), "--no-ws"],
-            cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            cwd=root, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + DAEMON_TIMEOUT

@@ -421,6 +421,37 @@ async def test_sigterm_with_a_hung_agent(
             await sigterm_and_time(daemon)
 
 
+async def test_sigterm_with_many_hung_agents_meets_the_grace(
+    tmp_path: Path, groups: list[int]
+) -> None:
+    # Each agent ignores the cancel (for longer than the grace) and SIGTERM: only SIGKILL ends
+    # it. One deadline for all of them, not shutdown_grace and then stop_grace for each.
+    n = 8
+    settings = f"drain_timeout = 30.0\nshutdown_grace = 3.0\nstop_grace = 2.0\nmax_agents = {n}\n"
+    with trio.fail_after(GUARD):
+        async with running_daemon(tmp_path, *config(tmp_path, settings)) as daemon:
+            async with contextlib.AsyncExitStack() as stack:
+                convs = [
+                    await stack.enter_async_context(created(daemon, tmp_path, STUBBORN_DEMO))
+                    for _ in range(n)
+                ]
+                for conv in convs:
+                    await conv.send("/hang")
+                for conv in convs:
+                    await conv.turn_started(1)
+                pgids = agent_groups(daemon)
+                groups.extend(pgids)
+                assert len(pgids) == n
+                status = await call(convs[0].client, "daemon/status", {})
+                assert status["slots"] == {"used": n, "max": n, "waiting": 0}
+                assert status["agents_rss"] > n * 10 * 2**20  # a Python demo each, and a shell
+                took = await sigterm_and_time(daemon)
+            print(f"SIGTERM with {n} hung, stubborn agents: exited in {took:.2f}s")
+            assert took < 3.0 + 1.0  # shutdown_grace, and the interpreter's exit
+            assert not any(group_alive(pgid) for pgid in pgids)
+            assert agent_groups(daemon) == []
+
+
 # --- 4, 5. A hung agent interrupted, a crashing agent -------------------------------------------
 
 
