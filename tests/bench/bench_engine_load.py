@@ -9,7 +9,8 @@
 - 1,000 conversations given one message each: the most agent processes alive at once (polled
   from `daemon/status` and from the agents' run files), the time until every turn has ended,
   and the daemon's RSS (peak: VmHWM).
-- SIGTERM with 50 live agents, idle and with a turn streaming in each: signal to exit.
+- SIGTERM with 50 live agents: idle, with a turn streaming in each, and hung (deaf to the
+  cancel and to SIGTERM, with a drain_timeout longer than the grace): signal to exit.
 
 `python -m tests.bench.bench_engine_load [--quick] [--compare DIR]` runs them here and, with
 `--compare`, also on the checkout in DIR (e.g. `git archive main | tar -x -C DIR`), row by
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -206,26 +208,37 @@ def thousand(root: Path, tmp: Path, count: int, name: str) -> tuple[_Poller, flo
 # --- SIGTERM with many live agents -----------------------------------------------------------
 
 
-def sigterm(root: Path, tmp: Path, count: int, *, streaming: bool, name: str) -> tuple[float, int]:
+# The demo agent deaf to SIGTERM, with a child in its group that outlives it (as a real agent's
+# tool would), deaf too: stopping the group takes the SIGKILL.
+STUBBORN = ["sh", "-c", "trap '' TERM; sleep 300 & exec " + " ".join(map(shlex.quote, DEMO))]
+# What each conversation's turn does when SIGTERM comes: none (idle agents), a stream that
+# honours the cancel, or a hang that ignores it (and SIGTERM, and drains for longer than the
+# grace: only the kill ends it).
+TURNS = {"idle": None, "streaming": "/slow 10000", "hung": "/hang"}
+
+
+def sigterm(root: Path, tmp: Path, count: int, *, turn: str, name: str) -> tuple[float, int]:
     """(seconds from SIGTERM to exit, agent groups left alive) with `count` live agents."""
     config = f"max_agents = {count}\n" if _has_slots(root) else ""
+    if turn == "hung":
+        config += "drain_timeout = 30.0\n"
+    argv = STUBBORN if turn == "hung" else DEMO
     leftover = 0
     with _daemon(root, tmp, name, config) as daemon:
         with Client(daemon.socket) as client:
-            ids = [_create(client, tmp, DEMO, f"c{i}") for i in range(count)]
+            ids = [_create(client, tmp, argv, f"c{i}") for i in range(count)]
             for cid in ids:
                 client.call("messages/send", {"id": cid, "text": "/echo hi"})
             _wait_all_done(client, count)
-            if streaming:  # 100 s of chunks each at ACPD_DEMO_DELAY 0.01
+            if (text := TURNS[turn]) is not None:  # /slow: 100 s of chunks at 0.01 s each
                 for cid in ids:
-                    client.call("messages/send", {"id": cid, "text": "/slow 10000"})
+                    client.call("messages/send", {"id": cid, "text": text})
                 while any(_status_of(client, cid) != "running" for cid in ids):
                     time.sleep(0.05)
             running = client.call("daemon/status")["agents_running"]
             if running != count:
                 raise RuntimeError(f"{running} agents running, expected {count}")
-        run = tmp / name / "run"
-        groups = [int(n.removeprefix("agent-")) for n in os.listdir(run) if n.startswith("agent-")]
+        groups = _children(daemon.proc.pid)  # each agent leads a process group of its own
         start = time.perf_counter()
         daemon.proc.send_signal(signal.SIGTERM)
         daemon.proc.wait(timeout=120)
@@ -238,6 +251,20 @@ def sigterm(root: Path, tmp: Path, count: int, *, streaming: bool, name: str) ->
             leftover += 1
             os.killpg(pgid, signal.SIGKILL)
     return took, leftover
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of `pid`'s children (from /proc)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                out.append(int(name))
+    return out
 
 
 # --- the table -------------------------------------------------------------------------------
@@ -281,9 +308,9 @@ def rows_for(root: Path, label: str, quick: bool) -> list[dict[str, Any]]:
         rows.append(row(f"[{label}] {many:,} x 1 message: daemon peak RSS", "KiB", _one(hwm),
                         f"at the end {rss:,} KiB"))  # fmt: skip
         count = 20 if quick else 50
-        for streaming in (False, True):
-            took, left = sigterm(root, tmp, count, streaming=streaming, name=f"term-{streaming}")
-            what = "each streaming a turn" if streaming else "idle"
+        for turn, what in (("idle", "idle"), ("streaming", "each streaming a turn"),
+                           ("hung", "hung, deaf to cancel and SIGTERM")):  # fmt: skip
+            took, left = sigterm(root, tmp, count, turn=turn, name=f"term-{turn}")
             rows.append(row(f"[{label}] SIGTERM to exit, {count} live agents {what}", "s",
                             _one(took), f"shutdown_grace 10; groups left: {left}"))  # fmt: skip
     return rows
