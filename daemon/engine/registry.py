@@ -74,8 +74,9 @@ def _raw(state: str | None) -> msgspec.Raw | None:
 
 
 # At shutdown, the last part of shutdown_grace (a quarter of it at most) is left for killed
-# agents' groups to end: agents still running are sent SIGKILL this long before the end.
-KILL_WAIT = 1.0
+# agents' groups to end and the daemon to exit: agents still running are sent SIGKILL this
+# long before the end.
+KILL_WAIT = 2.0
 
 
 def _no_such(conv_id: str) -> RpcFailure:
@@ -631,8 +632,9 @@ class Engine:
         At once, all together: running turns are interrupted and drain, waits for a slot and
         start-ups are given up, and agents whose supervisor is done are stopped. At `stop_at`
         (`stop_grace` + KILL_WAIT before the end) whatever is left is cancelled, so every
-        agent still running gets SIGTERM then, together; any agent being stopped gets SIGKILL
-        at `kill_at` (KILL_WAIT before the end) at the latest, whatever its own stop_grace.
+        agent still running gets SIGTERM then, together; at `kill_at` (KILL_WAIT before the
+        end) every agent's process group still there gets SIGKILL, whatever its own stop
+        was doing (its tree's stragglers are the containment sweep's, after the engine).
         """
         grace = self.config.shutdown_grace
         now = trio.current_time()
@@ -646,6 +648,10 @@ class Engine:
             for conv in convs:
                 await conv.finished.wait()
         self._nursery.cancel_scope.cancel()
+        with trio.move_on_at(kill_at):
+            await self.slots.wait_all_released()
+        if killed := self.slots.kill_all():
+            log.warning("killed %d agent process group(s) still stopping at the deadline", killed)
 
 
 @asynccontextmanager

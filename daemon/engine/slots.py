@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import collections
 import math
+import signal
 from typing import Protocol
 
 import attrs
 import trio
+
+from daemon.agents._process import signal_group
 
 __all__ = ["Evictable", "SlotTable", "SlotTableStatistics", "SlotToken", "SlotWaiter"]
 
@@ -137,6 +140,7 @@ class SlotTable:
         factory=collections.OrderedDict
     )  # least recently used first
     _evictions: int = 0
+    _released: trio.Event = attrs.field(factory=trio.Event)  # a token came back
     # Set when the daemon stops: agents stopped from then on are killed by this trio time.
     kill_at: float = math.inf
 
@@ -164,6 +168,20 @@ class SlotTable:
     def stop_by(self, kill_at: float) -> None:
         """The daemon is stopping: agents stopped from now on are killed by `kill_at`."""
         self.kill_at = kill_at
+
+    async def wait_all_released(self) -> None:
+        """Until no token is held: every agent's process group is gone."""
+        while self._held:
+            await self._released.wait()
+        await trio.lowlevel.checkpoint()
+
+    def kill_all(self) -> int:
+        """SIGKILL to the process group of every agent still holding a token (a stopping
+        daemon's last word: one signal per group, no search); returns how many."""
+        groups = self.agent_groups()
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)
+        return len(groups)
 
     # --- asked by agent slots -----------------------------------------------------------------
 
@@ -211,6 +229,8 @@ class SlotTable:
         self._held.discard(token)
         if token._releasing:
             self._releasing -= 1
+        self._released.set()
+        self._released = trio.Event()
         self._grant()
         self._rebalance()
 

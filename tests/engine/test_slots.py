@@ -7,6 +7,7 @@ their launch to the end of their stop, which is what `max_agents` bounds.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -318,3 +319,39 @@ def test_a_token_comes_back_once() -> None:
     second.leave()  # granted, never taken: it goes to c
     assert third._granted is not None
     assert table.statistics().used == 1
+
+
+def test_the_table_kills_every_group_still_holding_a_token_at_the_deadline() -> None:
+    """A stopping daemon's last word: one SIGKILL per agent group still there."""
+    table = SlotTable(2)
+    deaf = "trap '' TERM; sleep 300"
+    procs = [subprocess.Popen(["sh", "-c", deaf], start_new_session=True) for _ in range(2)]
+    try:
+        for proc in procs:
+            token = table.join("c")._granted
+            assert token is not None
+            token.pgid = proc.pid
+        assert table.kill_all() == 2
+        assert [proc.wait(timeout=10) for proc in procs] == [-9, -9]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+async def test_waiting_for_every_token_to_come_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    table = SlotTable(2)
+    tokens = [table.join(c)._granted for c in "ab"]
+    with trio.move_on_after(1) as waited:
+        await table.wait_all_released()
+    assert waited.cancelled_caught  # the tokens are their slots' to release
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(table.wait_all_released)
+        for token in tokens:
+            await trio.sleep(1)
+            assert token is not None
+            token.release()
+    assert trio.current_time() == 3.0
+    assert table.kill_all() == 0
