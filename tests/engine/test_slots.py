@@ -216,6 +216,27 @@ async def test_a_waiting_conversation_can_have_its_queue_changed(
         assert prompts(h) == [["a"], ["c"]]  # b never took a slot
 
 
+async def test_a_waiting_conversation_can_have_its_messages_edited_and_moved(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path, max_agents=1) as h:
+        h.prepare = turns_of(10.0)
+        a, b, c = [await h.create() for _ in range(3)]
+        await send(h, a, "a")
+        await h.agents_wait_prompt(1)
+        b1, _ = await send(h, b, "b1")
+        b2, _ = await send(h, b, "b2")
+        await send(h, c, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        await h.e.edit(b, b1, "b1 edited")
+        assert await h.e.move(b, b2, b1) == [b2, b1]
+        await trio.testing.wait_all_tasks_blocked()
+        # Still in line, in the same place: the queue changed, not the need for an agent.
+        assert [await state(h, cid) for cid in (b, c)] == [("waiting", 1), ("waiting", 2)]
+        await wait_turn_ended(h, b, 2)
+        assert prompts(h)[:2] == [["a"], ["b2", "b1 edited"]]
+
+
 async def test_a_waiting_conversation_can_be_deleted(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

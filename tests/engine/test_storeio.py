@@ -48,14 +48,14 @@ class _FakeStore:
         return 0
 
     async def append_user_messages(
-        self, items: list[tuple[str, Callable[[], bytes]]]
+        self, items: list[tuple[str, Callable[[], bytes], bool]]
     ) -> list[tuple[EventRecord, int] | StoreError]:
-        self.batches.append([conv for conv, _ in items])
-        self.calls.extend(f"{conv} message" for conv, _ in items)
+        self.batches.append([conv for conv, _, _ in items])
+        self.calls.extend(f"{conv} message" for conv, _, _ in items)
         if self.gate is not None:
             await self.gate.wait()
         out: list[tuple[EventRecord, int] | StoreError] = []
-        for i, (conv, make_body) in enumerate(items, 1):
+        for i, (conv, make_body, _first) in enumerate(items, 1):
             body = make_body()
             if conv == "gone":
                 out.append(NotFound(f"no conversation {conv}"))
@@ -322,14 +322,15 @@ def test_append_user_messages_in_one_transaction(tmp_path: Path) -> None:
         def body() -> bytes:
             return b'{"text":"hi"}'
 
-        out = s.append_user_messages([(a.id, body), ("nope", body), (b.id, body), (a.id, body)])
+        items = [(a.id, body, False), ("nope", body, False), (b.id, body, False)]
+        out = s.append_user_messages([*items, (a.id, body, True)])
         assert isinstance(out[1], NotFound)
         assert [(r[0].seq, r[1]) for r in (out[0], out[2], out[3]) if isinstance(r, tuple)] == [
             (1, 1),
             (1, 1),
             (2, 2),
         ]
-        assert [r.seq for r in s.pending_messages(a.id)] == [1, 2]
+        assert [r.seq for r in s.pending_messages(a.id)] == [2, 1]  # a steer goes first
         assert [r.seq for r in s.pending_messages(b.id)] == [1]
         with pytest.raises(NotFound):
-            s.append_user_messages([("nope", body)])
+            s.append_user_messages([("nope", body, False)])
