@@ -125,6 +125,11 @@ class EventLog:
     def closed(self) -> bool:
         return self._closed
 
+    async def yield_to_control(self) -> None:
+        """For the turn's bulk work (its reader and recorder, between steps): hold off
+        (bounded: `storeio.CONTROL_PAUSE`) while a person's write goes through the store."""
+        await self._io.wait_control_quiet()
+
     def publish_delta(self, line: bytes) -> None:
         """Fan out a transient notification (no seq, never stored)."""
         self._fanout.publish_delta(line)
@@ -415,6 +420,7 @@ class EventLog:
         the lock before it go there directly (priority inheritance)."""
         if urgent:
             self._urgent += 1
+            self._io.control_begins()  # the turn's bulk work holds off from now on
             if self._bulk_ticket is not None:
                 self._io.hurry(self._bulk_ticket)
         try:
@@ -424,6 +430,7 @@ class EventLog:
         finally:
             if urgent:
                 self._urgent -= 1
+                self._io.control_ends()
 
     async def write_deferred(self) -> None:
         """Write the state writes an outage deferred (called by `StoreIO.run_upkeep`)."""

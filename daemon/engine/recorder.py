@@ -13,7 +13,9 @@ however it was chunked).
 
 The hand-off is bounded: once `BUFFER_CHARS` of handed-over text and bodies wait to be
 stored, `wait_for_space` blocks the agent's reader (once per read batch), so the agent's
-pipe pushes back while the store is slow; subscribers and senders never wait on it.
+pipe pushes back while the store is slow; subscribers and senders never wait on it. The
+recorder works in steps (`STEP_CHARS` of text, then other tasks run), and holds off between
+steps (bounded) while a person's write is on its way to the store (`storeio.CONTROL_PAUSE`).
 
 Everything else an agent says is durable: tool calls and their updates whole (content, diffs,
 terminals, locations, raw input and output, bounded by `updates.TOOL_BYTES`), plans, and the
@@ -235,6 +237,7 @@ class Recorder:
                 with trio.move_on_at(self._draft_due):
                     await self._kick.wait()
                 self._kick = trio.Event()
+                await self._log.yield_to_control()  # a person's write first (bounded)
                 self._batch, self._items = self._items, []
                 await self._process(self._batch)
                 self._done_with(self._batch)
@@ -307,6 +310,7 @@ class Recorder:
                     if step_chars >= STEP_CHARS:
                         step_chars = 0
                         await trio.lowlevel.checkpoint()
+                        await self._log.yield_to_control()
             else:
                 end_run()
                 pending.extend(self._close_segments())

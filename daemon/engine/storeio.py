@@ -24,7 +24,10 @@ activity, deletes) that waits, so an acknowledgement never queues behind a flood
 output: at most the one bulk write already running (and its own conversation's output already
 in line, which `hurry` moves up with it). User messages (`append_user`, the ack path) that
 wait together are committed together, in one transaction and one fsync (group commit), by
-whichever of them gets the writer first.
+whichever of them gets the writer first. And while a control write is on its way, the bulk
+producers (agents' readers, recorders) hold off between steps (`wait_control_quiet`, at
+most CONTROL_PAUSE each time): the write's worker thread then gets the interpreter at once,
+rather than fighting a flood's relay for it on every statement.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from store import EventRecord, StorageUnavailable, Store, StoreError
 from store.errors import DELETED
 
 __all__ = [
+    "CONTROL_PAUSE",
     "PROBE_INTERVAL",
     "Deferring",
     "StorageHealth",
@@ -74,6 +78,9 @@ class StorageHealth:
     refused: int  # writes refused since the daemon started
 
 
+# How long a bulk producer holds off, per step, while a control write is on its way: bounded,
+# so that a stream of control writes slows a flood down but never stops it.
+CONTROL_PAUSE: Final = 0.02
 # User messages committed in one transaction at most: one group commit stays short.
 MAX_GROUP: Final = 256
 
@@ -134,6 +141,9 @@ class StoreIO:
     # The writer's turnstile: held by one call at a time; waiting calls by lane, in order.
     _writer_busy: bool = False
     _control: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
+    # Control writes waiting for or holding the writer, and an event set while there are none.
+    _control_calls: int = 0
+    _control_quiet: trio.Event = attrs.field(factory=trio.Event)
     _bulk: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
 
     def __attrs_post_init__(self) -> None:
@@ -153,12 +163,37 @@ class StoreIO:
     async def write(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(writer)` on the writer connection's thread, ahead of waiting bulk writes:
         for what a person or a turn's start waits on (keep it small)."""
-        return await self._write(fn, self._control)
+        self.control_begins()
+        try:
+            return await self._write(fn, self._control)
+        finally:
+            self.control_ends()
 
     async def write_bulk(self, fn: Callable[[Store], T], *, ticket: WriteTicket | None = None) -> T:
         """Run `fn(writer)` after every control write waiting: for output and housekeeping.
         With `ticket` (`WriteTicket()`), the caller may `hurry` it while it waits."""
         return await self._write(fn, self._bulk, ticket)
+
+    async def wait_control_quiet(self) -> None:
+        """Return once no control write is on its way, or after CONTROL_PAUSE: what a bulk
+        producer (an agent's reader, a recorder) does between steps, so that a person's write
+        has the worker thread, and the interpreter's lock, to itself meanwhile."""
+        if self._control_calls:
+            with trio.move_on_after(CONTROL_PAUSE):
+                await self._control_quiet.wait()
+
+    def control_begins(self) -> None:
+        """A control write is on its way (pair with `control_ends`): bulk producers hold off
+        (`wait_control_quiet`). `write` and `append_user` say so themselves; a caller that
+        must first wait for something else (a log's lock) says so from then on."""
+        if not self._control_calls:
+            self._control_quiet = trio.Event()
+        self._control_calls += 1
+
+    def control_ends(self) -> None:
+        self._control_calls -= 1
+        if not self._control_calls:
+            self._control_quiet.set()
 
     def hurry(self, ticket: WriteTicket) -> None:
         """A control write waits for this bulk write (its conversation's, which must commit
@@ -177,13 +212,17 @@ class StoreIO:
         committed with every other user message waiting for the writer then."""
         self._writes += 1
         ticket = _Ticket((conv_id, make_body, first))
-        await self._take(self._control, ticket)
-        if not ticket.taken:  # we hold the writer: commit the messages waiting with ours
-            group = [ticket, *self._take_messages()]
-            try:
-                await self._commit(group)
-            finally:
-                self._give()
+        self.control_begins()
+        try:
+            await self._take(self._control, ticket)
+            if not ticket.taken:  # we hold the writer: commit the messages waiting with ours
+                group = [ticket, *self._take_messages()]
+                try:
+                    await self._commit(group)
+                finally:
+                    self._give()
+        finally:
+            self.control_ends()
         assert ticket.result is not None
         if isinstance(ticket.result, StoreError):
             raise ticket.result

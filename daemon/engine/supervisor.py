@@ -148,7 +148,7 @@ class Conversation:
                 on_update=self.on_update,
                 on_request=self.on_request,
                 on_batch_end=self.on_batch_end,
-                wait_for_space=self._recorder.wait_for_space,
+                wait_for_space=self._between_batches,
                 on_dropped=self.on_dropped,
             ),
             self._agent_crashed_idle,
@@ -335,6 +335,12 @@ class Conversation:
         session_id = self._slot.session_id
         assert session_id is not None
         return conn, session_id
+
+    async def _between_batches(self) -> None:
+        """The agent's reader, after each batch: room in the recorder, then (bounded) no
+        person's write on its way: a flood does not hold an acknowledgement up."""
+        await self._recorder.wait_for_space()
+        await self.log.yield_to_control()
 
     def queue_changed(self) -> None:
         """Queued messages were removed: a conversation in line for a slot looks again."""
