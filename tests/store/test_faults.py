@@ -67,7 +67,7 @@ def _writes(store: Store, conv: ConversationRecord) -> dict[str, Callable[[], ob
     return {
         "append_user_message": lambda: store.append_user_message(c, body("late")),
         "append_user_messages": lambda: store.append_user_messages(
-            [(c, lambda: body("late")), (c, lambda: body("later"))]
+            [(c, lambda: body("late"), False), (c, lambda: body("later"), False)]
         ),
         "append_events": lambda: store.append_events(c, [("agent_message", b"{}")]),
         "create_conversation": lambda: store.create_conversation(
