@@ -7,6 +7,7 @@
 // The token arrives in the URL fragment (`#token=...`, never sent to any server), moves to
 // sessionStorage (this tab only) and leaves the address bar at once.
 
+import { Completer } from "./complete.js";
 import { ConversationView, el, statusText, statusWords } from "./conversation.js";
 import { Watcher } from "./notify.js";
 import { Rpc } from "./rpc.js";
@@ -67,6 +68,7 @@ class App {
         title: $("conv-title"),
         meta: $("conv-meta"),
         status: $("conv-status"),
+        session: $("session"),
         interrupt: $("interrupt"),
         resume: $("resume"),
         steer: $("steer"),
@@ -85,8 +87,17 @@ class App {
         onEvent: (id, event, info) => {
           if (info) this.watcher.event(info, event);
         },
+        onSession: () => this.completer?.update(),
       },
     );
+    this.completer = new Completer({
+      input: $("input"),
+      box: $("completion"),
+      list: $("commands"),
+      hint: $("command-hint"),
+      form: $("composer"),
+      commands: () => this.conv.session.value.commands,
+    });
     this.watcher = new Watcher({
       rpc: () => this.rpc,
       onScreen: (id) => this.onScreen(id),

@@ -11,6 +11,10 @@
 
 import { QueuePanel } from "./queue.js";
 
+import { Questions } from "./questions.js";
+import { SessionBar, SessionState } from "./session.js";
+import { ToolCalls } from "./tools.js";
+
 const PAGE = 100;
 
 export function el(tag, className, text) {
@@ -46,17 +50,13 @@ function countdown(ms) {
   return `default answer in ${m}:${String(s % 60).padStart(2, "0")}`;
 }
 
-function toolPlaceholder(event) {
-  return event.kind ? `${event.kind.replaceAll("_", " ")} (tool call)` : "tool call";
-}
-
-const TOOL_MARK = { pending: "○", in_progress: "◐", completed: "●", failed: "✕" };
 const PLAN_MARK = { pending: "○", in_progress: "◐", completed: "●" };
 
 export class ConversationView {
-  constructor(rpc, dom, { onInfo, onEvent }) {
+  constructor(rpc, dom, { onInfo, onEvent, onSession }) {
     this.rpc = rpc;
     this.dom = dom;
+    this.onSession = onSession; // () => void: the session's state changed (commands, modes...)
     this.onInfo = onInfo; // (conversation info) => void: keeps the list in step
     this.onEvent = onEvent; // (id, event) => void: each event streamed live, for notifications
     this.id = null;
@@ -67,6 +67,16 @@ export class ConversationView {
     this.streamingGen = -1; // the view (gen) whose subscribe was answered
     this.refreshTimer = null;
     this.stick = true; // follow the end of the timeline until the reader scrolls up
+    this.toolCalls = new ToolCalls();
+    this.questions = new Questions({
+      respond: (request, action, content) =>
+        this.rpc.call("elicitations/respond", { id: this.id, request, action, content }),
+    });
+    this.session = new SessionState(); // modes, config options, commands, usage
+    this.sessionBar = new SessionBar(dom.session, {
+      act: (method, params) => this.setSession(method, params),
+      onError: (message) => this.showError(message),
+    });
     dom.timeline.addEventListener("scroll", () => {
       this.stick = this.atEnd();
     });
@@ -85,12 +95,15 @@ export class ConversationView {
 
   reset() {
     this.info = null;
+    this.session.reset();
+    this.sessionBar.render(null);
     this.lastSeq = 0; // highest event seq shown
     this.loadedFrom = 0; // every event with seq > loadedFrom is shown (or on its way)
     this.users = new Map(); // seq -> user message <li>
     this.held = new Map(); // seq -> user message <li> whose turn has not started: not shown
     this.anchors = new Map(); // prompt_seq -> hidden <li> where a turn started, its message unseen
-    this.tools = new Map(); // tool_call_id -> {li, mark, title, status, titled, output}
+    this.toolCalls.reset();
+    this.questions.reset();
     this.plans = new Map(); // prompt_seq -> <li>
     this.permissions = new Map(); // request -> {li, event}
     this.resolved = new Map(); // request -> permission_resolved event
@@ -276,9 +289,13 @@ export class ConversationView {
     const node = this.render(event, false);
     if (node) this.dom.events.append(node);
     if (!history) this.onEvent?.(this.id, event, this.info);
+    if (this.session.fromEvent(event)) {
+      this.sessionBar.render(this.session.value);
+      this.onSession?.();
+    }
     const refreshing = ["user_message", "turn_started", "turn_ended", "agent_restarted", "error",
       "permission_requested", "permission_resolved", "elicitation_requested", "elicitation_resolved",
-      "user_message_edited", "user_message_steered", "queue_reordered"];
+      "user_message_edited", "user_message_steered", "queue_reordered", "title"];
     if (refreshing.includes(event.type)) {
       this.refreshSoon();
     }
@@ -352,8 +369,13 @@ export class ConversationView {
         return li;
       }
       case "tool_call":
-      case "tool_call_update":
-        return this.renderTool(event, older);
+      case "tool_call_update": {
+        const node = this.toolCalls.render(event, older);
+        // The stored output replaces the streamed one.
+        const output = Array.isArray(event.content) && this.toolCalls.hasOutput(event.tool_call_id);
+        if (!older && output) this.clearLive("tool");
+        return node;
+      }
       case "usage":
       case "commands":
       case "mode":
@@ -366,6 +388,10 @@ export class ConversationView {
         return this.renderPermission(event);
       case "permission_resolved":
         return this.renderResolved(event, older);
+      case "elicitation_requested":
+        return this.questions.render(event);
+      case "elicitation_resolved":
+        return this.questions.resolve(event, older);
       case "turn_ended": {
         if (!older) {
           this.clearLive();
@@ -466,60 +492,6 @@ export class ConversationView {
     return null;
   }
 
-  renderTool(event, older) {
-    const known = this.tools.get(event.tool_call_id);
-    if (known) {
-      // A title from any event beats none; between two, the newer one wins.
-      if (event.title && (!older || !known.titled)) {
-        known.title.textContent = event.title;
-        known.titled = true;
-      }
-      if (older) return null; // an older status and output than the ones shown
-      if (event.status) {
-        known.li.dataset.status = event.status;
-        known.mark.textContent = TOOL_MARK[event.status] ?? "·";
-        known.status.textContent = event.status.replaceAll("_", " ");
-      }
-      this.toolOutput(known, event);
-      return null;
-    }
-    const status = event.status || "pending";
-    const li = el("li", "tool");
-    li.dataset.status = status;
-    const mark = el("span", "mark", TOOL_MARK[status] ?? "·");
-    mark.setAttribute("aria-hidden", "true");
-    // Never the id: until an event with the title comes (e.g. an earlier page), its kind.
-    const title = el("span", "title", event.title || toolPlaceholder(event));
-    if (!event.title) title.title = event.tool_call_id;
-    const label = el("span", "status", status.replaceAll("_", " "));
-    const line = el("div", "tool-line");
-    line.append(mark, title, label);
-    li.append(line);
-    const entry = { li, mark, title, status: label, titled: Boolean(event.title), output: null };
-    this.tools.set(event.tool_call_id, entry);
-    this.toolOutput(entry, event);
-    return li;
-  }
-
-  /** The text a stored tool call carries (`content` items), shown as the live view shows the
-   *  tool's streamed output; the stored one replaces the streamed one. */
-  toolOutput(entry, event) {
-    if (!Array.isArray(event.content)) return;
-    const text = event.content
-      .map((item) => item?.content?.text ?? item?.text)
-      .filter((t) => typeof t === "string")
-      .join("\n");
-    if (!text) return;
-    if (entry.output === null) {
-      const details = el("details", "tool-output");
-      details.append(el("summary", "", "Tool output"), el("pre", "text"));
-      entry.output = details;
-      entry.li.append(details);
-    }
-    entry.output.querySelector("pre").textContent = text;
-    if (event.seq > this.loadedFrom) this.clearLive("tool");
-  }
-
   renderPlan(event, older) {
     const known = this.plans.get(event.prompt_seq);
     if (known && older) return null;
@@ -580,6 +552,7 @@ export class ConversationView {
   }
 
   tickDeadlines() {
+    this.questions.tick();
     const now = Date.now();
     for (const entry of this.permissions?.values() ?? []) {
       if (entry.li.classList.contains("settled")) continue;
@@ -615,8 +588,19 @@ export class ConversationView {
     d.resume.disabled = !held;
     d.resume.classList.toggle("primary", held); // the way on, once the queue is held
     d.queue.classList.toggle("paused", held);
+    this.session.fromInfo(info);
+    this.sessionBar.render(this.session.value);
+    this.onSession?.();
     this.renderQueueTitle();
     this.onInfo(info);
+  }
+
+  /** `conversations/set_mode` or `set_option` ({mode} or {option, value}): the conversation
+   *  it answers with is shown; an agent's refusal is thrown (the bar shows it). */
+  async setSession(method, params) {
+    const gen = this.gen;
+    const { conversation } = await this.rpc.call(method, { id: this.id, ...params });
+    if (gen === this.gen) this.setInfo(conversation);
   }
 
   /** What the queue does next, in words: after an interrupt it is paused, and a message sent

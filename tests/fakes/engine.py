@@ -249,11 +249,26 @@ class FakeEngine:
 
     async def set_mode(self, conv_id: str, mode: str) -> ConversationInfo:
         await self._enter("set_mode", conv_id, mode)
-        return self.convs[conv_id]
+        # As the engine does once the agent agrees: a `mode` event, which is also the state.
+        modes = _decoded(self.convs[conv_id].modes) or {"available": []}
+        self.publish(conv_id, "mode", current=mode)
+        return self._with_state(conv_id, modes={**modes, "current": mode})
 
     async def set_option(self, conv_id: str, option: str, value: str | bool) -> ConversationInfo:
         await self._enter("set_option", conv_id, option, value)
-        return self.convs[conv_id]
+        options = [o if o.get("id") != option else {**o, "currentValue": value}
+                   for o in _decoded(self.convs[conv_id].config_options) or []]  # fmt: skip
+        self.publish(conv_id, "config_options", options=options)
+        return self._with_state(conv_id, config_options=options)
+
+    def _with_state(self, conv_id: str, **state: Any) -> ConversationInfo:
+        """The conversation with `state` (modes, config_options...) as of its newest event."""
+        raw = {name: msgspec.Raw(msgspec.json.encode(value)) for name, value in state.items()}
+        info = msgspec.structs.replace(
+            self.convs[conv_id], last_seq=len(self.stored[conv_id]), **raw
+        )
+        self.convs[conv_id] = info
+        return info
 
     def counters(self) -> tuple[int, int, int]:
         return (0, 0, 0)
@@ -276,6 +291,10 @@ class FakeEngine:
 
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]:
         return [("demo", ["python", "-m", "daemon.agents.demo"])]
+
+
+def _decoded(raw: msgspec.Raw | None) -> Any:
+    return None if raw is None else msgspec.json.decode(raw)
 
 
 class LineClient:

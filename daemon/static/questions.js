@@ -1,0 +1,275 @@
+// The agent's questions (`elicitation_requested`): a form built from the question's JSON schema
+// (a flat object of text, number, integer, boolean and enum fields), or, in url mode, the full
+// URL with an explicit "Open" link; answered Accept / Decline / Cancel with
+// `elicitations/respond`. The first answer wins: a later one is refused with -32003, shown as
+// "already answered". `elicitation_resolved` settles the card, whoever answered.
+
+const CONFLICT = -32003;
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function clockTime(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function countdown(ms) {
+  if (ms <= 0) return "deadline passed";
+  const s = Math.ceil(ms / 1000);
+  return `default answer in ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** An enum field's choices: [{value, title}] from `enum` (+ `enumNames`) or `oneOf`/`anyOf`
+ *  of `{const, title}`; null when the field is not one. */
+function enumChoices(prop) {
+  if (Array.isArray(prop.enum)) {
+    const names = Array.isArray(prop.enumNames) ? prop.enumNames : [];
+    return prop.enum.map((value, i) => ({ value: String(value), title: String(names[i] ?? value) }));
+  }
+  const alts = prop.oneOf ?? prop.anyOf;
+  if (Array.isArray(alts) && alts.length > 0 && alts.every((a) => a?.const !== undefined)) {
+    return alts.map((a) => ({ value: String(a.const), title: String(a.title ?? a.const) }));
+  }
+  return null;
+}
+
+const INPUT_TYPES = { email: "email", uri: "url", date: "date" };
+
+/** One field: {row, read()} where read() gives [present, value]; null if not one we can show. */
+function field(key, prop, required, id) {
+  const title = String(prop.title ?? key);
+  const help = typeof prop.description === "string" ? prop.description : "";
+  const row = el("div", "field");
+  const label = el("label");
+  const name = el("span", "field-name", title);
+  if (required) name.append(el("span", "required", " *"));
+  let control;
+  let read;
+  const choices = enumChoices(prop);
+  if (choices) {
+    control = el("select");
+    if (!required || prop.default === undefined) {
+      const none = el("option", "", required ? "Choose…" : "—");
+      none.value = "";
+      control.append(none);
+    }
+    for (const choice of choices) {
+      const option = el("option", "", choice.title);
+      option.value = choice.value;
+      control.append(option);
+    }
+    if (prop.default !== undefined) control.value = String(prop.default);
+    read = () => (control.value === "" ? [false] : [true, control.value]);
+  } else if (prop.type === "boolean") {
+    control = el("input");
+    control.type = "checkbox";
+    control.checked = prop.default === true;
+    label.className = "check";
+    read = () => [true, control.checked];
+  } else if (prop.type === "number" || prop.type === "integer") {
+    control = el("input");
+    control.type = "number";
+    control.step = prop.type === "integer" ? "1" : "any";
+    if (Number.isFinite(prop.minimum)) control.min = String(prop.minimum);
+    if (Number.isFinite(prop.maximum)) control.max = String(prop.maximum);
+    if (Number.isFinite(prop.default)) control.value = String(prop.default);
+    read = () => (control.value === "" ? [false] : [true, Number(control.value)]);
+  } else if (prop.type === "string" || prop.type === undefined) {
+    control = el("input");
+    control.type = INPUT_TYPES[prop.format] ?? "text";
+    if (Number.isInteger(prop.minLength)) control.minLength = prop.minLength;
+    if (Number.isInteger(prop.maxLength)) control.maxLength = prop.maxLength;
+    if (typeof prop.default === "string") control.value = prop.default;
+    control.autocomplete = "off";
+    read = () => (control.value === "" && !required ? [false] : [true, control.value]);
+  } else {
+    return null;
+  }
+  control.id = id;
+  control.name = key;
+  control.required = required && prop.type !== "boolean";
+  if (control.type === "checkbox") label.append(control, name);
+  else label.append(name, control);
+  row.append(label);
+  if (help) {
+    const note = el("div", "small muted", help);
+    note.id = `${id}-help`;
+    control.setAttribute("aria-describedby", note.id);
+    row.append(note);
+  }
+  return { row, read, control };
+}
+
+export class Questions {
+  /** `respond(request, action, content)`: the call (rejects with the RpcError). */
+  constructor({ respond }) {
+    this.respond = respond;
+    this.reset();
+  }
+
+  reset() {
+    this.cards = new Map(); // request -> card
+    this.resolved = new Map(); // request -> elicitation_resolved event
+    this.made = 0;
+  }
+
+  render(event) {
+    const li = el("li", "question");
+    li.dataset.request = event.request;
+    li.dataset.seq = event.seq;
+    const heading = el("div", "who", "question from the agent");
+    const message = el("div", "title", event.message || "The agent asks:");
+    li.append(heading, message);
+    const card = { li, event, fields: [], form: null, status: el("div", "deadline small"), note: el("div", "note") };
+    card.note.setAttribute("role", "status");
+    card.note.hidden = true;
+    const form = el("form", "question-form");
+    card.form = form;
+    if (event.mode === "url") {
+      this.urlPart(card, form);
+    } else {
+      this.formPart(card, form);
+    }
+    const actions = el("div", "row actions");
+    const accept = el("button", "primary", "Accept");
+    accept.type = "submit";
+    const decline = el("button", "", "Decline");
+    decline.type = "button";
+    const cancel = el("button", "", "Cancel");
+    cancel.type = "button";
+    const about = event.message ? `: ${event.message.slice(0, 80)}` : "";
+    accept.setAttribute("aria-label", `Accept${about}`);
+    decline.setAttribute("aria-label", `Decline${about}`);
+    cancel.setAttribute("aria-label", `Cancel${about}`);
+    if (card.blocked) accept.disabled = true;
+    actions.append(accept, decline, cancel);
+    form.append(actions);
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.answer(card, "accept");
+    });
+    decline.addEventListener("click", () => this.answer(card, "decline"));
+    cancel.addEventListener("click", () => this.answer(card, "cancel"));
+    li.append(form, card.note, card.status);
+    this.cards.set(event.request, card);
+    const resolved = this.resolved.get(event.request);
+    if (resolved) this.settle(card, resolved);
+    else this.tick();
+    return li;
+  }
+
+  formPart(card, form) {
+    const schema = card.event.schema ?? {};
+    const props = schema.properties && typeof schema.properties === "object" ? schema.properties : {};
+    const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+    const n = ++this.made;
+    const missing = [];
+    Object.entries(props).forEach(([key, prop], i) => {
+      const made = field(key, prop ?? {}, required.has(key), `q${n}-${i}`);
+      if (made === null) {
+        missing.push(key);
+        if (required.has(key)) card.blocked = true;
+        return;
+      }
+      card.fields.push({ key, ...made });
+      form.append(made.row);
+    });
+    if (missing.length > 0) {
+      const what = card.blocked ? "it can only be declined or cancelled here" : "they are left out of the answer";
+      form.append(el("div", "note", `The dashboard cannot show the fields ${missing.join(", ")}: ${what}.`));
+    }
+  }
+
+  urlPart(card, form) {
+    const url = String(card.event.url ?? "");
+    const box = el("div", "question-url");
+    box.append(el("div", "small muted", "The agent asks you to open:"), el("code", "url", url));
+    let safe = false;
+    try {
+      safe = ["http:", "https:"].includes(new URL(url).protocol);
+    } catch {
+      safe = false;
+    }
+    if (safe) {
+      const open = el("a", "open-url", "Open");
+      open.href = url;
+      open.target = "_blank";
+      open.rel = "noopener noreferrer";
+      open.setAttribute("aria-label", `Open ${url} in a new tab`);
+      box.append(open);
+    } else {
+      box.append(el("div", "note", "Not a web address: not opened from here."));
+    }
+    form.append(box);
+  }
+
+  content(card) {
+    const content = {};
+    for (const { key, read } of card.fields) {
+      const [present, value] = read();
+      if (present) content[key] = value;
+    }
+    return content;
+  }
+
+  async answer(card, action) {
+    if (card.li.classList.contains("settled")) return;
+    const content = action === "accept" && card.event.mode !== "url" ? this.content(card) : undefined;
+    const controls = card.form.querySelectorAll("button, input, select");
+    for (const c of controls) c.disabled = true;
+    card.note.hidden = true;
+    try {
+      await this.respond(card.event.request, action, content);
+    } catch (err) {
+      if (card.li.classList.contains("settled")) return;
+      card.note.hidden = false;
+      if (err.code === CONFLICT) {
+        card.note.textContent = "Already answered (elsewhere, or the deadline passed).";
+        return; // the resolution is on its way
+      }
+      card.note.textContent = err.message;
+      for (const c of controls) c.disabled = false;
+      if (card.blocked) card.form.querySelector("button[type=submit]").disabled = true;
+    }
+  }
+
+  /** `elicitation_resolved`: settles its card (null), or a line when the question is not
+   *  shown (an earlier page); `older`: from such a page, so nothing. */
+  resolve(event, older) {
+    this.resolved.set(event.request, event);
+    const card = this.cards.get(event.request);
+    if (card) {
+      this.settle(card, event);
+      return null;
+    }
+    return older ? null : el("li", "meta", `question ${event.request}: ${event.action}`);
+  }
+
+  settle(card, resolved) {
+    card.li.classList.add("settled");
+    card.form.remove();
+    card.note.hidden = true;
+    const by = resolved.by ? ` (by ${resolved.by})` : "";
+    card.status.textContent = `answered: ${resolved.action}${by}`;
+    if (resolved.action === "accept" && resolved.content && typeof resolved.content === "object") {
+      const given = Object.entries(resolved.content).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
+      if (given.length > 0) card.li.append(el("div", "small answer", given.join(" · ")));
+    }
+  }
+
+  /** The countdown to each open question's default answer. */
+  tick() {
+    const now = Date.now();
+    for (const card of this.cards.values()) {
+      if (card.li.classList.contains("settled")) continue;
+      const deadline = card.event.deadline;
+      card.status.textContent = deadline ? `answer by ${clockTime(deadline)} · ${countdown(new Date(deadline) - now)}` : "";
+    }
+  }
+
+}
