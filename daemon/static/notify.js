@@ -76,8 +76,8 @@ export class Watcher {
       b.disabled = false;
       b.textContent = this.enabled ? "Notifying" : "Notify me";
       b.title = this.enabled
-        ? "Notifications on: permission requests, turns that end and failures elsewhere. Click to turn off."
-        : "Get a notification when a permission request waits, a turn ends elsewhere, or a conversation fails";
+        ? "Notifications on: permission requests, questions, turns that end and failures elsewhere. Click to turn off."
+        : "Get a notification when a permission request or a question waits, a turn ends elsewhere, or a conversation fails";
     }
   }
 

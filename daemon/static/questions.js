@@ -24,16 +24,17 @@ function countdown(ms) {
   return `default answer in ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
-/** An enum field's choices: [{value, title}] from `enum` (+ `enumNames`) or `oneOf`/`anyOf`
- *  of `{const, title}`; null when the field is not one. */
+/** An enum's choices: [{value, title}] from `enum` (+ `enumNames`) or `oneOf`/`anyOf` of
+ *  `{const, title}`, the values as the schema has them (the answer must carry those); null
+ *  when `prop` is not one. */
 function enumChoices(prop) {
-  if (Array.isArray(prop.enum)) {
+  if (Array.isArray(prop?.enum)) {
     const names = Array.isArray(prop.enumNames) ? prop.enumNames : [];
-    return prop.enum.map((value, i) => ({ value: String(value), title: String(names[i] ?? value) }));
+    return prop.enum.map((value, i) => ({ value, title: String(names[i] ?? value) }));
   }
-  const alts = prop.oneOf ?? prop.anyOf;
+  const alts = prop?.oneOf ?? prop?.anyOf;
   if (Array.isArray(alts) && alts.length > 0 && alts.every((a) => a?.const !== undefined)) {
-    return alts.map((a) => ({ value: String(a.const), title: String(a.title ?? a.const) }));
+    return alts.map((a) => ({ value: a.const, title: String(a.title ?? a.const) }));
   }
   return null;
 }
@@ -51,20 +52,43 @@ function field(key, prop, required, id) {
   let control;
   let read;
   const choices = enumChoices(prop);
+  const many = prop.type === "array" ? enumChoices(prop.items) : null;
   if (choices) {
+    // Options by index: an enum's values need not be strings.
     control = el("select");
     if (!required || prop.default === undefined) {
       const none = el("option", "", required ? "Choose…" : "—");
       none.value = "";
       control.append(none);
     }
-    for (const choice of choices) {
+    choices.forEach((choice, i) => {
       const option = el("option", "", choice.title);
-      option.value = choice.value;
+      option.value = String(i);
       control.append(option);
-    }
-    if (prop.default !== undefined) control.value = String(prop.default);
-    read = () => (control.value === "" ? [false] : [true, control.value]);
+    });
+    const preset = choices.findIndex((c) => c.value === prop.default);
+    if (preset >= 0) control.value = String(preset);
+    read = () => (control.value === "" ? [false] : [true, choices[Number(control.value)].value]);
+  } else if (many) {
+    // Several choices: a checkbox each, in a group named by the field.
+    const group = el("fieldset", "choices");
+    group.append(el("legend", "field-name", title));
+    const defaults = Array.isArray(prop.default) ? prop.default : [];
+    const boxes = many.map((choice, i) => {
+      const box = el("input");
+      box.type = "checkbox";
+      box.id = `${id}-${i}`;
+      box.checked = defaults.includes(choice.value);
+      const line = el("label", "check");
+      line.append(box, el("span", "", choice.title));
+      group.append(line);
+      return box;
+    });
+    if (required) group.querySelector("legend").append(el("span", "required", " *"));
+    row.append(group);
+    if (help) row.append(el("div", "small muted", help));
+    const picked = () => many.filter((_, i) => boxes[i].checked).map((c) => c.value);
+    return { row, read: () => (picked().length === 0 && !required ? [false] : [true, picked()]), control: boxes[0] };
   } else if (prop.type === "boolean") {
     control = el("input");
     control.type = "checkbox";
@@ -153,6 +177,11 @@ export class Questions {
       e.preventDefault();
       this.answer(card, "accept");
     });
+    // Esc in a field (closing a list, say) must not interrupt the turn: that cancels the
+    // question. The buttons answer.
+    form.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") e.stopPropagation();
+    });
     decline.addEventListener("click", () => this.answer(card, "decline"));
     cancel.addEventListener("click", () => this.answer(card, "cancel"));
     li.append(form, card.note, card.status);
@@ -188,13 +217,16 @@ export class Questions {
   urlPart(card, form) {
     const url = String(card.event.url ?? "");
     const box = el("div", "question-url");
-    box.append(el("div", "small muted", "The agent asks you to open:"), el("code", "url", url));
-    let safe = false;
+    let parsed = null;
     try {
-      safe = ["http:", "https:"].includes(new URL(url).protocol);
+      parsed = new URL(url);
     } catch {
-      safe = false;
+      parsed = null;
     }
+    const safe = parsed !== null && ["http:", "https:"].includes(parsed.protocol);
+    // The site named apart: what a person must check before going there.
+    const lead = safe ? `The agent asks you to open a page on ${parsed.host}:` : "The agent asks you to open:";
+    box.append(el("div", "small muted", lead), el("code", "url", url));
     if (safe) {
       const open = el("a", "open-url", "Open");
       open.href = url;
@@ -225,17 +257,25 @@ export class Questions {
     card.note.hidden = true;
     try {
       await this.respond(card.event.request, action, content);
+      if (!card.li.classList.contains("settled")) {
+        this.say(card, `Answer sent: ${action}.`, "note small muted");
+      }
     } catch (err) {
       if (card.li.classList.contains("settled")) return;
-      card.note.hidden = false;
       if (err.code === CONFLICT) {
-        card.note.textContent = "Already answered (elsewhere, or the deadline passed).";
+        this.say(card, "Already answered (elsewhere, or the deadline passed).", "note");
         return; // the resolution is on its way
       }
-      card.note.textContent = err.message;
+      this.say(card, err.message, "note error");
       for (const c of controls) c.disabled = false;
       if (card.blocked) card.form.querySelector("button[type=submit]").disabled = true;
     }
+  }
+
+  say(card, text, className) {
+    card.note.className = className;
+    card.note.textContent = text;
+    card.note.hidden = false;
   }
 
   /** `elicitation_resolved`: settles its card (null), or a line when the question is not

@@ -114,6 +114,9 @@ async def test_page_and_assets_with_security_headers(site: Site) -> None:
         assert int(headers["content-length"]) == len(body)
         for path, kind in [("/app.js", "text/javascript"), ("/rpc.js", "text/javascript"),
                            ("/conversation.js", "text/javascript"), ("/style.css", "text/css"),
+                           ("/tools.js", "text/javascript"), ("/diff.js", "text/javascript"),
+                           ("/session.js", "text/javascript"), ("/complete.js", "text/javascript"),
+                           ("/questions.js", "text/javascript"),
                            ("/favicon.svg", "image/svg+xml")]:  # fmt: skip
             status, headers, body = await http(site.port, get(path, site.port))
             assert (status, headers["content-type"].split(";")[0]) == (200, kind), path

@@ -9,7 +9,9 @@ fake engine with a bounded poll (`_eventually`), never assumed to have arrived.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,7 @@ from tests.server.test_dashboard_phone import (
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import FloatRect, Page
 
 MODES = {
     "current": "ask",
@@ -178,6 +180,7 @@ NEW = OLD.replace("line 5\n", "line five\n")
 EDIT = {"type": "diff", "path": "/work/src/app.py", "old_text": OLD, "new_text": NEW}
 NEW_FILE = {"type": "diff", "path": "/work/src/new.py",
             "new_text": "".join(f"row {i}\n" for i in range(100))}  # fmt: skip
+MINUS = "\u2212"  # the counts' minus sign, a typographic one
 T1_DIFF = ["@@ -2,7 +2,7 @@", " line 2", " line 3", " line 4", "-line 5", "+line five",
            " line 6", " line 7", " line 8"]  # fmt: skip
 
@@ -233,7 +236,7 @@ def _tools(link: str, engine: FakeEngine) -> None:
         expect(t1.locator(".tool-where")).to_have_text("/work/src/app.py:5")
         diff = t1.locator("details.diff")
         expect(diff.locator("summary")).to_contain_text("/work/src/app.py")
-        expect(diff.locator(".diff-counts")).to_have_text("+1−1")
+        expect(diff.locator(".diff-counts")).to_have_text(f"+1{MINUS}1")
         expect(diff.locator(".dl")).to_have_count(len(T1_DIFF))
         assert _diff_lines(page, 0) == T1_DIFF
         expect(diff.locator(".dl.add")).to_have_text("+line five")
@@ -252,7 +255,7 @@ def _tools(link: str, engine: FakeEngine) -> None:
         # A long diff: the first lines, then all of them on request.
         new_file = t2.locator("details.diff")
         expect(new_file.locator("summary")).to_contain_text("new file")
-        expect(new_file.locator(".diff-counts")).to_have_text("+100−0")
+        expect(new_file.locator(".diff-counts")).to_have_text(f"+100{MINUS}0")
         expect(new_file.locator(".dl")).to_have_count(40)
         expect(new_file.locator(".dl").first).to_have_text("@@ -0,0 +1,100 @@")
         new_file.get_by_role("button", name=re.compile("^Show all 101 lines")).click()
@@ -274,7 +277,7 @@ def _tools(link: str, engine: FakeEngine) -> None:
         again = {**EDIT, "old_text": NEW, "new_text": NEW.replace("line 9\n", "")}
         _publish(engine, "conv0001", "tool_call_update", tool_call_id="t1", prompt_seq=1,
                  content=[again])  # fmt: skip
-        expect(diff.locator(".diff-counts")).to_have_text("+0−1")
+        expect(diff.locator(".diff-counts")).to_have_text(f"+0{MINUS}1")
         expect(t1.locator("details.diff")).to_have_count(1)
         expect(t1.locator(".dl.del")).to_have_text("-line 9")
         _publish(engine, "conv0001", "tool_call_update", tool_call_id="t1", prompt_seq=1,
@@ -293,6 +296,60 @@ def _tools(link: str, engine: FakeEngine) -> None:
         assert _diff_lines(page, 0) == T1_DIFF
 
 
+def _lcs(a: list[str], b: list[str]) -> int:
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev = 0
+        for j, y in enumerate(b):
+            prev, row[j + 1] = row[j + 1], prev + 1 if x == y else max(row[j + 1], row[j])
+    return row[-1]
+
+
+async def test_the_diff_is_a_shortest_one_and_reads_as_diff_u(tmp_path: Path) -> None:
+    """The page's diff (diff.js) of random line lists: both sides rebuilt from it, and no
+    longer than the longest common subsequence allows; past its bound (a rewrite) it is still
+    exact. Hunks are numbered as `diff -u` numbers them."""
+    _require_browser()
+    rng = random.Random(15)
+    cases = [[[rng.choice("abcdef") for _ in range(rng.randrange(0, 40))]
+              for _side in range(2)] for _ in range(300)]  # fmt: skip
+    rewrite = [[f"old {i}" for i in range(600)], [f"new {i}" for i in range(500)]]
+    engine = FakeEngine()
+    engine.add("conv0001")
+    results: dict[str, Any] = {}
+
+    def run(link: str) -> None:
+        from playwright.sync_api import expect
+
+        with _page() as page:
+            page.goto(link)
+            expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+            results.update(page.evaluate(DIFF_SCRIPT, {"cases": [*cases, rewrite]}))
+
+    await _browse_in_process(tmp_path, engine, "conv0001", run)
+    for (a, b), ops in zip([*cases, rewrite], results["ops"], strict=True):
+        assert [line for op, line in ops if op != "+"] == a
+        assert [line for op, line in ops if op != "-"] == b
+        if (a, b) != tuple(rewrite):
+            assert sum(op != " " for op, _ in ops) == len(a) + len(b) - 2 * _lcs(a, b), (a, b)
+    assert results["unified"] == [
+        ["hunk", "@@ -1,5 +1,5 @@"], [" ", "a"], ["-", "b"], ["+", "B"], [" ", "c"], [" ", "d"],
+        [" ", "e"], ["hunk", "@@ -9,4 +9,3 @@"], [" ", "i"], [" ", "j"], [" ", "k"], ["-", "l"],
+    ]  # fmt: skip  # as `diff -u` prints it
+    assert results["empty"] == [["hunk", "@@ -0,0 +1,1 @@"], ["+", "x"]]
+
+
+DIFF_SCRIPT = """async ({cases}) => {
+  const { diffLines, unifiedDiff } = await import("/diff.js");
+  const text = (s) => s.split("").map((c) => c + "\\n").join("");
+  return {
+    ops: cases.map(([a, b]) => diffLines(a, b)),
+    unified: unifiedDiff(text("abcdefghijkl"), text("aBcdefghijk")).lines,
+    empty: unifiedDiff(null, "x").lines,
+  };
+}"""
+
+
 # --- slash commands in the composer --------------------------------------------------------------
 
 COMMANDS = [
@@ -304,7 +361,7 @@ COMMANDS = [
 
 
 async def test_slash_commands_complete_in_the_composer(tmp_path: Path) -> None:
-    """"/" lists the agent's commands with their descriptions (prefix matches first); arrow
+    """Typing "/" lists the agent's commands with their descriptions (prefix matches first); arrow
     keys choose, Enter or Tab completes (without sending), a click too; the input hint shows
     once a command is typed; Esc closes the list without interrupting; the list follows a
     `commands` event."""
@@ -403,3 +460,303 @@ def _complete(link: str, engine: FakeEngine) -> None:
             ("interrupt", "conv0001"),
             ("send", "conv0001", "done", True, False),
         ]
+
+
+# --- the agent's questions -----------------------------------------------------------------------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "title": "Your name", "description": "As in the commits",
+                 "minLength": 2},
+        "count": {"type": "integer", "title": "How many", "minimum": 1, "maximum": 9,
+                  "default": 3},
+        "ratio": {"type": "number", "title": "Ratio"},
+        "ok": {"type": "boolean", "title": "Go ahead", "default": False},
+        "colour": {"type": "string", "title": "Colour", "enum": ["red", "green"],
+                   "enumNames": ["Red", "Green"]},
+        "level": {"type": "integer", "title": "Level",
+                  "oneOf": [{"const": 1, "title": "Low"}, {"const": 2, "title": "High"}]},
+        "tags": {"type": "array", "title": "Tags", "items": {"enum": ["a", "b", "c"]}},
+    },
+    "required": ["name", "colour"],
+}  # fmt: skip
+LOGIN = "https://login.example.com/device?code=ABCD-1234&next=%2Fhome%2F" + "x" * 200
+
+
+def _question(request: str, message: str, **more: Any) -> dict[str, Any]:
+    deadline = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 600))
+    return {"request": request, "message": message, "prompt_seq": 1, "deadline": deadline,
+            "schema": {"type": "object", "properties": {}}, **more}  # fmt: skip
+
+
+async def test_questions_are_forms_answered_once(tmp_path: Path) -> None:
+    """A question's form is built from its schema (text, integer, number, checkbox, enum
+    selects, a multiple choice), checked by the browser, and its answer sent with the schema's
+    types; Decline and Cancel answer so; a url question shows the whole address and an Open
+    link (none for what is not a web address); a refused answer says why; a question answered
+    elsewhere says "already answered"; the resolution settles the card, also after a reload."""
+    _require_browser()
+    engine = FakeEngine()
+    info = engine.add("conv0001")
+    engine.convs["conv0001"] = msgspec.structs.replace(info, title="Questions", status="running")
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_questions, engine=engine))
+
+
+def _answers(engine: FakeEngine, request: str) -> list[tuple[object, ...]]:
+    return _eventually(lambda: [c for c in engine.calls if c[0] == "answer" and c[2] == request])
+
+
+def _questions(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    with _page(viewport={"width": 1100, "height": 900}) as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Questions")
+        _publish(engine, "conv0001", "elicitation_requested",
+                 **_question("q1", "A few details, please", schema=SCHEMA))  # fmt: skip
+        card = page.locator("#events li.question[data-request=q1]")
+        expect(card).to_contain_text("A few details, please")
+        expect(card.locator(".deadline")).to_contain_text("answer by")
+        expect(card.locator(".deadline")).to_contain_text("default answer in 1")
+        name = card.get_by_role("textbox", name="Your name")
+        expect(name).to_have_attribute("required", "")
+        expect(card.get_by_text("As in the commits")).to_be_visible()
+        count = card.get_by_role("spinbutton", name="How many")
+        expect(count).to_have_value("3")
+        colour = card.get_by_role("combobox", name="Colour")
+        assert colour.locator("option").all_inner_texts() == ["Choose…", "Red", "Green"]
+        page.screenshot(path=str(ARTIFACTS / "dashboard-question.png"))
+
+        # The browser checks the form first: nothing is sent without the required name.
+        accept = card.get_by_role("button", name=re.compile("^Accept"))
+        accept.click()
+        assert name.evaluate("e => e.validity.valueMissing") is True
+        name.fill("Ada")
+        name.press("Escape")  # not the page's Esc: that would interrupt, and cancel this
+        colour.select_option("Green")
+        card.get_by_role("spinbutton", name="Ratio").fill("0.5")
+        count.fill("4")
+        card.get_by_role("checkbox", name="Go ahead").check()
+        card.get_by_role("combobox", name="Level").select_option("High")
+        card.get_by_role("group", name="Tags").get_by_role("checkbox", name="a").check()
+        card.get_by_role("group", name="Tags").get_by_role("checkbox", name="c").check()
+        accept.click()
+        answered = _answers(engine, "q1")
+        content = {"name": "Ada", "count": 4, "ratio": 0.5, "ok": True, "colour": "green",
+                   "level": 2, "tags": ["a", "c"]}  # fmt: skip
+        assert answered == [("answer", "conv0001", "q1", "accept", content)]
+        got = answered[0][4]
+        assert isinstance(got, dict)
+        assert type(got["count"]) is int
+        assert type(got["level"]) is int
+        _publish(engine, "conv0001", "elicitation_resolved", request="q1", action="accept",
+                 content=content, by="user")  # fmt: skip
+        expect(card).to_have_class(re.compile("settled"))
+        expect(card.locator(".deadline")).to_have_text("answered: accept (by user)")
+        expect(card.locator("form")).to_have_count(0)
+        expect(card.locator(".answer")).to_contain_text("name: Ada")
+
+        # Decline and Cancel, no content.
+        _publish(engine, "conv0001", "elicitation_requested", **_question("q2", "Second?"))
+        _publish(engine, "conv0001", "elicitation_requested", **_question("q3", "Third?"))
+        page.locator("li.question[data-request=q2]").get_by_role("button", name=re.compile(
+            "^Decline")).click()  # fmt: skip
+        assert _answers(engine, "q2") == [("answer", "conv0001", "q2", "decline", None)]
+        page.locator("li.question[data-request=q3]").get_by_role("button", name=re.compile(
+            "^Cancel")).click()  # fmt: skip
+        assert _answers(engine, "q3") == [("answer", "conv0001", "q3", "cancel", None)]
+
+        # Refused: the reason shows and the form can be answered again.
+        refusal = RpcFailure(INVALID_PARAMS, "the answer does not fit: ratio: expected number")
+        _on_trio(lambda: engine.failures.__setitem__("answer", refusal))
+        _publish(engine, "conv0001", "elicitation_requested", **_question("q4", "Fourth?"))
+        q4 = page.locator("li.question[data-request=q4]")
+        q4.get_by_role("button", name=re.compile("^Accept")).click()
+        expect(q4.locator(".note")).to_have_text("the answer does not fit: ratio: expected number")
+        expect(q4.get_by_role("button", name=re.compile("^Accept"))).to_be_enabled()
+
+        # Answered elsewhere first: -32003 says so; the resolution then settles it.
+        gone = RpcFailure(CONFLICT, "no open question 'q4' (answered already?)")
+        _on_trio(lambda: engine.failures.__setitem__("answer", gone))
+        q4.get_by_role("button", name=re.compile("^Decline")).click()
+        expect(q4.locator(".note")).to_have_text(
+            "Already answered (elsewhere, or the deadline passed)."
+        )
+        expect(q4.get_by_role("button", name=re.compile("^Decline"))).to_be_disabled()
+        _publish(engine, "conv0001", "elicitation_resolved", request="q4", action="cancel",
+                 by="timeout")  # fmt: skip
+        expect(q4.locator(".deadline")).to_have_text("answered: cancel (by timeout)")
+        _on_trio(lambda: engine.failures.pop("answer"))
+
+        # A url question: the whole address, an explicit link; accepting sends no content.
+        _publish(engine, "conv0001", "elicitation_requested",
+                 **_question("q5", "Log in to the service", mode="url", url=LOGIN))  # fmt: skip
+        q5 = page.locator("li.question[data-request=q5]")
+        expect(q5.locator("code.url")).to_have_text(LOGIN)
+        open_link = q5.get_by_role("link", name=re.compile("^Open"))
+        expect(open_link).to_have_attribute("href", LOGIN)
+        expect(open_link).to_have_attribute("target", "_blank")
+        expect(open_link).to_have_attribute("rel", "noopener noreferrer")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-question-url.png"))
+        q5.get_by_role("button", name=re.compile("^Accept")).click()
+        assert _answers(engine, "q5") == [("answer", "conv0001", "q5", "accept", None)]
+        _publish(engine, "conv0001", "elicitation_requested",
+                 **_question("q6", "Run this", mode="url", url="javascript:alert(1)"))  # fmt: skip
+        q6 = page.locator("li.question[data-request=q6]")
+        expect(q6.locator("code.url")).to_have_text("javascript:alert(1)")
+        expect(q6).to_contain_text("Not a web address")
+        expect(q6.get_by_role("link")).to_have_count(0)
+
+        assert [c for c in engine.calls if c[0] == "interrupt"] == []
+
+        # Read back: settled ones settled, open ones open.
+        _publish(engine, "conv0001", "elicitation_resolved", request="q2", action="decline",
+                 by="user")  # fmt: skip
+        page.reload()
+        expect(page.locator("#events li.question")).to_have_count(6)
+        expect(page.locator("#events li.question.settled")).to_have_count(3)
+        expect(card.locator(".deadline")).to_have_text("answered: accept (by user)")
+        expect(page.locator("li.question[data-request=q3] form")).to_have_count(1)
+
+
+# --- a phone; what waits ----------------------------------------------------------------------
+
+LONG = "y" * 300
+
+
+async def test_all_of_it_on_a_phone(tmp_path: Path) -> None:
+    """At 390x844 (issue 19's phone), dark: the session bar, a diff of long lines under a long path,
+    the command list and a question with a long address fit the screen's width; the pickers
+    and the question's buttons are finger-sized, the buttons in a thumb's reach."""
+    _require_browser()
+    engine = _tool_engine()
+    wide = {"type": "diff", "path": f"/work/{LONG}/a.py", "old_text": f"a = '{LONG}'\n",
+            "new_text": f"a = '{LONG}!'\n"}  # fmt: skip
+    engine.publish("conv0001", "tool_call", tool_call_id="t4", title=f"Edit {LONG}",
+                   status="completed", prompt_seq=1, content=[wide])  # fmt: skip
+    engine.convs["conv0001"] = msgspec.structs.replace(
+        engine.convs["conv0001"], modes=_raw(MODES), config_options=_raw(OPTIONS),
+        usage=_raw(USAGE), commands=_raw(COMMANDS), status="running",
+        last_seq=len(engine.stored["conv0001"]),
+    )  # fmt: skip
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_phone, engine=engine))
+
+
+def _on_screen(box: FloatRect | None) -> FloatRect:
+    """Within the phone's width."""
+    assert box is not None
+    assert box["x"] >= 0, box
+    assert box["x"] + box["width"] <= PHONE["width"], box
+    return box
+
+
+def _finger_sized_on_screen(box: FloatRect | None) -> None:
+    assert _on_screen(box)["height"] >= 44, box
+
+
+def _phone(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    # In the dark theme, for its screenshots.
+    with _page(viewport=PHONE, is_mobile=True, has_touch=True, color_scheme="dark") as page:
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Tools")
+        expect(page.locator("#events li.tool")).to_have_count(4)
+        expect(page.locator("#events li.tool").last.locator(".dl.add")).to_contain_text(LONG)
+        _no_sideways_scroll(page)
+        mode = page.get_by_role("combobox", name="Mode", exact=True)
+        expect(mode).to_be_visible()
+        expect(page.locator("#session .usage-text")).to_be_visible()
+        for control in (mode, page.get_by_role("combobox", name="Model", exact=True),
+                        page.get_by_role("button", name="Settings")):  # fmt: skip
+            _finger_sized_on_screen(control.bounding_box())
+        page.get_by_role("button", name="Settings").tap()
+        panel = page.get_by_role("group", name="Agent settings")
+        expect(panel).to_be_visible()
+        _on_screen(panel.bounding_box())
+        _no_sideways_scroll(page)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone-session.png"))
+        page.get_by_role("button", name="Settings").tap()
+        expect(panel).to_be_hidden()
+
+        # The command list: over the timeline, as wide as the screen at most, finger-sized.
+        text = page.get_by_role("textbox", name="Message")
+        text.tap()
+        text.press("/")
+        options = page.get_by_role("listbox").get_by_role("option")
+        expect(options).to_have_count(4)
+        for i in range(4):
+            _finger_sized_on_screen(options.nth(i).bounding_box())
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone-commands.png"))
+        options.filter(has_text="/review").tap()
+        expect(text).to_have_value("/review ")
+        text.fill("")
+
+        # Questions: the buttons at the bottom, also those of a form taller than the screen.
+        _publish(engine, "conv0001", "elicitation_requested",
+                 **_question("q1", "Log in", mode="url", url=LOGIN))  # fmt: skip
+        q1 = page.locator("li.question[data-request=q1]")
+        expect(q1.locator("code.url")).to_have_text(LOGIN)
+        _no_sideways_scroll(page)
+        _in_thumb_reach(page, "li.question[data-request=q1] button[type=submit]")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone-question.png"))
+        q1.get_by_role("button", name=re.compile("^Cancel")).tap()
+        assert _answers(engine, "q1") == [("answer", "conv0001", "q1", "cancel", None)]
+        _publish(engine, "conv0001", "elicitation_resolved", request="q1", action="cancel",
+                 by="user")  # fmt: skip
+        expect(q1).to_have_class(re.compile("settled"))
+        _publish(engine, "conv0001", "elicitation_requested",
+                 **_question("q2", "Details", schema=SCHEMA))  # fmt: skip
+        expect(page.locator("li.question[data-request=q2] form")).to_be_visible()
+        _in_thumb_reach(page, "li.question[data-request=q2] button[type=submit]")
+        _in_thumb_reach(page, "li.question[data-request=q2] button:text('Decline')")
+        _no_sideways_scroll(page)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone-form.png"))
+
+
+async def test_questions_elsewhere_count_in_the_title_and_notify(tmp_path: Path) -> None:
+    """A question in a conversation not on screen: a notification, and the title counts it
+    (the daemon's `open_requests`, which counts questions) until it is answered."""
+    _require_browser()
+    engine = FakeEngine()
+    for conv_id, title, at in [("conv0001", "Open one", "02"), ("conv0002", "Elsewhere", "01")]:
+        info = engine.add(conv_id)
+        engine.convs[conv_id] = msgspec.structs.replace(
+            info, title=title, status="running", updated_at=f"2025-01-01T00:00:{at}.000Z"
+        )
+    await _browse_in_process(tmp_path, engine, "conv0001", partial(_elsewhere, engine=engine))
+
+
+def _elsewhere(link: str, engine: FakeEngine) -> None:
+    from playwright.sync_api import expect
+
+    from tests.server.test_dashboard_phone import RECORD_NOTIFICATIONS
+
+    origin = link.split("#")[0].rstrip("/")
+    # bypass_csp: for `wait_for_function` (see test_dashboard_phone's notification test).
+    with _page(permissions=["notifications"], bypass_csp=True) as page:
+        page.context.grant_permissions(["notifications"], origin=origin)
+        page.add_init_script(RECORD_NOTIFICATIONS)
+        page.goto(link)
+        expect(page.locator("#conv-title")).to_have_text("Open one")
+        page.get_by_role("button", name="Notify me").click()
+        expect(page.locator("#notify")).to_have_attribute("aria-pressed", "true")
+        _publish(engine, "conv0002", "elicitation_requested", **_question("q1", "Which branch?"))
+        _change(engine, "conv0002", open_requests=1)
+        expect(page).to_have_title("(1) acpd")
+        page.wait_for_function("window.__notes.length === 1")
+        notes = page.evaluate("window.__notes")
+        assert notes == [{"title": "Elsewhere: waiting for you", "body": "Asks: Which branch?"}]
+        expect(page.locator("#list li", has_text="Elsewhere")).to_contain_text("waits for you")
+
+        # Opened and answered there: the count goes.
+        page.locator("#list li", has_text="Elsewhere").get_by_role("button").click()
+        card = page.locator("li.question[data-request=q1]")
+        card.get_by_role("button", name=re.compile("^Decline")).click()
+        assert _answers(engine, "q1") == [("answer", "conv0002", "q1", "decline", None)]
+        _publish(engine, "conv0002", "elicitation_resolved", request="q1", action="decline",
+                 by="user")  # fmt: skip
+        _change(engine, "conv0002", open_requests=0)
+        expect(card).to_have_class(re.compile("settled"))
+        expect(page).to_have_title("acpd")
