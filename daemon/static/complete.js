@@ -36,8 +36,12 @@ export class Completer {
     input.addEventListener("keydown", (e) => this.key(e));
     input.addEventListener("input", () => this.update());
     input.addEventListener("click", () => this.update());
-    input.addEventListener("blur", () => this.close());
-    form.addEventListener("submit", () => queueMicrotask(() => this.update())); // the box emptied
+    input.addEventListener("blur", () => this.update());
+    // The box emptied by a send (or a steer, Ctrl+Enter): the hint goes.
+    form.addEventListener("submit", () => queueMicrotask(() => this.update()));
+    input.addEventListener("keyup", (e) => {
+      if (e.key === "Enter") this.update();
+    });
     // A press on the list must not take the focus from the box (that would close the list).
     list.addEventListener("mousedown", (e) => e.preventDefault());
   }
@@ -55,8 +59,9 @@ export class Completer {
 
   update() {
     const all = (this.commands() ?? []).filter((c) => typeof c?.name === "string" && c.name);
-    const typing = document.activeElement === this.input ? this.typing() : null;
-    this.renderHint(all, typing);
+    const focused = document.activeElement === this.input;
+    const typing = focused ? this.typing() : null;
+    this.renderHint(focused ? all : [], typing);
     if (typing === null || typing.word === this.dismissed) return this.close({ keepDismissed: typing !== null });
     this.dismissed = null;
     const word = typing.word.toLowerCase();
@@ -145,7 +150,8 @@ export class Completer {
     if (e.key === "ArrowDown" || e.key === "ArrowUp") {
       used();
       this.move(e.key === "ArrowDown" ? 1 : -1);
-    } else if ((e.key === "Enter" && !e.shiftKey) || (e.key === "Tab" && !e.shiftKey)) {
+    } else if ((e.key === "Enter" || e.key === "Tab") && !(e.shiftKey || e.ctrlKey || e.metaKey || e.altKey)) {
+      // (Ctrl+Enter is the page's: it steers, or sends.)
       used();
       this.accept(this.active);
     } else if (e.key === "Escape") {

@@ -414,7 +414,7 @@ def _complete(link: str, engine: FakeEngine) -> None:
         box.press_sequentially("rust")
         box.press("Enter")  # the list is closed: this sends
         expect(box).to_have_value("")
-        assert _calls(engine, "send") == [("send", "conv0001", "/research rust", True, False)]
+        assert [c[:3] for c in _calls(engine, "send")] == [("send", "conv0001", "/research rust")]
         expect(hint).to_be_hidden()
 
         # Tab completes too; Esc closes the list, and only the next Esc interrupts.
@@ -433,6 +433,11 @@ def _complete(link: str, engine: FakeEngine) -> None:
         assert _calls(engine, "interrupt") == [("interrupt", "conv0001")]
         box.press_sequentially("r")  # a new word: the list is back
         expect(options).to_have_count(1)
+        # Ctrl+Enter is the page's (steer, or send), even with the list open.
+        box.press("Control+Enter")
+        expect(box).to_have_value("")
+        expect(listbox).to_be_hidden()
+        steered = _eventually(lambda: [c for c in engine.calls if c[1:3] == ("conv0001", "/pr")])
 
         # A click completes, the focus stays in the box.
         box.fill("")
@@ -455,10 +460,11 @@ def _complete(link: str, engine: FakeEngine) -> None:
         box.fill("done")
         box.press("Enter")
         _eventually(lambda: [c for c in engine.calls if c[:3] == ("send", "conv0001", "done")])
-        assert [c for c in engine.calls if c[0] in ("send", "interrupt")] == [
-            ("send", "conv0001", "/research rust", True, False),
+        assert [c[:3] for c in engine.calls if c[0] in ("send", "steer", "interrupt")] == [
+            ("send", "conv0001", "/research rust"),
             ("interrupt", "conv0001"),
-            ("send", "conv0001", "done", True, False),
+            (steered[0][0], "conv0001", "/pr"),
+            ("send", "conv0001", "done"),
         ]
 
 
