@@ -211,7 +211,8 @@ async def test_tool_calls_show_diffs_and_output_and_a_reload_the_same(tmp_path: 
     """A file edit shows as a compact unified diff under its path with +/- counts, collapsible;
     a long one shows its first lines and "Show all"; a new file is all additions; tool output
     text, terminals, locations and raw input show; an update's content replaces the old; a
-    reload (the events replayed from the store) shows the same."""
+    reload (the events replayed from the store) shows the same. And the diff itself is a
+    shortest one (`_check_the_diff`)."""
     _require_browser()
     engine = _tool_engine()
     await _browse_in_process(tmp_path, engine, "conv0001", partial(_tools, engine=engine))
@@ -294,6 +295,7 @@ def _tools(link: str, engine: FakeEngine) -> None:
         expect(new_file.locator(".dl")).to_have_count(101)
         assert tools.all_inner_texts() == shown
         assert _diff_lines(page, 0) == T1_DIFF
+        _check_the_diff(page)
 
 
 def _lcs(a: list[str], b: list[str]) -> int:
@@ -305,32 +307,19 @@ def _lcs(a: list[str], b: list[str]) -> int:
     return row[-1]
 
 
-async def test_the_diff_is_a_shortest_one_and_reads_as_diff_u(tmp_path: Path) -> None:
+def _check_the_diff(page: Page) -> None:
     """The page's diff (diff.js) of random line lists: both sides rebuilt from it, and no
     longer than the longest common subsequence allows; past its bound (a rewrite) it is still
     exact. Hunks are numbered as `diff -u` numbers them."""
-    _require_browser()
     rng = random.Random(15)
     cases = [[[rng.choice("abcdef") for _ in range(rng.randrange(0, 40))]
               for _side in range(2)] for _ in range(300)]  # fmt: skip
     rewrite = [[f"old {i}" for i in range(600)], [f"new {i}" for i in range(500)]]
-    engine = FakeEngine()
-    engine.add("conv0001")
-    results: dict[str, Any] = {}
-
-    def run(link: str) -> None:
-        from playwright.sync_api import expect
-
-        with _page() as page:
-            page.goto(link)
-            expect(page.locator("#conn")).to_have_attribute("data-state", "open")
-            results.update(page.evaluate(DIFF_SCRIPT, {"cases": [*cases, rewrite]}))
-
-    await _browse_in_process(tmp_path, engine, "conv0001", run)
+    results = page.evaluate(DIFF_SCRIPT, {"cases": [*cases, rewrite]})
     for (a, b), ops in zip([*cases, rewrite], results["ops"], strict=True):
         assert [line for op, line in ops if op != "+"] == a
         assert [line for op, line in ops if op != "-"] == b
-        if (a, b) != tuple(rewrite):
+        if [a, b] != rewrite:
             assert sum(op != " " for op, _ in ops) == len(a) + len(b) - 2 * _lcs(a, b), (a, b)
     assert results["unified"] == [
         ["hunk", "@@ -1,5 +1,5 @@"], [" ", "a"], ["-", "b"], ["+", "B"], [" ", "c"], [" ", "d"],
