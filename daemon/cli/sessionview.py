@@ -20,6 +20,7 @@ __all__ = [
     "modes_table",
     "options_table",
     "state_lines",
+    "state_rows",
     "tool_lines",
 ]
 
@@ -97,7 +98,14 @@ def option_value_text(option: dict[str, Any]) -> str:
 
 
 def state_lines(conv: dict[str, Any]) -> list[str]:
-    """`acpd show`'s lines for the session: usage, mode, model, other options, commands, the
+    """`state_rows` as `key: value` lines, keys aligned among themselves."""
+    rows = state_rows(conv)
+    width = max((len(k) for k, _ in rows), default=0)
+    return [f"{k + ':':<{width + 1}} {v}" for k, v in rows]
+
+
+def state_rows(conv: dict[str, Any]) -> list[tuple[str, str]]:
+    """`acpd show`'s rows for the session: usage, mode, model, other options, commands, the
     agent log. What the agent has not said yet is left out."""
     rows: list[tuple[str, str]] = []
     if text := usage_text(conv.get("usage")):
@@ -122,8 +130,7 @@ def state_lines(conv: dict[str, Any]) -> list[str]:
 
         log = conv["agent_log"]
         rows.append(("agent_log", log if os.path.exists(log) else f"{log} (nothing yet)"))
-    width = max((len(k) for k, _ in rows), default=0)
-    return [f"{k + ':':<{width + 1}} {v}" for k, v in rows]
+    return rows
 
 
 def without_state(conv: dict[str, Any]) -> dict[str, Any]:

@@ -127,12 +127,12 @@ def conversation(result: dict[str, Any]) -> str:
     conv = {k: v for k, v in result["conversation"].items() if v is not None}
     asking = conv.pop("permissions", None) or []
     asked = conv.pop("questions", None) or []
-    state = sessionview.state_lines(conv)
+    state = sessionview.state_rows(conv)
     conv = sessionview.without_state(conv)
     for key in ("created_at", "updated_at"):
         if isinstance(conv.get(key), str):
             conv[key] = f"{conv[key]} ({ago(conv[key])} ago)"
-    out = [kv_lines(conv), *state]
+    out = [kv_lines(conv | dict(state))]  # one column of values, the session's rows last
     short = conv.get("short_id") or conv.get("id")
     out += [permission_request(ev, Style(False), deadline=True) for ev in asking]
     if len(asking) == 1:
@@ -234,6 +234,8 @@ def status(result: dict[str, Any], socket_path: str) -> str:
         )
     if isinstance(rss := shown.get("agents_rss"), int):
         shown["agents_rss"] = size(rss)
+    if isinstance(counters := shown.get("counters"), dict):
+        shown["counters"] = ", ".join(f"{k} {v}" for k, v in counters.items())
     if not shown.get("socket"):  # an older daemon, or a socket it cannot name
         shown["socket"] = socket_path
     return kv_lines(shown)

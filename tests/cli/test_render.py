@@ -203,6 +203,8 @@ def test_status_shows_slots_and_agents_memory() -> None:
     assert "0 of 8 agent slots used\n" in idle
     assert "agents_rss: 0 B" in idle
     assert [views.size(n) for n in (512, 1536, 5 << 20)] == ["512 B", "1.5 KiB", "5.0 MiB"]
+    counted = views.status({"counters": {"requests": 2, "request_errors": 0}}, "/s")
+    assert "counters: requests 2, request_errors 0" in counted
 
 
 def test_records() -> None:

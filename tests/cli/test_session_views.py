@@ -53,14 +53,16 @@ def test_show_prints_usage_mode_model_and_the_log(
     with serving({"conversations/get": lambda c, p: {"conversation": full(tmp_path)}}) as server:
         code, out, err = acpd(capsys, "show", "c0", "--socket", server.path)
     assert (code, err) == (0, "")
-    tail = out.splitlines()[-6:]
-    assert tail == [
-        "usage:     12,345 of 200,000 tokens (6%), 0.25 USD",
-        "mode:      Default (auto)",
-        "model:     gpt-5.4",
-        "options:   mode=Read Only (read-only), effort=Medium (medium), web=off",
-        "commands:  /web /init",
-        f"agent_log: {tmp_path / 'c.log'} (nothing yet)",
+    lines = out.splitlines()
+    column = len(lines[0]) - len(lines[0].split(":", 1)[1].lstrip())
+    assert all(len(line) - len(line.split(":", 1)[1].lstrip()) == column for line in lines)
+    assert [line.split(None, 1) for line in lines[-6:]] == [
+        ["usage:", "12,345 of 200,000 tokens (6%), 0.25 USD"],
+        ["mode:", "Default (auto)"],
+        ["model:", "gpt-5.4"],
+        ["options:", "mode=Read Only (read-only), effort=Medium (medium), web=off"],
+        ["commands:", "/web /init"],
+        ["agent_log:", f"{tmp_path / 'c.log'} (nothing yet)"],
     ]
     assert "config_options" not in out
     assert out.startswith("id:")
