@@ -14,7 +14,7 @@ import trio.testing
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from tests.engine.harness import harness
 from tests.protocol.test_api_bounds import HUGE, INTEGER_FIELDS, _valid
-from tests.server.test_dispatch import open_client
+from tests.server._dispatch_client import open_client
 
 
 async def test_every_integer_param_out_of_range_is_invalid_params_on_the_real_engine(
