@@ -28,7 +28,7 @@ import trio
 
 from daemon.agents import cgroups
 from daemon.agents.tree import read_proc
-from tests.engine.test_process import Conv, call, config, created, sigterm_and_time
+from tests.engine.realdaemon import Conv, call, config, created, sigterm_and_time
 from tests.fakes.cgroup import cgroups_unavailable, scratch_cgroup
 from tests.server.test_serve import Daemon, running_daemon
 

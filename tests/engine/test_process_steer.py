@@ -11,13 +11,12 @@ import pytest
 import trio
 
 from daemon.agents._process import group_alive
-from tests.engine.test_process import (
+from tests.engine.realdaemon import (
     GUARD,
     agent_groups,
     attached,
     created,
     ended,
-    groups,  # noqa: F401 (a fixture)
     sigterm_and_time,
     started,
     stored_events,
@@ -28,7 +27,7 @@ from tests.server.test_serve import running_daemon
 pytestmark = pytest.mark.subprocess
 
 
-async def test_kill_9_keeps_steers_edits_and_moves(tmp_path: Path, groups: list[int]) -> None:  # noqa: F811
+async def test_kill_9_keeps_steers_edits_and_moves(tmp_path: Path, groups: list[int]) -> None:
     with trio.fail_after(GUARD):
         async with running_daemon(tmp_path) as daemon, created(daemon, tmp_path, None) as conv:
             assert await conv.send("/slow 200") == 1
