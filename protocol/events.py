@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 from protocol.jsonrpc import NO_RAW
 
 __all__ = [
+    "EVENT_BODIES",
     "STATE_TYPES",
     "AgentMessage",
     "AgentRestarted",
@@ -44,6 +45,7 @@ __all__ = [
     "UsageEvent",
     "UserMessage",
     "UserMessageEdited",
+    "UserMessageRemoved",
     "UserMessageSteered",
     "encode_body",
     "event_notification",
@@ -303,6 +305,35 @@ class ElicitationResolved(_Body, frozen=True, kw_only=True):
     content: dict[str, Any] | UnsetType = UNSET
     by: str | UnsetType = UNSET
 
+
+# Every event type the daemon stores, with its body: what each front end must render.
+# (`protocol.translate.EVENT_TYPES` has the same keys; tests hold the two and the daemon's
+# writes to this table.)
+EVENT_BODIES: Final[dict[str, type[_Body]]] = {
+    "user_message": UserMessage,
+    "user_message_edited": UserMessageEdited,
+    "user_message_removed": UserMessageRemoved,
+    "user_message_steered": UserMessageSteered,
+    "queue_reordered": QueueReordered,
+    "turn_started": TurnStarted,
+    "agent_message": AgentMessage,
+    "agent_thought": AgentThought,
+    "tool_call": ToolCallEvent,
+    "tool_call_update": ToolCallUpdateEvent,
+    "plan": PlanEvent,
+    "permission_requested": PermissionRequested,
+    "permission_resolved": PermissionResolved,
+    "elicitation_requested": ElicitationRequested,
+    "elicitation_resolved": ElicitationResolved,
+    "turn_ended": TurnEnded,
+    "agent_restarted": AgentRestarted,
+    "error": ErrorEvent,
+    "usage": UsageEvent,
+    "commands": CommandsEvent,
+    "mode": ModeEvent,
+    "config_options": ConfigOptionsEvent,
+    "title": TitleEvent,
+}
 
 # The stored event type of a turn's text, by the kind of its chunks.
 TEXT_EVENT_TYPES: Final = {"message": "agent_message", "thought": "agent_thought"}
