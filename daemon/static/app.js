@@ -8,7 +8,8 @@
 // sessionStorage (this tab only) and leaves the address bar at once.
 
 import { Completer } from "./complete.js";
-import { ConversationView, el, statusText, statusWords } from "./conversation.js";
+import { ConversationView, statusText, statusWords } from "./conversation.js";
+import { el } from "./dom.js";
 import { Watcher } from "./notify.js";
 import { Rpc } from "./rpc.js";
 

@@ -4,14 +4,9 @@
 // click completes too. Once a command is typed, its input hint shows above the box. The
 // textbox keeps its role; the list is tied to it by aria-controls and aria-activedescendant.
 
-const MAX_SHOWN = 50;
+import { el } from "./dom.js";
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+const MAX_SHOWN = 50;
 
 /** A command's input hint: acpd stores `input_hint`; ACP says `input: {hint}`. */
 export function inputHint(command) {

@@ -2,27 +2,19 @@
 //
 // Stored events are shown in seq order, each seq once: history pages are prepended, the
 // subscription appends, and anything at or below the last seq seen is a duplicate (a replay
-// after reconnect or lag). One exception, so that a queued message never shows above the reply
-// of the turn that runs: a user message is shown where its turn starts (`turn_started`), and
-// until then only in the queue panel. Deltas stream into "live" blocks below the events; the
-// stored agent_message / agent_thought that completes a block replaces it, so each message
-// shows once. All agent text goes through textContent, never innerHTML. A steer the agent took
-// shows where it was taken (`user_message_steered`): it has no turn of its own.
+// after reconnect or lag). What each event shows as is the timeline's (timeline.js).
+//
+// Permission and question cards still open are checked against the conversation's open
+// requests (`conversations/get`) at each load, page and refresh: one whose request is over with
+// no answer recorded (answered elsewhere with the answer on its way, or its agent died, the turn
+// was cancelled, the daemon restarted) stops offering its buttons and says "no longer open"; a
+// recorded answer, when it comes, says how it ended.
 
 import { QueuePanel } from "./queue.js";
-
-import { Questions } from "./questions.js";
 import { SessionBar, SessionState } from "./session.js";
-import { ToolCalls } from "./tools.js";
+import { Timeline } from "./timeline.js";
 
 const PAGE = 100;
-
-export function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 /** A conversation's status as shown: `waiting #2` while second in line for an agent slot. */
 export function statusText(info) {
@@ -35,22 +27,6 @@ export function statusWords(info) {
     ? `waiting for an agent, number ${info.slot_position} in line`
     : info.status;
 }
-
-export function clockTime(ts) {
-  const d = new Date(ts);
-  return Number.isNaN(d.getTime())
-    ? ""
-    : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-}
-
-function countdown(ms) {
-  if (ms <= 0) return "deadline passed";
-  const s = Math.ceil(ms / 1000);
-  const m = Math.floor(s / 60);
-  return `default answer in ${m}:${String(s % 60).padStart(2, "0")}`;
-}
-
-const PLAN_MARK = { pending: "○", in_progress: "◐", completed: "●" };
 
 export class ConversationView {
   constructor(rpc, dom, { onInfo, onEvent, onSession }) {
@@ -67,12 +43,17 @@ export class ConversationView {
     this.streamingGen = -1; // the view (gen) whose subscribe was answered
     this.refreshTimer = null;
     this.stick = true; // follow the end of the timeline until the reader scrolls up
-    this.toolCalls = new ToolCalls();
-    this.questions = new Questions({
-      respond: (request, action, content) =>
-        this.rpc.call("elicitations/respond", { id: this.id, request, action, content }),
-    });
     this.session = new SessionState(); // modes, config options, commands, usage
+    this.timeline = new Timeline(dom, {
+      agent: () => (this.info ? this.info.agent : "agent"),
+      leftQueue: (seq) => this.queue.drop(seq),
+      respondPermission: (request, option) =>
+        this.rpc.call("permissions/respond", { id: this.id, request, option }),
+      respondQuestion: (request, action, content) =>
+        this.rpc.call("elicitations/respond", { id: this.id, request, action, content }),
+      showError: (message) => this.showError(message),
+      session: () => this.session.value,
+    });
     this.sessionBar = new SessionBar(dom.session, {
       act: (method, params) => this.setSession(method, params),
       onError: (message) => this.showError(message),
@@ -90,7 +71,7 @@ export class ConversationView {
       showError: (message) => this.showError(message),
     });
     this.reset();
-    setInterval(() => this.tickDeadlines(), 1000);
+    setInterval(() => this.timeline.tick(), 1000);
   }
 
   reset() {
@@ -99,18 +80,7 @@ export class ConversationView {
     this.sessionBar.render(null);
     this.lastSeq = 0; // highest event seq shown
     this.loadedFrom = 0; // every event with seq > loadedFrom is shown (or on its way)
-    this.users = new Map(); // seq -> user message <li>
-    this.held = new Map(); // seq -> user message <li> whose turn has not started: not shown
-    this.anchors = new Map(); // prompt_seq -> hidden <li> where a turn started, its message unseen
-    this.toolCalls.reset();
-    this.questions.reset();
-    this.plans = new Map(); // prompt_seq -> <li>
-    this.permissions = new Map(); // request -> {li, event}
-    this.resolved = new Map(); // request -> permission_resolved event
-    this.lastStop = null; // stop reason of the latest turn shown: was it interrupted?
-    this.live = {}; // kind -> {block, body, promptSeq}
-    this.dom.events.replaceChildren();
-    this.dom.live.replaceChildren();
+    this.timeline.reset();
     this.queue.clear();
     this.dom.queue.hidden = true;
     this.dom.earlier.hidden = true;
@@ -153,6 +123,7 @@ export class ConversationView {
       this.dom.earlier.hidden = after === 0;
       this.lastSeq = after;
       for (const event of page.events) this.addEvent(event, { history: true });
+      this.timeline.settleGone(conversation);
       await this.fillAnchors(gen);
       this.scrollToEnd();
       await this.subscribe(gen);
@@ -186,7 +157,7 @@ export class ConversationView {
     return this.serial(async () => {
       if (this.id === null || gen !== this.gen) return;
       await this.unsubscribe(); // never two at once, whatever came before
-      this.clearLive(); // deltas missed meanwhile cannot be recovered; the stored event will come
+      this.timeline.clearLive(); // deltas missed meanwhile cannot be recovered; the stored event will come
       try {
         this.subscribedTo = this.id;
         await this.rpc.call("conversations/subscribe", {
@@ -213,8 +184,7 @@ export class ConversationView {
   /** Turns on the first page whose message is older than the page (it waited in the queue
    *  meanwhile): fetch those messages, so each turn shows what started it. */
   async fillAnchors(gen) {
-    const missing = [...this.anchors.keys()].filter((seq) => seq <= this.loadedFrom).slice(0, 20);
-    for (const seq of missing) {
+    for (const seq of this.timeline.missingMessages(this.loadedFrom, 20)) {
       const page = await this.rpc.call("conversations/events", {
         id: this.id,
         after_seq: seq - 1,
@@ -222,7 +192,7 @@ export class ConversationView {
       });
       if (gen !== this.gen) return;
       const event = page.events.find((e) => e.seq === seq);
-      if (event) this.render(event, true);
+      if (event) this.timeline.render(event, true);
     }
   }
 
@@ -251,10 +221,11 @@ export class ConversationView {
       const before = timeline.scrollHeight;
       const frag = document.createDocumentFragment();
       for (const event of events) {
-        const node = this.render(event, true);
+        const node = this.timeline.render(event, true);
         if (node) frag.append(node);
       }
       this.dom.events.prepend(frag);
+      if (this.info) this.timeline.settleGone(this.info);
       this.loadedFrom = from;
       this.dom.earlier.hidden = from === 0;
       timeline.scrollTop += timeline.scrollHeight - before; // keep the reader's place
@@ -273,7 +244,7 @@ export class ConversationView {
       this.addEvent(params.event);
       if (this.stick) this.scrollToEnd();
     } else if (method === "conversation/delta") {
-      this.addDelta(params);
+      this.timeline.addDelta(params);
       if (this.stick) this.scrollToEnd();
     } else if (method === "conversation/lagged") {
       // Dropped for falling behind: pick up again from the last event we were given.
@@ -286,7 +257,7 @@ export class ConversationView {
   addEvent(event, { history = false } = {}) {
     if (event.seq <= this.lastSeq) return; // seen already: a replay overlapping what we have
     this.lastSeq = event.seq;
-    const node = this.render(event, false);
+    const node = this.timeline.render(event, false);
     if (node) this.dom.events.append(node);
     if (!history) this.onEvent?.(this.id, event, this.info);
     if (this.session.fromEvent(event)) {
@@ -295,279 +266,10 @@ export class ConversationView {
     }
     const refreshing = ["user_message", "turn_started", "turn_ended", "agent_restarted", "error",
       "permission_requested", "permission_resolved", "elicitation_requested", "elicitation_resolved",
-      "user_message_edited", "user_message_steered", "queue_reordered", "title"];
+      "user_message_edited", "user_message_steered", "user_message_removed", "queue_reordered",
+      "title"];
     if (refreshing.includes(event.type)) {
       this.refreshSoon();
-    }
-  }
-
-  addDelta({ prompt_seq: promptSeq, kind, text }) {
-    let live = this.live[kind];
-    if (live === undefined || live.promptSeq !== promptSeq) {
-      this.clearLive(kind);
-      live = this.live[kind] = this.liveBlock(kind, promptSeq);
-      this.dom.live.append(live.block);
-    }
-    live.body.append(document.createTextNode(text)); // appending: no O(n²) re-render
-  }
-
-  liveBlock(kind, promptSeq) {
-    if (kind === "thought") {
-      const block = el("details", "thought streaming");
-      block.open = true;
-      block.append(el("summary", "", "Thinking…"));
-      const body = el("div", "text");
-      block.append(body);
-      return { block, body, promptSeq };
-    }
-    if (kind === "tool") {
-      const block = el("details", "tool-output streaming");
-      block.append(el("summary", "", "Tool output"));
-      const body = el("pre", "text");
-      block.append(body);
-      return { block, body, promptSeq };
-    }
-    const block = el("div", "msg agent streaming");
-    block.append(el("div", "who", this.info ? this.info.agent : "agent"));
-    const body = el("div", "text");
-    block.append(body);
-    return { block, body, promptSeq };
-  }
-
-  clearLive(kind) {
-    for (const k of kind === undefined ? Object.keys(this.live) : [kind]) {
-      this.live[k]?.block.remove();
-      delete this.live[k];
-    }
-  }
-
-  // --- rendering stored events ------------------------------------------------------------
-
-  /** The <li> for `event`, or null when it only updates something shown already. */
-  render(event, older) {
-    switch (event.type) {
-      case "user_message":
-        return this.renderUser(event);
-      case "turn_started":
-        return this.placeUser(event.prompt_seq);
-      case "user_message_steered":
-        return this.placeSteered(event);
-      case "user_message_edited":
-        return this.renderEdited(event);
-      case "queue_reordered":
-        return null; // the queue panel reads the new order
-      case "agent_message":
-        if (!older) this.clearLive("message");
-        return this.renderText(event, "msg agent", this.info ? this.info.agent : "agent");
-      case "agent_thought": {
-        if (!older) this.clearLive("thought");
-        const li = el("li", "thought");
-        li.dataset.seq = event.seq;
-        const details = el("details");
-        details.append(el("summary", "", "Thought"), el("div", "text", event.text));
-        li.append(details);
-        return li;
-      }
-      case "tool_call":
-      case "tool_call_update": {
-        const node = this.toolCalls.render(event, older);
-        // The stored output replaces the streamed one.
-        const output = Array.isArray(event.content) && this.toolCalls.hasOutput(event.tool_call_id);
-        if (!older && output) this.clearLive("tool");
-        return node;
-      }
-      case "usage":
-      case "commands":
-      case "mode":
-      case "config_options":
-      case "title":
-        return null; // the session's state: the conversation's own fields say it
-      case "plan":
-        return this.renderPlan(event, older);
-      case "permission_requested":
-        return this.renderPermission(event);
-      case "permission_resolved":
-        return this.renderResolved(event, older);
-      case "elicitation_requested":
-        return this.questions.render(event);
-      case "elicitation_resolved":
-        return this.questions.resolve(event, older);
-      case "turn_ended": {
-        if (!older) {
-          this.clearLive();
-          this.lastStop = event.stop_reason;
-        }
-        const ok = event.stop_reason === "end_turn";
-        const li = el("li", ok ? "meta" : "meta warn");
-        let text = ok ? "turn ended" : `turn ended: ${event.stop_reason.replaceAll("_", " ")}`;
-        if (event.detail) text += ` (${event.detail})`;
-        li.append(el("span", "", text), el("time", "ts", clockTime(event.ts)));
-        return li;
-      }
-      case "agent_restarted": {
-        const how = event.session_loaded ? "session restored" : "new session";
-        const why = String(event.reason ?? "").replaceAll("_", " ");
-        return el("li", "meta warn", `agent restarted: ${why} (${how})`);
-      }
-      case "error": {
-        const li = el("li", "error-event");
-        li.append(el("div", "", event.message));
-        const more = event.detail ?? event.stderr; // the agent's own words, or its stderr
-        if (more) {
-          const details = el("details");
-          details.append(el("summary", "", "details"), el("pre", "text", more));
-          li.append(details);
-        }
-        return li;
-      }
-      default:
-        return el("li", "meta", event.type);
-    }
-  }
-
-  renderText(event, className, who) {
-    const li = el("li", className);
-    li.dataset.seq = event.seq;
-    const head = el("div", "who");
-    head.append(el("span", "", who), el("time", "ts", clockTime(event.ts)));
-    li.append(head, el("div", "text", event.text));
-    if (event.partial) li.append(el("div", "note", "recovered after a crash; may be incomplete"));
-    return li;
-  }
-
-  /** A user message is held until its turn starts: a queued one must not show above the
-   *  reply of the turn that runs (the queue panel shows it meanwhile). */
-  renderUser(event) {
-    const li = this.renderText(event, "msg user", "you");
-    this.users.set(event.seq, li);
-    const anchor = this.anchors.get(event.seq);
-    if (anchor) {
-      // Its turn is shown already (an earlier page, read later): the message goes there.
-      this.anchors.delete(event.seq);
-      anchor.replaceWith(li);
-    } else {
-      this.held.set(event.seq, li);
-    }
-    return null;
-  }
-
-  /** Where the turn of message `seq` starts: the message, or a hidden anchor for it. */
-  placeUser(seq) {
-    const li = this.held.get(seq);
-    if (li) {
-      this.held.delete(seq);
-      return li;
-    }
-    if (this.users.has(seq) || this.anchors.has(seq)) return null;
-    const anchor = el("li", "anchor");
-    anchor.hidden = true;
-    this.anchors.set(seq, anchor);
-    return anchor;
-  }
-
-  /** A steer the agent took: shown now, inside the turn it went into. */
-  placeSteered(event) {
-    const li = this.held.get(event.message_seq);
-    if (li) this.held.delete(event.message_seq);
-    this.queue.drop(event.message_seq);
-    const note = el("div", "note", "steered into the running turn");
-    if (!li) {
-      // Its message is on an earlier page (or was never loaded): say what happened.
-      const meta = el("li", "meta", "a message was steered into the running turn");
-      meta.dataset.seq = event.seq;
-      return meta;
-    }
-    li.classList.add("steered");
-    li.append(note);
-    return li;
-  }
-
-  /** A queued message edited: it will show (where its turn starts) with its new text. */
-  renderEdited(event) {
-    const li = this.users.get(event.message_seq);
-    if (li) {
-      li.querySelector(".text").textContent = event.text;
-      if (!li.querySelector(".note.edited")) li.append(el("div", "note edited", "edited"));
-    }
-    return null;
-  }
-
-  renderPlan(event, older) {
-    const known = this.plans.get(event.prompt_seq);
-    if (known && older) return null;
-    const li = known ?? el("li", "plan");
-    li.replaceChildren(el("div", "who", "plan"));
-    const list = el("ol");
-    for (const entry of event.entries) {
-      const item = el("li");
-      item.dataset.status = entry.status ?? "pending";
-      const mark = el("span", "mark", PLAN_MARK[entry.status] ?? "○");
-      mark.setAttribute("aria-hidden", "true");
-      item.append(mark, el("span", "", entry.content ?? JSON.stringify(entry)));
-      list.append(item);
-    }
-    li.append(list);
-    this.plans.set(event.prompt_seq, li);
-    return known ? null : li;
-  }
-
-  renderPermission(event) {
-    const li = el("li", "permission");
-    li.dataset.request = event.request;
-    li.append(el("div", "who", "permission requested"), el("div", "title", event.title));
-    const actions = el("div", "row actions");
-    for (const option of event.options) {
-      const button = el("button", option.kind.startsWith("allow") ? "allow" : "reject", option.name);
-      button.type = "button";
-      button.setAttribute("aria-label", `${option.name}: ${event.title}`);
-      button.addEventListener("click", () => this.answer(event.request, option.option_id, li));
-      actions.append(button);
-    }
-    const deadline = el("div", "deadline small");
-    li.append(actions, deadline);
-    const entry = { li, event, deadline, actions };
-    this.permissions.set(event.request, entry);
-    const resolved = this.resolved.get(event.request);
-    if (resolved) this.settle(entry, resolved);
-    else this.tickDeadlines();
-    return li;
-  }
-
-  renderResolved(event, older) {
-    this.resolved.set(event.request, event);
-    const entry = this.permissions.get(event.request);
-    if (entry) {
-      this.settle(entry, event);
-      return null;
-    }
-    return older ? null : el("li", "meta", `permission ${event.request}: ${event.outcome}`);
-  }
-
-  settle(entry, resolved) {
-    entry.li.classList.add("settled");
-    entry.actions.remove();
-    const option = entry.event.options.find((o) => o.option_id === resolved.option);
-    const what = resolved.outcome === "selected" && option ? option.name : resolved.outcome;
-    entry.deadline.textContent = `answered: ${what} (by ${resolved.by})`;
-  }
-
-  tickDeadlines() {
-    this.questions.tick();
-    const now = Date.now();
-    for (const entry of this.permissions?.values() ?? []) {
-      if (entry.li.classList.contains("settled")) continue;
-      const at = new Date(entry.event.deadline);
-      entry.deadline.textContent = `answer by ${clockTime(entry.event.deadline)} · ${countdown(at - now)}`;
-    }
-  }
-
-  async answer(request, option, li) {
-    for (const button of li.querySelectorAll("button")) button.disabled = true;
-    try {
-      await this.rpc.call("permissions/respond", { id: this.id, request, option });
-    } catch (err) {
-      this.showError(err.message);
-      for (const button of li.querySelectorAll("button")) button.disabled = false;
     }
   }
 
@@ -575,6 +277,7 @@ export class ConversationView {
 
   setInfo(info) {
     this.info = info;
+    this.timeline.settleGone(info);
     const d = this.dom;
     d.title.textContent = info.title || "Untitled";
     d.meta.textContent = `${info.agent} · ${info.cwd} · ${info.id}`;
@@ -612,7 +315,7 @@ export class ConversationView {
     const queued = `${n} queued`;
     let text;
     if (status === "paused") {
-      const what = this.lastStop === "cancelled" ? "Interrupted. The queue is paused" : "The queue is paused";
+      const what = this.timeline.lastStop === "cancelled" ? "Interrupted. The queue is paused" : "The queue is paused";
       text = n > 0 ? `${what}: Resume, or send a message, to run the ${queued}.`
         : `${what}. Nothing is queued: a message you send runs at once.`;
     } else if (status === "failed") {
@@ -661,7 +364,7 @@ export class ConversationView {
     const params = steer ? { id: this.id, text, steer: true } : { id: this.id, text };
     const result = await this.rpc.call("messages/send", params);
     const { seq, queued, number, steered } = result;
-    const started = this.users.has(seq) && !this.held.has(seq);
+    const started = this.timeline.shown(seq);
     if (steer && !steered) {
       this.showNote(queued > 0
         ? "The agent did not take it into the running turn: it is next in line."

@@ -2,27 +2,14 @@
 // (a flat object of text, number, integer, boolean and enum fields), or, in url mode, the full
 // URL with an explicit "Open" link; answered Accept / Decline / Cancel with
 // `elicitations/respond`. The first answer wins: a later one is refused with -32003, shown as
-// "already answered". `elicitation_resolved` settles the card, whoever answered.
+// "already answered". `elicitation_resolved` settles the card, whoever answered, saying how it
+// ended; a card whose question is over with no answer recorded (the daemon restarted; or
+// answered, the answer on its way) is settled by `settleGone` from the conversation's list of
+// open questions ("no longer open").
+
+import { STALE, clockTime, countdown, el, endedText, noLongerOpen } from "./dom.js";
 
 const CONFLICT = -32003;
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function clockTime(ts) {
-  const d = new Date(ts);
-  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-}
-
-function countdown(ms) {
-  if (ms <= 0) return "deadline passed";
-  const s = Math.ceil(ms / 1000);
-  return `default answer in ${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
 
 /** An enum's choices: [{value, title}] from `enum` (+ `enumNames`) or `oneOf`/`anyOf` of
  *  `{const, title}`, the values as the schema has them (the answer must carry those); null
@@ -292,13 +279,33 @@ export class Questions {
 
   settle(card, resolved) {
     card.li.classList.add("settled");
+    card.li.classList.remove("stale");
+    card.status.removeAttribute("title");
     card.form.remove();
     card.note.hidden = true;
-    const by = resolved.by ? ` (by ${resolved.by})` : "";
-    card.status.textContent = `answered: ${resolved.action}${by}`;
+    card.status.textContent = endedText(resolved.action, resolved.by);
     if (resolved.action === "accept" && resolved.content && typeof resolved.content === "object") {
       const given = Object.entries(resolved.content).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
       if (given.length > 0) card.li.append(el("div", "small answer", given.join(" · ")));
+    }
+  }
+
+  /** Over, with no answer recorded (yet): the form goes; a recorded answer, if it comes,
+   *  says how it ended. */
+  settleStale(card) {
+    if (card.li.classList.contains("settled")) return;
+    card.li.classList.add("settled", "stale");
+    card.form.remove();
+    card.note.hidden = true;
+    card.status.textContent = "no longer open";
+    card.status.title = STALE;
+  }
+
+  /** Settle every card the conversation (`info`, a `conversations/get` answer) no longer
+   *  lists as open. */
+  settleGone(info) {
+    for (const card of this.cards.values()) {
+      if (noLongerOpen(card.event, info, info.questions)) this.settleStale(card);
     }
   }
 
@@ -311,5 +318,4 @@ export class Questions {
       card.status.textContent = deadline ? `answer by ${clockTime(deadline)} · ${countdown(new Date(deadline) - now)}` : "";
     }
   }
-
 }

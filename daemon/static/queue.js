@@ -3,7 +3,7 @@
 // or down, remove it. The daemon decides: each action is a call, then the panel reads the queue
 // again; a message whose turn started meanwhile is refused (-32003), and the panel says so.
 
-import { el } from "./conversation.js";
+import { el } from "./dom.js";
 
 export class QueuePanel {
   constructor(rpc, list, { conversation, onChange, showError }) {

@@ -5,14 +5,10 @@
 // Choosing calls `conversations/set_mode` or `conversations/set_option` through `act`; until
 // the answer the control is disabled, and a refusal puts the control back to what the agent
 // has and shows the agent's message. An agent that sends a config option of category "mode"
-// has it as its mode picker (ACP: config options supersede the older modes).
+// has it as its mode picker (ACP: config options supersede the older modes). A change of mode
+// or option also shows in the timeline, as a line saying what changed (`SessionLines`).
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+import { clockTime, el } from "./dom.js";
 
 const COMPACT = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
 const FULL = new Intl.NumberFormat();
@@ -308,5 +304,88 @@ export class SessionState {
       this.value.config_options = event.options ?? [];
     }
     return true;
+  }
+}
+
+// --- what changed, in the timeline ------------------------------------------------------------
+
+/** An option's name as the start of a line: "Model" as "model", "GPU" left as it is. */
+function label(name) {
+  return /^\p{Lu}\p{Ll}/u.test(name) ? name[0].toLowerCase() + name.slice(1) : name;
+}
+
+/** A config option's value by its display name. */
+function valueName(option) {
+  if (option.type === "boolean") return option.currentValue === true ? "on" : "off";
+  const choice = choices(option).find((c) => c.value === option.currentValue);
+  return choice?.name || String(option.currentValue ?? "");
+}
+
+/** The agent's mode and config options as lines in the timeline ("mode → Plan", "model →
+ *  Opus"), each saying what changed since the one before it. "Before" goes by seq, whatever
+ *  order the pages arrive in (an earlier page read later recomputes the line after it); the
+ *  first one known says the whole state. A session set-up or an agent restart that changes
+ *  nothing shows nothing (the line is there, hidden). */
+export class SessionLines {
+  /** `state()`: the session's state now (the names of modes not in the event). */
+  constructor(state) {
+    this.state = state;
+    this.reset();
+  }
+
+  reset() {
+    this.chains = { mode: [], config_options: [] }; // [{seq, event, li, text}] in seq order
+  }
+
+  /** The <li> for a `mode` or `config_options` event. */
+  render(event) {
+    const chain = this.chains[event.type];
+    const li = el("li", "meta session-change");
+    li.dataset.seq = event.seq;
+    const entry = { seq: event.seq, event, li, text: el("span") };
+    li.append(entry.text, el("time", "ts", clockTime(event.ts)));
+    let at = chain.length;
+    while (at > 0 && chain[at - 1].seq > event.seq) at--;
+    chain.splice(at, 0, entry);
+    this.describe(chain, at);
+    if (at + 1 < chain.length) this.describe(chain, at + 1);
+    return li;
+  }
+
+  describe(chain, i) {
+    const { event, li, text } = chain[i];
+    const before = i > 0 ? chain[i - 1].event : null;
+    const said = event.type === "mode" ? this.modeLine(chain, i, before) : this.optionsLine(event, before);
+    text.textContent = said;
+    li.hidden = said === "";
+  }
+
+  modeLine(chain, i, before) {
+    const { current } = chain[i].event;
+    // An agent with a config option of category mode says it there too (the head's picker).
+    const options = this.state()?.config_options;
+    if (Array.isArray(options) && options.some((o) => o?.category === "mode" && o.type === "select")) return "";
+    if (typeof current !== "string" || (before && before.current === current)) return "";
+    let available = null;
+    for (let j = i; j >= 0 && available === null; j--) {
+      if (Array.isArray(chain[j].event.available)) available = chain[j].event.available;
+    }
+    available ??= this.state()?.modes?.available;
+    const mode = Array.isArray(available) ? available.find((m) => m?.id === current) : undefined;
+    return `mode → ${mode?.name || current}`;
+  }
+
+  optionsLine(event, before) {
+    const was = new Map();
+    for (const o of Array.isArray(before?.options) ? before.options : []) {
+      if (typeof o?.id === "string") was.set(o.id, o.currentValue);
+    }
+    const parts = [];
+    for (const o of Array.isArray(event.options) ? event.options : []) {
+      if (typeof o?.id !== "string" || (o.type !== "select" && o.type !== "boolean")) continue;
+      if (before && was.has(o.id) && was.get(o.id) === o.currentValue) continue;
+      parts.push(`${label(o.name || o.id)} → ${valueName(o)}`);
+    }
+    return parts.join(" · ");
   }
 }

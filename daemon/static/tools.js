@@ -4,17 +4,11 @@
 // and `locations` replace what was shown (ACP's semantics). Agent text goes through textContent.
 
 import { unifiedDiff } from "./diff.js";
+import { el } from "./dom.js";
 
 export const DIFF_SHOWN = 40; // diff lines shown before "Show all"
 const RAW_SHOWN = 4000; // characters of a raw input or output shown before "Show all"
 const TOOL_MARK = { pending: "○", in_progress: "◐", completed: "●", failed: "✕" };
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function placeholder(event) {
   return event.kind ? `${event.kind.replaceAll("_", " ")} (tool call)` : "tool call";

@@ -116,7 +116,9 @@ async def test_page_and_assets_with_security_headers(site: Site) -> None:
                            ("/conversation.js", "text/javascript"), ("/style.css", "text/css"),
                            ("/tools.js", "text/javascript"), ("/diff.js", "text/javascript"),
                            ("/session.js", "text/javascript"), ("/complete.js", "text/javascript"),
-                           ("/questions.js", "text/javascript"),
+                           ("/questions.js", "text/javascript"), ("/dom.js", "text/javascript"),
+                           ("/permissions.js", "text/javascript"),
+                           ("/timeline.js", "text/javascript"),
                            ("/favicon.svg", "image/svg+xml")]:  # fmt: skip
             status, headers, body = await http(site.port, get(path, site.port))
             assert (status, headers["content-type"].split(";")[0]) == (200, kind), path
