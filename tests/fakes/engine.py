@@ -21,6 +21,7 @@ import trio
 from daemon.config import Config
 from daemon.engine.storeio import StorageHealth
 from protocol import acp
+from protocol import events as ev
 from protocol.api import (
     CAUGHT_UP_METHOD,
     EVENT_METHOD,
@@ -105,6 +106,7 @@ class FakeEngine:
             {"seq": seq, "type": type_, "ts": "2025-01-01T00:00:00Z", **body}
         )
         self.stored[conv_id].append(event)
+        self._track_open(conv_id, type_, body)
         line = _line(EVENT_METHOD, EventParams(id=conv_id, event=msgspec.Raw(event)))
         for sub in self.subs:
             if sub.conv_id != conv_id or sub.closed or sub.lagged:
@@ -118,6 +120,30 @@ class FakeEngine:
             except trio.BrokenResourceError:
                 pass
         return seq
+
+    def _track_open(self, conv_id: str, type_: str, body: dict[str, Any]) -> None:
+        """Keep the conversation's open requests as the engine does: a request is listed
+        (`permissions`, `questions`) from its event until its resolution."""
+        info = self.convs.get(conv_id)
+        if info is None:
+            return
+        asks, questions = info.permissions, info.questions
+        request = body.get("request")
+        try:
+            if type_ == "permission_requested":
+                asks = [*asks, msgspec.convert(body, ev.PermissionRequested)]
+            elif type_ == "elicitation_requested":
+                questions = [*questions, msgspec.convert(body, ev.ElicitationRequested)]
+        except msgspec.ValidationError:
+            return  # malformed (a test of bad input): the engine would never have asked
+        if type_ == "permission_resolved":
+            asks = [p for p in asks if p.request != request]
+        elif type_ == "elicitation_resolved":
+            questions = [q for q in questions if q.request != request]
+        if asks != info.permissions or questions != info.questions:
+            self.convs[conv_id] = msgspec.structs.replace(
+                info, permissions=asks, questions=questions
+            )
 
     async def _enter(self, method: str, *args: object) -> None:
         self.calls.append((method, *args))
@@ -217,6 +243,9 @@ class FakeEngine:
 
     async def remove(self, conv_id: str, seq: int) -> None:
         await self._enter("remove", conv_id, seq)
+        # As the engine does: out of the queue, and an event says so.
+        self.queues[conv_id] = [m for m in self.queues.get(conv_id, [(7, "later")]) if m[0] != seq]
+        self.publish(conv_id, "user_message_removed", message_seq=seq)
 
     async def edit(self, conv_id: str, seq: int, text: str) -> None:
         await self._enter("edit", conv_id, seq, text)

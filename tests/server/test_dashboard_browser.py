@@ -254,6 +254,10 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     page.get_by_role("button", name="Remove queued message: second queued").click()
     expect(queue).to_have_count(1)
     expect(queue.first).to_contain_text("first queued")
+    # Removed: never in the timeline as a message; a line says which one left the queue.
+    expect(page.locator("#events li.meta.removed")).to_have_text(
+        "message 4 removed from the queue: “second queued, then removed”"
+    )
 
     # Esc interrupts: the turn ends cancelled, the queue pauses, the partial reply shows once,
     # and the page says what a send does now.
@@ -346,10 +350,20 @@ def _scenario(page: Page, link: str, token: str, cwd: Path, restart: Callable[[]
     expect(page.locator("#queue")).to_be_hidden()
     expect(steer).to_be_disabled()
 
-    # The daemon restarts: the page reconnects by itself and resubscribes from the last seq.
+    # The daemon restarts, a permission request open: the page reconnects by itself and
+    # resubscribes from the last seq; the request's card stops offering its buttons and says
+    # how it ended.
+    composer.fill("a last permission, please")
+    composer.press("Enter")
+    card = page.locator("#events li.permission").last
+    expect(card.get_by_role("button", name=re.compile("^Allow"))).to_be_visible()
     seqs_before = _seqs(page)
     restart()
     expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    expect(card).to_have_class(re.compile("settled"))
+    expect(card.get_by_role("button")).to_have_count(0)
+    # (A daemon that stops cancels the turn, and so its requests, and records it.)
+    expect(card.locator(".deadline")).to_have_text("cancelled: the turn was interrupted")
     composer.fill("/echo after the restart")
     composer.press("Enter")
     expect(agent_messages).to_have_count(10)

@@ -20,8 +20,10 @@ import msgspec
 
 from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, RpcFailure
 from tests.fakes.engine import FakeEngine
+from tests.server.dashboard_events import check_every_event_type
 from tests.server.test_dashboard_browser import ARTIFACTS, _browse_in_process, _require_browser
 from tests.server.test_dashboard_phone import (
+    PERMISSION,
     PHONE,
     _change,
     _eventually,
@@ -77,6 +79,8 @@ async def test_usage_and_the_mode_model_and_settings_pickers(tmp_path: Path) -> 
         info, title="Session", modes=_raw(MODES), config_options=_raw(OPTIONS), usage=_raw(USAGE)
     )
     engine.add("conv0002")  # nothing said yet: no session bar
+    every = engine.add("conv0003")
+    engine.convs["conv0003"] = msgspec.structs.replace(every, title="Every event")
     await _browse_in_process(tmp_path, engine, "conv0001", partial(_head, engine=engine))
 
 
@@ -106,9 +110,16 @@ def _head(link: str, engine: FakeEngine) -> None:
         assert _calls(engine, "set_mode") == [("set_mode", "conv0001", "code")]
         expect(mode).to_have_value("code")
         expect(mode).to_be_enabled()
+        # ...and the timeline says when it changed: the events, as lines.
+        changes = page.locator("#events li.session-change:not([hidden]) > span")
+        expect(changes).to_have_text(["mode → Code"])
         model.select_option("large")
         assert _calls(engine, "set_option") == [("set_option", "conv0001", "model", "large")]
         expect(model).to_have_value("large")
+        # The first options event says them all (none known before it), in their names.
+        expect(changes.last).to_have_text(
+            "model → Large · reasoning effort → Low · web search → off"
+        )
 
         # The other options (the unknown type left out) in a popover: keyboard in and out.
         settings = page.get_by_role("button", name="Settings")
@@ -157,6 +168,11 @@ def _head(link: str, engine: FakeEngine) -> None:
         options = [{**OPTIONS[0], "currentValue": "small"}]
         _publish(engine, "conv0001", "config_options", options=options)
         expect(model).to_have_value("small")
+        # Each line says what changed since the one before: a refused choice is no line.
+        expect(changes).to_have_text(["mode → Code",
+                                      "model → Large · reasoning effort → Low · web search → off",
+                                      "reasoning effort → High", "web search → on",
+                                      "mode → Ask", "model → Small"])  # fmt: skip
         expect(settings).to_be_hidden()  # no other options left
         # A refresh of the conversation, its state older than those events, undoes nothing
         # (a refresh reads the queue once it has shown the conversation: waited for).
@@ -168,9 +184,15 @@ def _head(link: str, engine: FakeEngine) -> None:
         expect(usage.locator(".usage-text")).to_have_text("150K / 200K")
 
         # A conversation whose agent has said nothing: no bar at all.
-        page.locator("#list li").filter(has_not_text="Session").get_by_role("button").click()
+        others = page.locator("#list li").filter(has_not_text="Session")
+        others.filter(has_not_text="Every event").get_by_role("button").click()
         expect(page.locator("#conv-meta")).to_contain_text("conv0002")
         expect(page.locator("#session")).to_be_hidden()
+
+        # Every event type the daemon stores, each rendered as the dashboard chose.
+        page.locator("#list li").filter(has_text="Every event").get_by_role("button").click()
+        expect(page.locator("#conv-meta")).to_contain_text("conv0003")
+        check_every_event_type(page, engine, "conv0003")
 
 
 # --- tool calls: diffs, output, replay -----------------------------------------------------------
@@ -490,7 +512,9 @@ async def test_questions_are_forms_answered_once(tmp_path: Path) -> None:
     selects, a multiple choice), checked by the browser, and its answer sent with the schema's
     types; Decline and Cancel answer so; a url question shows the whole address and an Open
     link (none for what is not a web address); a refused answer says why; a question answered
-    elsewhere says "already answered"; the resolution settles the card, also after a reload."""
+    elsewhere says "already answered"; the resolution settles the card, also after a reload.
+    A question or permission request over with no answer recorded stops offering its buttons
+    ("no longer open"), at a refresh and at a load; one answered elsewhere too."""
     _require_browser()
     engine = FakeEngine()
     info = engine.add("conv0001")
@@ -581,7 +605,7 @@ def _questions(link: str, engine: FakeEngine) -> None:
         expect(q4.get_by_role("button", name=re.compile("^Decline"))).to_be_disabled()
         _publish(engine, "conv0001", "elicitation_resolved", request="q4", action="cancel",
                  by="timeout")  # fmt: skip
-        expect(q4.locator(".deadline")).to_have_text("answered: cancel (by timeout)")
+        expect(q4.locator(".deadline")).to_have_text("deadline passed: cancel")
         _on_trio(lambda: engine.failures.pop("answer"))
 
         # A url question: the whole address, an explicit link; accepting sends no content.
@@ -613,6 +637,70 @@ def _questions(link: str, engine: FakeEngine) -> None:
         expect(page.locator("#events li.question.settled")).to_have_count(3)
         expect(card.locator(".deadline")).to_have_text("answered: accept (by user)")
         expect(page.locator("li.question[data-request=q3] form")).to_have_count(1)
+
+        # Over with no answer recorded (the daemon restarted, say): the conversation no longer
+        # lists it as open, and the next refresh settles its card, saying so; a recorded
+        # answer, if one comes after all, says how it ended.
+        q3 = page.locator("li.question[data-request=q3]")
+        _forget(engine, "q3")
+        _publish(engine, "conv0001", "agent_restarted", reason="crashed", session_loaded=False)
+        expect(q3).to_have_class(re.compile("stale"))
+        expect(q3.locator(".deadline")).to_have_text("no longer open")
+        expect(q3.locator(".deadline")).to_have_attribute("title", re.compile("no longer waits"))
+        expect(q3.locator("form")).to_have_count(0)
+        expect(q5.locator("form")).to_have_count(1)  # still open: still listed
+        _publish(engine, "conv0001", "elicitation_resolved", request="q3", action="cancel",
+                 by="agent_stopped")  # fmt: skip
+        expect(q3.locator(".deadline")).to_have_text("cancelled: the agent stopped")
+        expect(q3).not_to_have_class(re.compile("stale"))
+
+        # Permission requests alike. One answered elsewhere first (-32003): no error, the card
+        # stops offering its buttons at once, and its resolution says who answered.
+        _publish(engine, "conv0001", "permission_requested", **PERMISSION)
+        r1 = page.locator("li.permission[data-request=r1]")
+        gone = RpcFailure(CONFLICT, "no pending permission request 'r1'")
+        _on_trio(lambda: engine.failures.__setitem__("permit", gone))
+        r1.get_by_role("button", name=re.compile("^Allow")).click()
+        expect(r1.locator(".deadline")).to_have_text("no longer open")
+        expect(r1.get_by_role("button")).to_have_count(0)
+        expect(page.locator("#conv-error")).to_be_hidden()
+        _publish(engine, "conv0001", "permission_resolved", request="r1", outcome="selected",
+                 option="reject", by="user")  # fmt: skip
+        expect(r1.locator(".deadline")).to_have_text("answered: Reject (by user)")
+        # One the turn's cancel answered; one gone with no answer recorded, at a refresh and
+        # at a reload (checked against the list the page loads with).
+        for r in ("r2", "r3"):
+            _publish(engine, "conv0001", "permission_requested", **PERMISSION | {"request": r})
+        _publish(engine, "conv0001", "permission_resolved", request="r2", outcome="cancelled",
+                 by="cancel")  # fmt: skip
+        r2, r3 = (page.locator(f"li.permission[data-request={r}]") for r in ("r2", "r3"))
+        expect(r2.locator(".deadline")).to_have_text("cancelled: the turn was interrupted")
+        expect(r3.get_by_role("button", name=re.compile("^Allow"))).to_be_enabled()
+        _forget(engine, "r3")
+        _publish(engine, "conv0001", "agent_restarted", reason="crashed", session_loaded=False)
+        expect(r3.locator(".deadline")).to_have_text("no longer open")
+        expect(r3.get_by_role("button")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#events li.permission")).to_have_count(3)
+        expect(r3.locator(".deadline")).to_have_text("no longer open")
+        expect(q3.locator(".deadline")).to_have_text("cancelled: the agent stopped")
+        expect(q5.locator("form")).to_have_count(1)
+        expect(page.locator("#events li.settled button")).to_have_count(0)
+
+
+def _forget(engine: FakeEngine, request: str) -> None:
+    """The request leaves the conversation's open ones with no answer recorded, as when the
+    daemon restarts; the conversation's info as of its newest event."""
+
+    def forget() -> None:
+        info = engine.convs["conv0001"]
+        engine.convs["conv0001"] = msgspec.structs.replace(
+            info, last_seq=len(engine.stored["conv0001"]),
+            permissions=[p for p in info.permissions if p.request != request],
+            questions=[q for q in info.questions if q.request != request],
+        )  # fmt: skip
+
+    _on_trio(forget)
 
 
 # --- a phone; what waits ----------------------------------------------------------------------
