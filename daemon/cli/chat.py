@@ -15,7 +15,7 @@ import sys
 
 from daemon.cli import views
 from daemon.cli.client import EVENT, ApiError, ClientError, Subscription
-from daemon.cli.commands import CHAT_KEYS
+from daemon.cli.messages import CHAT_KEYS
 from daemon.cli.render import permission_options
 
 TYPE_CHECKING = False  # as in daemon.cli.commands: no `typing` import at run time

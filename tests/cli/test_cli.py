@@ -15,6 +15,8 @@ import pytest
 
 from daemon.cli import commands as cli
 from daemon.cli import views
+from daemon.cli.conversations import create_params
+from daemon.cli.messages import read_text
 from protocol import limits
 from tests.cli.fakeserver import DEFER, Conn, Fail, conv, hang_guard, serving
 
@@ -90,11 +92,11 @@ def test_checked_usage_errors_exit_2_with_one_line(
 
 
 def test_read_text_joins_words_or_reads_stdin() -> None:
-    assert cli.read_text(["hello", "world"], io.StringIO("unused")) == "hello world"
-    assert cli.read_text(["-"], io.StringIO("from\nstdin\n\n")) == "from\nstdin"
-    assert cli.read_text(["a", "-"], io.StringIO("x")) == "a -"
+    assert read_text(["hello", "world"], io.StringIO("unused")) == "hello world"
+    assert read_text(["-"], io.StringIO("from\nstdin\n\n")) == "from\nstdin"
+    assert read_text(["a", "-"], io.StringIO("x")) == "a -"
     with pytest.raises(cli.UsageError, match="empty"):
-        cli.read_text(["-"], io.StringIO(" \n"))
+        read_text(["-"], io.StringIO(" \n"))
 
 
 def test_create_params_sends_an_absolute_cwd(
@@ -102,8 +104,8 @@ def test_create_params_sends_an_absolute_cwd(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
-    assert cli.create_params(None, None, None, None) == {"cwd": str(tmp_path)}
-    assert cli.create_params(None, "my-agent --flag 'a b'", "sub", "T") == {
+    assert create_params(None, None, None, None) == {"cwd": str(tmp_path)}
+    assert create_params(None, "my-agent --flag 'a b'", "sub", "T") == {
         "cwd": str(tmp_path / "sub"),
         "agent_cmd": ["my-agent", "--flag", "a b"],
         "title": "T",
