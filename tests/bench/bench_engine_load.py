@@ -66,7 +66,10 @@ def _daemon(root: Path, tmp: Path, name: str, config: str = "") -> Iterator[Daem
 
 
 def _has_slots(root: Path) -> bool:
-    return "max_agents" in (root / "daemon" / "config.py").read_text()
+    # A checkout's config is one module (older) or a package whose `settings` holds `Config`.
+    config = root / "daemon" / "config"
+    source = config / "settings.py" if config.is_dir() else config.with_suffix(".py")
+    return "max_agents" in source.read_text()
 
 
 def _create(client: Client, tmp: Path, argv: list[str], title: str) -> str:
