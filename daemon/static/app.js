@@ -1,4 +1,5 @@
-// The dashboard: token bootstrap, the conversation list, the new-conversation form, keys.
+// The dashboard: token bootstrap, the views, the new-conversation form, the composer, keys.
+// The list is list.js's, the open conversation conversation.js's.
 //
 // On a narrow screen (a phone) the list and the conversation are two views: choosing a
 // conversation shows it (a history entry, so the phone's back gesture returns to the list), and
@@ -8,13 +9,13 @@
 // sessionStorage (this tab only) and leaves the address bar at once.
 
 import { Completer } from "./complete.js";
-import { ConversationView, statusText, statusWords } from "./conversation.js";
+import { ConversationView } from "./conversation.js";
 import { el } from "./dom.js";
+import { ConversationList } from "./list.js";
 import { Watcher } from "./notify.js";
 import { Rpc } from "./rpc.js";
 
 const TOKEN_KEY = "acpd.token";
-const LIST_PAGE = 50;
 const LIST_REFRESH_MS = 2000; // the first page, while the tab is visible
 const HIDDEN_EVERY = 5; // ticks between polls while hidden (the title's count, notifications)
 const NARROW = window.matchMedia("(max-width: 720px)");
@@ -54,13 +55,7 @@ function routeId() {
 class App {
   constructor() {
     this.rpc = null;
-    this.known = new Map(); // id -> conversation info, as last read
-    this.next = null; // cursor for the page after the last one read
-    this.morePages = false; // pages past the first were read ("More")
-    this.total = 0;
-    this.items = new Map(); // id -> <li>
     this.listTimer = null;
-    this.listBusy = false;
     this.ticks = 0;
     this.conv = new ConversationView(
       null,
@@ -84,7 +79,7 @@ class App {
         input: $("input"),
       },
       {
-        onInfo: (info) => this.learn(info),
+        onInfo: (info) => this.list.learn(info),
         onEvent: (id, event, info) => {
           if (info) this.watcher.event(info, event);
         },
@@ -103,8 +98,17 @@ class App {
       rpc: () => this.rpc,
       onScreen: (id) => this.onScreen(id),
       open: (id) => this.open(id, { push: true }),
-      changed: () => this.renderList(),
+      changed: () => this.list.render(),
     });
+    this.list = new ConversationList(
+      { list: $("list"), summary: $("list-summary"), more: $("more") },
+      {
+        rpc: () => this.rpc,
+        watcher: this.watcher,
+        current: () => this.conv.id,
+        open: (id) => this.open(id, { push: true }),
+      },
+    );
     this.watcher.bind($("notify"));
     this.bind();
   }
@@ -131,8 +135,7 @@ class App {
       history.replaceState(null, "", location.pathname + location.search);
       this.setView("list");
     }
-    const current = this.items.get(this.conv.id)?.querySelector("button");
-    if (current) current.focus();
+    this.list.focus(this.conv.id);
   }
 
   start(credentials) {
@@ -146,14 +149,14 @@ class App {
     this.rpc.addEventListener("state", (e) => this.showState(e.detail));
     this.rpc.addEventListener("notification", (e) => {
       const { method, params } = e.detail;
-      if (this.conv.notify(method, params)) this.refreshListSoon();
+      if (this.conv.notify(method, params)) this.list.refreshSoon();
     });
     this.rpc.addEventListener("ready", () => this.ready());
     this.rpc.start();
   }
 
   async ready() {
-    this.refreshList();
+    this.list.refresh();
     this.loadAgents();
     const wanted = routeId();
     if (this.conv.id !== null) await this.conv.resume();
@@ -164,10 +167,10 @@ class App {
       ++this.ticks;
       // Hidden, less often: the tab's title still counts what waits, and notifications come.
       if (document.visibilityState !== "visible") {
-        if (this.ticks % HIDDEN_EVERY === 0) this.refreshList();
+        if (this.ticks % HIDDEN_EVERY === 0) this.list.refresh();
         return;
       }
-      this.refreshList();
+      this.list.refresh();
       // The open conversation follows its events; this catches what has none (e.g. another
       // client removing a queued message).
       if (this.ticks % 2 === 0) this.conv.refreshSoon(0);
@@ -203,146 +206,6 @@ class App {
     }
   }
 
-  // --- the list ------------------------------------------------------------------------------
-  //
-  // Only the first page is polled (one indexed read of 50 rows, however many are stored; the
-  // total is a counter). What it covers replaces what we had there; a conversation we had in
-  // that range that is no longer in it was deleted. Below it, pages read with "More" stay as
-  // read, except that a conversation moves up as soon as it shows up in the first page again.
-
-  async refreshList() {
-    if (this.listBusy || this.rpc?.state !== "open") return;
-    this.listBusy = true;
-    try {
-      const r = await this.rpc.call("conversations/list", { limit: LIST_PAGE });
-      this.total = r.total;
-      const fresh = r.conversations;
-      if (!this.morePages || r.next === null) {
-        this.known = new Map(fresh.map((c) => [c.id, c]));
-        this.next = r.next;
-        this.morePages = false;
-      } else {
-        const ids = new Set(fresh.map((c) => c.id));
-        const last = fresh[fresh.length - 1];
-        for (const [id, info] of this.known) {
-          if (!ids.has(id) && !newer(last, info)) this.known.delete(id);
-        }
-        for (const info of fresh) this.known.set(info.id, info);
-      }
-      this.watcher.observe(fresh, this.conv.id);
-      this.watcher.keepOnly(new Set(this.known.keys()));
-      this.renderList();
-    } catch {
-      // Offline: the reconnect refreshes the list.
-    } finally {
-      this.listBusy = false;
-    }
-  }
-
-  refreshListSoon() {
-    clearTimeout(this.listSoon);
-    this.listSoon = setTimeout(() => this.refreshList(), 300);
-  }
-
-  /** Take `info` (e.g. from conversations/get) unless what we have is newer. */
-  learn(info) {
-    this.watcher.setRequests(info.id, info.open_requests ?? 0);
-    const had = this.known.get(info.id);
-    if (had === undefined || newer(had, info)) return;
-    this.known.set(info.id, info);
-    this.renderList();
-  }
-
-  async more() {
-    if (!this.next) return;
-    $("more").disabled = true;
-    try {
-      const r = await this.rpc.call("conversations/list", { limit: LIST_PAGE, before: this.next });
-      for (const info of r.conversations) {
-        const had = this.known.get(info.id);
-        if (had === undefined || !newer(had, info)) this.known.set(info.id, info);
-      }
-      this.next = r.next;
-      this.morePages = true;
-      this.total = r.total;
-      this.renderList();
-    } catch (err) {
-      $("list-summary").textContent = err.message;
-    } finally {
-      $("more").disabled = false;
-    }
-  }
-
-  renderList() {
-    const order = [...this.known.values()].sort((a, b) => (newer(a, b) ? -1 : newer(b, a) ? 1 : 0));
-    const list = $("list");
-    const focused = document.activeElement?.closest?.("#list li")?.dataset.id;
-    for (const info of order) this.renderItem(info);
-    const sameOrder =
-      list.children.length === order.length &&
-      order.every((info, i) => list.children[i].dataset.id === info.id);
-    if (!sameOrder) {
-      list.replaceChildren(...order.map((info) => this.items.get(info.id)));
-      for (const id of this.items.keys()) if (!this.known.has(id)) this.items.delete(id);
-      if (focused && this.items.has(focused)) this.items.get(focused).querySelector("button").focus();
-    }
-    const shown = order.length;
-    const summary =
-      this.total === 0
-        ? "No conversations yet."
-        : shown >= this.total
-          ? `${this.total} conversation${this.total === 1 ? "" : "s"}`
-          : `${shown} of ${this.total} conversations`;
-    if ($("list-summary").textContent !== summary) $("list-summary").textContent = summary;
-    $("more").hidden = !this.next;
-  }
-
-  renderItem(info) {
-    let li = this.items.get(info.id);
-    if (!li) {
-      li = el("li");
-      li.dataset.id = info.id;
-      const button = el("button", "item");
-      button.type = "button";
-      button.addEventListener("click", () => this.open(info.id, { push: true }));
-      li.append(button);
-      this.items.set(info.id, li);
-    }
-    const current = info.id === this.conv.id;
-    const when = ago(info.updated_at);
-    const asks = this.watcher.requests.get(info.id) ?? info.open_requests ?? 0;
-    const news = this.watcher.unseen.get(info.id);
-    // Rebuilt only when something shown changed: polling must not churn the DOM (or a screen
-    // reader) every few seconds.
-    const signature = JSON.stringify([info.title, info.status, info.slot_position, info.agent, info.queued, when,
-      current, asks, news]);
-    if (li.dataset.signature === signature) return;
-    li.dataset.signature = signature;
-    const button = li.querySelector("button");
-    const title = el("span", "item-title", info.title || "Untitled");
-    const status = el("span", "badge", statusText(info));
-    status.dataset.status = info.status;
-    const meta = el("span", "item-meta muted small");
-    const parts = [info.agent, when];
-    if (info.queued > 0) parts.push(`${info.queued} queued`);
-    meta.textContent = parts.join(" · ");
-    const top = el("span", "item-top");
-    top.append(title);
-    if (asks > 0) top.append(el("span", "badge asks", asks === 1 ? "waits for you" : `${asks} wait for you`));
-    if (news) top.append(el("span", "news", "●"));
-    top.append(status);
-    button.replaceChildren(top, meta);
-    const flags = [asks > 0 ? `${asks} waiting for you` : "", news ? "new" : ""].filter(Boolean);
-    button.setAttribute(
-      "aria-label",
-      [info.title || "Untitled", statusWords(info), ...(info.queued ? [`${info.queued} queued`] : []), ...flags, when]
-        .join(", "),
-    );
-    li.classList.toggle("current", current);
-    if (current) button.setAttribute("aria-current", "true");
-    else button.removeAttribute("aria-current");
-  }
-
   // --- opening a conversation ----------------------------------------------------------------
 
   /** Show conversation `id`. `push`: a new history entry (chosen from the list), so that
@@ -355,7 +218,7 @@ class App {
     $("conv").hidden = false;
     this.conv.open(id); // the one already open: nothing happens
     this.setView("conv");
-    this.renderList(); // marks the current one
+    this.list.render(); // marks the current one
   }
 
   /** The address changed (back, forward, a new link): show what it names. */
@@ -402,12 +265,10 @@ class App {
       const { conversation } = await this.rpc.call("conversations/create", params);
       $("new-title").value = "";
       this.toggleNew(false);
-      this.known.set(conversation.id, conversation);
-      this.total += 1;
-      this.renderList();
+      this.list.add(conversation);
       this.open(conversation.id, { push: true });
       $("input").focus();
-      this.refreshList();
+      this.list.refresh();
     } catch (err) {
       error.textContent = err.message;
       error.hidden = false;
@@ -444,7 +305,6 @@ class App {
     $("new-toggle").addEventListener("click", () => this.toggleNew($("new-form").hidden));
     $("new-cancel").addEventListener("click", () => this.toggleNew(false));
     $("new-form").addEventListener("submit", (e) => this.create(e));
-    $("more").addEventListener("click", () => this.more());
     $("earlier").addEventListener("click", () => this.conv.loadEarlier());
     $("composer").addEventListener("submit", (e) => this.send(e));
     $("steer").addEventListener("click", () => this.send(null, { steer: true }));
@@ -457,15 +317,6 @@ class App {
     navigator.serviceWorker?.addEventListener("message", (e) => {
       if (typeof e.data?.open === "string") this.open(e.data.open, { push: true });
     });
-    // Arrow keys, Home and End move through the list; Enter or Space opens.
-    $("list").addEventListener("keydown", (e) => {
-      const buttons = [...$("list").querySelectorAll("button.item")];
-      const i = buttons.indexOf(document.activeElement);
-      const to = { ArrowDown: i + 1, ArrowUp: i - 1, Home: 0, End: buttons.length - 1 }[e.key];
-      if (i < 0 || to === undefined) return;
-      e.preventDefault();
-      buttons[Math.max(0, Math.min(buttons.length - 1, to))].focus();
-    });
     // A new link opened in this tab (only the fragment changed, so no reload).
     window.addEventListener("hashchange", () => {
       const fresh = takeCredentials({ kept: false });
@@ -476,7 +327,7 @@ class App {
       if (document.visibilityState !== "visible") return;
       if (this.onScreen(this.conv.id)) this.watcher.looked(this.conv.id);
       if (this.rpc?.state !== "open") return;
-      this.refreshList(); // back to the tab: no waiting for the next tick
+      this.list.refresh(); // back to the tab: no waiting for the next tick
       this.conv.refreshSoon(0);
     });
     $("input").addEventListener("keydown", (e) => {
@@ -507,21 +358,6 @@ class App {
       this.start({ token });
     });
   }
-}
-
-/** Whether `a` sorts before `b` in the list: newer activity first, then the larger id (the
- *  daemon's order; RFC 3339 UTC with milliseconds sorts as text). */
-function newer(a, b) {
-  return a.updated_at > b.updated_at || (a.updated_at === b.updated_at && a.id > b.id);
-}
-
-function ago(ts) {
-  const s = Math.max(0, (Date.now() - new Date(ts).getTime()) / 1000);
-  if (!Number.isFinite(s)) return "";
-  if (s < 60) return "just now";
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
-  return new Date(ts).toLocaleDateString();
 }
 
 function showAuth(message) {

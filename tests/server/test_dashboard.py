@@ -118,7 +118,7 @@ async def test_page_and_assets_with_security_headers(site: Site) -> None:
                            ("/session.js", "text/javascript"), ("/complete.js", "text/javascript"),
                            ("/questions.js", "text/javascript"), ("/dom.js", "text/javascript"),
                            ("/permissions.js", "text/javascript"),
-                           ("/timeline.js", "text/javascript"),
+                           ("/timeline.js", "text/javascript"), ("/list.js", "text/javascript"),
                            ("/favicon.svg", "image/svg+xml")]:  # fmt: skip
             status, headers, body = await http(site.port, get(path, site.port))
             assert (status, headers["content-type"].split(";")[0]) == (200, kind), path

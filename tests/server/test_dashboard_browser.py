@@ -537,6 +537,14 @@ def _browse_reopen(link: str, engine: FakeEngine) -> None:
         change("conv0002", slot_position=1)
         expect(items.first.locator(".badge")).to_have_text("waiting #1")
         page.screenshot(path=str(ARTIFACTS / "dashboard-list-live.png"))
+        # Arrow keys, Home and End move the focus through the list.
+        items.first.get_by_role("button").focus()
+        page.keyboard.press("ArrowDown")
+        expect(items.nth(1).get_by_role("button")).to_be_focused()
+        page.keyboard.press("Home")
+        expect(items.first.get_by_role("button")).to_be_focused()
+        page.keyboard.press("End")
+        expect(items.nth(1).get_by_role("button")).to_be_focused()
 
 
 async def test_composer_keeps_what_is_typed_while_a_send_is_in_flight(tmp_path: Path) -> None:
