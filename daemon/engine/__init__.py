@@ -1,11 +1,15 @@
 """The engine: conversations as durable logs with one supervisor each, hydrated on demand.
 
-`registry` (the `Engine`: the lazy map of supervisors and the read side), `conversation` (one
-supervisor: the queue, turns, the agent), `recorder` (updates to deltas and durable events),
-`eventlog` (seq-ordered durable writes, then fan-out), `fanout` (subscribers), `permissions`,
-`storeio` (the store from trio).
+`registry` (the `Engine`: the lazy map of supervisors and the write side), `reads` (its read
+side: never hydrates), `apierrors` (its refusals as JSON-RPC errors), `opening` (open, recover,
+stop); `supervisor` (one per conversation: the queue, its gate), `steering` (steer, edit, move,
+remove), `turn` (a prompt and interrupt-and-drain), `slot` (one conversation's agent: its
+lifecycle), `slots` (the `max_agents` table); `recorder` (updates to deltas and durable events),
+`updates` (updates as event bodies), `eventlog` (seq-ordered durable writes, then fan-out),
+`fanout` (subscribers); `asks`, `permissions`, `questions` (what agents ask of people),
+`choices` (modes and options put back); `storeio` (the store from trio).
 """
 
 from daemon.engine.fanout import Subscription as Subscription
+from daemon.engine.opening import open_engine as open_engine
 from daemon.engine.registry import Engine as Engine
-from daemon.engine.registry import open_engine as open_engine

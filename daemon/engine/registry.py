@@ -1,8 +1,8 @@
 """The conversation engine: a lazy registry of supervisors over the store.
 
 Stored conversations cost nothing until used: `list`, `get`, `count`, `events` and `queue` read
-the store and spawn nothing. The first `send`, `interrupt`, `resume` or `subscribe` hydrates a
-conversation; the registry's check-and-insert has no checkpoint in between (trio is
+the store and spawn nothing (reads.py). The first `send`, `interrupt`, `resume` or `subscribe`
+hydrates a conversation; the registry's check-and-insert has no checkpoint in between (trio is
 single-threaded), so racing callers share one supervisor and wait on its `ready` event. An
 entry leaves the map in the supervisor's `finally`.
 """
@@ -14,8 +14,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,92 +22,42 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agents import orphans
 from daemon.agents.agentlog import remove_agent_log
-from daemon.agents.cgroups import AgentCgroups
 from daemon.agents.connection import Launcher
 from daemon.agents.memory import RssGauge
 from daemon.config import Config
+from daemon.engine.apierrors import check_text, no_such, queue_errors, unstored
 from daemon.engine.eventlog import LogClosed, close_dead_turn, removed_event
 from daemon.engine.fanout import Subscription
+from daemon.engine.reads import SHORT_ID_MIN, Reads
 from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
 from protocol import acp, api
-from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import (
     CONFLICT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
-    NOT_FOUND,
-    STORAGE_UNAVAILABLE,
     Notification,
     RpcFailure,
     encode_line,
 )
-from protocol.limits import MAX_TEXT
-from store import STORE_FILE, Conflict, ConversationRecord, NotFound, StorageUnavailable, Store
+from store import StorageUnavailable
 
-__all__ = ["Engine", "EngineStatistics", "open_engine"]
+__all__ = ["Engine", "EngineStatistics"]
 
 log = logging.getLogger("acpd.engine")
 
 T = TypeVar("T")
-
-_user_message = msgspec.json.Decoder(ev.UserMessage)
-# Event bodies per page of `events` and of a subscription's replay: a page of long agent
-# messages must not become one reply of hundreds of megabytes (clients read on from its end).
-PAGE_BYTES = 8 * 1024 * 1024
-SHORT_ID_MIN = 4  # characters of a conversation's `short_id`, at least
-# An ambiguous prefix's error names this many candidates, and counts the others up to a cap.
-CANDIDATES_SHOWN = 5
-CANDIDATES_COUNTED = 1000
-
-
-def _raw(state: str | None) -> msgspec.Raw | None:
-    """A state column (JSON text the store folded from our own event bodies) as is."""
-    return None if state is None else msgspec.Raw(state.encode())
 
 
 # At shutdown, the last part of shutdown_grace (a quarter of it at most) is left for killed
 # agents' groups to end and the daemon to exit: agents still running are sent SIGKILL this
 # long before the end.
 KILL_WAIT = 2.0
-
-
-def _no_such(conv_id: str) -> RpcFailure:
-    return RpcFailure(NOT_FOUND, f"no such conversation: {conv_id}")
-
-
-def _unstored(exc: StorageUnavailable, what: str) -> RpcFailure:
-    """-32005, saying why (`exc`) and what was not stored: "storage unavailable: disk full;
-    the message was not queued"."""
-    return RpcFailure(STORAGE_UNAVAILABLE, f"{exc}; {what}")
-
-
-def _check_text(text: str) -> None:
-    if not text.strip():
-        raise RpcFailure(INVALID_PARAMS, "text must not be empty")
-    if len(text) > MAX_TEXT:
-        raise RpcFailure(INVALID_PARAMS, f"text longer than {MAX_TEXT} characters")
-
-
-@contextmanager
-def _queue_errors(conv_id: str, unchanged: str) -> Iterator[None]:
-    """The store's refusals of a queue operation, as API errors; `unchanged` says what was
-    not done, should storage refuse it."""
-    try:
-        yield
-    except Conflict as exc:
-        # Already prompted (or steered), or being steered right now.
-        raise RpcFailure(CONFLICT, str(exc).replace(f" in {conv_id}", "")) from None
-    except NotFound as exc:
-        raise RpcFailure(NOT_FOUND, str(exc)) from None
-    except StorageUnavailable as exc:
-        raise _unstored(exc, unchanged) from None
 
 
 @attrs.frozen
@@ -142,17 +91,19 @@ class Engine:
     # The max_agents slots every conversation's agent takes one of, and their agents' memory.
     slots: SlotTable = attrs.field(init=False)
     _rss: RssGauge = attrs.field(init=False)
+    _reads: Reads = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.slots = SlotTable(self.config.max_agents)
         self._rss = RssGauge(self.slots.agent_groups)
+        self._reads = Reads(self.io, self.data_dir, self.supervisor, self._deleting.__contains__)
 
     # --- the registry ---------------------------------------------------------------------------
 
     async def _conversation(self, conv_id: str) -> Conversation:
         while True:
             if conv_id in self._deleting:
-                raise _no_such(conv_id)
+                raise no_such(conv_id)
             conv = self._live.get(conv_id)
             if conv is None:
                 # No checkpoint between the lookup above and this insert: one supervisor.
@@ -172,9 +123,9 @@ class Engine:
                 self._nursery.start_soon(conv.run, name=f"conversation {conv_id}")
             await conv.ready.wait()
             if isinstance(conv.load_error, LookupError):
-                raise _no_such(conv_id)
+                raise no_such(conv_id)
             if isinstance(conv.load_error, StorageUnavailable):
-                raise _unstored(conv.load_error, f"conversation {conv_id} could not be loaded")
+                raise unstored(conv.load_error, f"conversation {conv_id} could not be loaded")
             if conv.load_error is not None:
                 raise RpcFailure(
                     INTERNAL_ERROR, f"conversation {conv_id} failed: {conv.load_error}"
@@ -195,7 +146,7 @@ class Engine:
                 return await fn(conv)
             except LogClosed:
                 if conv.deleting:
-                    raise _no_such(conv_id) from None
+                    raise no_such(conv_id) from None
                 # Retired between lookup and use: the next lookup hydrates a fresh one.
 
     def _exited(self, conv: Conversation) -> None:
@@ -245,137 +196,29 @@ class Engine:
         """Resident memory of every agent's process group, in bytes (at most a second old)."""
         return await self._rss.read()
 
-    # --- read side: never hydrates --------------------------------------------------------------
-
-    def _info(self, rec: ConversationRecord, short_id: str) -> ConversationInfo:
-        conv = self._live.get(rec.id)
-        # `queued` is the store's: every write to the queue keeps it exact.
-        status, last_seq, live = rec.status, rec.last_seq, False
-        asking: tuple[ev.PermissionRequested, ...] = ()
-        questions: tuple[ev.ElicitationRequested, ...] = ()
-        retry_at: str | None = None
-        position: int | None = None
-        if conv is not None and conv.ready.is_set() and not conv.finished.is_set():
-            status, live = conv.status, conv.live
-            last_seq = max(last_seq, conv.last_seq)
-            asking = conv.permissions.open_requests()  # only a live conversation is asked
-            questions = conv.questions.open_questions()
-            if (at := conv.slot.retry_at) is not None and status == "starting":
-                retry_at = ev.rfc3339(at)
-            if status == "waiting":
-                position = conv.slot_position
-        return ConversationInfo(
-            id=rec.id,
-            short_id=short_id,
-            title=rec.title,
-            agent=rec.agent,
-            cwd=rec.cwd,
-            status=status,
-            created_at=ev.rfc3339(rec.created_at),
-            updated_at=ev.rfc3339(rec.updated_at),
-            last_seq=last_seq,
-            queued=rec.queued,
-            live=live,
-            open_requests=len(asking) + len(questions),
-            retry_at=retry_at,
-            permissions=list(asking),
-            questions=list(questions),
-            modes=_raw(rec.modes),
-            config_options=_raw(rec.config_options),
-            commands=_raw(rec.commands),
-            usage=_raw(rec.usage),
-            agent_log=str(agent_log_path(self.data_dir, rec.id)),
-            slot_position=position,
-        )
-
-    async def _record(self, conv_id: str) -> ConversationRecord:
-        rec = await self.io.read(lambda s: s.get_conversation(conv_id))
-        if rec is None or conv_id in self._deleting:
-            raise _no_such(conv_id)
-        return rec
+    # --- read side: never hydrates (reads.py) ---------------------------------------------------
 
     async def resolve_id(self, id_or_prefix: str) -> str:
-        if not id_or_prefix:
-            raise RpcFailure(INVALID_PARAMS, "id must not be empty")
-        if id_or_prefix in self._live:
-            return id_or_prefix
-        matches = [i for i, _ in await self.io.read(lambda s: s.resolve_id(id_or_prefix))]
-        if not matches:
-            raise _no_such(id_or_prefix)
-        if id_or_prefix in matches or len(matches) == 1:
-            return id_or_prefix if id_or_prefix in matches else matches[0]
-        raise RpcFailure(INVALID_PARAMS, await self._ambiguous(id_or_prefix))
-
-    async def _ambiguous(self, prefix: str) -> str:
-        """One line: the first few candidates with their titles, and how many more."""
-
-        def read(s: Store) -> tuple[builtins.list[tuple[str, str]], int]:
-            found = s.resolve_id(prefix, limit=CANDIDATES_SHOWN)
-            return found, s.count_prefix(prefix, CANDIDATES_COUNTED + 1)
-
-        found, total = await self.io.read(read)
-        names = ", ".join(f"{i} ({' '.join(t.split())[:40] or 'untitled'})" for i, t in found)
-        more = total - len(found)
-        if total > CANDIDATES_COUNTED:
-            names += f" and over {CANDIDATES_COUNTED - len(found)} more"
-        elif more > 0:
-            names += f" and {more} more"
-        return f"ambiguous id prefix {prefix!r}: {names}; give more characters"
+        return await self._reads.resolve_id(id_or_prefix)
 
     async def get(self, conv_id: str) -> ConversationInfo:
-        def read(s: Store) -> tuple[ConversationRecord | None, dict[str, str]]:
-            return s.get_conversation(conv_id), s.short_ids([conv_id], SHORT_ID_MIN)
-
-        rec, short = await self.io.read(read)
-        if rec is None or conv_id in self._deleting:
-            raise _no_such(conv_id)
-        return self._info(rec, short[conv_id])
+        return await self._reads.get(conv_id)
 
     async def list(
         self, *, limit: int, before: str | None, cwd: str | None = None
     ) -> tuple[builtins.list[ConversationInfo], int, str | None]:
-        def read(s: Store) -> tuple[list[ConversationRecord], str | None, int, dict[str, str]]:
-            page, nxt = s.list_conversations(limit=limit, before=before, cwd=cwd)
-            short = s.short_ids([r.id for r in page], SHORT_ID_MIN)
-            return page, nxt, s.count_conversations(cwd=cwd), short
-
-        try:
-            page, nxt, total, short = await self.io.read(read)
-        except ValueError as exc:  # a cursor that is not one of ours
-            raise RpcFailure(INVALID_PARAMS, f"invalid before cursor: {exc}") from None
-        return [self._info(r, short[r.id]) for r in page], total, nxt
+        return await self._reads.list(limit=limit, before=before, cwd=cwd)
 
     async def count(self) -> int:
-        return await self.io.read(lambda s: s.count_conversations())
+        return await self._reads.count()
 
     async def events(
         self, conv_id: str, *, after_seq: int, limit: int
     ) -> tuple[builtins.list[msgspec.Raw], int]:
-        rec = await self._record(conv_id)
-        recs = await self.io.read_bulk(
-            lambda s: s.read_events(conv_id, after_seq, limit, max_bytes=PAGE_BYTES)
-        )
-        conv = self._live.get(conv_id)
-        last = max(rec.last_seq, conv.last_seq if conv is not None else 0)
-        rendered = [msgspec.Raw(ev.render_event(r.seq, r.type, r.ts, r.body)) for r in recs]
-        return rendered, last
+        return await self._reads.events(conv_id, after_seq=after_seq, limit=limit)
 
     async def queue(self, conv_id: str) -> builtins.list[api.PendingMessage]:
-        await self._record(conv_id)
-
-        def read(s: Store) -> builtins.list[api.PendingMessage]:
-            out = []
-            for r in s.pending_messages(conv_id):  # in line, as edited
-                msg = _user_message.decode(r.body)
-                number = msg.number
-                if isinstance(number, msgspec.UnsetType):
-                    # Stored before messages had numbers: numbered by its place among the
-                    # user messages (a scan, for those few only).
-                    number = s.count_user_messages(conv_id, r.seq)
-                out.append(api.PendingMessage(seq=r.seq, text=msg.text, number=number))
-            return out
-
-        return await self.io.read(read)
+        return await self._reads.queue(conv_id)
 
     # --- write side ---------------------------------------------------------------------------
 
@@ -413,12 +256,12 @@ class Engine:
                 )
             )
         except StorageUnavailable as exc:
-            raise _unstored(exc, "the conversation was not created") from None
+            raise unstored(exc, "the conversation was not created") from None
         short = await self.io.read(lambda s: s.short_ids([rec.id], SHORT_ID_MIN))
-        return self._info(rec, short[rec.id])
+        return self._reads.info(rec, short[rec.id])
 
     async def delete(self, conv_id: str) -> None:
-        await self._record(conv_id)
+        await self._reads.record(conv_id)
         self._deleting.add(conv_id)
         try:
             conv = self._live.get(conv_id)
@@ -427,14 +270,14 @@ class Engine:
             try:
                 await self.io.write_bulk(lambda s: s.delete_conversation(conv_id))
             except StorageUnavailable as exc:
-                raise _unstored(exc, "the conversation was not deleted") from None
+                raise unstored(exc, "the conversation was not deleted") from None
             await trio.to_thread.run_sync(remove_agent_log, agent_log_path(self.data_dir, conv_id))
         finally:
             self._deleting.discard(conv_id)
             self._restart_reasons.pop(conv_id, None)
 
     async def send(self, conv_id: str, text: str, *, run: bool, interrupt: bool) -> api.SendResult:
-        _check_text(text)
+        check_text(text)
 
         async def send(c: Conversation) -> api.SendResult:
             # A send that runs lifts a pause or `failed` (queued messages first, then this one).
@@ -444,7 +287,7 @@ class Engine:
             try:
                 seq, queued = await c.send(text, run=run, interrupt=interrupt)
             except StorageUnavailable as exc:
-                raise _unstored(exc, "the message was not queued") from None
+                raise unstored(exc, "the message was not queued") from None
             number = await c.log.take_number(seq)
             resumed = held and (run or interrupt)
             return api.SendResult(seq=seq, queued=queued, number=number, resumed=resumed)
@@ -454,14 +297,14 @@ class Engine:
     async def steer(self, conv_id: str, text: str) -> api.SendResult:
         """`send`, into the running turn if the agent takes it (steering.py); `steered` says
         whether it did."""
-        _check_text(text)
+        check_text(text)
 
         async def steer(c: Conversation) -> api.SendResult:
             held = c.held  # a steer runs: it lifts a pause, as a send does
             try:
                 seq, queued, steered = await c.steer(text)
             except StorageUnavailable as exc:  # only its append fails at once: not stored
-                raise _unstored(exc, "the message was not queued") from None
+                raise unstored(exc, "the message was not queued") from None
             number = await c.log.take_number(seq)
             return api.SendResult(
                 seq=seq, queued=queued, number=number, resumed=held, steered=steered
@@ -474,13 +317,13 @@ class Engine:
             if conv_id in self._deleting or await self.io.read(
                 lambda s: s.get_conversation(conv_id) is None
             ):
-                raise _no_such(conv_id) from None
+                raise no_such(conv_id) from None
             raise RpcFailure(INTERNAL_ERROR, f"{exc}; it stays queued") from None
 
     async def remove(self, conv_id: str, seq: int) -> None:
-        await self._record(conv_id)
+        await self._reads.record(conv_id)
         conv = self._live.get(conv_id)
-        with _queue_errors(conv_id, "the message was not removed"):
+        with queue_errors(conv_id, "the message was not removed"):
             if conv is not None:
                 try:
                     # Through its log: a message being steered is refused (steering.py).
@@ -489,19 +332,19 @@ class Engine:
                     return
                 except LogClosed:
                     if conv.deleting:
-                        raise _no_such(conv_id) from None
+                        raise no_such(conv_id) from None
             # No supervisor (or it just retired): no steer can be in flight.
             await self.io.write(lambda s: s.remove_pending(conv_id, seq, removed_event(seq)))
 
     async def edit(self, conv_id: str, seq: int, text: str) -> None:
-        _check_text(text)
-        with _queue_errors(conv_id, "the message was not edited"):
+        check_text(text)
+        with queue_errors(conv_id, "the message was not edited"):
             await self._with(conv_id, lambda c: c.queue.edit(seq, text))
 
     async def move(self, conv_id: str, seq: int, before: int | None) -> builtins.list[int]:
         if before == seq:
             raise RpcFailure(INVALID_PARAMS, f"message {seq} cannot move before itself")
-        with _queue_errors(conv_id, "the queue was not reordered"):
+        with queue_errors(conv_id, "the queue was not reordered"):
             return await self._with(conv_id, lambda c: c.queue.move(seq, before))
 
     async def interrupt(self, conv_id: str, *, prompt_seq: int | None = None) -> bool:
@@ -537,7 +380,7 @@ class Engine:
     async def permit(
         self, conv_id: str, *, request: str, option: str | None, cancelled: bool
     ) -> None:
-        await self._record(conv_id)
+        await self._reads.record(conv_id)
         conv = self._live.get(conv_id)
         if conv is None:
             raise RpcFailure(CONFLICT, f"no pending permission request {request!r}")
@@ -546,7 +389,7 @@ class Engine:
     async def answer(
         self, conv_id: str, *, request: str, action: str, content: dict[str, Any] | None
     ) -> None:
-        await self._record(conv_id)
+        await self._reads.record(conv_id)
         conv = self._live.get(conv_id)
         if conv is None:
             raise RpcFailure(CONFLICT, f"no open question {request!r}")
@@ -566,20 +409,6 @@ class Engine:
         between replay and live, with the text streamed before this subscription that no
         stored event holds yet (exact: taken with the registration, no checkpoint between)."""
         conv = await self._conversation(conv_id)
-
-        async def replay(after: int, through: int, limit: int) -> tuple[builtins.list[bytes], int]:
-            recs = await self.io.read_bulk(
-                lambda s: s.read_events(conv_id, after, limit, max_bytes=PAGE_BYTES)
-            )
-            lines = [
-                ev.event_notification(conv_id, ev.render_event(r.seq, r.type, r.ts, r.body))
-                for r in recs
-                if r.seq <= through
-            ]
-            # A short page (by count or by bytes) is no proof of the end: read on from its last.
-            upto = recs[-1].seq if recs else through
-            return lines, min(upto, through)
-
         through = conv.last_seq
         running = conv.running_prompt_seq
         if from_turn and running is not None:
@@ -598,7 +427,7 @@ class Engine:
             after_seq=after_seq,
             through_seq=through,
             deltas=deltas,
-            replay=replay,
+            replay=functools.partial(self._reads.replay, conv_id),
             on_close=conv.wake,
             caught_up=line,
         )
@@ -652,42 +481,3 @@ class Engine:
             await self.slots.wait_all_released()
         if killed := self.slots.kill_all():
             log.warning("killed %d agent process group(s) still stopping at the deadline", killed)
-
-
-@asynccontextmanager
-async def open_engine(
-    config: Config,
-    data_dir: Path,
-    *,
-    launcher: Launcher | None = None,
-    cgroups: AgentCgroups | None = None,
-) -> AsyncIterator[Engine]:
-    """Open the store, recover, and run the registry; on exit, stop gracefully.
-
-    `cgroups`: where agents get cgroups of their own (`acpd serve` under systemd delegation).
-    """
-    path = data_dir / STORE_FILE
-    writer = await trio.to_thread.run_sync(Store.open, path)
-    try:
-        io = await trio.to_thread.run_sync(StoreIO.open_sync, writer)
-    except BaseException:
-        writer.close()
-        raise
-    tracker = orphans.AgentTracker(data_dir / "run", cgroups)
-    # Leftovers of a daemon that was killed: the tracker logs each one it found running.
-    await trio.to_thread.run_sync(tracker.reap)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(io.run_settler)
-            nursery.start_soon(io.run_upkeep)
-            engine = Engine(
-                config, io, launcher or tracker.launcher(lambda: engine.config), data_dir, nursery
-            )
-            await engine.recover()
-            try:
-                yield engine
-            finally:
-                with trio.CancelScope(shield=True):
-                    await engine.shutdown()
-    finally:
-        io.close()

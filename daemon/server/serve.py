@@ -53,7 +53,8 @@ from daemon.agents import subreaper
 from daemon.agents._process import remember_umask
 from daemon.agents.cgroups import AgentCgroups
 from daemon.config import Config, ConfigError, load_config, parse_ws_address
-from daemon.engine.registry import Engine, open_engine
+from daemon.engine.opening import open_engine
+from daemon.engine.registry import Engine
 from daemon.logs import setup_logging, stderr_is_journal
 from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, private_dir
 from daemon.server.dashboard import serve_dashboard

@@ -41,7 +41,8 @@ import trio
 
 from daemon.cli.client import Client
 from daemon.config import Config
-from daemon.engine.registry import Engine, open_engine
+from daemon.engine.opening import open_engine
+from daemon.engine.registry import Engine
 from protocol import acp
 from tests.bench._common import ratio_row, row, running_daemon, stats
 from tests.bench.bench_store import BIG, _store_of

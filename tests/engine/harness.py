@@ -17,7 +17,8 @@ from daemon.agents.connection import AgentConnection, AgentSpec, PeerHandlers
 from daemon.agents.launch import connect_agent
 from daemon.config import Config
 from daemon.engine.fanout import Subscription
-from daemon.engine.registry import Engine, open_engine
+from daemon.engine.opening import open_engine
+from daemon.engine.registry import Engine
 from daemon.engine.supervisor import Conversation
 from protocol import acp
 from protocol.api import PendingMessage, SendResult

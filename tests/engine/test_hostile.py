@@ -17,7 +17,7 @@ import trio
 
 from daemon.cli.client import Client
 from daemon.engine.eventlog import SEGMENT_CHARS
-from daemon.engine.registry import PAGE_BYTES
+from daemon.engine.reads import PAGE_BYTES
 from tests.engine.realdaemon import Conv, call, created, stored_events
 from tests.server.test_serve import Daemon, running_daemon
 

@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
+from daemon.engine import reads as reads_mod
 from daemon.engine import recorder
-from daemon.engine import registry as engine_mod
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, RpcFailure
@@ -338,7 +338,7 @@ async def test_events_and_subscribe_pages(
 async def test_pages_are_bounded_by_bytes_and_replay_reads_on(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_mod, "PAGE_BYTES", 100)
+    monkeypatch.setattr(reads_mod, "PAGE_BYTES", 100)
     async with harness(tmp_path) as h:
         cid = await h.create()
         for i in range(6):

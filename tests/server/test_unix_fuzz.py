@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from daemon.config import Config
-from daemon.engine.registry import open_engine
+from daemon.engine.opening import open_engine
 from daemon.server.dispatch import DaemonInfo, Dispatcher, EngineAPI
 from daemon.server.unix import serve_unix
 from protocol.api import METHODS
