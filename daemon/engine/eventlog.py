@@ -52,7 +52,6 @@ __all__ = [
     "SEGMENT_CHARS",
     "EventLog",
     "LogClosed",
-    "close_dead_turn",
     "removed_event",
     "text_events",
 ]
@@ -480,19 +479,3 @@ def text_events(
         ev.text_event(kind, text[i : i + SEGMENT_CHARS], prompt_seq, partial=partial)
         for i in range(0, max(len(text), 1), SEGMENT_CHARS)
     ]
-
-
-def close_dead_turn(
-    s: Store,
-    *,
-    rec: ConversationRecord,
-    stop_reason: str = "daemon_restarted",
-    detail: str | msgspec.UnsetType = msgspec.UNSET,
-) -> None:
-    """End the turn a dead supervisor left "running": its drafts become partial messages."""
-    items: list[tuple[str, bytes]] = []
-    for prompt_seq, kind, text in s.drafts(rec.id):
-        items.extend(text_events(kind, text, prompt_seq, partial=True))
-    ended = ev.TurnEnded(prompt_seq=rec.cursor, stop_reason=stop_reason, detail=detail)
-    items.append(("turn_ended", ev.encode_body(ended)))
-    s.end_turn(rec.id, items, "idle")

@@ -27,9 +27,10 @@ from daemon.agents.connection import Launcher
 from daemon.agents.memory import RssGauge
 from daemon.config import Config
 from daemon.engine.apierrors import check_text, no_such, queue_errors, unstored
-from daemon.engine.eventlog import LogClosed, close_dead_turn, removed_event
+from daemon.engine.eventlog import LogClosed, removed_event
 from daemon.engine.fanout import Subscription
 from daemon.engine.reads import SHORT_ID_MIN, Reads
+from daemon.engine.recovery import close_dead_turns
 from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.steering import StoredThenClosed
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
@@ -384,7 +385,7 @@ class Engine:
         conv = self._live.get(conv_id)
         if conv is None:
             raise RpcFailure(CONFLICT, f"no pending permission request {request!r}")
-        conv.answer_permission(request, option, cancelled=cancelled)
+        conv.permissions.answer(request, option, cancelled=cancelled)
 
     async def answer(
         self, conv_id: str, *, request: str, action: str, content: dict[str, Any] | None
@@ -393,7 +394,7 @@ class Engine:
         conv = self._live.get(conv_id)
         if conv is None:
             raise RpcFailure(CONFLICT, f"no open question {request!r}")
-        conv.answer_question(request, action, content)
+        conv.questions.answer(request, action, content)
 
     async def subscribe(
         self,
@@ -445,10 +446,7 @@ class Engine:
 
     async def recover(self) -> None:
         """Close turns a dead daemon left open and restart queues: O(pending), not O(stored)."""
-        recs = await self.io.read(lambda s: s.conversations_needing_recovery())
-        for rec in recs:
-            if rec.status == "running":
-                await self.io.write(functools.partial(close_dead_turn, rec=rec))
+        recs = await close_dead_turns(self.io)
         for rec in recs:
             if rec.queued > 0 and rec.status not in ("paused", "failed"):
                 await self._conversation(rec.id)

@@ -269,6 +269,16 @@ class AgentSlot:
             self._start_done.set()
         return got
 
+    async def acquire_now(
+        self, nursery: trio.Nursery, record: ConversationRecord
+    ) -> AgentConnection | StartFailed:
+        """As `acquire`, for a person's request: a wait shared with the queue that the queue
+        gave up (withdrawn) is joined again, not reported."""
+        got = await self.acquire(nursery, record)
+        while isinstance(got, Withdrawn):
+            got = await self.acquire(nursery, record)
+        return got
+
     async def _start(
         self, nursery: trio.Nursery, record: ConversationRecord, config: Config, token: SlotToken
     ) -> AgentConnection | StartFailed:

@@ -15,39 +15,38 @@ Invariants (DESIGN.md), and where they are kept:
 - A prompt carries its message's text as committed when the turn started (edits included):
   the turn starts only if the head read is still first in line and unchanged (`as_read`),
   and not while a steer is in flight (steering.py), whose message may yet join the turn.
-- The queue's gate (open, paused, failed) is this object's alone; the agent's lifecycle is the
-  slot's; a turn's progress is the turn's.
+- The queue's gate (open, paused, failed) is `gate.QueueGate`'s alone; the agent's lifecycle is
+  the slot's; a turn's progress is the turn's. What the agent says comes in through
+  `agentinput.AgentInput`; the wake-ups and the idle policy are `wakeups.Wakeups`.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import msgspec
 import trio
 
-from daemon.agents.connection import AgentConnection, Launcher, PeerHandlers
-from daemon.agents.peer import DroppedMessage
+from daemon.agents.connection import AgentConnection, Launcher
 from daemon.config import Config
+from daemon.engine.agentinput import AgentInput
 from daemon.engine.asks import Asks
-from daemon.engine.eventlog import EventLog, LogClosed, close_dead_turn
+from daemon.engine.eventlog import EventLog, LogClosed
 from daemon.engine.fanout import Fanout
+from daemon.engine.gate import Gate, QueueGate
 from daemon.engine.permissions import Permissions
 from daemon.engine.questions import Questions
 from daemon.engine.recorder import Recorder
-from daemon.engine.slot import AgentSlot, SlotState, StartFailed, Withdrawn, crash_event
+from daemon.engine.recovery import load_conversation
+from daemon.engine.slot import AgentSlot, StartFailed, Withdrawn, crash_event
 from daemon.engine.slots import SlotTable
 from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
 from daemon.engine.turn import Turn
-from protocol import acp
+from daemon.engine.wakeups import Wakeups
 from protocol import events as ev
 from protocol.jsonrpc import (
     AGENT_START_FAILED,
@@ -55,24 +54,11 @@ from protocol.jsonrpc import (
 )
 from store import Conflict, ConversationRecord, EventRecord, StorageUnavailable
 
-__all__ = ["Conversation", "Gate"]
+__all__ = ["Conversation"]
 
 log = logging.getLogger("acpd.conversation")
 
 _user_message = msgspec.json.Decoder(ev.UserMessage)
-_permission_params = msgspec.json.Decoder(acp.RequestPermissionRequest)
-# How long a supervisor with no agent, no work and nobody watching stays before it retires.
-_LINGER = 60.0
-# A conversation's status while its next turn waits for an agent.
-_SLOT_STATUS = {SlotState.WAITING: "waiting", SlotState.STARTING: "starting"}
-
-
-class Gate(enum.Enum):
-    """Whether the queue runs. FAILED outranks PAUSED: both are lifted by a resume."""
-
-    OPEN = "idle"
-    PAUSED = "paused"  # by an interrupt or a staged (`run: false`) send
-    FAILED = "failed"  # the agent failed for good, or too often: until a person acts
 
 
 @attrs.define(eq=False)
@@ -103,6 +89,7 @@ class Conversation:
     permissions: Permissions = attrs.field(init=False)
     questions: Questions = attrs.field(init=False)
     _asks: Asks = attrs.field(init=False)
+    agent_input: AgentInput = attrs.field(init=False)  # the agent's read loop calls it
     queue: QueueControl = attrs.field(init=False)  # steer, edit, move, remove
     ready: trio.Event = attrs.field(factory=trio.Event)
     finished: trio.Event = attrs.field(factory=trio.Event)
@@ -113,12 +100,10 @@ class Conversation:
     _record: ConversationRecord | None = None
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     _stopping: bool = False
-    _gate: Gate = Gate.OPEN
+    _gate: QueueGate = attrs.field(init=False)
+    _wakeups: Wakeups = attrs.field(init=False)
     _turn: Turn | None = None
     _starting: _Starting | None = None
-    _dropped_updates: int = 0
-    _wake_send: trio.MemorySendChannel[None] = attrs.field(init=False)
-    _wake_recv: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -139,18 +124,13 @@ class Conversation:
         self._asks = Asks(
             self.permissions, self.questions, lambda: self._slot.session_id, lambda: self._turn
         )
+        self.agent_input = AgentInput(self._recorder, self.log, self._asks, lambda: self._turn)
         self._slot = AgentSlot(
             self.conv_id,
             self.log,
             self._launcher,
             lambda: self.config,
-            PeerHandlers(
-                on_update=self.on_update,
-                on_request=self.on_request,
-                on_batch_end=self.on_batch_end,
-                wait_for_space=self._between_batches,
-                on_dropped=self.on_dropped,
-            ),
+            self.agent_input.handlers(),
             self._agent_crashed_idle,
             restart_reason=self._initial_restart_reason,
             log_path=self._agent_log,
@@ -159,8 +139,10 @@ class Conversation:
         self.queue = QueueControl(
             self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout
         )
-        # Capacity 1: a full buffer already means "look at the store again".
-        self._wake_send, self._wake_recv = trio.open_memory_channel[None](1)
+        self._gate = QueueGate(self._slot, self._recorder, lambda: self.config)
+        self._wakeups = Wakeups(
+            self.conv_id, self.fanout, self._slot, self.log, lambda: self.config
+        )
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -171,11 +153,7 @@ class Conversation:
 
     @property
     def status(self) -> str:
-        if self._turn is not None:
-            return "running"
-        if self._gate is not Gate.OPEN:
-            return str(self._gate.value)
-        return _SLOT_STATUS.get(self._slot.state, "idle")
+        return self._gate.status(running=self._turn is not None)
 
     @property
     def slot_position(self) -> int | None:
@@ -185,7 +163,7 @@ class Conversation:
     @property
     def held(self) -> bool:
         """The queue waits for a person (paused or failed), even while a turn still runs."""
-        return self._gate is not Gate.OPEN
+        return not self._gate.is_open
 
     @property
     def restart_reason(self) -> str:
@@ -213,7 +191,7 @@ class Conversation:
     @property
     def dropped_updates(self) -> int:
         """Updates that arrived outside their turn (a load's replay, stragglers)."""
-        return self._dropped_updates
+        return self.agent_input.dropped_updates
 
     @property
     def slot(self) -> AgentSlot:
@@ -230,10 +208,7 @@ class Conversation:
     # --- commands (called by the engine from request handlers) --------------------------------
 
     def wake(self) -> None:
-        try:
-            self._wake_send.send_nowait(None)
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        self._wakeups.wake()
 
     async def send(self, text: str, *, run: bool, interrupt: bool) -> tuple[int, int]:
         rec, queued = await self.log.append_user(text)
@@ -322,9 +297,7 @@ class Conversation:
         if conn is None:
             assert self._nursery is not None
             assert self._record is not None
-            got = await self._slot.acquire(self._nursery, self._record)
-            while isinstance(got, Withdrawn):  # shared the queue's wait, which it gave up
-                got = await self._slot.acquire(self._nursery, self._record)
+            got = await self._slot.acquire_now(self._nursery, self._record)
             if isinstance(got, StartFailed):
                 raise RpcFailure(
                     AGENT_START_FAILED,
@@ -336,33 +309,15 @@ class Conversation:
         assert session_id is not None
         return conn, session_id
 
-    async def _between_batches(self) -> None:
-        """The agent's reader, after each batch: room in the recorder, then (bounded) no
-        person's write on its way: a flood does not hold an acknowledgement up."""
-        await self._recorder.wait_for_space()
-        await self.log.yield_to_control()
-
     def queue_changed(self) -> None:
         """Queued messages were removed: a conversation in line for a slot looks again."""
         self._slot.queue_changed()
 
-    def answer_permission(self, request: str, option: str | None, *, cancelled: bool) -> None:
-        self.permissions.answer(request, option, cancelled=cancelled)
-
-    def answer_question(self, request: str, action: str, content: dict[str, Any] | None) -> None:
-        self.questions.answer(request, action, content)
-
     async def _set_gate(self, gate: Gate) -> None:
-        """Set the queue's gate now; store the status unless a turn runs (its end will).
-        PAUSED never hides FAILED; OPEN lifts either."""
-        if gate is Gate.PAUSED and self._gate is Gate.FAILED:
-            return
+        """Set the queue's gate now (gate.py); store the status unless a turn runs (its end
+        will)."""
         before = self.status
-        if self._gate is Gate.FAILED and gate is Gate.OPEN:
-            self._slot.forget_failures()  # a person lifted it: count crashes afresh
-        self._gate = gate
-        if gate is not Gate.OPEN:
-            self._slot.withdraw()  # a paused queue needs no agent: out of the line for one
+        self._gate.set(gate)
         if self._turn is None and self.status != before:
             await self.log.set_status(self._stored_status())
 
@@ -395,31 +350,16 @@ class Conversation:
         finally:
             self.log.close_now()
             self.fanout.close_all()
-            self._wake_recv.close()
+            self._wakeups.close()
             self.ready.set()
             self.finished.set()
             self._on_exit(self)
 
     async def _hydrate(self) -> None:
-        rec = await self._io.read(lambda s: s.get_conversation(self.conv_id))
-        if rec is None:
-            raise LookupError(self.conv_id)
-        if rec.status == "running":
-            # A supervisor before us stopped mid-turn without closing it (a hard cancel, or a
-            # failure): close it as startup recovery does, or it stays "running" forever.
-            close = functools.partial(
-                close_dead_turn,
-                rec=rec,
-                stop_reason="agent_exited",
-                detail="its supervisor stopped mid-turn",
-            )
-            await self._io.write(close)
-            rec = await self._io.read(lambda s: s.get_conversation(self.conv_id))
-            if rec is None:
-                raise LookupError(self.conv_id)
+        rec = await load_conversation(self._io, self.conv_id)
         self._record = rec
         self.log.start_at(rec.last_seq)
-        self._gate = {"paused": Gate.PAUSED, "failed": Gate.FAILED}.get(rec.status, Gate.OPEN)
+        self._gate.restore(rec.status)
         self._slot.session_id = rec.acp_session_id
 
     async def _serve_queue(self, nursery: trio.Nursery) -> None:
@@ -437,45 +377,13 @@ class Conversation:
         """The queue's head once the gate is open; None when it is time to retire."""
         while not self._stopping:
             await self.queue.wait_settled()  # a steer decides what is first in line
-            if self._gate is Gate.OPEN:
+            if self._gate.is_open:
                 pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
                 if pending:
                     return pending[0]
-            if not await self._wait_for_work():
+            if not await self._wakeups.wait_for_work():
                 return None
         return None
-
-    async def _wait_for_work(self) -> bool:
-        """Block until woken (True); meanwhile stop an idle, unwatched agent, and say when
-        nobody needs this supervisor any more (False)."""
-        idle_since = trio.current_time()
-        while True:
-            watched = self.fanout.subscribers > 0
-            if watched:
-                # Someone is looking: the agent stays, and so do we. The last subscriber
-                # leaving wakes us (engine.subscribe), and the idle clock starts again then.
-                deadline = math.inf
-            elif self._slot.live:
-                deadline = idle_since + self.config.idle_ttl
-            else:
-                deadline = idle_since + min(self.config.idle_ttl, _LINGER)
-            with trio.move_on_at(deadline):
-                self._slot.park()  # meanwhile an idle agent may give its slot to a waiting one
-                try:
-                    await self._wake_recv.receive()
-                except trio.EndOfChannel:
-                    return False
-                finally:
-                    self._slot.unpark()
-                return True
-            if self._slot.live:
-                log.info("conversation %s: agent idle, stopping it", self.conv_id)
-                await self._slot.stop("idle")
-            elif self.log.close_nowait():
-                return False
-            # Stopped the agent, or could not retire (a write is in flight): a full wait
-            # again, never a busy loop.
-            idle_since = trio.current_time()
 
     # --- a turn -------------------------------------------------------------------------------
 
@@ -507,7 +415,7 @@ class Conversation:
         )
 
         def may_start() -> bool:
-            blocked = self._stopping or self._gate is not Gate.OPEN or self.queue.busy
+            blocked = self._stopping or not self._gate.is_open or self.queue.busy
             if blocked or not self._slot.begin_turn():
                 return False
             # From here a pause, stop or superseding send finds `self._turn` and cancels it.
@@ -537,7 +445,7 @@ class Conversation:
 
     async def _still_wanted(self) -> bool:
         """Asked while in line for a slot after the queue changed: is an agent still needed?"""
-        if self._stopping or self._gate is not Gate.OPEN:
+        if self._stopping or not self._gate.is_open:
             return False
         return await self._io.read(lambda s: s.queued_count(self.conv_id)) > 0
 
@@ -549,7 +457,7 @@ class Conversation:
         stop, detail, items, crashed = turn.outcome()
         if crashed:
             items.append(await crash_event(turn.conn))
-            self._note_failure()
+            self._gate.note_failure()
         ended = ev.TurnEnded(prompt_seq=turn.prompt_seq, stop_reason=stop, detail=detail)
         items.append(("turn_ended", ev.encode_body(ended)))
         await self.log.end_turn(items, self._stored_status())
@@ -557,67 +465,14 @@ class Conversation:
     async def _start_failed(self, failure: StartFailed) -> None:
         if self._stopping:
             return
-        if failure.permanent and self._gate is not Gate.FAILED:
-            # No such command or cwd: retrying would only repeat the error until someone
-            # fixes it, so stop now (a send with run, or resume, tries again).
-            self._fail("the conversation is stopped until resumed")
-        else:
-            self._note_failure()
-        if self._gate is Gate.FAILED:
+        self._gate.start_failed(permanent=failure.permanent)
+        if self._gate.state is Gate.FAILED:
             await self.log.set_status("failed")
 
     async def _agent_crashed_idle(self) -> None:
-        self._note_failure()
-        if self._gate is Gate.FAILED and self._turn is None:
+        self._gate.note_failure()
+        if self._gate.state is Gate.FAILED and self._turn is None:
             await self.log.set_status("failed")
-
-    def _note_failure(self) -> None:
-        crashes = self._slot.note_failure()
-        if crashes >= self.config.max_crashes and self._gate is not Gate.FAILED:
-            self._fail(
-                f"agent failed {crashes} times within {self.config.crash_window:g}s; "
-                "the conversation is stopped until resumed"
-            )
-
-    def _fail(self, message: str) -> None:
-        self._gate = Gate.FAILED
-        self._recorder.durable("error", ev.ErrorEvent(message=message))
-
-    # --- callbacks from the agent's read loop (synchronous: the per-chunk path) --------------
-
-    def on_update(self, session_id: str, update: acp.SessionUpdate) -> None:
-        turn = self._turn
-        if turn is None or not turn.accepts(session_id):
-            # The session's state (commands, usage, mode...) whenever it comes: commands
-            # arrive before the session id is known, usage right after a prompt's reply.
-            if self._recorder.session_update(update):
-                return
-            # Replay of a session/load, or a straggler after its turn: never the next turn's.
-            self._dropped_updates += 1
-            return
-        turn.counted()
-        self._recorder.update(update, turn.prompt_seq)
-
-    def on_dropped(self, dropped: DroppedMessage) -> None:
-        """The agent wrote a line over the cap: say so, with how big it was."""
-        what = dropped.method or {"response": "an answer", "request": "a request"}.get(
-            dropped.kind, "output"
-        )
-        message = (
-            f"dropped {what} of {dropped.size / 2**20:.1f} MiB from the agent: over the "
-            f"{dropped.limit / 2**20:g} MiB limit of one message"
-        )
-        if dropped.failed_request:
-            message += f" (it answered {dropped.failed_request}, which fails)"
-        self._recorder.durable("error", ev.ErrorEvent(message=message))
-
-    def on_batch_end(self) -> None:
-        turn = self._turn
-        if turn is not None:
-            turn.on_batch_end()
-
-    async def on_request(self, method: str, raw: msgspec.Raw) -> object:
-        return await self._asks.serve(method, raw)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -627,7 +482,7 @@ class Conversation:
         if self._turn is not None:
             self._turn.interrupt()
         self._slot.cancel_start()
-        self._wake_send.close()
+        self._wakeups.stop_waking()
 
     async def close(self, *, deleting: bool) -> None:
         """Stop the supervisor (and its agent). With `deleting`, nothing of it writes again."""

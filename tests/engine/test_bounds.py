@@ -133,7 +133,9 @@ async def test_a_permission_request_that_is_not_ours_is_refused_and_never_shown(
             else [{"optionId": "ok", "name": "OK", "kind": "allow_once"}],
         }
         with pytest.raises(RpcFailure) as info:
-            await conv.on_request(acp.REQUEST_PERMISSION, msgspec.Raw(json.dumps(ask).encode()))
+            await conv.agent_input.on_request(
+                acp.REQUEST_PERMISSION, msgspec.Raw(json.dumps(ask).encode())
+            )
         assert info.value.code == INVALID_PARAMS
         assert why in info.value.message
         requested = [e for e in await h.events(cid) if e["type"] == "permission_requested"]

@@ -362,13 +362,14 @@ async def test_nothing_of_a_deleted_conversation_writes_again(
 
         monkeypatch.setattr(StoreIO, "write", counting)
         # The recorder has two writes to do, the second queued behind delete's close.
-        conv.on_update("sess-1", acp.ToolCall(tool_call_id="t1", title="t", status="pending"))
-        conv.on_update("sess-1", _chunk("y"))
-        conv.on_update("sess-1", acp.ToolCall(tool_call_id="t2", title="t", status="pending"))
+        on_update = conv.agent_input.on_update
+        on_update("sess-1", acp.ToolCall(tool_call_id="t1", title="t", status="pending"))
+        on_update("sess-1", _chunk("y"))
+        on_update("sess-1", acp.ToolCall(tool_call_id="t2", title="t", status="pending"))
         await h.e.delete(cid)
         deleted = True
         # A late update and a recorder kick after the delete.
-        conv.on_update("sess-1", _chunk("late"))
+        on_update("sess-1", _chunk("late"))
         conv.recorder.delta("message", "later", 1)
         await trio.sleep(5)
         await trio.testing.wait_all_tasks_blocked()

@@ -153,8 +153,9 @@ async def test_one_batch_of_chunks_becomes_one_delta(
         conv = h.supervisor(cid)
         before = conv.recorder.statistics().deltas_published
         # What the peer does with one read that holds many lines: all callbacks, no checkpoint.
+        on_update = conv.agent_input.on_update
         for c in "abcdefghij":
-            conv.on_update("sess-1", acp.AgentMessageChunk(content=acp.TextContent(text=c)))
+            on_update("sess-1", acp.AgentMessageChunk(content=acp.TextContent(text=c)))
         await trio.testing.wait_all_tasks_blocked()
         assert conv.recorder.statistics().deltas_published == before + 1
         msg = parse(await sub.__anext__())
