@@ -6,10 +6,11 @@ stop), `recovery` (turns a dead daemon or supervisor left open); `supervisor` (o
 conversation: the queue loop), `gate` (whether the queue runs, and the failure policy),
 `wakeups` (wake-ups and the idle policy), `agentinput` (what the agent's read loop hands it),
 `steering` (steer, edit, move, remove), `turn` (a prompt and interrupt-and-drain), `slot` (one
-conversation's agent: its lifecycle), `slots` (the `max_agents` table); `recorder` (updates to
-deltas and durable events), `updates` (updates as event bodies), `eventlog` (seq-ordered
-durable writes, then fan-out), `fanout` (subscribers); `asks`, `permissions`, `questions` (what
-agents ask of people), `choices` (modes and options put back); `storeio` (the store from trio).
+conversation's agent: its lifecycle), `failures` (an agent's failures said and counted), `slots`
+(the `max_agents` table); `recorder` (updates to deltas and durable events), `updates` (updates
+as event bodies), `eventlog` (seq-ordered durable writes, then fan-out), `fanout` (subscribers);
+`asks`, `permissions`, `questions` (what agents ask of people), `choices` (modes and options put
+back); `storeio` (the store from trio).
 """
 
 from daemon.engine.fanout import Subscription as Subscription

@@ -23,13 +23,11 @@ process group is gone, and offers its READY agent for eviction while the supervi
 work (`park`): a waiting conversation may take its slot.
 
 The slot also owns the agent's ACP session (set up inside STARTING: resumed, loaded, or new,
-visibly) and the crash history that paces restarts (exponential backoff within
-`crash_window`).
+visibly) and the crash history that paces restarts (`failures.CrashHistory`).
 """
 
 from __future__ import annotations
 
-import collections
 import enum
 import logging
 import time
@@ -41,18 +39,13 @@ import attrs
 import msgspec
 import trio
 
-from daemon.agents.connection import (
-    AgentConnection,
-    AgentSpec,
-    AgentStartError,
-    Launcher,
-    PeerHandlers,
-)
+from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, PeerHandlers
 from daemon.agents.session import agent_spec, open_session
 from daemon.config import Config
 from daemon.engine import updates
 from daemon.engine.choices import Choices, restore_choices
 from daemon.engine.eventlog import EventLog
+from daemon.engine.failures import CrashHistory, crash_event, start_failure
 from daemon.engine.slots import SlotTable, SlotToken, SlotWaiter
 from protocol import acp
 from protocol import events as ev
@@ -63,10 +56,6 @@ __all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed", "Withdrawn
 log = logging.getLogger("acpd.slot")
 
 _mcp_servers = msgspec.json.Decoder(list[acp.McpServer])
-
-# After its stdout ends, how long a crashed agent gets to report its exit status and the last
-# of its stderr before the error event is written without them.
-_EXIT_REPORT_S: Final = 1.0
 
 
 class SlotState(enum.Enum):
@@ -143,7 +132,7 @@ class AgentSlot:
     _stop_reason: str = ""  # why the agent is STOPPING ("crashed" if it exited by itself)
     _start_scope: trio.CancelScope | None = None
     _closing: bool = False  # the conversation is stopping: start no agent
-    _crashes: collections.deque[float] = attrs.field(factory=collections.deque)
+    _crashes: CrashHistory = attrs.field(init=False)
     _starts: int = 0
     _idle_since: float = float("inf")
     _retry_at: float | None = None  # wall-clock time a backed-off start begins
@@ -155,6 +144,9 @@ class AgentSlot:
     _waiter: SlotWaiter | None = None  # our place in line, while WAITING
     _token: SlotToken | None = None  # held from STARTING until the process group is gone
     _withdrawable: bool = False  # the wait for a slot is the queue's (`withdraw` ends it)
+
+    def __attrs_post_init__(self) -> None:
+        self._crashes = CrashHistory(lambda: self._config().crash_window)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -183,8 +175,7 @@ class AgentSlot:
         return self._agent.conn if self._agent is not None and self._state in _LIVE else None
 
     def statistics(self) -> SlotStatistics:
-        self._prune_crashes()
-        return SlotStatistics(self._state, len(self._crashes), self._starts, self._idle_since)
+        return SlotStatistics(self._state, self._crashes.count(), self._starts, self._idle_since)
 
     def _move(self, to: SlotState) -> None:
         if to not in _TRANSITIONS[self._state]:
@@ -287,7 +278,7 @@ class AgentSlot:
         agent: _Agent | None = None
         with trio.CancelScope() as self._start_scope:  # `cancel_start` ends a start-up
             try:
-                if backoff := self._backoff():
+                if backoff := self._crashes.backoff():
                     self._retry_at = time.time() + backoff
                     try:
                         await trio.sleep(backoff)
@@ -308,14 +299,9 @@ class AgentSlot:
         self._move(_S.ABSENT)
         if failure is None:
             return StartFailed(permanent=False)  # cancelled: the daemon is stopping
-        reason = _one_line(failure)
-        if isinstance(failure, trio.TooSlowError):
-            reason = f"no answer within {config.start_timeout:g}s"
-        message = f"agent failed to start: {reason}"
-        detail = _detail(failure)
-        body = ev.ErrorEvent(message=message, detail=detail or msgspec.UNSET)
-        await self._log.append([_event("error", body)])
-        return StartFailed(permanent=_permanent(failure))
+        event, permanent = start_failure(failure, config.start_timeout)
+        await self._log.append([event])
+        return StartFailed(permanent=permanent)
 
     async def _wait_for_slot(
         self, still_wanted: Callable[[], Awaitable[bool]] | None
@@ -479,56 +465,8 @@ class AgentSlot:
 
     def note_failure(self) -> int:
         """Count a crash (or failed start); returns the failures within `crash_window`."""
-        self._prune_crashes()
-        self._crashes.append(trio.current_time())
-        return len(self._crashes)
+        return self._crashes.note()
 
     def forget_failures(self) -> None:
         """A person lifted `failed` (or resumed): count crashes afresh."""
-        self._crashes.clear()
-
-    def _backoff(self) -> float:
-        """Exponential backoff after recent crashes: 0.5 s, 1 s, 2 s, ... capped."""
-        self._prune_crashes()
-        return min(0.5 * 2 ** (len(self._crashes) - 1), 10.0) if self._crashes else 0.0
-
-    def _prune_crashes(self) -> None:
-        cutoff = trio.current_time() - self._config().crash_window
-        while self._crashes and self._crashes[0] < cutoff:
-            self._crashes.popleft()
-
-
-async def crash_event(conn: AgentConnection, *, idle: bool = False) -> tuple[str, bytes]:
-    """The `error` event for an agent that exited by itself: its status and stderr's tail."""
-    # Let the exit status and the last of stderr arrive (bounded: it is exiting).
-    with trio.move_on_after(_EXIT_REPORT_S):
-        await conn.wait_exited()
-    code = conn.returncode
-    msg = "agent exited" + (" while idle" if idle else "")
-    msg += f" with status {code}" if code is not None else ""
-    body = ev.ErrorEvent(message=msg, detail=conn.failure_detail() or msgspec.UNSET)
-    return _event("error", body)
-
-
-def _event(type_: str, body: ev._Body) -> tuple[str, bytes]:
-    return type_, ev.encode_body(body)
-
-
-def _detail(exc: BaseException) -> str:
-    """The `detail` of the first `AgentStartError` in `exc` (a group or not), if any."""
-    if isinstance(exc, BaseExceptionGroup):
-        return next((d for e in exc.exceptions if (d := _detail(e))), "")
-    return exc.detail if isinstance(exc, AgentStartError) else ""
-
-
-def _permanent(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_permanent(e) for e in exc.exceptions)
-    return isinstance(exc, AgentStartError) and exc.permanent
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        return _one_line(exc.exceptions[0])
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        self._crashes.forget()

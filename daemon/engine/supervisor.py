@@ -35,13 +35,14 @@ from daemon.config import Config
 from daemon.engine.agentinput import AgentInput
 from daemon.engine.asks import Asks
 from daemon.engine.eventlog import EventLog, LogClosed
+from daemon.engine.failures import crash_event
 from daemon.engine.fanout import Fanout
 from daemon.engine.gate import Gate, QueueGate
 from daemon.engine.permissions import Permissions
 from daemon.engine.questions import Questions
 from daemon.engine.recorder import Recorder
 from daemon.engine.recovery import load_conversation
-from daemon.engine.slot import AgentSlot, StartFailed, Withdrawn, crash_event
+from daemon.engine.slot import AgentSlot, StartFailed, Withdrawn
 from daemon.engine.slots import SlotTable
 from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
