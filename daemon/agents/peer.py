@@ -5,9 +5,9 @@ stdio in production, one end of `trio.testing.memory_stream_pair()` in tests). I
 enough that the demo agent and the test fake use it for the agent's side too.
 
 Shape (STYLE.md §5): one read loop feeding a length-capped `LineSplitter`; writes serialised by
-one `StrictFIFOLock`; each of our requests waits on a one-shot memory channel keyed by id. The
-agent numbers its own requests from 0 just as we do (ACP.md §1), so incoming and outgoing
-requests live in separate tables and never meet.
+one `StrictFIFOLock`; each of our requests waits on a one-shot memory channel keyed by id
+(`calls.Calls`). The agent numbers its own requests from 0 just as we do (ACP.md §1), so
+incoming (`serving.Serving`) and outgoing requests live in separate tables and never meet.
 """
 
 from __future__ import annotations
@@ -20,20 +20,19 @@ import attrs
 import msgspec
 import trio
 
+from daemon.agents.calls import AgentExited, Calls
+from daemon.agents.serving import MAX_SERVING, RequestHandler, Serving
 from protocol import acp
 from protocol.framing import DroppedLine, LineSplitter
 from protocol.jsonrpc import (
     BUSY,
     INTERNAL_ERROR,
     INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    REQUEST_CANCELLED,
     Envelope,
     ErrorResponse,
     Notification,
     Request,
     RequestId,
-    Response,
     RpcError,
     RpcFailure,
     decode_envelope,
@@ -58,9 +57,6 @@ DEFAULT_MAX_LINE: Final = 16 * 1024 * 1024
 READ_SIZE: Final = 65536
 # How long one write may block on an agent that does not read its input (see `_write`).
 WRITE_BOUND: Final = 5.0
-# Requests from the agent served at once (each holds a task; a permission request may wait
-# minutes for a person). Past it, a request is answered BUSY at once, so the agent sees why.
-MAX_SERVING: Final = 64
 # After each batch read, the read loop yields while other tasks are ready to run, at most this
 # many times: the other tasks' steps come before the next batch's (an ack needs several).
 YIELDS_PER_BATCH: Final = 8
@@ -69,7 +65,6 @@ YIELDS_PER_BATCH: Final = 8
 LOUD_ERRORS: Final = 10
 
 UpdateHandler = Callable[[str, acp.SessionUpdate], None]
-RequestHandler = Callable[[str, msgspec.Raw], Awaitable[object]]
 NotificationHandler = Callable[[str, msgspec.Raw], None]
 
 
@@ -96,10 +91,6 @@ class PeerHandlers:
     on_batch_end: Callable[[], None] | None = None
     wait_for_space: Callable[[], Awaitable[None]] | None = None
     on_dropped: DroppedHandler | None = None
-
-
-class AgentExited(Exception):
-    """The peer's stream ended or broke: nothing more can be sent to or received from it."""
 
 
 @attrs.define(eq=False)
@@ -174,15 +165,12 @@ class AgentPeer:
         self._stream = stream
         self._eof_grace = eof_grace
         self._on_eof = on_eof
-        self._quiet = trio.Event()  # poked when a request in progress has been answered
-        self._answering = 0  # requests of the peer received and not yet answered
         self._write_bound = write_bound
         self._answer_malformed = answer_malformed
         # Called in the read loop, before the request's task starts: what the receiver must
         # know in line order (a notification on the same read is handled before that task).
         self._on_request_received = on_request_received
         self._on_update = on_update
-        self._on_request = on_request
         self._on_notification = on_notification
         self._on_batch_end = on_batch_end
         self._wait_for_space = wait_for_space
@@ -194,13 +182,8 @@ class AgentPeer:
         self.stats = PeerStats()
         # The last malformed line (its start), for an error's detail when the agent then dies.
         self.last_malformed = b""
-        self._next_id = 0
-        self._pending: dict[int, trio.MemorySendChannel[Envelope]] = {}
-        # Called in the read loop when the response to our request arrives, before any later
-        # line is dispatched (the waiter itself runs later): see `request(on_answer=)`.
-        self._on_answer: dict[int, Callable[[], None]] = {}
-        self._methods: dict[int, str] = {}  # of our pending requests, for messages
-        self._serving: dict[RequestId, trio.CancelScope] = {}
+        self._calls = Calls()  # ours, waiting for their answers
+        self._serving = Serving(on_request, self._write, self._log)  # the peer's
         self._send_lock = trio.StrictFIFOLock()
         self._write_broken = False
         self._started = False
@@ -240,16 +223,11 @@ class AgentPeer:
         abandons the wait; a late response is then dropped and counted as unknown. With
         `withdraw`, the peer is also told: `$/cancel_request` names the request (ACP.md §1).
         """
-        req_id = self._next_id
-        self._next_id += 1
+        req_id = self._calls.next_id()
         data = encode_line(Request(id=req_id, method=method, params=params))
         if self._ended:
             raise AgentExited(f"agent connection closed; cannot send {method}")
-        send, recv = trio.open_memory_channel[Envelope](1)
-        self._pending[req_id] = send
-        self._methods[req_id] = method
-        if on_answer is not None:
-            self._on_answer[req_id] = on_answer
+        recv = self._calls.wait_for(req_id, method, on_answer)
         written = answered = False
         try:
             await self._write(data)
@@ -262,9 +240,7 @@ class AgentPeer:
                 raise AgentExited(f"agent exited before answering {method}") from None
             answered = True
         finally:
-            self._pending.pop(req_id, None)
-            self._methods.pop(req_id, None)
-            self._on_answer.pop(req_id, None)
+            self._calls.done(req_id)
             recv.close()
             if withdraw and written and not answered and not self._ended:
                 with trio.CancelScope(shield=True):  # the write itself is bounded
@@ -326,7 +302,7 @@ class AgentPeer:
                         self._on_eof()
                     if self._eof_grace > 0:
                         with trio.move_on_after(self._eof_grace):
-                            await self._wait_answered()
+                            await self._serving.wait_answered()
                 finally:
                     self._end()  # wake waiters now, not after handler tasks unwind
                     nursery.cancel_scope.cancel(reason="agent stream ended")
@@ -335,17 +311,9 @@ class AgentPeer:
             self._end()
             self._finished.set()
 
-    async def _wait_answered(self) -> None:
-        """Until every request of the peer received so far has been answered."""
-        while self._answering:
-            self._quiet = trio.Event()
-            await self._quiet.wait()
-
     def _end(self) -> None:
         self._ended = True
-        pending, self._pending = self._pending, {}
-        for send in pending.values():
-            send.close()  # the waiter's receive() raises EndOfChannel -> AgentExited
+        self._calls.end()  # the waiters' receive() raises EndOfChannel -> AgentExited
 
     async def _read_loop(self) -> None:
         splitter = self._splitter
@@ -451,35 +419,22 @@ class AgentPeer:
             self._log.debug("ignoring notification %s", method)
 
     def _response(self, env: Envelope) -> None:
-        rid = env.id
-        if not isinstance(rid, int) or (send := self._pending.pop(rid, None)) is None:
+        if not self._calls.answer(env, self._callback_failed):
             # Missing id (codex-acp answers notifications so, ACP.md §16), or a request we
             # stopped waiting for.
             self.stats.unknown_responses += 1
-            self._log.debug("dropping a response with unknown id %r", rid)
-            return
-        on_answer = self._on_answer.pop(rid, None)
-        if on_answer is not None:
-            try:
-                on_answer()
-            except Exception:
-                self._callback_failed("on_answer")
-        try:
-            send.send_nowait(env)
-        except trio.BrokenResourceError:  # the waiter is gone already
-            pass
-        send.close()
+            self._log.debug("dropping a response with unknown id %r", env.id)
 
     # --- incoming requests --------------------------------------------------------------------
 
     def _request(self, req_id: RequestId, method: str, params: msgspec.Raw, line: bytes) -> None:
         self.stats.requests_in += 1
-        if req_id in self._serving:
+        if self._serving.in_progress(req_id):
             # Answering would look like an answer to the first one: drop it.
             self._malformed(f"request id {req_id!r} is already in use", line)
             return
         assert self._nursery is not None  # only called from the read loop, inside run()
-        if len(self._serving) >= MAX_SERVING:
+        if self._serving.full:
             self.stats.requests_refused += 1
             if self.stats.requests_refused <= LOUD_ERRORS:
                 self._log.warning("refused a request: %d already being served", MAX_SERVING)
@@ -491,48 +446,7 @@ class AgentPeer:
                 self._on_request_received(method, params)
             except Exception:
                 self._callback_failed("on_request_received")
-        scope = trio.CancelScope()
-        self._serving[req_id] = scope
-        self._answering += 1
-        self._nursery.start_soon(self._serve, req_id, method, params, scope)
-
-    async def _serve(
-        self, req_id: RequestId, method: str, params: msgspec.Raw, scope: trio.CancelScope
-    ) -> None:
-        try:
-            await self._serve_one(req_id, method, params, scope)
-        finally:
-            self._answering -= 1
-            self._quiet.set()
-
-    async def _serve_one(
-        self, req_id: RequestId, method: str, params: msgspec.Raw, scope: trio.CancelScope
-    ) -> None:
-        data: bytes | bytearray | None = None
-        try:
-            with scope:
-                if self._on_request is None:
-                    raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method}")
-                result = await self._on_request(method, params)
-                data = encode_line(Response(id=req_id, result=result))
-        except RpcFailure as exc:
-            data = encode_line(ErrorResponse(id=req_id, error=exc.to_error()))
-        except AgentExited:
-            return  # the handler found the connection gone: nobody to answer
-        except Exception:
-            self._log.exception("handler for %s failed", method)
-            error = RpcError(INTERNAL_ERROR, f"internal error handling {method}")
-            data = encode_line(ErrorResponse(id=req_id, error=error))
-        finally:
-            self._serving.pop(req_id, None)
-        if scope.cancelled_caught:
-            error = RpcError(REQUEST_CANCELLED, "request cancelled")
-            data = encode_line(ErrorResponse(id=req_id, error=error))
-        assert data is not None
-        try:
-            await self._write(data)
-        except AgentExited:
-            pass
+        self._serving.start(self._nursery, req_id, method, params)
 
     async def _refuse(self, req_id: RequestId, error: RpcError) -> None:
         try:
@@ -546,9 +460,7 @@ class AgentPeer:
         except msgspec.DecodeError as exc:
             self._malformed(f"bad $/cancel_request: {exc}", line)
             return
-        scope = self._serving.get(note.request_id)
-        if scope is not None:
-            scope.cancel(reason="$/cancel_request")
+        self._serving.cancel(note.request_id)
 
     # --- bad input ----------------------------------------------------------------------------
 
@@ -562,11 +474,10 @@ class AgentPeer:
         )
         failed = None
         rid = peek.id
-        if peek.kind == "response" and isinstance(rid, int) and rid in self._pending:
-            failed = self._methods.get(rid, "a request")
+        if peek.kind == "response" and (failed := self._calls.waiting_method(rid)) is not None:
             why = f"the agent's answer was {line.size} bytes, over the {cap}-byte limit: dropped"
             self._response(Envelope(jsonrpc="2.0", id=rid, error=RpcError(INTERNAL_ERROR, why)))
-        elif peek.kind == "request" and rid is not None and rid not in self._serving:
+        elif peek.kind == "request" and rid is not None and not self._serving.in_progress(rid):
             why = f"request of {line.size} bytes is over the {cap}-byte limit"
             self._refused.append((rid, RpcError(INVALID_REQUEST, why)))
         if self._on_dropped is not None:

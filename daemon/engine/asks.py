@@ -1,7 +1,7 @@
 """What an agent asks of people: permission requests and questions, routed from its requests.
 
 The agent's requests to acpd arrive here from its read loop (each in its own task, at most
-`peer.MAX_SERVING` at once): `session/request_permission` (`permissions.py`) and
+`serving.MAX_SERVING` at once): `session/request_permission` (`permissions.py`) and
 `elicitation/create` (`questions.py`). Either must name this conversation's session. Asked
 during a turn, it belongs to that turn: the turn's idle timeout is off while people think,
 and a cancelled or ended turn answers it `cancelled`. A permission request outside a turn is
