@@ -12,7 +12,9 @@ import msgspec
 
 from protocol import events as ev
 from tests.fakes.engine import FakeEngine
-from tests.server.test_dashboard_phone import _on_trio
+from tests.server.browser import (
+    on_trio,
+)
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -74,7 +76,7 @@ def check_every_event_type(page: Page, engine: FakeEngine, conv_id: str) -> None
             engine.publish(conv_id, type_, **body)
         engine.publish(conv_id, "from_a_newer_daemon", what="ever")
 
-    _on_trio(publish_all)
+    on_trio(publish_all)
     events = page.locator("#events")
     expect(events.locator("li.meta.unknown")).to_have_text(["from_a_newer_daemon"])
     expect(events.locator("li.msg.user")).to_have_count(2)
