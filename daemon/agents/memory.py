@@ -50,20 +50,29 @@ def groups_rss(pgids: Collection[int], proc: str = "/proc") -> int:
 
 @attrs.define(eq=False)
 class RssGauge:
-    """`groups_rss` of `groups()`, read in a worker thread at most once per `max_age` seconds;
-    while one read runs, other callers get the last answer at once."""
+    """`groups_rss` of `groups()`, read in a worker thread at most once per `max_age` seconds.
+    Only the first read is waited for: after that a caller gets the last answer at once, and
+    a stale one starts the next read in the background (in `nursery`), so a status poll never
+    waits for a pass over /proc on a machine busy starting agents."""
 
     groups: Callable[[], Collection[int]]
+    _nursery: trio.Nursery
     max_age: float = 1.0
     _value: int | None = None
     _read_at: float = -math.inf
     _reading: bool = False
 
     async def read(self) -> int:
-        fresh = trio.current_time() - self._read_at < self.max_age
-        if fresh or (self._reading and self._value is not None):
-            await trio.lowlevel.checkpoint()
-            return self._value or 0
+        """No checkpoint once there is a figure: under load each one is a turn of the busy
+        event loop that a status poll would wait for."""
+        if self._value is None:
+            await self._refresh()
+        elif not self._reading and trio.current_time() - self._read_at >= self.max_age:
+            self._reading = True  # now: no second caller starts another meanwhile
+            self._nursery.start_soon(self._refresh)
+        return self._value or 0
+
+    async def _refresh(self) -> None:
         self._reading = True
         try:
             pgids = list(self.groups())
@@ -71,4 +80,3 @@ class RssGauge:
         finally:
             self._reading = False
         self._value, self._read_at = value, trio.current_time()
-        return value

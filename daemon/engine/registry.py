@@ -33,6 +33,7 @@ from daemon.engine.reads import SHORT_ID_MIN, Reads
 from daemon.engine.recovery import close_dead_turns
 from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.steering import StoredThenClosed
+from daemon.engine.stored import StoredCount
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
 from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
@@ -93,11 +94,13 @@ class Engine:
     slots: SlotTable = attrs.field(init=False)
     _rss: RssGauge = attrs.field(init=False)
     _reads: Reads = attrs.field(init=False)
+    _stored: StoredCount = attrs.field(init=False)  # for `daemon/status`: off the store
 
     def __attrs_post_init__(self) -> None:
         self.slots = SlotTable(self.config.max_agents)
-        self._rss = RssGauge(self.slots.agent_groups)
+        self._rss = RssGauge(self.slots.agent_groups, self._nursery)
         self._reads = Reads(self.io, self.data_dir, self.supervisor, self._deleting.__contains__)
+        self._stored = StoredCount(self._reads.count)
 
     # --- the registry ---------------------------------------------------------------------------
 
@@ -211,7 +214,7 @@ class Engine:
         return await self._reads.list(limit=limit, before=before, cwd=cwd)
 
     async def count(self) -> int:
-        return await self._reads.count()
+        return await self._stored.get()
 
     async def events(
         self, conv_id: str, *, after_seq: int, limit: int
@@ -246,16 +249,18 @@ class Engine:
         policy = self.config.permission_policy
         servers = msgspec.json.encode(mcp_servers).decode() if mcp_servers else None
         try:
-            rec = await self.io.write(
-                lambda s: s.create_conversation(
-                    title=title or "",
-                    agent=name,
-                    agent_cmd=argv,
-                    cwd=cwd,
-                    permission_policy=policy,
-                    mcp_servers=servers,
+            with self._stored.changing() as counted:
+                rec = await self.io.write(
+                    lambda s: s.create_conversation(
+                        title=title or "",
+                        agent=name,
+                        agent_cmd=argv,
+                        cwd=cwd,
+                        permission_policy=policy,
+                        mcp_servers=servers,
+                    )
                 )
-            )
+                counted(1)
         except StorageUnavailable as exc:
             raise unstored(exc, "the conversation was not created") from None
         short = await self.io.read(lambda s: s.short_ids([rec.id], SHORT_ID_MIN))
@@ -269,7 +274,9 @@ class Engine:
             if conv is not None:
                 await conv.close(deleting=True)
             try:
-                await self.io.write_bulk(lambda s: s.delete_conversation(conv_id))
+                with self._stored.changing() as counted:
+                    deleted = await self.io.write_bulk(lambda s: s.delete_conversation(conv_id))
+                    counted(-1 if deleted else 0)
             except StorageUnavailable as exc:
                 raise unstored(exc, "the conversation was not deleted") from None
             await trio.to_thread.run_sync(remove_agent_log, agent_log_path(self.data_dir, conv_id))

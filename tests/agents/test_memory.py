@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,25 +60,42 @@ def test_groups_rss_of_a_real_process_group() -> None:
         child.stdin.close()
 
 
-async def test_the_gauge_reads_at_most_once_per_max_age(
+async def test_the_gauge_reads_at_most_once_per_max_age_and_waits_only_for_the_first(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[list[int]] = []
+    gate = trio.Event()
 
     def fake(pgids: list[int]) -> int:
         reads.append(pgids)
         return 1000 * len(reads)
 
+    async def slow(fn: Callable[[list[int]], int], pgids: list[int]) -> int:
+        if reads:  # every read after the first takes a while
+            await gate.wait()
+        return fn(pgids)
+
     monkeypatch.setattr("daemon.agents.memory.groups_rss", fake)
+    monkeypatch.setattr("daemon.agents.memory.trio.to_thread.run_sync", slow)
     groups = [1, 2]
-    gauge = RssGauge(lambda: groups, max_age=1.0)
-    assert await gauge.read() == 1000
-    assert await gauge.read() == 1000  # fresh: no second pass over /proc
-    await trio.sleep(1)
-    assert await gauge.read() == 2000
-    groups.clear()
-    await trio.sleep(1)
-    assert await gauge.read() == 0  # no agent: no read at all
+    async with trio.open_nursery() as nursery:
+        gauge = RssGauge(lambda: groups, nursery, max_age=1.0)
+        assert await gauge.read() == 1000  # the first read is waited for
+        assert await gauge.read() == 1000  # fresh: no second pass over /proc
+        await trio.sleep(1)
+        with trio.fail_after(0.001):  # stale: the last answer at once, the next read started
+            assert await gauge.read() == 1000
+            assert await gauge.read() == 1000  # one read at a time
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(reads) == 1
+        gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert await gauge.read() == 2000
+        groups.clear()
+        await trio.sleep(1)
+        assert await gauge.read() == 2000  # stale: answered, and read again (no agent: 0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await gauge.read() == 0
     assert reads == [[1, 2], [1, 2]]
 
 
