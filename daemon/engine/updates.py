@@ -7,7 +7,7 @@ Bounds. One stored event is one row and one line to every subscriber, so a tool 
 content, diff or raw values are huge (a whole file rewritten, a build log) is cut to
 `TOOL_BYTES`, visibly: long texts end with a note saying how much was left out, raw values and
 binary blocks too big to cut are replaced by a string saying what they were, and the event says
-`truncated: true`. The bound is the one a message part has (`recorder.SEGMENT_CHARS`).
+`truncated: true`. The bound is 1 MiB, four message parts (`eventlog.SEGMENT_CHARS`).
 """
 
 from __future__ import annotations
