@@ -57,6 +57,8 @@ _FOLD_SQL: Final = {
     for type_, assignment in STATE_FOLDS.items()
 }
 
+_CLEAR_DRAFTS = "DELETE FROM drafts WHERE conversation_id = ?"
+
 
 def _last_seq(conn: sqlite3.Connection, conv_id: str) -> int:
     rows = conn.execute(_LAST_SEQ, (conv_id,)).fetchall()
@@ -116,16 +118,27 @@ class EventOps(Base):
         return self.append_events(conv_id, [(type, body)], now=now)[0]
 
     def append_events(
-        self, conv_id: str, items: Sequence[tuple[str, bytes]], *, now: float | None = None
+        self,
+        conv_id: str,
+        items: Sequence[tuple[str, bytes]],
+        *,
+        now: float | None = None,
+        clear_drafts: bool = False,
     ) -> list[EventRecord]:
-        """Append several events in one transaction (group commit), with consecutive seqs.
+        """Append several events in one transaction (group commit), with consecutive seqs;
+        with `clear_drafts`, drop the conversation's drafts in the same transaction (the events
+        store what the drafts held: apart, a crash between them would store that text twice,
+        once more as the partial message recovery makes of the drafts).
 
         ValueError for a 'user_message': those are durable, see append_user_message."""
         _check_items(items)
-        if not items:
+        if not items and not clear_drafts:
             return []
         with self._transaction() as conn:
-            return _append(conn, conv_id, items, now_or(now))
+            records = _append(conn, conv_id, items, now_or(now)) if items else []
+            if clear_drafts:
+                conn.execute(_CLEAR_DRAFTS, (conv_id,))
+            return records
 
     def append_user_message(
         self, conv_id: str, body: bytes, *, first: bool = False, now: float | None = None
@@ -330,4 +343,4 @@ class EventOps(Base):
     def clear_drafts(self, conv_id: str) -> None:
         """Drop every draft of the conversation (a no-op if there are none)."""
         with self._transaction() as conn:
-            conn.execute("DELETE FROM drafts WHERE conversation_id = ?", (conv_id,))
+            conn.execute(_CLEAR_DRAFTS, (conv_id,))

@@ -207,10 +207,7 @@ class EventLog:
             return
 
         def write(s: Store) -> list[EventRecord]:
-            recs = s.append_events(self.conv_id, items) if items else []
-            if clear_drafts:
-                s.clear_drafts(self.conv_id)
-            return recs
+            return s.append_events(self.conv_id, items, clear_drafts=clear_drafts)
 
         await self._turn_write(write, self._publish)
 

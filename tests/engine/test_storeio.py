@@ -36,13 +36,12 @@ class _FakeStore:
         self.held: list[trio.Event] = []  # the next calls wait for these, one each
         self._seq = 0
 
-    def append_events(self, conv_id: str, items: list[tuple[str, bytes]]) -> list[EventRecord]:
+    def append_events(
+        self, conv_id: str, items: list[tuple[str, bytes]], *, clear_drafts: bool = False
+    ) -> list[EventRecord]:
         self.calls.append(f"{conv_id} output")
         self._seq += len(items)
         return [EventRecord(seq=self._seq, type=t, ts=0.0, body=b) for t, b in items]
-
-    def clear_drafts(self, conv_id: str) -> None:
-        pass
 
     def newest_user_message_seq(self, conv_id: str) -> int:
         return 0

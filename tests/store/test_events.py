@@ -3,6 +3,7 @@ edits are test_queue.py's."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -303,6 +304,32 @@ def test_drafts_append_list_clear(store: Store, conv: ConversationRecord) -> Non
         store.append_draft(conv.id, 3, "tool", "x")
     with pytest.raises(NotFound):
         store.append_draft("cnope", 1, "message", "x")
+
+
+def test_events_and_the_drafts_they_store_commit_together(
+    store: Store, conv: ConversationRecord, db_path: Path
+) -> None:
+    """The events that store a turn's text and the dropping of its drafts are one transaction:
+    apart, a crash between them leaves drafts that recovery stores a second time."""
+    store.append_draft(conv.id, 1, "message", "Hello")
+    saved = [("agent_message", b'{"text":"Hello","prompt_seq":1}')]
+    # Another connection makes dropping drafts fail, as a full disk could at that statement.
+    other = sqlite3.connect(db_path)
+    other.execute(
+        "CREATE TRIGGER no_clear BEFORE DELETE ON drafts BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    other.commit()
+    with pytest.raises(StoreError):
+        store.append_events(conv.id, saved, clear_drafts=True)
+    assert store.read_events(conv.id, 0, 10) == []  # nothing of it landed
+    assert store.drafts(conv.id) == [(1, "message", "Hello")]
+    other.execute("DROP TRIGGER no_clear")
+    other.commit()
+    other.close()
+    (rec,) = store.append_events(conv.id, saved, clear_drafts=True)
+    assert [r.seq for r in store.read_events(conv.id, 0, 10)] == [rec.seq]
+    assert store.drafts(conv.id) == []
+    assert store.append_events(conv.id, [], clear_drafts=True) == []  # drafts alone: fine
 
 
 def test_failed_transaction_rolls_back_and_store_stays_usable(
