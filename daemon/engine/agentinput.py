@@ -51,7 +51,7 @@ class AgentInput:
 
     def on_update(self, session_id: str, update: acp.SessionUpdate) -> None:
         turn = self._turn()
-        if turn is None or not turn.accepts(session_id):
+        if turn is None or not turn.take(session_id):
             # The session's state (commands, usage, mode...) whenever it comes: commands
             # arrive before the session id is known, usage right after a prompt's reply.
             if self._recorder.session_update(update):
@@ -59,7 +59,6 @@ class AgentInput:
             # Replay of a session/load, or a straggler after its turn: never the next turn's.
             self._dropped_updates += 1
             return
-        turn.counted()
         self._recorder.update(update, turn.prompt_seq)
 
     def on_dropped(self, dropped: DroppedMessage) -> None:

@@ -80,17 +80,18 @@ class Turn:
 
     # --- from the agent's read loop (synchronous) ---------------------------------------------
 
-    def accepts(self, session_id: str) -> bool:
-        """Whether an update of `session_id` belongs to this turn now."""
-        return (
-            self._prompted
+    def take(self, session_id: str) -> bool:
+        """Whether an update of `session_id` belongs to this turn now; counted if it does (one
+        call per update: this is the read loop's per-chunk path)."""
+        if (
+            session_id == self._session_id
+            and self._prompted
             and not self._answered
             and not self._done.is_set()
-            and session_id == self._session_id
-        )
-
-    def counted(self) -> None:
-        self._updates += 1
+        ):
+            self._updates += 1
+            return True
+        return False
 
     def on_batch_end(self) -> None:
         # Re-armed once per batch of lines, not per update: moving a deadline costs more than

@@ -118,6 +118,40 @@ async def test_a_long_message_is_stored_in_bounded_parts(
         assert texts == ["abcdabcdab", "cdabcdabcd", "x" * 10, "x" * 10, "x" * 5]
 
 
+async def test_grouped_chunks_keep_parts_and_deltas_exact(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read of many small chunks is added in groups (the relay's fast path): the stored
+    parts, the deltas' bound and the text they carry are exactly as chunk by chunk."""
+    monkeypatch.setattr(recorder, "SEGMENT_CHARS", 10)
+    monkeypatch.setattr(recorder, "GROUP_CHARS", 4)
+    monkeypatch.setattr(recorder, "DELTA_CHARS", 7)
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        h.script(WaitForCancel(), Reply("cancelled"))
+        await h.e.send(cid, "go", run=True, interrupt=False)
+        await h.agents_wait_prompt(1)
+        await trio.testing.wait_all_tasks_blocked()
+        sub = await h.e.subscribe(cid, after_seq=100, deltas=True)
+        chunks = ["ab", "c", "defg", "h", "ij", "klmnopq", "r", "s", "tuvw", "x", "yz"] * 3
+        on_update = h.supervisor(cid).agent_input.on_update
+        for c in chunks:  # one batch: no checkpoint between them
+            on_update("sess-1", acp.AgentMessageChunk(content=acp.TextContent(text=c)))
+        await h.e.interrupt(cid)
+        await wait_turn_ended(h, cid)
+        whole = "".join(chunks)
+        texts = [e["text"] for e in await h.events(cid) if e["type"] == "agent_message"]
+        assert texts == [whole[i : i + 10] for i in range(0, len(whole), 10)]
+        streamed = ""
+        while len(streamed) < len(whole):
+            msg = parse(await sub.__anext__())
+            if msg["method"] == "conversation/delta":
+                assert 0 < len(msg["params"]["text"]) <= 7
+                streamed += msg["params"]["text"]
+        assert streamed == whole
+        sub.close()
+
+
 async def test_drafts_grow_by_appending_what_is_new(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
