@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ._base import _identity
 from ._conversations import ConversationOps
 from ._events import EventOps
 from ._queue import QueueOps
+from .checkpoint import BACKSTOP_PAGES, Checkpointer
 from .errors import StoreError
-from .schema import connect_reader, connect_writer
+from .schema import connect_checkpointer, connect_reader, connect_writer
 
 __all__ = ["STORE_FILE", "Store"]
 
@@ -70,6 +72,26 @@ class Store(ConversationOps, EventOps, QueueOps):
     def reader(self) -> Store:
         """A read-only Store on the same file, with its own connection."""
         return self.open_reader(self.path)
+
+    def checkpointer(self) -> Checkpointer:
+        """A Checkpointer on this writer's file, to which this connection leaves checkpoints
+        from now on: its own commits checkpoint only past BACKSTOP_PAGES (see
+        store/checkpoint.py). StoreError if the path no longer names the file it opened."""
+        if self.readonly or self._files is None:
+            raise StoreError(f"store {self.path}: only the writer hands out checkpoints")
+        ours = self._files[0]
+        changed = StoreError(f"store {self.path}: the file changed since the writer opened it")
+        if ours is None or _identity(self._names[0]) != ours:
+            raise changed
+        checkpointer = Checkpointer(connect_checkpointer(self.path), self.path)
+        try:
+            if _identity(self._names[0]) != ours:  # replaced while it connected: not ours
+                raise changed
+            self._rows(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        except BaseException:
+            checkpointer.close()
+            raise
+        return checkpointer
 
     def _recover_activity(self) -> None:
         """Bumps a crash lost are those of messages still queued (Base._activity): re-derive

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from .errors import StoreError
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect_reader", "connect_writer"]
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "connect_checkpointer",
+    "connect_reader",
+    "connect_writer",
+]
 
 APPLICATION_ID = 0x61637064  # b"acpd" in the header: tells our files from other SQLite files
 BUSY_TIMEOUT_MS = 10_000
@@ -301,6 +308,29 @@ def connect_writer(path: Path) -> sqlite3.Connection:
             _configure(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_checkpointer(path: Path) -> sqlite3.Connection:
+    """A writable connection to an existing, current store in WAL mode, for checkpoints only
+    (store/checkpoint.py): it is checked like a reader's and never migrates anything."""
+    _header_check(path)
+    if not _has_content(path) or _probe_readonly(path) != SCHEMA_VERSION:
+        raise StoreError(f"store {path} is not ready (open it for writing first)")
+    conn = _connect(str(path), path)
+    try:
+        try:
+            version = _probe(conn, path)
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            _configure(conn)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # it writes nothing; no need either
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from None
+        if version != SCHEMA_VERSION or mode != "wal":
+            raise StoreError(f"store {path} is not ready (open it for writing first)")
     except BaseException:
         conn.close()
         raise

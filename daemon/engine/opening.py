@@ -46,6 +46,7 @@ async def open_engine(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(io.run_settler)
             nursery.start_soon(io.run_upkeep)
+            nursery.start_soon(io.run_checkpoints)
             engine = Engine(
                 config, io, launcher or tracker.launcher(lambda: engine.config), data_dir, nursery
             )
