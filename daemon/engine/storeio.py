@@ -154,6 +154,11 @@ class StoreIO:
     _hurried: int = 0
     # The writer's turnstile: held by one call at a time; waiting calls by lane, in order.
     _writer_busy: bool = False
+    # Since when the writer has been kept free for a control write on its way (see `_give`),
+    # and whether a bulk write already went ahead after CONTROL_PAUSE since control writes
+    # have been on their way (then bulk writes are no longer held off, until none is).
+    _kept_since: float | None = None
+    _hold_spent: bool = False
     _control: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
     # Control writes waiting for or holding the writer, and an event set while there are none.
     _control_calls: int = 0
@@ -210,6 +215,10 @@ class StoreIO:
         self._control_calls -= 1
         if not self._control_calls:
             self._control_quiet.set()
+            self._hold_spent = False
+            if not self._writer_busy and self._bulk:  # kept free for it (`_give`)
+                self._occupy()
+                self._bulk.popleft().wake.set()
 
     def hurry(self, ticket: WriteTicket) -> None:
         """A control write waits for this bulk write (its conversation's, which must commit
@@ -219,6 +228,9 @@ class StoreIO:
             self._bulk.remove(ticket)
             self._control.append(ticket)
             self._hurried += 1
+            if not self._writer_busy:  # kept free for a control write (`_give`): it is this
+                self._occupy()
+                self._control.popleft().wake.set()
 
     async def append_user(
         self, conv_id: str, make_body: Callable[[Store], bytes], *, first: bool = False
@@ -268,13 +280,36 @@ class StoreIO:
         return result
 
     async def _take(self, lane: collections.deque[_Ticket], ticket: _Ticket) -> None:
-        """Return holding the writer, or with `ticket` done by another call's group commit."""
+        """Return holding the writer, or with `ticket` done by another call's group commit.
+
+        A bulk write does not take a writer kept free for a control write on its way (see
+        `_give`) until CONTROL_PAUSE has passed; then the first in line goes ahead."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._writer_busy:
-            self._writer_busy = True
-            return
+            if lane is self._control or not self._holding_off():
+                self._occupy()
+                return
+            if self._kept_since is None:
+                self._kept_since = trio.current_time()
         lane.append(ticket)
         try:
+            while lane is self._bulk and not ticket.wake.is_set():
+                since = self._kept_since
+                start = trio.current_time() if since is None else since
+                with trio.move_on_at(start + CONTROL_PAUSE):
+                    await ticket.wake.wait()
+                if (
+                    not ticket.wake.is_set()
+                    and since is not None
+                    and self._kept_since == since
+                    and self._bulk
+                    and self._bulk[0] is ticket
+                    and trio.current_time() >= since + CONTROL_PAUSE
+                ):  # kept free long enough, and no control write came: go ahead
+                    self._bulk.popleft()
+                    self._hold_spent = True
+                    self._occupy()
+                    return
             await ticket.wake.wait()
         except trio.Cancelled:
             if ticket.taken:
@@ -287,15 +322,31 @@ class StoreIO:
                 self._give()
             else:  # out of the line, whichever lane it is in now
                 (self._control if ticket in self._control else self._bulk).remove(ticket)
+                if not self._bulk:
+                    self._kept_since = None
             raise
 
     def _give(self) -> None:
-        """Hand the writer to the next call: control first, each lane in order."""
-        lane = self._control or self._bulk
-        if lane:
-            lane.popleft().wake.set()
+        """Hand the writer to the next call: control first, each lane in order. While a
+        control write is on its way (`control_begins`) but not yet in line (it waits for its
+        log's lock, say), the writer is kept free for it rather than handed to a bulk write
+        it would then wait for too: `control_ends`, or the bulk write's own CONTROL_PAUSE,
+        ends that."""
+        if self._control:
+            self._control.popleft().wake.set()
+        elif self._bulk and not self._holding_off():
+            self._bulk.popleft().wake.set()
         else:
             self._writer_busy = False
+            self._kept_since = trio.current_time() if self._bulk else None
+
+    def _holding_off(self) -> bool:
+        """Whether bulk writes leave a free writer to a control write on its way."""
+        return bool(self._control_calls) and not self._hold_spent
+
+    def _occupy(self) -> None:
+        self._writer_busy = True
+        self._kept_since = None
 
     def _take_messages(self) -> list[_Ticket]:
         """The user messages waiting in the control lane (up to MAX_GROUP in all), taken out

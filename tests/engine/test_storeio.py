@@ -7,6 +7,7 @@ store.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import trio.testing
 
 from daemon.engine.eventlog import EventLog
 from daemon.engine.fanout import Fanout
-from daemon.engine.storeio import CONTROL_PAUSE, StoreIO
+from daemon.engine.storeio import CONTROL_PAUSE, StoreIO, WriteTicket
 from store import EventRecord, NotFound, Store, StoreError
 from tests.engine.harness import harness
 
@@ -292,9 +293,8 @@ async def test_a_message_hurries_its_conversations_own_output_ahead(
     io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
 ) -> None:
     """Priority inheritance: x's message must wait for x's output already in line (the same
-    log lock), so that output moves up to the control lane; the others' output waits, but
-    for the one write that takes the writer as x's output ends, before x's message is in
-    line (bounded: one write)."""
+    log lock), so that output moves up to the control lane; the others' output waits, even
+    as the writer comes free before x's message is in line (it is kept for the message)."""
     store_io, fake = io
     gate = trio.Event()
     fake.held.append(gate)
@@ -308,7 +308,7 @@ async def test_a_message_hurries_its_conversations_own_output_ahead(
             nursery.start_soon(logs["x"].append_user, "hi")
             await trio.testing.wait_all_tasks_blocked()
             gate.set()
-    assert fake.calls == ["y output", "x output", "z output", "x message", "w output"]
+    assert fake.calls == ["y output", "x output", "x message", "z output", "w output"]
     assert store_io.statistics().hurried == 1
     assert logs["x"].last_seq > 0
 
@@ -362,3 +362,69 @@ async def test_bulk_producers_hold_off_while_a_control_write_is_on_its_way(
     store_io.control_ends()
     await store_io.wait_control_quiet()
     assert trio.current_time() == t0 + CONTROL_PAUSE * 2.25
+
+
+async def test_a_waiting_bulk_write_leaves_the_writer_to_a_control_write_on_its_way(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A send announces itself before it waits for its log's lock: a bulk write waiting then
+    does not take the writer as it comes free (the send would wait for that write too), but
+    only once the send is through, or after CONTROL_PAUSE at most."""
+    store_io, _ = io
+    order: list[str] = []
+    gate = trio.Event()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk 1", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk 2"))
+            await trio.testing.wait_all_tasks_blocked()
+            store_io.control_begins()  # on its way: waiting for a lock, say
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == ["bulk 1"]  # the writer is free, kept for the send
+            t0 = trio.current_time()
+            await store_io.write(_op(order, "control"))
+            assert trio.current_time() == t0  # at once
+            store_io.control_ends()
+        assert order == ["bulk 1", "control", "bulk 2"]
+
+        # Bounded: an announced write that never comes holds a bulk write up CONTROL_PAUSE.
+        gate = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk 3", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk 4"))
+            await trio.testing.wait_all_tasks_blocked()
+            store_io.control_begins()
+            t0 = trio.current_time()
+            gate.set()
+            await store_io.write_bulk(_op(order, "bulk 5"))  # in line behind bulk 4
+            assert trio.current_time() == t0 + CONTROL_PAUSE
+            store_io.control_ends()
+        assert order[-3:] == ["bulk 3", "bulk 4", "bulk 5"]
+
+
+async def test_a_bulk_write_hurried_while_the_writer_is_kept_free_runs_at_once(
+    io: tuple[StoreIO, _FakeStore], autojump_clock: trio.testing.MockClock
+) -> None:
+    store_io, _ = io
+    order: list[str] = []
+    gate = trio.Event()
+    ticket = WriteTicket()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store_io.write_bulk, _op(order, "bulk 1", gate))
+            await trio.testing.wait_all_tasks_blocked()
+            write = functools.partial(store_io.write_bulk, _op(order, "own output"), ticket=ticket)
+            nursery.start_soon(write)
+            await trio.testing.wait_all_tasks_blocked()
+            store_io.control_begins()
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            t0 = trio.current_time()
+            store_io.hurry(ticket)  # the send needs it through first (its log's lock)
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == ["bulk 1", "own output"]
+            assert trio.current_time() == t0
+            store_io.control_ends()
