@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Daemon", "measure", "ratio_row", "row", "running_daemon", "stats"]
+__all__ = ["Daemon", "measure", "ratio_row", "row", "running_daemon", "stats", "subscriber"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON_TIMEOUT = 60.0  # start-up or stop of a benchmark daemon: a hang guard
@@ -175,3 +175,21 @@ def running_daemon(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def subscriber(daemon: Daemon, conv_id: str, root: Path = ROOT) -> Iterator[None]:
+    """A client in a process of its own (`_subscriber.py`) subscribed to `conv_id` with
+    deltas and draining everything; yields once the subscription is answered."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench._subscriber", daemon.socket, conv_id],
+        cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline() != b"ready\n":
+            raise RuntimeError("the subscriber process did not subscribe")
+        yield
+    finally:
+        proc.kill()
+        proc.wait()

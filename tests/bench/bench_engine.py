@@ -26,12 +26,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from daemon.config import Config
 from daemon.engine.opening import open_engine
 from daemon.engine.registry import Engine
 from protocol import acp
-from tests.bench._common import ratio_row, row, running_daemon, stats
+from tests.bench._common import ratio_row, row, running_daemon, stats, subscriber
 from tests.bench.bench_store import BIG, _store_of
 from tests.engine.harness import harness, wait_turn_ended
 from tests.fakes.agent import Reply, WaitForCancel
@@ -157,14 +155,6 @@ async def _relay(agent: Agent, n: int, tmp: Path, counts: tuple[int, ...]) -> di
 # --- send ack while a turn streams, through a real daemon ---------------------------------------
 
 
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(1 << 16):
-            pass
-    except OSError:
-        pass
-
-
 def _send_ack(agent: Agent, n: int, samples: int, tmp: Path) -> list[float]:
     """`messages/send` round trips (ms) while `agent` streams a turn of `n` chunks."""
     data = tmp / "data"
@@ -176,31 +166,22 @@ def _send_ack(agent: Agent, n: int, samples: int, tmp: Path) -> list[float]:
     ):
         new = {"agent_cmd": agent.argv, "cwd": str(tmp), "title": "ack"}
         cid = client.call("conversations/create", new)["conversation"]["id"]
-        watcher = socket.socket(socket.AF_UNIX)
-        watcher.connect(daemon.socket)
-        params = {"id": cid, "deltas": True}
-        watcher.sendall(
-            _line(
-                {"jsonrpc": "2.0", "id": 1, "method": "conversations/subscribe", "params": params}
-            )
-        )
-        threading.Thread(target=_drain, args=(watcher,), daemon=True).start()
-        client.call("messages/send", {"id": cid, "text": agent.text(10)})  # start the agent
-        while client.call("conversations/get", {"id": cid})["conversation"]["status"] != "idle":
-            time.sleep(0.01)
-        client.call("messages/send", {"id": cid, "text": agent.text(n)})
-        time.sleep(0.2)  # streaming now
-        out: list[float] = []
-        for i in range(samples):  # each queues a turn behind the long one
-            start = time.perf_counter_ns()
-            client.call("messages/send", {"id": cid, "text": f"queued {i}"})
-            out.append((time.perf_counter_ns() - start) / 1e6)
-            time.sleep(0.002)  # a person types slower; the turn keeps streaming
-        info = client.call("conversations/get", {"id": cid})["conversation"]
-        if (info["status"], info["queued"]) != ("running", samples):  # still the long turn
-            raise RuntimeError(f"the long turn ended before the samples did: {stats(out)}")
-        client.call("conversations/delete", {"id": cid})
-        watcher.close()
+        with subscriber(daemon, cid):
+            client.call("messages/send", {"id": cid, "text": agent.text(10)})  # start the agent
+            while client.call("conversations/get", {"id": cid})["conversation"]["status"] != "idle":
+                time.sleep(0.01)
+            client.call("messages/send", {"id": cid, "text": agent.text(n)})
+            time.sleep(0.2)  # streaming now
+            out: list[float] = []
+            for i in range(samples):  # each queues a turn behind the long one
+                start = time.perf_counter_ns()
+                client.call("messages/send", {"id": cid, "text": f"queued {i}"})
+                out.append((time.perf_counter_ns() - start) / 1e6)
+                time.sleep(0.002)  # a person types slower; the turn keeps streaming
+            info = client.call("conversations/get", {"id": cid})["conversation"]
+            if (info["status"], info["queued"]) != ("running", samples):  # still the long turn
+                raise RuntimeError(f"the long turn ended before the samples did: {stats(out)}")
+            client.call("conversations/delete", {"id": cid})
     return out
 
 

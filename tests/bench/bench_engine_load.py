@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.cli.client import Client
-from tests.bench._common import ROOT, Daemon, ratio_row, row, running_daemon, stats
+from tests.bench._common import ROOT, Daemon, ratio_row, row, running_daemon, stats, subscriber
 
 FLOOD = [sys.executable, str(Path(__file__).with_name("_flood_agent.py"))]
 DEMO = [sys.executable, "-m", "daemon.agents.demo"]
@@ -46,14 +45,6 @@ POLL = 0.01  # between two `daemon/status` calls of the poller
 
 def _line(msg: dict[str, Any]) -> bytes:
     return json.dumps(msg).encode() + b"\n"
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(1 << 16):
-            pass
-    except OSError:
-        pass
 
 
 @contextmanager
@@ -139,34 +130,28 @@ def send_ack_beside_flood(root: Path, tmp: Path, samples: int) -> tuple[list[flo
     with _daemon(root, tmp, "ack") as daemon, Client(daemon.socket) as client:
         flood = _create(client, tmp, FLOOD, "flood")
         quiet = _create(client, tmp, DEMO, "quiet")
-        watcher = socket.socket(socket.AF_UNIX)
-        watcher.connect(daemon.socket)
-        params = {"id": flood, "deltas": True}
-        sub = {"jsonrpc": "2.0", "id": 1, "method": "conversations/subscribe", "params": params}
-        watcher.sendall(_line(sub))
-        threading.Thread(target=_drain, args=(watcher,), daemon=True).start()
-        for cid, text in ((flood, "10"), (quiet, "/echo warm")):  # both agents up
-            client.call("messages/send", {"id": cid, "text": text})
-        while {_status_of(client, flood), _status_of(client, quiet)} != {"idle"}:
-            time.sleep(0.01)
+        with subscriber(daemon, flood):
+            for cid, text in ((flood, "10"), (quiet, "/echo warm")):  # both agents up
+                client.call("messages/send", {"id": cid, "text": text})
+            while {_status_of(client, flood), _status_of(client, quiet)} != {"idle"}:
+                time.sleep(0.01)
 
-        def sample() -> list[float]:
-            out: list[float] = []
-            for i in range(samples):
-                start = time.perf_counter_ns()
-                client.call("messages/send", {"id": quiet, "text": f"/echo {i}"})
-                out.append((time.perf_counter_ns() - start) / 1e6)
-                time.sleep(0.005)  # a person types slower; each send runs a short turn
-            return out
+            def sample() -> list[float]:
+                out: list[float] = []
+                for i in range(samples):
+                    start = time.perf_counter_ns()
+                    client.call("messages/send", {"id": quiet, "text": f"/echo {i}"})
+                    out.append((time.perf_counter_ns() - start) / 1e6)
+                    time.sleep(0.005)  # a person types slower; each send runs a short turn
+                return out
 
-        idle = sample()
-        client.call("messages/send", {"id": flood, "text": "50000000"})
-        time.sleep(0.3)  # streaming now
-        busy = sample()
-        if _status_of(client, flood) != "running":
-            raise RuntimeError("the flood ended before the samples did")
-        client.call("conversations/delete", {"id": flood})
-        watcher.close()
+            idle = sample()
+            client.call("messages/send", {"id": flood, "text": "50000000"})
+            time.sleep(0.3)  # streaming now
+            busy = sample()
+            if _status_of(client, flood) != "running":
+                raise RuntimeError("the flood ended before the samples did")
+            client.call("conversations/delete", {"id": flood})
     return idle, busy
 
 
