@@ -933,6 +933,19 @@ class _UpdateLine(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=T
 _update_line_decoder = msgspec.json.Decoder(_UpdateLine)
 
 
+def decode_update_lines(lines: list[bytes]) -> list[SessionNotification] | None:
+    """`decode_update_line` for a whole batch of lines (none holding a newline) in one pass:
+    their notifications, in order, if every line is one; else None (the caller then goes line
+    by line). Never raises. A blank line declines too: the count must match."""
+    try:
+        decoded = _update_line_decoder.decode_lines(b"\n".join(lines))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if len(decoded) != len(lines):
+        return None
+    return [d.params for d in decoded]
+
+
 def decode_update_line(line: bytes | bytearray | memoryview) -> SessionNotification | None:
     """Fast path for the commonest line: a well-formed `session/update` notification of a
     known variant, decoded in one pass (no envelope, no second scan of a `Raw`).

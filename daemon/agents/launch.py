@@ -187,6 +187,7 @@ def _peer(stream: trio.abc.Stream, h: PeerHandlers, log: logging.Logger | None) 
     return AgentPeer(
         stream,
         on_update=h.on_update,
+        on_updates=h.on_updates,
         on_request=h.on_request,
         on_batch_end=h.on_batch_end,
         wait_for_space=h.wait_for_space,

@@ -16,11 +16,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 
-import attrs
 import msgspec
 import trio
 
 from daemon.agents.calls import AgentExited, Calls
+from daemon.agents.hearing import (
+    DroppedHandler,
+    DroppedMessage,
+    NotificationHandler,
+    PeerHandlers,
+    PeerStats,
+    UpdateHandler,
+    UpdatesHandler,
+)
 from daemon.agents.serving import MAX_SERVING, RequestHandler, Serving
 from protocol import acp
 from protocol.framing import DroppedLine, LineSplitter
@@ -64,52 +72,15 @@ YIELDS_PER_BATCH: Final = 8
 # not flood the daemon's log, but the first occurrences are what someone debugging needs.
 LOUD_ERRORS: Final = 10
 
-UpdateHandler = Callable[[str, acp.SessionUpdate], None]
-NotificationHandler = Callable[[str, msgspec.Raw], None]
-
-
-@attrs.frozen
-class DroppedMessage:
-    """A line from the peer dropped for its length: what it seemed to be (`protocol.peek`)."""
-
-    size: int  # bytes
-    limit: int  # the cap it was over
-    kind: str  # response | request | notification | unknown
-    method: str | None  # of a request or notification, if it could be read
-    failed_request: str | None  # the method of our request this failed, if it answered one
-
-
-DroppedHandler = Callable[[DroppedMessage], None]
-
-
-@attrs.frozen
-class PeerHandlers:
-    """What a peer's owner hears from it (see `AgentPeer` for when each is called)."""
-
-    on_update: UpdateHandler
-    on_request: RequestHandler | None = None
-    on_batch_end: Callable[[], None] | None = None
-    wait_for_space: Callable[[], Awaitable[None]] | None = None
-    on_dropped: DroppedHandler | None = None
-
-
-@attrs.define(eq=False)
-class PeerStats:
-    lines: int = 0  # complete lines received
-    notifications: int = 0  # incoming notifications of any method (malformed ones included)
-    malformed: int = 0  # undecodable lines, and known session/update variants that don't fit
-    oversized: int = 0  # lines over max_line, dropped
-    unknown_responses: int = 0  # responses with a missing id or one we are not waiting for
-    requests_in: int = 0  # requests from the peer
-    requests_refused: int = 0  # answered BUSY: MAX_SERVING were being served
-    callback_errors: int = 0  # on_update/on_notification/on_batch_end raised (a bug: logged)
-
 
 class AgentPeer:
     """A JSON-RPC 2.0 connection over `stream`, one message per line.
 
     Callbacks run in the read loop, in arrival order: `on_update(session_id, update)` for every
-    `session/update` (unknown variants as `acp.UnknownUpdate`), `on_notification(method, raw)`
+    `session/update` (unknown variants as `acp.UnknownUpdate`); or, with `on_updates`, that
+    with a list of the notifications that come one after another in a batch (for a flood's
+    lines, one call per batch, not per line; a run with an unknown variant or a malformed
+    line in it goes one by one, to `on_update`); `on_notification(method, raw)`
     for other notifications (ignored without it), and `on_batch_end()` after the lines of each
     received chunk, so a consumer can coalesce deltas and act once per batch. They are
     synchronous. One that raises is a bug, but one message must not cost the whole
@@ -149,6 +120,7 @@ class AgentPeer:
         stream: trio.abc.Stream,
         *,
         on_update: UpdateHandler,
+        on_updates: UpdatesHandler | None = None,
         on_request: RequestHandler | None = None,
         on_notification: NotificationHandler | None = None,
         on_batch_end: Callable[[], None] | None = None,
@@ -171,6 +143,7 @@ class AgentPeer:
         # know in line order (a notification on the same read is handled before that task).
         self._on_request_received = on_request_received
         self._on_update = on_update
+        self._on_updates = on_updates or self._each_update
         self._on_notification = on_notification
         self._on_batch_end = on_batch_end
         self._wait_for_space = wait_for_space
@@ -351,27 +324,43 @@ class AgentPeer:
 
     def _dispatch_batch(self, lines: list[bytes]) -> None:
         self.stats.lines += len(lines)
-        # The commonest line by far is a well-formed, known update: decoded in one pass, with
-        # the per-line work kept inline (this loop is the daemon's hot path).
-        decode_update = acp.decode_update_line
-        on_update = self._on_update
-        updates = 0
-        for line in lines:
-            note = decode_update(line)
-            if note is not None:
-                updates += 1
-                try:
-                    on_update(note.session_id, note.update)
-                except Exception:
-                    self._callback_failed("on_update")
-            else:
+        # The commonest line by far is a well-formed, known update: a flood's batch is decoded
+        # in one pass and handed on in one call (this is the daemon's hot path).
+        notes = acp.decode_update_lines(lines)
+        if notes is not None:
+            self._deliver(notes)
+        else:  # line by line: runs of updates still together, anything else the general way
+            run: list[acp.SessionNotification] = []
+            for line in lines:
+                if (note := acp.decode_update_line(line)) is not None:
+                    run.append(note)
+                    continue
+                if run:
+                    self._deliver(run)
+                    run = []
                 self._dispatch(line)
-        self.stats.notifications += updates
+            if run:
+                self._deliver(run)
         if self._on_batch_end is not None:
             try:
                 self._on_batch_end()
             except Exception:
                 self._callback_failed("on_batch_end")
+
+    def _deliver(self, notes: list[acp.SessionNotification]) -> None:
+        self.stats.notifications += len(notes)
+        try:
+            self._on_updates(notes)
+        except Exception:
+            self._callback_failed("on_updates")
+
+    def _each_update(self, notes: list[acp.SessionNotification]) -> None:
+        """`on_updates` for an owner that gave only `on_update`."""
+        for note in notes:
+            try:
+                self._on_update(note.session_id, note.update)
+            except Exception:
+                self._callback_failed("on_update")
 
     def _dispatch(self, line: bytes) -> None:
         """Any line but a well-formed known update."""

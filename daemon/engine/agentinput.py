@@ -43,6 +43,7 @@ class AgentInput:
     def handlers(self) -> PeerHandlers:
         return PeerHandlers(
             on_update=self.on_update,
+            on_updates=self.on_updates,
             on_request=self.on_request,
             on_batch_end=self.on_batch_end,
             wait_for_space=self.between_batches,
@@ -60,6 +61,20 @@ class AgentInput:
             self._dropped_updates += 1
             return
         self._recorder.update(update, turn.prompt_seq)
+
+    def on_updates(self, notes: list[acp.SessionNotification]) -> None:
+        """`on_update` for a run of them (a flood's batch): the turn is asked once, and its
+        updates go to the recorder in one call."""
+        turn = self._turn()
+        session = turn.taking() if turn is not None else None
+        if turn is not None and session is not None:
+            updates = [n.update for n in notes if n.session_id == session]
+            if len(updates) == len(notes):  # all the turn's: the usual case
+                turn.took(len(updates))
+                self._recorder.updates(updates, turn.prompt_seq)
+                return
+        for note in notes:  # mixed sessions, or no turn: one by one
+            self.on_update(note.session_id, note.update)
 
     def on_dropped(self, dropped: DroppedMessage) -> None:
         """The agent wrote a line over the cap: say so, with how big it was."""

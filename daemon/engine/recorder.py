@@ -28,7 +28,7 @@ semantics), and consecutive usage reports into the last one.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import attrs
 import msgspec
@@ -169,6 +169,37 @@ class Recorder:
             self.durable("plan", ev.PlanEvent(entries=entries, prompt_seq=seq))
         else:
             self.session_update(update)
+
+    def updates(self, updates: Sequence[acp.SessionUpdate], seq: int) -> None:
+        """`update` for each, in order; a run of message text chunks is added in one go
+        (the relay's hot path: a flood's batch is one such run)."""
+        texts: list[str] = []
+        for update in updates:
+            if type(update) is acp.AgentMessageChunk and type(update.content) is acp.TextContent:
+                texts.append(update.content.text)
+                continue
+            if texts:
+                self._message_texts(texts, seq)
+                texts = []
+            self.update(update, seq)
+        if texts:
+            self._message_texts(texts, seq)
+
+    def _message_texts(self, texts: list[str], seq: int) -> None:
+        """`delta("message", text, seq)` for each text, in one step."""
+        if "" in texts:
+            texts = [t for t in texts if t]
+            if not texts:
+                return
+        self._buffered += sum(map(len, texts))
+        items = self._items
+        if items:
+            last = items[-1]
+            if type(last) is _Delta and last.kind == "message" and last.prompt_seq == seq:
+                last.parts.extend(texts)
+                return
+        items.append(_Delta("message", texts, seq))
+        self._kick.set()
 
     def _tool_update(self, body: ev.ToolCallUpdateEvent) -> None:
         items = self._items

@@ -93,6 +93,16 @@ class Turn:
             return True
         return False
 
+    def taking(self) -> str | None:
+        """The session whose updates belong to this turn now (None: none do); for a run of
+        updates checked at once, with `took` (`take` is the one-by-one form)."""
+        if self._prompted and not self._answered and not self._done.is_set():
+            return self._session_id
+        return None
+
+    def took(self, count: int) -> None:
+        self._updates += count
+
     def on_batch_end(self) -> None:
         # Re-armed once per batch of lines, not per update: moving a deadline costs more than
         # the rest of an update's handling (bench_engine's relay).

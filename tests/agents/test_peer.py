@@ -278,3 +278,56 @@ async def test_write_bound_is_configurable(
     with pytest.raises(AgentExited, match="did not read"):
         await peer.notify("session/cancel", acp.CancelNotification(session_id="s"))
     assert trio.current_time() - start == 30.0
+
+
+@hang_guard()
+async def test_runs_of_updates_go_to_on_updates_in_order_one_call_each(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: list[object] = []
+
+    def on_updates(notes: list[acp.SessionNotification]) -> None:
+        texts = [acp.content_text(n.update.content) for n in notes]  # type: ignore[union-attr,arg-type]
+        if "bad" in texts:
+            raise TypeError("engine bug")
+        events.append(texts)
+
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = AgentPeer(
+        ours,
+        on_update=lambda sid, u: events.append(type(u).__name__),
+        on_updates=on_updates,
+        on_notification=lambda m, raw: events.append(m),
+        on_batch_end=lambda: events.append("batch"),
+    )
+    await nursery.start(peer.run)
+    far = Far(theirs)
+    await far.send(*[chunk("s", str(i)) for i in range(5)])  # a flood's batch: one call
+    await trio.testing.wait_all_tasks_blocked()
+    assert events == [["0", "1", "2", "3", "4"], "batch"]
+    events.clear()
+    unknown = {"sessionUpdate": "new_thing"}
+    await far.send(
+        chunk("s", "a"),
+        chunk("t", "b"),
+        {"jsonrpc": "2.0", "method": "_x/y", "params": {}},
+        chunk("s", "c"),
+        {
+            "jsonrpc": "2.0",
+            "method": "session/update",
+            "params": {"sessionId": "s", "update": unknown},
+        },
+        chunk("s", "d"),
+        b"{bad\n",
+        chunk("s", "e"),
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    assert events == [["a", "b"], "_x/y", ["c"], "UnknownUpdate", ["d"], ["e"], "batch"]
+    assert peer.stats.notifications == 5 + 7  # the malformed line is not one
+    with caplog.at_level(logging.ERROR, logger="acpd.peer"):
+        await far.send(chunk("s", "bad"), chunk("s", "f"))
+        await far.send(chunk("s", "g"))
+        await trio.testing.wait_all_tasks_blocked()
+    assert events[-2:] == [["g"], "batch"]  # the run with the bug is lost, not the peer
+    assert peer.stats.callback_errors == 1
+    assert "on_updates raised" in caplog.text

@@ -263,3 +263,45 @@ def test_what_a_session_set_up_records() -> None:
         "agent_restarted"
     ]
     assert updates.opened_events(loaded, had_session=False, reason="") == []
+
+
+async def test_a_run_of_updates_is_recorded_as_the_same_updates_one_by_one(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    def text(t: str) -> acp.AgentMessageChunk:
+        return acp.AgentMessageChunk(content=acp.TextContent(text=t))
+
+    run: list[acp.SessionUpdate] = [
+        text("a"),
+        text(""),
+        text("b"),
+        acp.AgentThoughtChunk(content=acp.TextContent(text="hm")),
+        text("c"),
+        acp.ToolCall(tool_call_id="t", title="Run", status="pending"),
+        acp.AgentMessageChunk(content=acp.ResourceLink(name="f", uri="file:///f")),
+        acp.UsageUpdate(used=1, size=10),
+        text(""),
+        text("d"),
+        text("e"),
+    ]
+    stored = []
+    for name, record in (
+        ("one by one", lambda r: [r.update(u, 1) for u in run]),
+        ("as a run", lambda r: r.updates(run, 1)),
+    ):
+        (tmp_path / name).mkdir()
+        store, cid, rec = await _recorder(tmp_path / name)
+        nursery.start_soon(rec.run)
+        rec.update(text("before"), 1)  # an open delta the run's first text joins
+        record(rec)
+        await rec.flush()
+        stored.append([(e.type, json.loads(e.body)) for e in store.read_events(cid)])
+    assert stored[0] == stored[1]
+    assert stored[0] == [
+        ("agent_message", {"text": "beforeabc", "prompt_seq": 1}),
+        ("agent_thought", {"text": "hm", "prompt_seq": 1}),
+        ("tool_call", {"tool_call_id": "t", "prompt_seq": 1, "title": "Run", "status": "pending"}),
+        ("agent_message", {"text": "[f](file:///f)", "prompt_seq": 1}),
+        ("usage", {"used": 1, "size": 10}),
+        ("agent_message", {"text": "de", "prompt_seq": 1}),
+    ]

@@ -362,3 +362,25 @@ def test_steering_wire_shapes() -> None:
     assert (resp.outcome, resp.reason) == (acp.STEERING_NOT_TAKEN, "noRunningTurn")
     assert decode(b'{"outcome":"teleported"}').outcome == "teleported"  # kept, as a str
     assert decode(b"{}").outcome == ""  # not "promptRequired": the agent may have taken it
+
+
+def test_decode_update_lines_is_exactly_decode_update_line_for_a_whole_batch() -> None:
+    def line(text: str, **extra: object) -> bytes:
+        update = {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": text}}
+        params = {"sessionId": "s", "update": update}
+        return json.dumps(
+            {"jsonrpc": "2.0", "method": "session/update", "params": params, **extra}
+        ).encode()
+
+    good = [line("a"), line("b\\n"), b" " + line("c") + b"\r"]
+    got = acp.decode_update_lines(good)
+    assert got == [acp.decode_update_line(x) for x in good]
+    assert acp.decode_update_lines([]) == []
+    for bad in [
+        [line("a"), line("b", id=1)],  # a request among them
+        [line("a"), b""],  # a blank line
+        [line("a") + b"," + line("b")],  # two on one line
+        [line("a")[:-1], b"}"],  # one cut in two
+        [line("a"), b"\xff"],
+    ]:
+        assert acp.decode_update_lines(bad) is None
