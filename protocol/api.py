@@ -346,6 +346,11 @@ class SlotsStatus(msgspec.Struct, frozen=True, kw_only=True):
     used: int  # agents starting, running or being stopped
     max: int
     waiting: int  # conversations in line for a slot
+    # Start-ups under way (spawn to session set up), `max_starting`, and start-ups holding a
+    # slot in line for their turn to start (shown `starting` too).
+    starting: int = 0
+    max_starting: int = 0
+    starts_waiting: int = 0
 
 
 class StatusCounters(msgspec.Struct, frozen=True, kw_only=True):

@@ -228,10 +228,14 @@ def status(result: dict[str, Any], socket_path: str) -> str:
     if shown.get("storage_error") is None:
         shown.pop("storage_error", None)  # `storage: ok` says it all
     if isinstance(slots := shown.get("slots"), dict):
-        waiting = slots.get("waiting") or 0
-        shown["slots"] = f"{slots.get('used')} of {slots.get('max')} agent slots used" + (
-            f", {waiting} conversation(s) waiting" if waiting else ""
-        )
+        parts = [f"{slots.get('used')} of {slots.get('max')} agent slots used"]
+        if starting := slots.get("starting"):
+            parts.append(f"{starting} starting (at most {slots.get('max_starting')} at once)")
+        if starts_waiting := slots.get("starts_waiting"):
+            parts.append(f"{starts_waiting} waiting to start")
+        if waiting := slots.get("waiting"):
+            parts.append(f"{waiting} conversation(s) waiting")
+        shown["slots"] = ", ".join(parts)
     if isinstance(rss := shown.get("agents_rss"), int):
         shown["agents_rss"] = size(rss)
     if isinstance(counters := shown.get("counters"), dict):

@@ -19,6 +19,7 @@ from daemon.config.settings import (
     DashboardExposure,
     check_ws_exposure,
     default_max_agents,
+    default_max_starting,
     parse_ws_address,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "DashboardExposure",
     "check_ws_exposure",
     "default_max_agents",
+    "default_max_starting",
     "load_config",
     "parse_config",
     "parse_ws_address",

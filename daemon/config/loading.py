@@ -248,7 +248,8 @@ def _validate(cfg: Config) -> None:
                 "shutdown_grace", "draft_interval"):  # fmt: skip
         if getattr(cfg, key) <= 0:
             raise ValueError(f"{key}: must be positive")
-    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer", "max_agents"):
+    for key in ("max_crashes", "max_line_bytes", "subscriber_buffer", "max_agents",
+                "max_starting"):  # fmt: skip
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: must be at least 1")
     if not 0 <= cfg.agent_nice <= 19:  # raising priority (below 0) needs privileges

@@ -21,6 +21,7 @@ __all__ = [
     "PermissionPolicy",
     "check_ws_exposure",
     "default_max_agents",
+    "default_max_starting",
     "parse_ws_address",
 ]
 
@@ -42,6 +43,16 @@ def default_max_agents(meminfo: str = "/proc/meminfo") -> int:
     except (OSError, ValueError, IndexError, StopIteration):
         return MAX_AGENTS
     return max(1, min(MAX_AGENTS, total // 2 // AGENT_MEMORY))
+
+
+def default_max_starting() -> int:
+    """Agent start-ups at once: the CPUs acpd may run on, at least 2 (a start-up also waits
+    for its agent's answers, not only for a CPU)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
 
 
 @attrs.frozen
@@ -80,6 +91,8 @@ class Config:
     shutdown_grace: float = 10.0
     # Agent processes alive at once; a conversation that needs one more waits in line.
     max_agents: int = attrs.field(factory=default_max_agents)
+    # Agents in start-up (spawn to session set up) at once; more wait in line, `starting`.
+    max_starting: int = attrs.field(factory=default_max_starting)
     # Client side: cap on one request line / frame, and each subscriber's buffer (messages).
     max_line_bytes: int = 4 * 1024 * 1024
     subscriber_buffer: int = 1024

@@ -32,6 +32,7 @@ from daemon.engine.fanout import Subscription
 from daemon.engine.reads import SHORT_ID_MIN, Reads
 from daemon.engine.recovery import close_dead_turns
 from daemon.engine.slots import SlotTable, SlotTableStatistics
+from daemon.engine.startups import StartPermits, StartPermitsStatistics
 from daemon.engine.steering import StoredThenClosed
 from daemon.engine.stored import StoredCount
 from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
@@ -71,6 +72,7 @@ class EngineStatistics:
     subscribers_lagged: int  # subscriptions dropped for falling behind
     store: StoreIOStatistics
     slots: SlotTableStatistics
+    start_permits: StartPermitsStatistics
 
 
 @attrs.define(eq=False)
@@ -92,12 +94,15 @@ class Engine:
     _lagged: int = 0  # likewise
     # The max_agents slots every conversation's agent takes one of, and their agents' memory.
     slots: SlotTable = attrs.field(init=False)
+    # The max_starting permits an agent's start-up takes one of (a start storm stays bounded).
+    start_permits: StartPermits = attrs.field(init=False)
     _rss: RssGauge = attrs.field(init=False)
     _reads: Reads = attrs.field(init=False)
     _stored: StoredCount = attrs.field(init=False)  # for `daemon/status`: off the store
 
     def __attrs_post_init__(self) -> None:
         self.slots = SlotTable(self.config.max_agents)
+        self.start_permits = StartPermits(self.config.max_starting)
         self._rss = RssGauge(self.slots.agent_groups, self._nursery)
         self._reads = Reads(self.io, self.data_dir, self.supervisor, self._deleting.__contains__)
         self._stored = StoredCount(self._reads.count)
@@ -121,6 +126,7 @@ class Engine:
                     reason,
                     agent_log_path(self.data_dir, conv_id),
                     slots=self.slots,
+                    permits=self.start_permits,
                 )
                 self._live[conv_id] = conv
                 self.hydrations += 1
@@ -175,6 +181,7 @@ class Engine:
             subscribers_lagged=self._lagged + sum(c.fanout.statistics().lagged for c in live),
             store=self.io.statistics(),
             slots=self.slots.statistics(),
+            start_permits=self.start_permits.statistics(),
         )
 
     def counters(self) -> tuple[int, int, int]:
@@ -195,6 +202,11 @@ class Engine:
         """Agent slots (used, max_agents, conversations waiting for one)."""
         stats = self.slots.statistics()
         return stats.used, stats.limit, stats.waiting
+
+    def start_counts(self) -> tuple[int, int, int]:
+        """Agent start-ups (under way, max_starting, waiting for a permit)."""
+        stats = self.start_permits.statistics()
+        return stats.starting, stats.limit, stats.waiting
 
     async def agents_rss(self) -> int:
         """Resident memory of every agent's process group, in bytes (at most a second old)."""
@@ -446,6 +458,7 @@ class Engine:
     def reload(self, config: Config) -> None:
         self.config = config
         self.slots.set_limit(config.max_agents)
+        self.start_permits.set_limit(config.max_starting)
         for conv in self._live.values():
             conv.config = config
 

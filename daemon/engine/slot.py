@@ -20,7 +20,11 @@ prompts run in the agent's own nursery, so interrupting a turn never cancels a r
 An agent process needs one of the engine's `max_agents` slots (`slots.SlotTable`): the slot
 WAITs in line for one (FIFO across conversations) before STARTING, holds its token until the
 process group is gone, and offers its READY agent for eviction while the supervisor waits for
-work (`park`): a waiting conversation may take its slot.
+work (`park`): a waiting conversation may take its slot. Its start-up also needs one of the
+engine's `max_starting` permits (`startups.StartPermits`): STARTING, it waits in line for one
+(after any crash backoff), and holds it from the spawn until the session is set up or the
+failed start-up is over. A wait in either line is given up when the queue no longer needs an
+agent (`withdraw`, `queue_changed`), and by `cancel_start`.
 
 The slot also owns the agent's ACP session (set up inside STARTING: resumed, loaded, or new,
 visibly) and the crash history that paces restarts (`failures.CrashHistory`).
@@ -33,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 import attrs
 import msgspec
@@ -46,7 +50,9 @@ from daemon.engine import updates
 from daemon.engine.choices import Choices, restore_choices
 from daemon.engine.eventlog import EventLog
 from daemon.engine.failures import CrashHistory, crash_event, start_failure
-from daemon.engine.slots import SlotTable, SlotToken, SlotWaiter
+from daemon.engine.line import Grant, Waiter
+from daemon.engine.slots import SlotTable, SlotToken
+from daemon.engine.startups import StartPermit, StartPermits
 from protocol import acp
 from protocol import events as ev
 from store import ConversationRecord
@@ -57,11 +63,22 @@ log = logging.getLogger("acpd.slot")
 
 _mcp_servers = msgspec.json.Decoder(list[acp.McpServer])
 
+G = TypeVar("G", bound=Grant)
+
+
+class _Place(Protocol):
+    """A place in one of the engine's lines (`line.Waiter`), as the slot sees it."""
+
+    @property
+    def position(self) -> int | None: ...
+
+    def poke(self) -> None: ...
+
 
 class SlotState(enum.Enum):
     ABSENT = "absent"  # no agent process
     WAITING = "waiting"  # in line for one of the max_agents slots
-    STARTING = "starting"  # backing off, spawning, initialize, session set-up
+    STARTING = "starting"  # backing off, in line for a start-up permit, spawning, set-up
     READY = "ready"  # an agent with its session, no turn
     BUSY = "busy"  # a turn's prompt is (about to be) out
     DRAINING = "draining"  # the turn was cancelled; waiting a bounded time for its reply
@@ -91,8 +108,8 @@ class StartFailed:
 
 @attrs.frozen
 class Withdrawn:
-    """No agent was started: the wait for a slot was given up (paused, queue emptied, or the
-    daemon stopping)."""
+    """No agent was started: the wait for a slot or a start-up permit was given up (paused,
+    queue emptied, or the daemon stopping)."""
 
 
 @attrs.frozen
@@ -141,9 +158,10 @@ class AgentSlot:
     _start_done: trio.Event = attrs.field(factory=trio.Event)
     _last_start: StartFailed | Withdrawn | None = None
     _slots: SlotTable = attrs.field(kw_only=True)  # the engine's, shared by every slot
-    _waiter: SlotWaiter | None = None  # our place in line, while WAITING
+    _permits: StartPermits = attrs.field(kw_only=True)  # likewise: start-ups at once
+    _place: _Place | None = None  # our place in line for a slot (WAITING) or a permit
     _token: SlotToken | None = None  # held from STARTING until the process group is gone
-    _withdrawable: bool = False  # the wait for a slot is the queue's (`withdraw` ends it)
+    _withdrawable: bool = False  # the wait in line is the queue's (`withdraw` ends it)
 
     def __attrs_post_init__(self) -> None:
         self._crashes = CrashHistory(lambda: self._config().crash_window)
@@ -162,7 +180,9 @@ class AgentSlot:
     @property
     def slot_position(self) -> int | None:
         """While WAITING: our place in the line for a slot, 1 first."""
-        return self._waiter.position if self._waiter is not None else None
+        if self._state is not _S.WAITING or self._place is None:
+            return None
+        return self._place.position
 
     @property
     def live(self) -> bool:
@@ -248,13 +268,14 @@ class AgentSlot:
         if self._closing:
             return StartFailed(permanent=False)
         self._start_done, self._last_start = trio.Event(), None
+        self._withdrawable = still_wanted is not None
         try:
             got: AgentConnection | StartFailed | Withdrawn = Withdrawn()
             if (token := await self._wait_for_slot(still_wanted)) is not None:
                 config = self._config()
                 self._token = token
                 self._move(_S.STARTING)
-                got = await self._start(nursery, record, config, token)
+                got = await self._start(nursery, record, config, token, still_wanted)
             self._last_start = None if isinstance(got, AgentConnection) else got
         finally:
             self._start_done.set()
@@ -271,33 +292,54 @@ class AgentSlot:
         return got
 
     async def _start(
-        self, nursery: trio.Nursery, record: ConversationRecord, config: Config, token: SlotToken
-    ) -> AgentConnection | StartFailed:
-        """STARTING to READY, or to ABSENT (how it failed, recorded)."""
+        self,
+        nursery: trio.Nursery,
+        record: ConversationRecord,
+        config: Config,
+        token: SlotToken,
+        still_wanted: Callable[[], Awaitable[bool]] | None,
+    ) -> AgentConnection | StartFailed | Withdrawn:
+        """STARTING to READY, or to ABSENT: given up in line for a start-up permit, or how it
+        failed (recorded). The slot's token goes back however this ends without an agent
+        (the conversation deleted under it included)."""
         failure: Exception | None = None
         agent: _Agent | None = None
-        with trio.CancelScope() as self._start_scope:  # `cancel_start` ends a start-up
-            try:
-                if backoff := self._crashes.backoff():
-                    self._retry_at = time.time() + backoff
-                    try:
-                        await trio.sleep(backoff)
-                    finally:
-                        self._retry_at = None
-                with trio.fail_after(config.start_timeout):
-                    agent = await nursery.start(self._run_agent, record, token)
-            except Exception as exc:  # groups too: whatever stopped the start is reported
-                failure = exc
-        self._start_scope = None
+        permit: StartPermit | None = None
+        try:
+            # `cancel_start` ends a start-up; `withdraw`, only its wait for a permit.
+            with trio.CancelScope() as self._start_scope:
+                try:
+                    if backoff := self._crashes.backoff():
+                        self._retry_at = time.time() + backoff
+                        try:
+                            await trio.sleep(backoff)
+                        finally:
+                            self._retry_at = None
+                    permit = await self._in_line(self._permits.join(), still_wanted)
+                    if permit is not None:
+                        # Bounds the start-up itself, not the wait in line before it.
+                        with trio.fail_after(config.start_timeout):
+                            agent = await nursery.start(self._run_agent, record, token)
+                except Exception as exc:  # groups too: whatever stopped the start is reported
+                    failure = exc
+                finally:
+                    if permit is not None:
+                        # Over: its session set up, or the failed agent's process group gone.
+                        permit.release()
+        finally:
+            self._start_scope = None
+            # Still STARTING: no agent came of it (READY is `_run_agent`'s to reach, and an
+            # agent that reached it is `_run_agent`'s to stop, even if `nursery.start` was
+            # cancelled right then).
+            if self._state is _S.STARTING:
+                token.release()  # no-op if `_run_agent` ran: its process group is gone
+                self._token = None
+                self._move(_S.ABSENT)
         if agent is not None:
-            self._agent = agent
-            self._starts += 1
-            self._move(_S.READY)
             return agent.conn
-        token.release()  # no-op if `_run_agent` ran: its process group is gone
-        self._token = None
-        self._move(_S.ABSENT)
         if failure is None:
+            if permit is None and not self._closing:
+                return Withdrawn()  # the queue no longer needs it
             return StartFailed(permanent=False)  # cancelled: the daemon is stopping
         event, permanent = start_failure(failure, config.start_timeout)
         await self._log.append([event])
@@ -308,31 +350,44 @@ class AgentSlot:
     ) -> SlotToken | None:
         """WAITING in line for a slot: its token, or None once given up (ABSENT again)."""
         self._move(_S.WAITING)
-        waiter = self._waiter = self._slots.join(self.conv_id)
-        self._withdrawable = still_wanted is not None
         token: SlotToken | None = None
         try:
             with trio.CancelScope() as self._start_scope:  # `withdraw`, `cancel_start`
-                while token is None:
-                    token = await waiter.wait()
-                    if token is None and still_wanted is not None and not await still_wanted():
-                        break
+                token = await self._in_line(self._slots.join(), still_wanted)
         finally:
-            self._start_scope = self._waiter = None
-            waiter.leave()  # no-op once the token is taken
+            self._start_scope = None
             if token is None:
                 self._move(_S.ABSENT)
         return token
 
+    async def _in_line(
+        self, waiter: Waiter[G], still_wanted: Callable[[], Awaitable[bool]] | None
+    ) -> G | None:
+        """In `waiter`'s line until granted: the grant, or None once `still_wanted` (asked
+        again whenever `queue_changed` pokes) says no. Cancelled, it leaves the line (a grant
+        made and not taken goes on to the next)."""
+        self._place = waiter
+        got: G | None = None
+        try:
+            while got is None:
+                got = await waiter.wait()
+                if got is None and still_wanted is not None and not await still_wanted():
+                    break
+        finally:
+            self._place = None
+            waiter.leave()  # no-op once the grant is taken
+        return got
+
     def withdraw(self) -> None:
-        """Leave the line for a slot, if the queue is in it: the queue paused or stopped."""
-        if self._state is _S.WAITING and self._withdrawable and self._start_scope is not None:
+        """Leave the line for a slot or a start-up permit, if the queue is in it: the queue
+        paused or stopped."""
+        if self._place is not None and self._withdrawable and self._start_scope is not None:
             self._start_scope.cancel()
 
     def queue_changed(self) -> None:
         """The queue lost messages: while in line, ask `still_wanted` again."""
-        if self._waiter is not None:
-            self._waiter.poke()
+        if self._place is not None:
+            self._place.poke()
 
     def park(self) -> None:
         """The supervisor waits for work: a READY agent may give its slot to a waiter."""
@@ -384,7 +439,12 @@ class AgentSlot:
                         if conn.process is not None:
                             token.pgid = conn.process.pid  # its leader's pid names the group
                         await self._set_up_session(conn, record, spec)
-                        agent = _Agent(conn, nursery)
+                        agent = self._agent = _Agent(conn, nursery)
+                        self._starts += 1
+                        self._move(_S.READY)
+                        # (If `nursery.start` was cancelled meanwhile, this returns without
+                        # handing us over, and the cancel reaches us at the next checkpoint:
+                        # the agent is stopped below, as if it had exited.)
                         task_status.started(agent)
                         nursery.start_soon(self._watch_exit, agent)
                         await agent.stop_requested.wait()

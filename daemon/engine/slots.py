@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from daemon.agents._process import signal_group
+from daemon.engine.line import Line, Waiter
 
 __all__ = ["Evictable", "SlotTable", "SlotTableStatistics", "SlotToken", "SlotWaiter"]
 
@@ -73,58 +74,9 @@ class SlotToken:
             self._table._release(self)
 
 
-@attrs.define(eq=False)
-class SlotWaiter:
-    """One conversation's place in line, from `SlotTable.join` until it takes a token or
-    leaves."""
-
-    conv_id: str
-    _table: SlotTable
-    _granted: SlotToken | None = None
-    _taken: bool = False
-    _poked: bool = False
-    _gone: bool = False  # left the line
-    _wake: trio.Event = attrs.field(factory=trio.Event)
-
-    @property
-    def position(self) -> int | None:
-        """1 for the head of the line; None once granted or gone."""
-        return self._table._position(self)
-
-    async def wait(self) -> SlotToken | None:
-        """The token once granted (then it is the caller's to release); None when poked
-        first (the caller's queue changed: it looks whether it still needs an agent, and
-        waits again in the same place if so)."""
-        if self._granted is None and not self._poked:
-            self._wake = trio.Event()
-            await self._wake.wait()
-        else:
-            await trio.lowlevel.checkpoint()
-        if self._granted is not None:
-            self._taken = True
-            return self._granted
-        self._poked = False
-        return None
-
-    def poke(self) -> None:
-        """Wake `wait` with None (unless a token is granted already)."""
-        self._poked = True
-        self._wake.set()
-
-    def leave(self) -> None:
-        """Out of the line (idempotent). A token granted and not taken goes to the next."""
-        if self._gone:
-            return
-        self._gone = True
-        if self._granted is not None:
-            if not self._taken:
-                self._granted.release()
-        else:
-            self._table._leave(self)
-
-    def _grant(self, token: SlotToken) -> None:
-        self._granted = token
-        self._wake.set()
+# One conversation's place in line for a slot, from `SlotTable.join` until it takes a token or
+# leaves (`line.Waiter`: wait, poke, leave, position).
+SlotWaiter = Waiter[SlotToken]
 
 
 @attrs.define(eq=False)
@@ -132,10 +84,7 @@ class SlotTable:
     _limit: int
     _held: set[SlotToken] = attrs.field(factory=set)
     _releasing: int = 0
-    _waiters: collections.OrderedDict[SlotWaiter, None] = attrs.field(
-        factory=collections.OrderedDict
-    )
-    _positions: dict[SlotWaiter, int] | None = None  # computed on demand, dropped on change
+    _line: Line[SlotToken] = attrs.field(factory=Line)
     _idle: collections.OrderedDict[Evictable, None] = attrs.field(
         factory=collections.OrderedDict
     )  # least recently used first
@@ -150,7 +99,7 @@ class SlotTable:
         return SlotTableStatistics(
             used=len(self._held),
             limit=self._limit,
-            waiting=len(self._waiters),
+            waiting=len(self._line),
             idle=len(self._idle),
             evictions=self._evictions,
         )
@@ -185,14 +134,11 @@ class SlotTable:
 
     # --- asked by agent slots -----------------------------------------------------------------
 
-    def join(self, conv_id: str) -> SlotWaiter:
-        """A place in line for `conv_id`; granted at once if a token is free and nobody waits."""
-        waiter = SlotWaiter(conv_id, self)
-        if not self._waiters and len(self._held) < self._limit:
-            waiter._grant(self._new_token())
-        else:
-            self._waiters[waiter] = None
-            self._positions = None
+    def join(self) -> SlotWaiter:
+        """A place in line; granted at once if a token is free and nobody waits."""
+        free = not self._line and len(self._held) < self._limit
+        waiter = self._line.join(self._new_token() if free else None)
+        if not free:
             self._rebalance()
         return waiter
 
@@ -212,16 +158,6 @@ class SlotTable:
         self._held.add(token)
         return token
 
-    def _position(self, waiter: SlotWaiter) -> int | None:
-        if self._positions is None:
-            self._positions = {w: i for i, w in enumerate(self._waiters, 1)}
-        return self._positions.get(waiter)
-
-    def _leave(self, waiter: SlotWaiter) -> None:
-        if waiter in self._waiters:
-            del self._waiters[waiter]
-            self._positions = None
-
     def _stopping(self) -> None:
         self._releasing += 1
 
@@ -236,14 +172,12 @@ class SlotTable:
 
     def _grant(self) -> None:
         """Free tokens to the head of the line, in order."""
-        while self._waiters and len(self._held) < self._limit:
-            waiter, _ = self._waiters.popitem(last=False)
-            self._positions = None
-            waiter._grant(self._new_token())
+        while self._line and len(self._held) < self._limit:
+            self._line.grant_next(self._new_token())
 
     def _deficit(self) -> int:
         """Slots to free for the line, beyond those on their way back."""
-        return len(self._waiters) + len(self._held) - self._releasing - self._limit
+        return len(self._line) + len(self._held) - self._releasing - self._limit
 
     def _rebalance(self) -> None:
         """Evict least recently used idle agents while the line needs their slots."""

@@ -44,6 +44,7 @@ from daemon.engine.recorder import Recorder
 from daemon.engine.recovery import load_conversation
 from daemon.engine.slot import AgentSlot, StartFailed, Withdrawn
 from daemon.engine.slots import SlotTable
+from daemon.engine.startups import StartPermits
 from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
 from daemon.engine.turn import Turn
@@ -85,6 +86,7 @@ class Conversation:
     # Where its agents' stderr is kept (`paths.agent_log_path`); None: only in memory.
     _agent_log: Path | None = None
     _slots: SlotTable = attrs.field(kw_only=True)  # the engine's max_agents slots
+    _permits: StartPermits = attrs.field(kw_only=True)  # and its max_starting permits
     fanout: Fanout = attrs.field(init=False)
     log: EventLog = attrs.field(init=False)
     permissions: Permissions = attrs.field(init=False)
@@ -136,6 +138,7 @@ class Conversation:
             restart_reason=self._initial_restart_reason,
             log_path=self._agent_log,
             slots=self._slots,
+            permits=self._permits,
         )
         self.queue = QueueControl(
             self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout

@@ -127,6 +127,7 @@ class EngineAPI(Protocol):
     def live_count(self) -> int: ...
     def agents_running(self) -> int: ...
     def slot_counts(self) -> tuple[int, int, int]: ...
+    def start_counts(self) -> tuple[int, int, int]: ...
     async def agents_rss(self) -> int: ...
     def counters(self) -> tuple[int, int, int]: ...
     def storage(self) -> StorageHealth: ...
@@ -299,6 +300,7 @@ class Dispatcher:
             stored = -1  # unreadable: the status must still say what is wrong
         storage = self._engine.storage()
         used, limit, waiting = self._engine.slot_counts()
+        starting, max_starting, starts_waiting = self._engine.start_counts()
         return api.StatusResult(
             version=self._info.version,
             pid=os.getpid(),
@@ -312,7 +314,14 @@ class Dispatcher:
             socket=self._info.socket,
             storage=storage.cause or "ok",
             storage_error=storage.message,
-            slots=api.SlotsStatus(used=used, max=limit, waiting=waiting),
+            slots=api.SlotsStatus(
+                used=used,
+                max=limit,
+                waiting=waiting,
+                starting=starting,
+                max_starting=max_starting,
+                starts_waiting=starts_waiting,
+            ),
             agents_rss=await self._engine.agents_rss(),
         )
 

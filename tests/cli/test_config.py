@@ -148,6 +148,7 @@ def test_a_missing_config_stops_serve(tmp_path: Path) -> None:
         ("max_crashes = 2.5", "max_crashes: expected an integer, got number 2.5"),
         ("drain_timeout = true", "drain_timeout: expected a number, got boolean True"),
         ("drain_timeout = -1", "drain_timeout: must be positive"),
+        ("max_starting = 0", "max_starting: must be at least 1"),
         ("default_agent = 3", "default_agent: expected a string, got integer 3"),
         ('default_agent = "nope"', "default_agent: no agent named 'nope' (known: claude, codex"),
         ("drain_timeout = ", "Invalid value"),
@@ -201,6 +202,8 @@ def test_good_values_load() -> None:
         "claude", 2.0, "localhost:0", 5
     )  # fmt: skip
     assert parse_config('ws = ""').ws == ""  # off
+    assert parse_config("max_starting = 3").max_starting == 3
+    assert parse_config("").max_starting == max(2, len(os.sched_getaffinity(0)))
     assert parse_config('ws = "[::1]:7421"').ws == "[::1]:7421"
 
 

@@ -199,6 +199,12 @@ def test_status_shows_slots_and_agents_memory() -> None:
     shown = views.status(result, "/s")
     assert "slots:      3 of 8 agent slots used, 2 conversation(s) waiting" in shown
     assert "agents_rss: 1.5 GiB" in shown
+    slots = {"used": 8, "max": 8, "waiting": 1, "starting": 2, "max_starting": 2}
+    storm = views.status({"slots": {**slots, "starts_waiting": 3}}, "/s")
+    assert (
+        "slots:  8 of 8 agent slots used, 2 starting (at most 2 at once), 3 waiting to start, "
+        "1 conversation(s) waiting"
+    ) in storm
     idle = views.status({"slots": {"used": 0, "max": 8, "waiting": 0}, "agents_rss": 0}, "/s")
     assert "0 of 8 agent slots used\n" in idle
     assert "agents_rss: 0 B" in idle

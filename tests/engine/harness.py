@@ -155,6 +155,7 @@ async def harness(tmp: Path, **config: Any) -> AsyncIterator[Harness]:
         "idle_ttl": 600.0,
         "permission_timeout": 120.0,
         "max_agents": 8,  # not the machine's default: the same on every machine
+        "max_starting": 8,  # likewise
     }
     defaults.update(config)
     h = Harness(tmp, Config(**defaults))

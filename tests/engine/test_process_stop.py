@@ -124,7 +124,10 @@ async def test_sigterm_with_many_hung_agents_meets_the_grace(
     # Each agent ignores the cancel (for longer than the grace) and SIGTERM: only SIGKILL ends
     # it. One deadline for all of them, not shutdown_grace and then stop_grace for each.
     n = 8
-    settings = f"drain_timeout = 30.0\nshutdown_grace = 3.0\nstop_grace = 2.0\nmax_agents = {n}\n"
+    settings = (
+        "drain_timeout = 30.0\nshutdown_grace = 3.0\nstop_grace = 2.0\n"
+        f"max_agents = {n}\nmax_starting = {n}\n"
+    )
     with trio.fail_after(GUARD):
         async with running_daemon(tmp_path, *config(tmp_path, settings)) as daemon:
             async with contextlib.AsyncExitStack() as stack:
@@ -140,7 +143,14 @@ async def test_sigterm_with_many_hung_agents_meets_the_grace(
                 groups.extend(pgids)
                 assert len(pgids) == n
                 status = await call(convs[0].client, "daemon/status", {})
-                assert status["slots"] == {"used": n, "max": n, "waiting": 0}
+                assert status["slots"] == {
+                    "used": n,
+                    "max": n,
+                    "waiting": 0,
+                    "starting": 0,
+                    "max_starting": n,
+                    "starts_waiting": 0,
+                }
                 assert status["agents_rss"] > n * 10 * 2**20  # a Python demo each, and a shell
                 took = await sigterm_and_time(daemon)
             print(f"SIGTERM with {n} hung, stubborn agents: exited in {took:.2f}s")

@@ -325,8 +325,8 @@ async def test_shutdown_with_many_agents_meets_the_grace(
 
 def test_a_token_comes_back_once() -> None:
     table = SlotTable(1)
-    first = table.join("a")
-    second = table.join("b")
+    first = table.join()
+    second = table.join()
     assert (first.position, second.position) == (None, 1)
     token = first._granted
     assert token is not None
@@ -335,7 +335,7 @@ def test_a_token_comes_back_once() -> None:
     token.release()
     token.release()  # idempotent: the second does not free another slot
     assert table.statistics().used == 1  # b's now
-    third = table.join("c")
+    third = table.join()
     assert third.position == 1
     second.leave()  # granted, never taken: it goes to c
     assert third._granted is not None
@@ -349,7 +349,7 @@ def test_the_table_kills_every_group_still_holding_a_token_at_the_deadline() -> 
     procs = [subprocess.Popen(["sh", "-c", deaf], start_new_session=True) for _ in range(2)]
     try:
         for proc in procs:
-            token = table.join("c")._granted
+            token = table.join()._granted
             assert token is not None
             token.pgid = proc.pid
         assert table.kill_all() == 2
@@ -364,7 +364,7 @@ async def test_waiting_for_every_token_to_come_back(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     table = SlotTable(2)
-    tokens = [table.join(c)._granted for c in "ab"]
+    tokens = [table.join()._granted for _ in "ab"]
     with trio.move_on_after(1) as waited:
         await table.wait_all_released()
     assert waited.cancelled_caught  # the tokens are their slots' to release

@@ -314,6 +314,9 @@ class FakeEngine:
     def slot_counts(self) -> tuple[int, int, int]:
         return (2, 8, 1)
 
+    def start_counts(self) -> tuple[int, int, int]:
+        return (1, 2, 0)
+
     async def agents_rss(self) -> int:
         await trio.lowlevel.checkpoint()
         return 3 * 2**20

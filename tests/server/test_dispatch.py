@@ -136,7 +136,14 @@ async def test_status_and_create_defaults(engine: FakeEngine, autojump_clock: An
         assert status["uptime_s"] == 12.5
         assert (status["data_dir"], status["version"]) == ("/data", "9.9")
         assert (status["conversations_live"], status["agents_running"]) == (1, 2)
-        assert status["slots"] == {"used": 2, "max": 8, "waiting": 1}
+        assert status["slots"] == {
+            "used": 2,
+            "max": 8,
+            "waiting": 1,
+            "starting": 1,
+            "max_starting": 2,
+            "starts_waiting": 0,
+        }
         assert status["agents_rss"] == 3 * 2**20
         await client.error("no/such")
         counters = (await client.call("daemon/status"))["counters"]
