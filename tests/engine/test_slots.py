@@ -19,7 +19,7 @@ from daemon.engine.slot import SlotState
 from daemon.engine.slots import SlotTable
 from store import Store
 from tests.engine.harness import Harness, harness, wait_turn_ended
-from tests.fakes.agent import Chunk, FakeAgent, Hang, Reply, Sleep
+from tests.fakes.agent import Chunk, Exit, FakeAgent, Hang, Reply, Sleep
 
 
 def turns_of(seconds: float, n: int = 3) -> Callable[[FakeAgent], None]:
@@ -254,6 +254,26 @@ async def test_a_waiting_conversation_can_be_deleted(
         assert await state(h, c) == ("waiting", 1)
         await wait_turn_ended(h, c)
         assert prompts(h) == [["a"], ["c"]]
+
+
+async def test_a_conversation_deleted_while_its_agent_backs_off_gives_its_slot_back(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(tmp_path, max_agents=1) as h:
+        a, b = await h.create(), await h.create()
+        h.script(Exit())  # a's agent crashes in its first turn
+        await send(h, a, "a1")
+        await send(h, a, "a2")
+        await wait_turn_ended(h, a)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.supervisor(a).slot.retry_at is not None  # backing off, holding the slot
+        await send(h, b, "b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert await state(h, b) == ("waiting", 1)
+        await h.e.delete(a)
+        with trio.fail_after(10):
+            await wait_turn_ended(h, b)
+        assert h.e.slot_counts() == (1, 1, 0)  # b's: a's came back
 
 
 async def test_a_reload_changes_the_number_of_slots(
