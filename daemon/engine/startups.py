@@ -4,9 +4,9 @@ An agent's start-up (spawn, `initialize`, `session/new` or `session/load`, its m
 put back) is the costliest moment of its life for the machine: an interpreter or a node
 runtime loading, and a handshake whose every message the daemon answers. Two hundred of them
 at once on two cores left the daemon a sliver of the CPU (agents are niced, but two hundred
-at weight 335 outweigh one daemon at 1024): measured, `daemon/status` p99 60-170 ms and a send
-p99 about 300 ms, for no gain in throughput, since the start-ups queued for the same cores
-anyway. Bounding them keeps the machine, and the daemon on it, responsive.
+at weight 335 outweigh one daemon at 1024): measured, `daemon/status` p99 about 94 ms and a
+send's p99 about 380 ms, while the start-ups queued for the same cores anyway. Bounding them
+keeps the machine, and the daemon on it, responsive (13 ms and 20 ms).
 
 One `StartPermits` per engine:
 
