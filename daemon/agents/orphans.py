@@ -21,7 +21,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 import msgspec
@@ -29,10 +29,11 @@ import trio
 
 from daemon.agents import cgroups, subreaper
 from daemon.agents.cgroups import AgentCgroups
-from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, PeerHandlers
-from daemon.agents.launch import open_agent
 from daemon.agents.tree import AgentTree, read_proc
 from daemon.config import Config
+
+if TYPE_CHECKING:
+    from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, PeerHandlers
 
 __all__ = ["AgentRecord", "AgentTracker", "process_start_time", "read_records"]
 
@@ -206,6 +207,10 @@ class AgentTracker:
 
         @asynccontextmanager
         async def launch(spec: AgentSpec, handlers: PeerHandlers) -> AsyncIterator[AgentConnection]:
+            # Here, not at the top: the agents' connection and ACP peer load with the first
+            # agent started, not before the daemon is ready (its reap at start-up needs none).
+            from daemon.agents.launch import open_agent
+
             with trio.CancelScope(shield=True):  # made, then always forgotten
                 tree, rec = await trio.to_thread.run_sync(tracker._prepare, spec)
 

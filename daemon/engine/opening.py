@@ -6,16 +6,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from daemon.agents import orphans
 from daemon.agents.cgroups import AgentCgroups
-from daemon.agents.connection import Launcher
 from daemon.config import Config
 from daemon.engine.registry import Engine
 from daemon.engine.storeio import StoreIO
 from store import STORE_FILE, Store
+
+if TYPE_CHECKING:
+    from daemon.agents.connection import Launcher
 
 __all__ = ["open_engine"]
 

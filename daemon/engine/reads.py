@@ -7,19 +7,22 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import msgspec
 
 from daemon.engine.apierrors import no_such
 from daemon.engine.storeio import StoreIO
-from daemon.engine.supervisor import Conversation
 from daemon.paths import agent_log_path
 from protocol import api
 from protocol import events as ev
 from protocol.api import ConversationInfo
 from protocol.jsonrpc import INVALID_PARAMS, RpcFailure
 from store import ConversationRecord, Store
+
+if TYPE_CHECKING:
+    from daemon.engine.supervisor import Conversation
 
 __all__ = ["PAGE_BYTES", "SHORT_ID_MIN", "Reads"]
 
