@@ -41,12 +41,11 @@ import os
 import ssl
 from functools import partial
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import attrs
 import msgspec
 import trio
-import trio_websocket
 from msgspec import UNSET
 
 from daemon.config import DashboardExposure, check_ws_exposure, parse_ws_address
@@ -80,6 +79,9 @@ from protocol.jsonrpc import (
     decode_params,
     encode,
 )
+
+if TYPE_CHECKING:
+    import trio_websocket
 
 __all__ = [
     "AUTH_METHOD",
@@ -353,6 +355,11 @@ async def _serve_websocket(
     # Until `auth` is answered the client may send only a little: enough for the handshake's
     # leftovers and one `auth` message, not the 4 MiB a frame may carry afterwards.
     replay = ReplayStream(stream, bytes(http.raw), limit=max(0, PRE_AUTH_BYTES - http.trailing))
+    # Imported with the first websocket, not when the dashboard starts: trio-websocket and
+    # wsproto (and the importlib.metadata it calls) would add some 16 ms to `acpd serve`'s
+    # start-up; the first websocket of a run pays them instead, once.
+    import trio_websocket
+
     async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
         try:
             ws: trio_websocket.WebSocketConnection | None = None
@@ -427,6 +434,8 @@ async def _session(
     site: _Site, ws: trio_websocket.WebSocketConnection, replay: ReplayStream, ticket: Ticket
 ) -> None:
     """Authenticate, then relay frames to and from the dispatcher until either side closes."""
+    import trio_websocket  # loaded by `_serve_websocket` already
+
     first: str | bytes | None = None
     with trio.move_on_after(site.auth_timeout):
         first = await ws.get_message()

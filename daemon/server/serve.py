@@ -57,7 +57,6 @@ from daemon.engine.opening import open_engine
 from daemon.engine.registry import Engine
 from daemon.logs import setup_logging, stderr_is_journal
 from daemon.paths import PrivateDirError, default_data_dir, default_socket_path, private_dir
-from daemon.server.dashboard import serve_dashboard
 from daemon.server.dispatch import DaemonInfo, Dispatcher
 from daemon.server.systemd import (
     ActivationError,
@@ -172,6 +171,10 @@ async def _run(
                 where = str(socket_path)
                 await fronts.start(partial(serve_unix, socket_path, dispatcher))
             if ws:  # its URL (no token) goes in daemon/status, for `acpd dashboard`
+                # Imported only when served: the page's HTTP side (h11 among it) is some 14 ms
+                # of start-up, for nothing under --no-ws or ws = "".
+                from daemon.server.dashboard import serve_dashboard
+
                 exposure = control.config.dashboard_exposure()
                 dispatcher.dashboard_url = await fronts.start(
                     partial(serve_dashboard, exposure=exposure), ws, dispatcher, data_dir
