@@ -1,5 +1,6 @@
 """A plain `pip install .` gets the whole daemon: every module of the three rooms and the
-dashboard's page, not only what an editable install happens to see in the checkout."""
+dashboard's page, not only what an editable install happens to see in the checkout; and the
+version `daemon.version` says, which acpd reports without reading the installed metadata."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from daemon.version import ACPD_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOMS = ("protocol", "store", "daemon")
@@ -25,7 +28,7 @@ def _shipped(root: Path) -> set[str]:
     return out
 
 
-def test_the_wheel_holds_every_module_and_the_dashboard(tmp_path: Path) -> None:
+def test_the_wheel_holds_every_module_the_dashboard_and_the_version(tmp_path: Path) -> None:
     # Built from a copy: building in place leaves build/ and *.egg-info in the checkout.
     source = tmp_path / "src"
     source.mkdir()
@@ -44,6 +47,8 @@ def test_the_wheel_holds_every_module_and_the_dashboard(tmp_path: Path) -> None:
     )
     (wheel,) = wheels.glob("acpd-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    (metadata,) = (n for n in names if n.endswith(".dist-info/METADATA"))
+    assert f"\nVersion: {ACPD_VERSION}\n" in zipfile.ZipFile(wheel).read(metadata).decode()
     expected = _shipped(source)
     assert "daemon/engine/supervisor.py" in expected
     assert "daemon/static/index.html" in expected

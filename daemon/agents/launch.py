@@ -26,7 +26,6 @@ from daemon.agents.agentlog import open_agent_log
 from daemon.agents.connection import AgentConnection, AgentSpec, AgentStartError
 from daemon.agents.peer import AgentPeer, PeerHandlers
 from daemon.agents.tree import AgentTree
-from daemon.version import acpd_version
 
 __all__ = ["connect_agent", "open_agent"]
 
@@ -122,7 +121,6 @@ async def open_agent(
         raise AgentStartError(f"agent {spec.name!r} has an empty command")
     if tree is None:
         tree = AgentTree.new(within=os.getpid() if subreaper.is_active() else None)
-    await trio.to_thread.run_sync(acpd_version)  # the first call reads package metadata
     # Shielded: once spawned, the agent must reach the block below that stops it.
     env = {**agent_env(spec.env), **tree.env}
     with trio.CancelScope(shield=True):
