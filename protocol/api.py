@@ -463,11 +463,15 @@ METHODS: Final[dict[str, MethodSpec]] = {
     "conversations/set_option": MethodSpec(SetOptionParams, ConversationResult),
 }
 
-_DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {
-    name: msgspec.json.Decoder(spec.params) for name, spec in METHODS.items()
-}
+# Each made on the method's first call: building all of them (msgspec works out every params
+# type, `conversations/create`'s ACP MCP server types among them) would cost the daemon a few ms
+# before it is ready. At most one per method.
+_DECODERS: Final[dict[str, msgspec.json.Decoder[Any]]] = {}
 
 
 def params_decoder(method: str) -> msgspec.json.Decoder[Any] | None:
     """The params decoder for `method`, or None if there is no such method."""
-    return _DECODERS.get(method)
+    decoder = _DECODERS.get(method)
+    if decoder is None and (spec := METHODS.get(method)) is not None:
+        decoder = _DECODERS[method] = msgspec.json.Decoder(spec.params)
+    return decoder
