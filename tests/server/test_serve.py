@@ -207,3 +207,44 @@ def test_bad_ws_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[s
                       config_path=None)  # fmt: skip
     assert code == 2
     assert capsys.readouterr().err.startswith("acpd: error: --ws:")
+
+
+# Modules `acpd serve` must not load before it is ready, for its start-up time: the supervisor
+# and the agents' side come with the first live conversation, the dashboard only when it is
+# served, trio-websocket with the first websocket; the version is not read from the metadata.
+_LATER = (
+    "daemon.engine.supervisor",
+    "daemon.agents.connection",
+    "daemon.agents.launch",
+    "daemon.server.dashboard",
+    "trio_websocket",
+    "importlib.metadata",
+)
+# `acpd serve` (argv[2:]) that, once ready, prints which of argv[1]'s modules it has loaded
+# (of those not loaded when the interpreter started), then stops itself.
+_LOADED_AT_READY = """
+import os, signal, sys
+watched = [m for m in sys.argv[1].split(",") if m not in sys.modules]
+from daemon.server import serve, systemd
+ready = systemd.ServiceStatus.ready
+async def ready_then_look(self, figures):
+    await ready(self, figures)
+    print(",".join(m for m in watched if m in sys.modules), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+systemd.ServiceStatus.ready = ready_then_look
+sys.exit(serve.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("ws", "loaded"),
+    [(["--no-ws"], ""), (["--ws", "127.0.0.1:0"], "daemon.server.dashboard")],
+)
+def test_what_serve_loads_before_it_is_ready(tmp_path: Path, ws: list[str], loaded: str) -> None:
+    argv = ["serve", "--data-dir", str(tmp_path / "data"), "--socket", str(tmp_path / "s.sock")]
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADED_AT_READY, ",".join(_LATER), *argv, *ws],
+        capture_output=True, text=True, env=child_env(tmp_path), cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{loaded}\n"
