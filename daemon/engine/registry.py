@@ -68,8 +68,8 @@ def _supervisor_class() -> type[Conversation]:
     """The supervisor, imported when the first conversation goes live rather than at start-up:
     with it come the turn, the agent slot, the agents' connection and the ACP peer, a third of
     the code a running daemon has loaded, which `acpd serve` need not load to be ready (reads
-    never use it). The first hydration of a run pays that once: some 17 ms (35 ms where no
-    bytecode is cached)."""
+    never use it). `acpd serve` loads it in a worker thread once ready (serve._load_the_rest);
+    a hydration before that pays it once: some 17 ms (35 ms where no bytecode is cached)."""
     from daemon.engine.supervisor import Conversation
 
     return Conversation

@@ -37,6 +37,7 @@ else, and is used as it is: acpd never changes the mode of a directory it did no
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -140,6 +141,14 @@ async def _exit_when_file_lost(engine: Engine, control: _Control) -> None:
     control.stop.set()
 
 
+async def _load_the_rest() -> None:
+    """What the first conversation to go live needs (the supervisor, and with it the turn, the
+    agent slot and the agents' side), loaded in a worker thread once the daemon is ready: the
+    first send then finds it loaded instead of paying 17-35 ms of import in the event loop.
+    One that comes sooner waits for the import lock: no longer than it would have anyway."""
+    await trio.to_thread.run_sync(importlib.import_module, "daemon.engine.supervisor")
+
+
 async def _figures(engine: Engine) -> str:
     stored = await engine.count()
     text = figures(live=engine.live_count(), agents=engine.agents_running(), stored=stored)
@@ -180,6 +189,7 @@ async def _run(
                     partial(serve_dashboard, exposure=exposure), ws, dispatcher, data_dir
                 )
             await control.service.ready(partial(_figures, engine))
+            fronts.start_soon(_load_the_rest)
             fronts.start_soon(control.service.report)
             if control.service.notifier.enabled:
                 fronts.start_soon(_exit_when_file_lost, engine, control)
