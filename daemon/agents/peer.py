@@ -78,9 +78,9 @@ class AgentPeer:
 
     Callbacks run in the read loop, in arrival order: `on_update(session_id, update)` for every
     `session/update` (unknown variants as `acp.UnknownUpdate`); or, with `on_updates`, that
-    with a list of the notifications that come one after another in a batch (for a flood's
-    lines, one call per batch, not per line; a run with an unknown variant or a malformed
-    line in it goes one by one, to `on_update`); `on_notification(method, raw)`
+    with a list of the known updates that come one after another in a batch (for a flood's
+    lines, one call per batch, not per line; unknown variants still go to `on_update`);
+    `on_notification(method, raw)`
     for other notifications (ignored without it), and `on_batch_end()` after the lines of each
     received chunk, so a consumer can coalesce deltas and act once per batch. They are
     synchronous. One that raises is a bug, but one message must not cost the whole

@@ -131,16 +131,20 @@ class Recorder:
     # --- the synchronous side, called from the agent's read loop ----------------------------
 
     def delta(self, kind: str, text: str, prompt_seq: int) -> None:
-        if not text:
-            return
-        self._buffered += len(text)
+        if text:
+            self._deltas(kind, [text], prompt_seq)
+
+    def _deltas(self, kind: str, texts: list[str], prompt_seq: int) -> None:
+        """Non-empty `texts` of one kind, in order: joined to the last delta if it is of the
+        same kind and turn (no new object, no wake-up), else a new one."""
+        self._buffered += sum(map(len, texts))
         items = self._items
         if items:
             last = items[-1]
             if type(last) is _Delta and last.kind == kind and last.prompt_seq == prompt_seq:
-                last.parts.append(text)  # the per-chunk path: no new object, no wake-up
+                last.parts.extend(texts)
                 return
-        items.append(_Delta(kind, [text], prompt_seq))
+        items.append(_Delta(kind, texts, prompt_seq))
         self._kick.set()
 
     def durable(self, type_: str, body: ev._Body) -> None:
@@ -189,17 +193,8 @@ class Recorder:
         """`delta("message", text, seq)` for each text, in one step."""
         if "" in texts:
             texts = [t for t in texts if t]
-            if not texts:
-                return
-        self._buffered += sum(map(len, texts))
-        items = self._items
-        if items:
-            last = items[-1]
-            if type(last) is _Delta and last.kind == "message" and last.prompt_seq == seq:
-                last.parts.extend(texts)
-                return
-        items.append(_Delta("message", texts, seq))
-        self._kick.set()
+        if texts:
+            self._deltas("message", texts, seq)
 
     def _tool_update(self, body: ev.ToolCallUpdateEvent) -> None:
         items = self._items

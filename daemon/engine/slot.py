@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 import msgspec
@@ -64,15 +64,6 @@ log = logging.getLogger("acpd.slot")
 _mcp_servers = msgspec.json.Decoder(list[acp.McpServer])
 
 G = TypeVar("G", bound=Grant)
-
-
-class _Place(Protocol):
-    """A place in one of the engine's lines (`line.Waiter`), as the slot sees it."""
-
-    @property
-    def position(self) -> int | None: ...
-
-    def poke(self) -> None: ...
 
 
 class SlotState(enum.Enum):
@@ -159,7 +150,7 @@ class AgentSlot:
     _last_start: StartFailed | Withdrawn | None = None
     _slots: SlotTable = attrs.field(kw_only=True)  # the engine's, shared by every slot
     _permits: StartPermits = attrs.field(kw_only=True)  # likewise: start-ups at once
-    _place: _Place | None = None  # our place in line for a slot (WAITING) or a permit
+    _place: Waiter[Any] | None = None  # our place in line for a slot (WAITING) or a permit
     _token: SlotToken | None = None  # held from STARTING until the process group is gone
     _withdrawable: bool = False  # the wait in line is the queue's (`withdraw` ends it)
 

@@ -134,7 +134,6 @@ class StoreIO:
     _wlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _rlimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _blimit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
-    _climit: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
     _wrote: trio.Event = attrs.field(factory=trio.Event)  # a write since the last checkpoint
     _checkpoints: int = 0
     _settle_due: trio.Event = attrs.field(factory=trio.Event)
@@ -301,11 +300,10 @@ class StoreIO:
                 if (
                     not ticket.wake.is_set()
                     and since is not None
-                    and self._kept_since == since
+                    and self._kept_since == since  # (so the writer is still free)
                     and self._bulk
                     and self._bulk[0] is ticket
-                    and trio.current_time() >= since + CONTROL_PAUSE
-                ):  # kept free long enough, and no control write came: go ahead
+                ):  # kept free for CONTROL_PAUSE, and no control write came: go ahead
                     self._bulk.popleft()
                     self._hold_spent = True
                     self._occupy()
@@ -501,7 +499,7 @@ class StoreIO:
             await self._wrote.wait()
             self._wrote = trio.Event()
             try:
-                await trio.to_thread.run_sync(checkpointer.checkpoint, limiter=self._climit)
+                await trio.to_thread.run_sync(checkpointer.checkpoint)  # one at a time: this task
             except StoreError as exc:
                 if not failing:
                     log.warning("%s (the writer's backstop bounds the WAL meanwhile)", exc)

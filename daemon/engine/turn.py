@@ -83,12 +83,7 @@ class Turn:
     def take(self, session_id: str) -> bool:
         """Whether an update of `session_id` belongs to this turn now; counted if it does (one
         call per update: this is the read loop's per-chunk path)."""
-        if (
-            session_id == self._session_id
-            and self._prompted
-            and not self._answered
-            and not self._done.is_set()
-        ):
+        if session_id == self.taking():
             self._updates += 1
             return True
         return False
