@@ -32,8 +32,9 @@ from daemon.engine.reads import SHORT_ID_MIN, Reads
 from daemon.engine.recovery import close_dead_turns
 from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.startups import StartPermits, StartPermitsStatistics
+from daemon.engine.storagehealth import StorageHealth
 from daemon.engine.stored import StoredCount
-from daemon.engine.storeio import StorageHealth, StoreIO, StoreIOStatistics
+from daemon.engine.storeio import StoreIO, StoreIOStatistics
 from daemon.paths import agent_log_path
 from protocol import acp, api
 from protocol.api import ConversationInfo

@@ -10,13 +10,9 @@ its queue head, a list page); and a bulk reader for what can be megabytes (event
 replays), so an 8 MiB replay page never delays a turn loop's queue read. In WAL mode readers
 never block the writer, nor it them.
 
-Health: a write refused with `StorageUnavailable` (disk full, I/O error, read-only, the file
-deleted or replaced) starts a spell of unavailability, logged once; the next write that goes
-through ends it (logged once too). While a spell lasts, `run_upkeep` tries a small durable
-write every `PROBE_INTERVAL`, so the daemon notices that space came back without anyone having
-to send, and then writes what was deferred meanwhile (`defer`). Otherwise it looks at the
-file every `PROBE_INTERVAL` (two stat calls): a file deleted or replaced while nobody writes
-is noticed too, and the status says so (and, under systemd, the daemon restarts).
+Health: each write's outcome (and a reader's `StorageUnavailable`) goes to a `HealthWatch`
+(storagehealth.py), which keeps spells of unavailability, the writes they deferred, and the
+upkeep that probes the storage meanwhile.
 
 The writer serves two lanes. Control writes (`write`: a user's message, a turn's start, a
 status) take it before any bulk write (`write_bulk`: a turn's text and events, drafts,
@@ -40,23 +36,19 @@ import contextlib
 import functools
 import logging
 import math
-import time
 from collections.abc import Callable
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
 
+from daemon.engine.storagehealth import PROBE_INTERVAL, Deferring, HealthWatch, StorageHealth
 from store import EventRecord, StorageUnavailable, Store, StoreError
 from store.checkpoint import Checkpointer
-from store.errors import DELETED
 
 __all__ = [
     "CHECKPOINT_INTERVAL",
     "CONTROL_PAUSE",
-    "PROBE_INTERVAL",
-    "Deferring",
-    "StorageHealth",
     "StoreIO",
     "StoreIOStatistics",
     "WriteTicket",
@@ -64,25 +56,6 @@ __all__ = [
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-PROBE_INTERVAL: Final = 5.0  # seconds between looks at the storage (see the module's docstring)
-
-
-class Deferring(Protocol):
-    """Something holding writes deferred by an outage (an event log's status, say)."""
-
-    async def write_deferred(self) -> None: ...
-
-
-@attrs.frozen
-class StorageHealth:
-    """A snapshot, for `daemon/status`."""
-
-    cause: str | None  # None: writes go through; else e.g. "disk full" (store.errors)
-    message: str | None  # the line clients get: "storage unavailable: disk full"
-    since: float | None  # time.time() when this spell began
-    refused: int  # writes refused since the daemon started
-
 
 # How long a bulk producer holds off, per step, while a control write is on its way: bounded,
 # so that a stream of control writes slows a flood down but never stops it.
@@ -141,13 +114,7 @@ class StoreIO:
     _writes: int = 0
     _reads: int = 0
     _bulk_reads: int = 0
-    _problem: StorageUnavailable | None = None
-    _since: float | None = None
-    _refused: int = 0
-    _available: trio.Event = attrs.field(factory=trio.Event)  # set while writes go through
-    _unavailable: trio.Event = attrs.field(factory=trio.Event)  # a spell, or deferred writes
-    _file_lost: trio.Event = attrs.field(factory=trio.Event)
-    _deferred: set[Deferring] = attrs.field(factory=set)
+    _health: HealthWatch = attrs.field(factory=HealthWatch)
     _group_commits: int = 0
     _grouped: int = 0
     _hurried: int = 0
@@ -163,9 +130,6 @@ class StoreIO:
     _control_calls: int = 0
     _control_quiet: trio.Event = attrs.field(factory=trio.Event)
     _bulk: collections.deque[_Ticket] = attrs.field(factory=collections.deque)
-
-    def __attrs_post_init__(self) -> None:
-        self._available.set()
 
     @classmethod
     def open_sync(cls, writer: Store) -> StoreIO:
@@ -268,14 +232,12 @@ class StoreIO:
         try:
             result = await self._run(fn, self._writer, self._wlimit)
         except StorageUnavailable as exc:
-            self._refused += 1
-            self._failing(exc)
+            self._health.refused(exc)
             raise
         finally:
             self._give()
         self._wrote.set()
-        if self._problem is not None:
-            self._recovered()
+        self._health.wrote()
         return result
 
     async def _take(self, lane: collections.deque[_Ticket], ticket: _Ticket) -> None:
@@ -373,15 +335,13 @@ class StoreIO:
         try:
             results = await self._run(commit, self._writer, self._wlimit)
         except StorageUnavailable as exc:  # nothing of the group was stored
-            self._refused += len(group)
-            self._failing(exc)
+            self._health.refused(exc, len(group))
             results = [exc] * len(group)
         except StoreError as exc:
             results = [exc] * len(group)
         else:
             self._wrote.set()
-            if self._problem is not None:
-                self._recovered()
+            self._health.wrote()
         finally:
             if results is None:  # anything else (a bug) is raised here; nobody waits for ever
                 results = [StoreError("the group commit failed; see the log")] * len(group)
@@ -408,7 +368,7 @@ class StoreIO:
             return await trio.to_thread.run_sync(fn, store, limiter=limit)
         except StorageUnavailable as exc:
             if store is not self._writer:
-                self._failing(exc)  # an unreadable disk; only a write can say it is back
+                self._health.noticed(exc)  # an unreadable disk; only a write can say it is back
             raise
         finally:
             self._in_flight -= 1
@@ -416,76 +376,31 @@ class StoreIO:
     # --- health -----------------------------------------------------------------------------
 
     def health(self) -> StorageHealth:
-        problem = self._problem
-        return StorageHealth(
-            cause=None if problem is None else problem.cause,
-            message=None if problem is None else str(problem),
-            since=self._since,
-            refused=self._refused,
-        )
+        return self._health.snapshot()
 
     async def wait_available(self, *, at_most: float = math.inf) -> None:
         """Return once writes go through again, or after `at_most` seconds."""
-        with trio.move_on_after(at_most):
-            await self._available.wait()
+        await self._health.wait_available(at_most=at_most)
 
     async def wait_file_lost(self) -> None:
         """Return once the database file was found deleted or replaced."""
-        await self._file_lost.wait()
+        await self._health.wait_file_lost()
 
     def defer(self, owner: Deferring) -> None:
         """Have `owner.write_deferred()` called once writes go through again."""
-        self._deferred.add(owner)
-        self._unavailable.set()  # let `run_upkeep` see to it, even with no spell on
-
-    def _failing(self, exc: StorageUnavailable) -> None:
-        if exc.cause == DELETED:
-            self._file_lost.set()
-        previous, self._problem = self._problem, exc
-        if previous is not None and previous.cause == exc.cause:
-            return  # logged already
-        if previous is None:
-            self._since = time.time()
-            self._available = trio.Event()
-            self._unavailable.set()
-        log.error("%s: writes are refused until it is fixed (%s)", exc, exc.detail)
-
-    def _recovered(self) -> None:
-        problem, self._problem = self._problem, None
-        self._since = None
-        self._available.set()
-        if not self._deferred:
-            self._unavailable = trio.Event()
-        log.warning("storage available again (after: %s)", problem)
+        self._health.defer(owner)
 
     async def run_upkeep(self, *, interval: float = PROBE_INTERVAL) -> None:
-        """Every `interval`: while storage is unavailable, probe it with a small durable
-        write, and once writes go through, write what was deferred; otherwise look whether
-        the file is still there. A failure is never raised."""
-        while True:
-            with trio.move_on_after(interval):
-                await self._unavailable.wait()
-            if not self._unavailable.is_set():
-                try:  # is the file still there? (that it is says nothing of free space)
-                    await self._run(lambda s: s.check_file(), self._writer, self._wlimit)
-                except StorageUnavailable as exc:
-                    self._failing(exc)
-                continue
-            if self._problem is not None:
-                with trio.move_on_after(interval):
-                    await self._available.wait()
-                if self._problem is not None:
-                    try:
-                        await self.write(lambda s: s.check_writable())
-                    except StoreError:
-                        continue
-            owners, self._deferred = self._deferred, set()
-            for owner in owners:
-                await owner.write_deferred()  # re-defers itself if it fails again
-            if self._problem is None and not self._deferred:
-                self._unavailable = trio.Event()
-            elif self._problem is None:
-                await trio.sleep(interval)  # they failed otherwise: try again, not in a loop
+        """Look after the storage's health (`HealthWatch.run_upkeep`): the file checked on the
+        writer's thread, the probe a durable control write."""
+
+        async def check_file() -> None:
+            await self._run(lambda s: s.check_file(), self._writer, self._wlimit)
+
+        async def probe_write() -> None:
+            await self.write(lambda s: s.check_writable())
+
+        await self._health.run_upkeep(check_file, probe_write, interval=interval)
 
     async def run_checkpoints(self, *, interval: float = CHECKPOINT_INTERVAL) -> None:
         """While writes come in, every `interval`: copy the WAL into the main file from the

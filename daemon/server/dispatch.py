@@ -31,7 +31,7 @@ import trio
 from msgspec import UNSET
 
 from daemon.config import Config
-from daemon.engine.storeio import StorageHealth
+from daemon.engine.storagehealth import StorageHealth
 from daemon.logs import dropped_records
 from daemon.server.connection import (
     Connection,

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.engine.storeio import PROBE_INTERVAL
+from daemon.engine.storagehealth import PROBE_INTERVAL
 from protocol.jsonrpc import STORAGE_UNAVAILABLE, RpcFailure
 from store.errors import DELETED
 from tests.engine.harness import harness, next_event, wait_turn_ended
@@ -45,7 +45,7 @@ async def _refused(call: object) -> str:
 async def test_acknowledged_writes_are_refused_then_taken_again_without_a_restart(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="daemon.engine.storeio")
+    caplog.set_level(logging.INFO, logger="daemon.engine.storagehealth")
     async with harness(tmp_path) as h:
         cid = await h.create()
         seq = (await h.e.send(cid, "queued before", run=False, interrupt=False)).seq

@@ -19,7 +19,7 @@ import msgspec
 import trio
 
 from daemon.config import Config
-from daemon.engine.storeio import StorageHealth
+from daemon.engine.storagehealth import StorageHealth
 from protocol import acp
 from protocol import events as ev
 from protocol.api import (

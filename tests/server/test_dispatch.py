@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.engine.storeio import StorageHealth
+from daemon.engine.storagehealth import StorageHealth
 from protocol import api, limits
 from protocol.jsonrpc import CONFLICT, STORAGE_UNAVAILABLE, RpcFailure
 from store import StorageUnavailable
