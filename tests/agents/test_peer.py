@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from daemon.agents.peer import (
+    READ_SIZE,
     WRITE_BOUND,
     AgentExited,
     AgentPeer,
@@ -210,6 +211,59 @@ async def test_the_read_loop_waits_for_space_once_per_batch(
     await blocked.wait()
     await trio.testing.wait_all_tasks_blocked()
     assert seen.texts() == ["one", "two"]
+
+
+class _Flood(trio.abc.ReceiveStream):
+    """An agent that always has a full read's worth of whole update lines ready."""
+
+    def __init__(self) -> None:
+        line = msgspec.json.encode(chunk("s1", ""))
+        pad = 512 - len(line) - 1  # a line of 512 bytes, newline included: whole lines a read
+        self._data = (msgspec.json.encode(chunk("s1", "x" * pad)) + b"\n") * (READ_SIZE // 512)
+        assert len(self._data) == READ_SIZE
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self._data[:max_bytes]
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class _Sink(trio.abc.SendStream):
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_flood_is_read_between_the_steps_of_other_tasks(nursery: trio.Nursery) -> None:
+    """After a full read the loop lets other ready tasks run first (up to YIELDS_PER_BATCH
+    of their steps): an ack's several steps are not each a batch of the flood apart."""
+    batches = 0
+
+    def on_updates(notes: list[acp.SessionNotification]) -> None:
+        nonlocal batches
+        batches += 1
+
+    peer = AgentPeer(
+        trio.StapledStream(_Sink(), _Flood()), on_update=lambda *_: None, on_updates=on_updates
+    )
+    nursery.start_soon(peer.run)
+    while batches < 3:  # flowing
+        await trio.lowlevel.checkpoint()
+    start = batches
+    for _ in range(20):  # a few requests' steps, say
+        await trio.lowlevel.checkpoint()
+    # Without the yields every step of this task would be a batch apart (19-21 in 300 runs);
+    # with them, whether this task is seen as ready depends on trio's order within a step,
+    # so some steps still see one (3-9 in 300 runs).
+    assert batches - start <= 12
+    nursery.cancel_scope.cancel()
 
 
 @hang_guard()
