@@ -15,6 +15,7 @@ from collections.abc import Callable
 import attrs
 
 from daemon.config import Config
+from daemon.engine.failures import CrashHistory
 from daemon.engine.recorder import Recorder
 from daemon.engine.slot import AgentSlot, SlotState
 from protocol import events as ev
@@ -35,9 +36,10 @@ class Gate(enum.Enum):
 
 @attrs.define(eq=False)
 class QueueGate:
-    """The one owner of a conversation's gate; its agent slot counts the crashes."""
+    """The one owner of a conversation's gate; its agents' crash history counts the crashes."""
 
     _slot: AgentSlot
+    _crashes: CrashHistory  # shared with the agent slot, whose restarts it paces
     _recorder: Recorder
     _config: Callable[[], Config]
     _state: Gate = Gate.OPEN
@@ -67,7 +69,7 @@ class QueueGate:
         if gate is Gate.PAUSED and self._state is Gate.FAILED:
             return
         if self._state is Gate.FAILED and gate is Gate.OPEN:
-            self._slot.forget_failures()  # a person lifted it: count crashes afresh
+            self._crashes.forget()  # a person lifted it: count crashes afresh
         self._state = gate
         if gate is not Gate.OPEN:
             self._slot.withdraw()  # a paused queue needs no agent: out of the line for one
@@ -84,7 +86,7 @@ class QueueGate:
     def note_failure(self) -> None:
         """The agent crashed (in a turn, or idle) or failed to start: fail when too often."""
         config = self._config()
-        crashes = self._slot.note_failure()
+        crashes = self._crashes.note()
         if crashes >= config.max_crashes and self._state is not Gate.FAILED:
             self._fail(
                 f"agent failed {crashes} times within {config.crash_window:g}s; "

@@ -26,8 +26,8 @@ engine's `max_starting` permits (`startups.StartPermits`): STARTING, it waits in
 failed start-up is over. A wait in either line is given up when the queue no longer needs an
 agent (`withdraw`, `queue_changed`), and by `cancel_start`.
 
-The slot also owns the agent's ACP session (set up inside STARTING: resumed, loaded, or new,
-visibly) and the crash history that paces restarts (`failures.CrashHistory`).
+The agent's ACP session is set up inside STARTING (`agentsession.AgentSession`: resumed,
+loaded, or new, visibly); the crash history paces restarts (`failures.CrashHistory`).
 """
 
 from __future__ import annotations
@@ -36,32 +36,24 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
-import msgspec
 import trio
 
-from daemon.agents.connection import AgentConnection, AgentSpec, Launcher, PeerHandlers
-from daemon.agents.session import agent_spec, open_session
+from daemon.agents.connection import AgentConnection, Launcher, PeerHandlers
 from daemon.config import Config
-from daemon.engine import updates
-from daemon.engine.choices import Choices, restore_choices
+from daemon.engine.agentsession import AgentSession
 from daemon.engine.eventlog import EventLog
 from daemon.engine.failures import CrashHistory, crash_event, start_failure
 from daemon.engine.line import Grant, Waiter
 from daemon.engine.slots import SlotTable, SlotToken
 from daemon.engine.startups import StartPermit, StartPermits
-from protocol import acp
-from protocol import events as ev
 from store import ConversationRecord
 
 __all__ = ["AgentSlot", "SlotState", "SlotStatistics", "StartFailed", "Withdrawn"]
 
 log = logging.getLogger("acpd.slot")
-
-_mcp_servers = msgspec.json.Decoder(list[acp.McpServer])
 
 G = TypeVar("G", bound=Grant)
 
@@ -127,24 +119,22 @@ class AgentSlot:
     _log: EventLog
     _launcher: Launcher
     _config: Callable[[], Config]
+    # The conversation's ACP session: set up on each agent it starts.
+    _session: AgentSession
+    # Its agents' failures, which pace restarts (the queue's gate counts them in).
+    _crashes: CrashHistory
     # The read loop's handlers: the supervisor routes them to the running turn.
     _handlers: PeerHandlers
     # Awaited when the agent exits by itself with no turn running (after its error event).
     _on_idle_crash: Callable[[], Awaitable[None]]
-    # The `agent_restarted` reason if a stored session is resumed: what the previous
-    # supervisor of this conversation left ("daemon_restarted" if none did).
-    restart_reason: str = "daemon_restarted"
-    session_id: str | None = None
     _state: SlotState = SlotState.ABSENT
     _agent: _Agent | None = None
     _stop_reason: str = ""  # why the agent is STOPPING ("crashed" if it exited by itself)
     _start_scope: trio.CancelScope | None = None
     _closing: bool = False  # the conversation is stopping: start no agent
-    _crashes: CrashHistory = attrs.field(init=False)
     _starts: int = 0
     _idle_since: float = float("inf")
     _retry_at: float | None = None  # wall-clock time a backed-off start begins
-    _log_path: Path | None = None  # where its agents' stderr is kept
     # Set when a start-up ends (a caller that found one under way waits for it), and how.
     _start_done: trio.Event = attrs.field(factory=trio.Event)
     _last_start: StartFailed | Withdrawn | None = None
@@ -153,9 +143,6 @@ class AgentSlot:
     _place: Waiter[Any] | None = None  # our place in line for a slot (WAITING) or a permit
     _token: SlotToken | None = None  # held from STARTING until the process group is gone
     _withdrawable: bool = False  # the wait in line is the queue's (`withdraw` ends it)
-
-    def __attrs_post_init__(self) -> None:
-        self._crashes = CrashHistory(lambda: self._config().crash_window)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -421,7 +408,7 @@ class AgentSlot:
     async def _run_agent(
         self, record: ConversationRecord, token: SlotToken, *, task_status: trio.TaskStatus[_Agent]
     ) -> None:
-        spec = self._spec(record)
+        spec = self._session.spec(record)
         agent: _Agent | None = None
         try:
             async with self._launcher(spec, self._handlers) as conn:
@@ -429,7 +416,7 @@ class AgentSlot:
                     async with trio.open_nursery() as nursery:
                         if conn.process is not None:
                             token.pgid = conn.process.pid  # its leader's pid names the group
-                        await self._set_up_session(conn, record, spec)
+                        await self._session.set_up(conn, record, spec)
                         agent = self._agent = _Agent(conn, nursery)
                         self._starts += 1
                         self._move(_S.READY)
@@ -453,7 +440,7 @@ class AgentSlot:
                 if self._state in _LIVE:  # its launcher failed under it: as if it exited
                     self._stop_reason = "crashed"
                     self._move(_S.STOPPING)
-                self.restart_reason = self._stop_reason or "stopped"
+                self._session.restart_reason = self._stop_reason or "stopped"
                 self._agent = None
                 self._token = None
                 self._move(_S.ABSENT)
@@ -473,51 +460,3 @@ class AgentSlot:
                 if agent.conn.returncode:  # a clean exit is not a crash to back off from
                     await self._on_idle_crash()
         agent.stop_requested.set()
-
-    def _spec(self, record: ConversationRecord) -> AgentSpec:
-        spec = agent_spec(
-            record.agent,
-            record.agent_cmd,
-            record.cwd,
-            self._config().all_agents().get(record.agent),
-            conversation=self.conv_id,
-            log_path=self._log_path,
-        )
-        if record.mcp_servers is None:
-            return spec
-        own = _mcp_servers.decode(record.mcp_servers)  # the conversation's, after the agent's
-        return attrs.evolve(spec, mcp_servers=(*spec.mcp_servers, *own))
-
-    async def _set_up_session(
-        self, conn: AgentConnection, record: ConversationRecord, spec: AgentSpec
-    ) -> None:
-        """Log in, open the session (the stored one when the agent can take it back, visibly
-        a new one otherwise), and put back the mode and options the conversation had."""
-        had_session = self.session_id is not None
-        before = Choices.remembered(await self._log.current())
-        opened = await open_session(
-            conn,
-            session_id=self.session_id,
-            cwd=record.cwd,
-            mcp_servers=spec.mcp_servers,
-            auth=spec.auth,
-        )
-        if opened.session_id != self.session_id:
-            self.session_id = opened.session_id
-            await self._log.set_acp_session(opened.session_id, record.cwd)
-        reason = self.restart_reason or "restarted"
-        items = updates.opened_events(opened, had_session=had_session, reason=reason)
-        if had_session:
-            self.restart_reason = ""
-        items += await restore_choices(conn, opened, before)
-        await self._log.append([(type_, ev.encode_body(body)) for type_, body in items])
-
-    # --- crashes ------------------------------------------------------------------------------
-
-    def note_failure(self) -> int:
-        """Count a crash (or failed start); returns the failures within `crash_window`."""
-        return self._crashes.note()
-
-    def forget_failures(self) -> None:
-        """A person lifted `failed` (or resumed): count crashes afresh."""
-        self._crashes.forget()

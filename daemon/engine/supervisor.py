@@ -33,9 +33,10 @@ import trio
 from daemon.agents.connection import AgentConnection, Launcher
 from daemon.config import Config
 from daemon.engine.agentinput import AgentInput
+from daemon.engine.agentsession import AgentSession
 from daemon.engine.asks import Asks
 from daemon.engine.eventlog import EventLog, LogClosed
-from daemon.engine.failures import crash_event
+from daemon.engine.failures import CrashHistory, crash_event
 from daemon.engine.fanout import Fanout
 from daemon.engine.gate import Gate, QueueGate
 from daemon.engine.permissions import Permissions
@@ -99,6 +100,8 @@ class Conversation:
     load_error: BaseException | None = None
     deleting: bool = False
     _recorder: Recorder = attrs.field(init=False)
+    _session: AgentSession = attrs.field(init=False)
+    _crashes: CrashHistory = attrs.field(init=False)  # the gate counts, the slot paces restarts
     _slot: AgentSlot = attrs.field(init=False)
     _record: ConversationRecord | None = None
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
@@ -124,8 +127,16 @@ class Conversation:
             timeout=self.config.elicitation_timeout,
             default=self.config.elicitation_default,
         )
+        self._session = AgentSession(
+            self.conv_id,
+            self.log,
+            lambda: self.config,
+            self._initial_restart_reason,
+            log_path=self._agent_log,
+        )
+        self._crashes = CrashHistory(lambda: self.config.crash_window)
         self._asks = Asks(
-            self.permissions, self.questions, lambda: self._slot.session_id, lambda: self._turn
+            self.permissions, self.questions, lambda: self._session.session_id, lambda: self._turn
         )
         self.agent_input = AgentInput(self._recorder, self.log, self._asks, lambda: self._turn)
         self._slot = AgentSlot(
@@ -133,17 +144,17 @@ class Conversation:
             self.log,
             self._launcher,
             lambda: self.config,
+            self._session,
+            self._crashes,
             self.agent_input.handlers(),
             self._agent_crashed_idle,
-            restart_reason=self._initial_restart_reason,
-            log_path=self._agent_log,
             slots=self._slots,
             permits=self._permits,
         )
         self.queue = QueueControl(
             self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout
         )
-        self._gate = QueueGate(self._slot, self._recorder, lambda: self.config)
+        self._gate = QueueGate(self._slot, self._crashes, self._recorder, lambda: self.config)
         self._wakeups = Wakeups(
             self.conv_id, self.fanout, self._slot, self.log, lambda: self.config
         )
@@ -172,11 +183,11 @@ class Conversation:
     @property
     def restart_reason(self) -> str:
         """Why its agent last went away, for the next supervisor's `agent_restarted`."""
-        return self._slot.restart_reason
+        return self._session.restart_reason
 
     @property
     def has_session(self) -> bool:
-        return self._slot.session_id is not None
+        return self._session.session_id is not None
 
     @property
     def last_seq(self) -> int:
@@ -275,7 +286,7 @@ class Conversation:
         return hit
 
     async def resume(self) -> None:
-        self._slot.forget_failures()
+        self._crashes.forget()
         await self._set_gate(Gate.OPEN)
         self.wake()
 
@@ -309,7 +320,7 @@ class Conversation:
                 )
             conn = got
             self.wake()  # the queue loop measures idleness from now, with an agent
-        session_id = self._slot.session_id
+        session_id = self._session.session_id
         assert session_id is not None
         return conn, session_id
 
@@ -364,7 +375,7 @@ class Conversation:
         self._record = rec
         self.log.start_at(rec.last_seq)
         self._gate.restore(rec.status)
-        self._slot.session_id = rec.acp_session_id
+        self._session.session_id = rec.acp_session_id
 
     async def _serve_queue(self, nursery: trio.Nursery) -> None:
         """Prompt queued messages in order until asked to stop, or idle and unwatched."""
@@ -407,7 +418,7 @@ class Conversation:
         if not pending:
             return
         msg = pending[0]  # its text as edited; the commit checks it is still that
-        session_id = self._slot.session_id
+        session_id = self._session.session_id
         assert session_id is not None
         turn = Turn(
             msg.seq,
