@@ -1,6 +1,8 @@
 """One supervisor per live conversation: the durable FIFO queue and the commands on it.
 
-Invariants (DESIGN.md), and where they are kept:
+It hydrates the conversation, runs its queue loop (`queueloop.QueueLoop`: turns, one at a
+time), takes the engine's commands (send, steer, interrupt, resume, mode and options), and
+retires. Invariants (DESIGN.md), and where they are kept:
 - The store is the queue. `send` commits the user message before it answers, then wakes the
   supervisor; the queue loop takes the oldest unprompted message *from the store*, so a lost
   or coalesced wake-up loses nothing. `EventLog.start_turn` moves the cursor in the same
@@ -9,15 +11,16 @@ Invariants (DESIGN.md), and where they are kept:
 - At most one `session/prompt` is outstanding: one turn at a time (`turn.Turn`), and the next
   prompt is written only after the previous one answered or its agent was stopped.
 - Nothing is decided early: between taking a message and moving the cursor (agent start-up,
-  crash backoff) the queue head is read again, and stop/pause/supersede are checked with the
-  log locked, right before the commit (`may_start`).
+  crash backoff) the queue loop reads the head again, and stop/pause/supersede are checked
+  with the log locked, right before the commit (its `may_start`).
 - An agent whose process ended is never handed a prompt (`slot.AgentSlot` knows its state).
 - A prompt carries its message's text as committed when the turn started (edits included):
   the turn starts only if the head read is still first in line and unchanged (`as_read`),
   and not while a steer is in flight (steering.py), whose message may yet join the turn.
 - The queue's gate (open, paused, failed) is `gate.QueueGate`'s alone; the agent's lifecycle is
-  the slot's; a turn's progress is the turn's. What the agent says comes in through
-  `agentinput.AgentInput`; the wake-ups and the idle policy are `wakeups.Wakeups`.
+  the slot's, its ACP session `agentsession.AgentSession`'s; a turn's progress is the turn's.
+  What the agent says comes in through `agentinput.AgentInput`; the wake-ups and the idle
+  policy are `wakeups.Wakeups`.
 """
 
 from __future__ import annotations
@@ -36,40 +39,30 @@ from daemon.engine.agentinput import AgentInput
 from daemon.engine.agentsession import AgentSession
 from daemon.engine.asks import Asks
 from daemon.engine.eventlog import EventLog, LogClosed
-from daemon.engine.failures import CrashHistory, crash_event
+from daemon.engine.failures import CrashHistory
 from daemon.engine.fanout import Fanout
 from daemon.engine.gate import Gate, QueueGate
 from daemon.engine.permissions import Permissions
 from daemon.engine.questions import Questions
+from daemon.engine.queueloop import QueueLoop
 from daemon.engine.recorder import Recorder
 from daemon.engine.recovery import load_conversation
-from daemon.engine.slot import AgentSlot, StartFailed, Withdrawn
+from daemon.engine.slot import AgentSlot, StartFailed
 from daemon.engine.slots import SlotTable
 from daemon.engine.startups import StartPermits
 from daemon.engine.steering import QueueControl, StoredThenClosed
 from daemon.engine.storeio import StoreIO
-from daemon.engine.turn import Turn
 from daemon.engine.wakeups import Wakeups
 from protocol import events as ev
 from protocol.jsonrpc import (
     AGENT_START_FAILED,
     RpcFailure,
 )
-from store import Conflict, ConversationRecord, EventRecord, StorageUnavailable
+from store import ConversationRecord, StorageUnavailable
 
 __all__ = ["Conversation"]
 
 log = logging.getLogger("acpd.conversation")
-
-_user_message = msgspec.json.Decoder(ev.UserMessage)
-
-
-@attrs.define(eq=False)
-class _Starting:
-    """The message the queue loop is about to prompt, while its agent starts or backs off."""
-
-    seq: int
-    superseded: bool = False  # by `send(interrupt=True)`: record it cancelled, never prompt it
 
 
 @attrs.define(eq=False)
@@ -105,11 +98,9 @@ class Conversation:
     _slot: AgentSlot = attrs.field(init=False)
     _record: ConversationRecord | None = None
     _scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    _stopping: bool = False
     _gate: QueueGate = attrs.field(init=False)
     _wakeups: Wakeups = attrs.field(init=False)
-    _turn: Turn | None = None
-    _starting: _Starting | None = None
+    _loop: QueueLoop = attrs.field(init=False)  # it holds the running turn
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -135,10 +126,11 @@ class Conversation:
             log_path=self._agent_log,
         )
         self._crashes = CrashHistory(lambda: self.config.crash_window)
+        # `loop`, the queue loop, is made last, of the parts below: it holds the running turn.
         self._asks = Asks(
-            self.permissions, self.questions, lambda: self._session.session_id, lambda: self._turn
+            self.permissions, self.questions, lambda: self._session.session_id, lambda: loop.turn
         )
-        self.agent_input = AgentInput(self._recorder, self.log, self._asks, lambda: self._turn)
+        self.agent_input = AgentInput(self._recorder, self.log, self._asks, lambda: loop.turn)
         self._slot = AgentSlot(
             self.conv_id,
             self.log,
@@ -147,16 +139,29 @@ class Conversation:
             self._session,
             self._crashes,
             self.agent_input.handlers(),
-            self._agent_crashed_idle,
+            lambda: loop.agent_crashed_idle(),
             slots=self._slots,
             permits=self._permits,
         )
         self.queue = QueueControl(
-            self.conv_id, self.log, lambda: self._turn, lambda: self.config.steer_timeout
+            self.conv_id, self.log, lambda: loop.turn, lambda: self.config.steer_timeout
         )
         self._gate = QueueGate(self._slot, self._crashes, self._recorder, lambda: self.config)
         self._wakeups = Wakeups(
             self.conv_id, self.fanout, self._slot, self.log, lambda: self.config
+        )
+        self._loop = loop = QueueLoop(
+            self.conv_id,
+            self._io,
+            self.log,
+            self._recorder,
+            self._session,
+            self._slot,
+            self._gate,
+            self.queue,
+            self._asks,
+            self._wakeups,
+            lambda: self.config,
         )
 
     # --- queries ------------------------------------------------------------------------------
@@ -168,7 +173,7 @@ class Conversation:
 
     @property
     def status(self) -> str:
-        return self._gate.status(running=self._turn is not None)
+        return self._gate.status(running=self._loop.turn is not None)
 
     @property
     def slot_position(self) -> int | None:
@@ -196,7 +201,8 @@ class Conversation:
     @property
     def running_prompt_seq(self) -> int | None:
         """The seq of the message whose turn runs now, if one does."""
-        return self._turn.prompt_seq if self._turn is not None else None
+        turn = self._loop.turn
+        return turn.prompt_seq if turn is not None else None
 
     @property
     def retiring(self) -> bool:
@@ -230,14 +236,13 @@ class Conversation:
         # Turns that run before this message's, as of its commit (no checkpoint since): the
         # messages queued ahead of it, plus the running turn unless this send supersedes it.
         ahead = queued - 1
-        turn, starting = self._turn, self._starting
+        turn = self._loop.turn
         if turn is not None:
             if interrupt:
                 turn.interrupt()
             else:
                 ahead += 1
-        elif interrupt and starting is not None:
-            starting.superseded = True  # its turn is recorded cancelled, not run
+        elif interrupt and self._loop.supersede_next():  # recorded cancelled, not run
             ahead -= 1
         await self._sent(text, run=run or interrupt)
         return rec.seq, max(0, ahead)
@@ -253,7 +258,7 @@ class Conversation:
             raise StoredThenClosed(rec.seq) from None
         if into is not None:
             return rec.seq, 0, True
-        return rec.seq, int(self._turn is not None), False
+        return rec.seq, int(self._loop.turn is not None), False
 
     async def _sent(self, text: str, *, run: bool) -> None:
         """After a message is queued: name an untitled conversation, set the gate, wake."""
@@ -273,7 +278,7 @@ class Conversation:
 
     async def interrupt(self) -> bool:
         """Cancel the running turn and pause the queue."""
-        turn = self._turn
+        turn = self._loop.turn
         if turn is not None and not turn.done:
             turn.interrupt()
             hit = True
@@ -281,7 +286,7 @@ class Conversation:
             # A turn about to start (its agent starting, or backing off after a crash): the
             # user means "not that one", so it counts. The pause keeps the message queued,
             # visible and editable, and the queue loop looks at the gate before prompting.
-            hit = turn is None and self._starting is not None
+            hit = turn is None and self._loop.starting
         await self._set_gate(Gate.PAUSED)
         return hit
 
@@ -333,25 +338,20 @@ class Conversation:
         will)."""
         before = self.status
         self._gate.set(gate)
-        if self._turn is None and self.status != before:
-            await self.log.set_status(self._stored_status())
-
-    def _stored_status(self) -> str:
-        # `waiting` and `starting` live only while the supervisor does: stored, `idle`.
-        status = self.status
-        return "idle" if status in ("waiting", "starting") else status
+        if self._loop.turn is None and self.status != before:
+            await self.log.set_status(self._loop.stored_status())
 
     # --- the supervisor -----------------------------------------------------------------------
 
     async def run(self) -> None:
         try:
             with self._scope:
-                await self._hydrate()
+                record = await self._hydrate()
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     nursery.start_soon(self._recorder.run)
                     self.ready.set()
-                    await self._serve_queue(nursery)
+                    await self._loop.serve(nursery, record)
                     nursery.cancel_scope.cancel()
         except Exception as exc:
             # The log closed under a write (a delete): the end we were asked for, not a fault.
@@ -370,134 +370,19 @@ class Conversation:
             self.finished.set()
             self._on_exit(self)
 
-    async def _hydrate(self) -> None:
+    async def _hydrate(self) -> ConversationRecord:
         rec = await load_conversation(self._io, self.conv_id)
         self._record = rec
         self.log.start_at(rec.last_seq)
         self._gate.restore(rec.status)
         self._session.session_id = rec.acp_session_id
-
-    async def _serve_queue(self, nursery: trio.Nursery) -> None:
-        """Prompt queued messages in order until asked to stop, or idle and unwatched."""
-        while (head := await self._next_message()) is not None:
-            self._starting = _Starting(head.seq)
-            try:
-                await self._run_turn(nursery, self._starting)
-            finally:
-                self._starting = None
-            if self._stopping:
-                return
-
-    async def _next_message(self) -> EventRecord | None:
-        """The queue's head once the gate is open; None when it is time to retire."""
-        while not self._stopping:
-            await self.queue.wait_settled()  # a steer decides what is first in line
-            if self._gate.is_open:
-                pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
-                if pending:
-                    return pending[0]
-            if not await self._wakeups.wait_for_work():
-                return None
-        return None
-
-    # --- a turn -------------------------------------------------------------------------------
-
-    async def _run_turn(self, nursery: trio.Nursery, starting: _Starting) -> None:
-        assert self._record is not None
-        if self._stopping:
-            return
-        got = await self._slot.acquire(nursery, self._record, self._still_wanted)
-        if isinstance(got, Withdrawn):
-            return
-        if isinstance(got, StartFailed):
-            await self._start_failed(got)
-            return
-        # Start-up and crash backoff take time: re-read the queue; the gate is looked at
-        # again with the log locked, right before the cursor moves.
-        pending = await self._io.read(lambda s: s.pending_messages(self.conv_id))
-        if not pending:
-            return
-        msg = pending[0]  # its text as edited; the commit checks it is still that
-        session_id = self._session.session_id
-        assert session_id is not None
-        turn = Turn(
-            msg.seq,
-            _user_message.decode(msg.body).text,
-            got,
-            session_id,
-            self._asks,
-            self.config.turn_timeout,
-        )
-
-        def may_start() -> bool:
-            blocked = self._stopping or not self._gate.is_open or self.queue.busy
-            if blocked or not self._slot.begin_turn():
-                return False
-            # From here a pause, stop or superseding send finds `self._turn` and cancels it.
-            turn.interrupted = starting.superseded and starting.seq == msg.seq
-            self._turn, self._starting = turn, None
-            return True
-
-        try:
-            started = await self.log.start_turn(msg.seq, msg.body, may_start)
-        except Conflict:  # removed, moved or edited between the read and the write
-            self._turn = None
-            self._slot.end_turn()
-            await self.log.set_status(self._stored_status())
-            return
-        if started is None:
-            return
-        try:
-            if not turn.interrupted:
-                await turn.run(self._slot, drain_timeout=self.config.drain_timeout)
-        finally:
-            # A hard cancel (delete, or shutdown past its grace) records nothing here: the turn
-            # stays "running" in the store with its drafts, and startup recovery (or the next
-            # hydration) closes it, the same path as after kill -9. A graceful stop goes
-            # through `begin_shutdown`.
-            turn.close()
-        await self._finish_turn(turn)
-
-    async def _still_wanted(self) -> bool:
-        """Asked while in line for a slot after the queue changed: is an agent still needed?"""
-        if self._stopping or not self._gate.is_open:
-            return False
-        return await self._io.read(lambda s: s.queued_count(self.conv_id)) > 0
-
-    async def _finish_turn(self, turn: Turn) -> None:
-        self._asks.cancel_turn(turn.prompt_seq, "turn_ended")
-        await self._recorder.flush()
-        self._turn = None
-        self._slot.end_turn()
-        stop, detail, items, crashed = turn.outcome()
-        if crashed:
-            items.append(await crash_event(turn.conn))
-            self._gate.note_failure()
-        ended = ev.TurnEnded(prompt_seq=turn.prompt_seq, stop_reason=stop, detail=detail)
-        items.append(("turn_ended", ev.encode_body(ended)))
-        await self.log.end_turn(items, self._stored_status())
-
-    async def _start_failed(self, failure: StartFailed) -> None:
-        if self._stopping:
-            return
-        self._gate.start_failed(permanent=failure.permanent)
-        if self._gate.state is Gate.FAILED:
-            await self.log.set_status("failed")
-
-    async def _agent_crashed_idle(self) -> None:
-        self._gate.note_failure()
-        if self._gate.state is Gate.FAILED and self._turn is None:
-            await self.log.set_status("failed")
+        return rec
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         """Graceful stop: drain the running turn (queue kept for next start), then retire."""
-        self._stopping = True
-        if self._turn is not None:
-            self._turn.interrupt()
-        self._slot.cancel_start()
-        self._wakeups.stop_waking()
+        self._loop.stop()
 
     async def close(self, *, deleting: bool) -> None:
         """Stop the supervisor (and its agent). With `deleting`, nothing of it writes again."""
