@@ -8,15 +8,22 @@ event it was given, so the client can resubscribe from there with no gap.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 import trio
 
-from protocol.api import ENDED_METHOD, LAGGED_METHOD, LaggedParams
+from protocol.api import (
+    CAUGHT_UP_METHOD,
+    ENDED_METHOD,
+    LAGGED_METHOD,
+    CaughtUpParams,
+    LaggedParams,
+    StreamedText,
+)
 from protocol.jsonrpc import Notification, encode_line
 
-__all__ = ["Fanout", "FanoutStatistics", "Subscription"]
+__all__ = ["Fanout", "FanoutStatistics", "Subscription", "encode_caught_up"]
 
 # Replay reads the store in pages of this many events.
 REPLAY_PAGE = 500
@@ -186,3 +193,13 @@ class Subscription:
 def encode_lagged(conv_id: str, last_seq: int, *, method: str = LAGGED_METHOD) -> bytes:
     params = LaggedParams(id=conv_id, last_seq=last_seq)
     return bytes(encode_line(Notification(method=method, params=params)))
+
+
+def encode_caught_up(
+    conv_id: str, through_seq: int, streamed: Iterable[tuple[int, str, str]]
+) -> bytes:
+    """The `conversation/caught_up` line: with each open message's text, (prompt_seq, kind,
+    text), that its deltas carried so far and no stored event holds yet (`Recorder.streamed`)."""
+    texts = [StreamedText(prompt_seq=p, kind=k, text=t) for p, k, t in streamed if t]
+    params = CaughtUpParams(id=conv_id, through_seq=through_seq, streamed=texts)
+    return bytes(encode_line(Notification(method=CAUGHT_UP_METHOD, params=params)))

@@ -4,7 +4,8 @@ Stored conversations cost nothing until used: `list`, `get`, `count`, `events` a
 the store and spawn nothing (reads.py). The first `send`, `interrupt`, `resume` or `subscribe`
 hydrates a conversation; the registry's check-and-insert has no checkpoint in between (trio is
 single-threaded), so racing callers share one supervisor and wait on its `ready` event. An
-entry leaves the map in the supervisor's `finally`.
+entry leaves the map in the supervisor's `finally`. A new conversation is stored without one
+(creation.py); at the end, shutdown.py stops every supervisor and agent by one deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import builtins
 import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,10 +26,12 @@ from daemon.agents.agentlog import remove_agent_log
 from daemon.agents.memory import RssGauge
 from daemon.config import Config
 from daemon.engine.apierrors import check_text, no_such, queue_errors, unstored
+from daemon.engine.creation import create_conversation
 from daemon.engine.eventlog import LogClosed, removed_event
-from daemon.engine.fanout import Subscription
+from daemon.engine.fanout import Subscription, encode_caught_up
 from daemon.engine.reads import SHORT_ID_MIN, Reads
 from daemon.engine.recovery import close_dead_turns
+from daemon.engine.shutdown import stop_everything
 from daemon.engine.slots import SlotTable, SlotTableStatistics
 from daemon.engine.startups import StartPermits, StartPermitsStatistics
 from daemon.engine.storagehealth import StorageHealth
@@ -42,9 +44,7 @@ from protocol.jsonrpc import (
     CONFLICT,
     INTERNAL_ERROR,
     INVALID_PARAMS,
-    Notification,
     RpcFailure,
-    encode_line,
 )
 from store import StorageUnavailable
 
@@ -57,12 +57,6 @@ __all__ = ["Engine", "EngineStatistics"]
 log = logging.getLogger("acpd.engine")
 
 T = TypeVar("T")
-
-
-# At shutdown, the last part of shutdown_grace (a quarter of it at most) is left for killed
-# agents' groups to end and the daemon to exit: agents still running are sent SIGKILL this
-# long before the end.
-KILL_WAIT = 2.0
 
 
 def _supervisor_class() -> type[Conversation]:
@@ -260,34 +254,16 @@ class Engine:
         title: str | None,
         mcp_servers: builtins.list[acp.McpServer] | None = None,
     ) -> ConversationInfo:
-        agents = self.config.all_agents()
-        if agent_cmd:
-            name, argv = agent or "custom", list(agent_cmd)
-        else:
-            name = agent or self.config.default_agent
-            if name not in agents:
-                known = ", ".join(sorted(agents))
-                raise RpcFailure(INVALID_PARAMS, f"unknown agent {name!r} (known: {known})")
-            argv = list(agents[name].command)
-        if not os.path.isabs(cwd) or not await trio.Path(cwd).is_dir():
-            raise RpcFailure(INVALID_PARAMS, f"cwd must be an existing absolute directory: {cwd}")
-        policy = self.config.permission_policy
-        servers = msgspec.json.encode(mcp_servers).decode() if mcp_servers else None
-        try:
-            with self._stored.changing() as counted:
-                rec = await self.io.write(
-                    lambda s: s.create_conversation(
-                        title=title or "",
-                        agent=name,
-                        agent_cmd=argv,
-                        cwd=cwd,
-                        permission_policy=policy,
-                        mcp_servers=servers,
-                    )
-                )
-                counted(1)
-        except StorageUnavailable as exc:
-            raise unstored(exc, "the conversation was not created") from None
+        rec = await create_conversation(
+            self.io,
+            self.config,
+            self._stored,
+            agent=agent,
+            agent_cmd=agent_cmd,
+            cwd=cwd,
+            title=title,
+            mcp_servers=mcp_servers,
+        )
         short = await self.io.read(lambda s: s.short_ids([rec.id], SHORT_ID_MIN))
         return self._reads.info(rec, short[rec.id])
 
@@ -450,13 +426,7 @@ class Engine:
             after_seq = min(after_seq, running - 1)
         line = None
         if caught_up:
-            streamed = [
-                api.StreamedText(prompt_seq=p, kind=k, text=t)
-                for p, k, t in conv.recorder.streamed()
-                if t
-            ]
-            params = api.CaughtUpParams(id=conv_id, through_seq=through, streamed=streamed)
-            line = bytes(encode_line(Notification(method=api.CAUGHT_UP_METHOD, params=params)))
+            line = encode_caught_up(conv_id, through, conv.recorder.streamed())
         # The last subscriber leaving wakes the supervisor: it may retire now.
         return conv.fanout.open(
             after_seq=after_seq,
@@ -489,28 +459,7 @@ class Engine:
             log.info("recovered %d conversation(s)", len(recs))
 
     async def shutdown(self) -> None:
-        """Stop every conversation and agent within `shutdown_grace`, however many run.
-
-        At once, all together: running turns are interrupted and drain, waits for a slot and
-        start-ups are given up, and agents whose supervisor is done are stopped. At `stop_at`
-        (`stop_grace` + KILL_WAIT before the end) whatever is left is cancelled, so every
-        agent still running gets SIGTERM then, together; at `kill_at` (KILL_WAIT before the
-        end) every agent's process group still there gets SIGKILL, whatever its own stop
-        was doing (its tree's stragglers are the containment sweep's, after the engine).
-        """
-        grace = self.config.shutdown_grace
-        now = trio.current_time()
-        kill_at = now + grace - min(KILL_WAIT, grace / 4)
-        stop_at = kill_at - min(self.config.stop_grace, (kill_at - now) / 2)
-        self.slots.stop_by(kill_at)
+        """Stop every conversation and agent within `shutdown_grace`, however many run
+        (shutdown.py)."""
         convs = list(self._live.values())
-        for conv in convs:
-            conv.begin_shutdown()
-        with trio.move_on_at(stop_at):
-            for conv in convs:
-                await conv.finished.wait()
-        self._nursery.cancel_scope.cancel()
-        with trio.move_on_at(kill_at):
-            await self.slots.wait_all_released()
-        if killed := self.slots.kill_all():
-            log.warning("killed %d agent process group(s) still stopping at the deadline", killed)
+        await stop_everything(convs, self.slots, self.config, self._nursery.cancel_scope)
