@@ -1,7 +1,7 @@
 """One turn: a prompt to the agent, its updates, and interrupt-and-drain.
 
-A `Turn` is made by the supervisor once the cursor has moved to its message (so it is
-prompted at most once) and lives until its `turn_ended` is written. Its rules:
+A `Turn` is made by the queue loop (queueloop.py) once the cursor has moved to its message
+(so it is prompted at most once) and lives until its `turn_ended` is written. Its rules:
 
 - The `session/prompt` request runs in the agent's own nursery and is never cancelled: an
   interrupt or the turn timeout cancels only the turn's *wait* (`scope`). Then `drain` sends
