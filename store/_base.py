@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sqlite3
 import time
@@ -33,7 +34,9 @@ _DAMAGED_ADVICE = "stop acpd, then move the file aside or restore a backup"
 # How stale `updated_at` may be while events stream in and messages queue (turn starts and
 # ends set it exactly): a write to the row, and to the list's index, at most once a second.
 ACTIVITY_RESOLUTION = 1.0
+ACTIVITY_FLOORS = 4096  # conversations whose `updated_at` floor a connection remembers
 _BUMP = "UPDATE conversations SET updated_at = ?1 WHERE id = ?2 AND updated_at < ?1 - ?3"
+_UPDATED_AT = "SELECT updated_at FROM conversations WHERE id = ?"
 _SYNC_FULL = "PRAGMA synchronous = FULL"
 _SYNC_NORMAL = "PRAGMA synchronous = NORMAL"  # what schema._configure leaves a connection in
 
@@ -55,6 +58,10 @@ class Base:
         # A crash loses only bumps of messages still queued (every transaction that takes
         # one off the queue applies them first), and opening re-derives those from the queue.
         self._activity: dict[str, float] = {}
+        # What this connection knows `updated_at` to be at least, by conversation (the most
+        # recently bumped, at most ACTIVITY_FLOORS): a bump it already covers is not kept, so
+        # a conversation's sends within ACTIVITY_RESOLUTION of a written bump cost no write.
+        self._activity_floor: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._sync_full = False
         # The (st_dev, st_ino) of the file and of its WAL when `watch_file` was called; None
         # until then (readers never write). `_lost`: the last check found them gone.
@@ -208,22 +215,49 @@ class Base:
         conn = self._begin(durable=durable)
         try:
             bumps = list(self._activity.items())
-            if bumps:
-                conn.executemany(
-                    _BUMP, [(ts, conv_id, ACTIVITY_RESOLUTION) for conv_id, ts in bumps]
-                )
+            floors = [self._bump(conn, conv_id, ts) for conv_id, ts in bumps]
             yield conn
             self._check_file()  # gone: roll back, so nothing of it lands anywhere
             conn.execute("COMMIT")
             self._io_failed = False
             if durable:
                 self._check_file()  # gone while it committed: not acknowledged, then
-            for conv_id, _ in bumps:
+            for (conv_id, _), floor in zip(bumps, floors, strict=True):
                 del self._activity[conv_id]
+                if floor is not None:
+                    self._raise_floor(conv_id, floor)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         finally:
             self._end()
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, conv_id: str, ts: float) -> float | None:
+        """Apply one pending bump; the row's `updated_at` after it (None: no such row)."""
+        if conn.execute(_BUMP, (ts, conv_id, ACTIVITY_RESOLUTION)).rowcount:
+            return ts
+        row = conn.execute(_UPDATED_AT, (conv_id,)).fetchone()  # newer already (a turn's)
+        return None if row is None else float(row[0])
+
+    def _note_activity(self, conv_id: str, ts: float) -> None:
+        """Activity on `conv_id` at `ts`, for `updated_at` (see `_activity`); not kept if the
+        bump would change nothing (it writes only past ACTIVITY_RESOLUTION, and `updated_at`
+        never goes back)."""
+        floor = self._activity_floor.get(conv_id)
+        if floor is not None and floor >= ts - ACTIVITY_RESOLUTION:
+            return
+        self._activity[conv_id] = max(ts, self._activity.get(conv_id, ts))
+
+    def _raise_floor(self, conv_id: str, at_least: float) -> None:
+        floors = self._activity_floor
+        floors[conv_id] = max(at_least, floors.pop(conv_id, at_least))
+        if len(floors) > ACTIVITY_FLOORS:
+            floors.popitem(last=False)  # forgotten: its next bump is kept, and is a no-op
+
+    @property
+    def activity_pending(self) -> bool:
+        """Whether a bump waits for the next transaction (or `flush_activity`)."""
+        return bool(self._activity)
 
     def flush_activity(self) -> None:
         """Write the pending activity bumps (not durable: see `_activity`)."""

@@ -165,7 +165,7 @@ class EventOps(Base):
             raise self._error(exc) from None
         finally:
             self._end()
-        self._activity[conv_id] = max(now, self._activity.get(conv_id, now))
+        self._note_activity(conv_id, now)
         return EventRecord(seq=seq, type=USER_MESSAGE, ts=now, body=body)
 
     def newest_user_message_seq(self, conv_id: str) -> int:
@@ -247,7 +247,7 @@ class EventOps(Base):
             self._end()
         for conv_id, result in zip((item[0] for item in items), out, strict=True):
             if isinstance(result, tuple):  # its `updated_at` follows with the next other write
-                self._activity[conv_id] = max(now, self._activity.get(conv_id, now))
+                self._note_activity(conv_id, now)
         return out
 
     # --- reads -------------------------------------------------------------------------------

@@ -110,6 +110,9 @@ class StoreIO:
     _wrote: trio.Event = attrs.field(factory=trio.Event)  # a write since the last checkpoint
     _checkpoints: int = 0
     _settle_due: trio.Event = attrs.field(factory=trio.Event)
+    # Whether the writer holds activity bumps for its next transaction, as of its last call
+    # (read between calls, while this task still holds the writer: no thread touches it).
+    _bumps_pending: bool = False
     _in_flight: int = 0
     _writes: int = 0
     _reads: int = 0
@@ -235,6 +238,7 @@ class StoreIO:
             self._health.refused(exc)
             raise
         finally:
+            self._bumps_pending = self._writer.activity_pending
             self._give()
         self._wrote.set()
         self._health.wrote()
@@ -343,6 +347,7 @@ class StoreIO:
             self._wrote.set()
             self._health.wrote()
         finally:
+            self._bumps_pending = self._writer.activity_pending
             if results is None:  # anything else (a bug) is raised here; nobody waits for ever
                 results = [StoreError("the group commit failed; see the log")] * len(group)
             if len(group) > 1:
@@ -438,8 +443,11 @@ class StoreIO:
 
     def settle_soon(self) -> None:
         """Have the writer's pending activity bumps (a queued message's `updated_at`, which
-        its durable append leaves out) written after the caller's reply, by `run_settler`."""
-        self._settle_due.set()
+        its durable append leaves out) written after the caller's reply, by `run_settler`;
+        if there are any: one that would change nothing is not kept (`Store` knows), so a
+        conversation's sends within the activity resolution cost one write each, not two."""
+        if self._bumps_pending:
+            self._settle_due.set()
 
     async def run_settler(self) -> None:
         """Write activity bumps when asked, one write however many asks arrived meanwhile.

@@ -106,6 +106,34 @@ async def test_a_queued_message_is_activity_without_another_write(
         ]
 
 
+async def test_sends_within_the_activity_resolution_cost_one_write_each(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settler writes a bump only when it would move `updated_at`: a conversation's
+    sends within a second of its last written bump are one write each (their appends), and
+    the next past it is two again."""
+    wall = [1_800_000_000.0]
+    for module in (store._events, store._conversations):
+        monkeypatch.setattr(module, "now_or", lambda now: wall[0] if now is None else now)
+    async with harness(tmp_path) as h:
+        cid = await h.create(title="t")
+        wall[0] += 5
+        await h.e.send(cid, "first", run=False, interrupt=False)  # and its pause, its bump
+        await trio.testing.wait_all_tasks_blocked()
+        writes = h.e.io.statistics().writes
+        for _ in range(5):
+            wall[0] += 0.1
+            await h.e.send(cid, "more", run=False, interrupt=False)
+            await trio.testing.wait_all_tasks_blocked()
+        assert h.e.io.statistics().writes - writes == 5
+        wall[0] += 1
+        await h.e.send(cid, "later", run=False, interrupt=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.e.io.statistics().writes - writes == 7  # the append, and the settler's bump
+        (info,) = (await h.e.list(limit=50, before=None))[0]
+        assert info.updated_at == ev.rfc3339(wall[0])
+
+
 async def test_no_run_stages_until_resumed(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -35,6 +35,7 @@ class _FakeStore:
         self.gate: trio.Event | None = None
         self.calls: list[str] = []  # event appends and user-message batches, as run
         self.held: list[trio.Event] = []  # the next calls wait for these, one each
+        self.activity_pending = False
         self._seq = 0
 
     def append_events(

@@ -142,6 +142,41 @@ def test_a_queued_message_is_activity_once_settled(store: Store, conv: Conversat
     assert store.list_conversations()[0][0].updated_at == t + 10
 
 
+def _pending(store: Store) -> bool:
+    """(A call, not the property: each look is a new one.)"""
+    return store.activity_pending
+
+
+def test_a_bump_the_row_already_covers_is_not_kept(store: Store, conv: ConversationRecord) -> None:
+    """Once a bump is written, messages within the activity resolution of it leave nothing
+    pending (no write would change the row); past it, they do. A bump found already covered
+    (the row newer) covers up to the resolution below it."""
+    t = conv.created_at + 10
+    store.append_user_message(conv.id, body("a"), now=t)
+    assert _pending(store)
+    store.flush_activity()
+    assert not _pending(store)
+    store.append_user_message(conv.id, body("b"), now=t + 0.5)
+    store.append_user_message(conv.id, body("c"), now=t + 1.0)
+    assert not _pending(store)  # covered: the row says t, within a second
+    store.append_user_message(conv.id, body("d"), now=t + 1.5)
+    assert _pending(store)
+    store.flush_activity()
+    assert _rec(store, conv.id).updated_at == t + 1.5
+    # A write that sets `updated_at` itself (a turn's start) makes the next bump a no-op:
+    # written, it finds the row newer, and that is its floor from then on.
+    m = store.pending_messages(conv.id)[0]
+    store.start_turn(conv.id, m.seq, b"{}", now=t + 3)
+    store.append_user_message(conv.id, body("e"), now=t + 3.2)
+    assert _pending(store)  # the bump's floor (t + 1.5) does not cover t + 3.2
+    store.flush_activity()
+    assert _rec(store, conv.id).updated_at == t + 3
+    store.append_user_message(conv.id, body("f"), now=t + 3.9)
+    assert not _pending(store)  # covered by the turn's t + 3
+    store.append_user_message(conv.id, body("g"), now=t + 4.1)
+    assert _pending(store)
+
+
 def test_streamed_events_move_activity_to_within_a_second(
     store: Store, conv: ConversationRecord
 ) -> None:
@@ -398,11 +433,14 @@ def test_which_statements_commit_a_message(store: Store, conv: ConversationRecor
     # The durable append: read the last seq, insert the event and its queue row; no UPDATE.
     durable = ["BEGIN", "SELECT", "INSERT", "INSERT", "COMMIT"]
     assert _statements(store, lambda: store.append_user_message(conv.id, body("a"))) == durable
-    # The next other write carries the message's activity bump (the first UPDATE).
+    # The next other write carries the message's activity bump (the first UPDATE; within a
+    # second of the row's time it changes nothing, and the row's time is read, once, so that
+    # the next messages within that second leave no bump at all).
     assert _statements(store, lambda: store.append_event(conv.id, "x", b"{}")) == [
         "PRAGMA NORMAL",
         "BEGIN",
         "UPDATE",
+        "SELECT",
         "SELECT",
         "INSERT",
         "UPDATE",
