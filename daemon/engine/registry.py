@@ -11,10 +11,11 @@ entry leaves the map in the supervisor's `finally`. A new conversation is stored
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -201,6 +202,17 @@ class Engine:
 
     def storage(self) -> StorageHealth:
         return self.io.health()
+
+    @contextlib.contextmanager
+    def person_waiting(self) -> Iterator[None]:
+        """For the block: a request a person waits for is being answered, so the agents'
+        bulk work holds off between steps (bounded: `storeio.CONTROL_PAUSE` each time), from
+        the moment it is read, not only while its write is on its way to the store."""
+        self.io.control_begins()
+        try:
+            yield
+        finally:
+            self.io.control_ends()
 
     def agents_running(self) -> int:
         return sum(1 for c in self._live.values() if c.live)

@@ -17,6 +17,7 @@ be an `error` event.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import shutil
@@ -131,6 +132,7 @@ class EngineAPI(Protocol):
     async def agents_rss(self) -> int: ...
     def counters(self) -> tuple[int, int, int]: ...
     def storage(self) -> StorageHealth: ...
+    def person_waiting(self) -> contextlib.AbstractContextManager[None]: ...
     def agents(self) -> builtins.list[tuple[str, builtins.list[str]]]: ...
 
 
@@ -161,6 +163,15 @@ class _Streaming:
 
 
 Handler = Callable[["Connection", Any], Awaitable[msgspec.Struct | _Streaming]]
+
+# Small writes a person waits for: the agents' bulk work holds off while one is answered
+# (`EngineAPI.person_waiting`). Not those that wait for an agent (set_mode), nor big ones.
+_PEOPLE_WAIT: Final = frozenset(
+    {"messages/send", "messages/remove", "messages/edit", "messages/move", "turns/interrupt"}
+)
+
+
+_NOBODY: Final = contextlib.nullcontext()
 
 
 def _reply(req_id: RequestId, result: msgspec.Struct) -> bytes:
@@ -265,11 +276,13 @@ class Dispatcher:
         method = env.method
         is_notification = env.id is UNSET
         decoder = api.params_decoder(method)
+        waiting = self._engine.person_waiting() if method in _PEOPLE_WAIT else _NOBODY
         try:
             if decoder is None:
                 raise RpcFailure(METHOD_NOT_FOUND, f"method not found: {method[:100]}")
             params = decode_params(decoder, env.params)
-            outcome = await self._handlers[method](conn, params)
+            with waiting:
+                outcome = await self._handlers[method](conn, params)
         except RpcFailure as exc:
             return None if is_notification else self._fail(req_id, exc.code, exc.message)
         except StorageUnavailable as exc:  # the engine says what was not stored where it can

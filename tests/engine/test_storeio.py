@@ -429,3 +429,18 @@ async def test_a_bulk_write_hurried_while_the_writer_is_kept_free_runs_at_once(
             assert order == ["bulk 1", "own output"]
             assert trio.current_time() == t0
             store_io.control_ends()
+
+
+async def test_while_a_person_waits_the_agents_bulk_work_holds_off(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`Engine.person_waiting` (a send being answered, from the moment it is read): the
+    agents' readers and recorders hold off between steps, bounded, as for a control write."""
+    async with harness(tmp_path) as h:
+        t0 = trio.current_time()
+        with h.e.person_waiting():
+            await h.e.io.wait_control_quiet()
+            assert trio.current_time() == t0 + CONTROL_PAUSE
+        t1 = trio.current_time()
+        await h.e.io.wait_control_quiet()
+        assert trio.current_time() == t1

@@ -11,7 +11,9 @@ fan-out does. `LineClient` reads JSON lines from a real socket.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -86,6 +88,8 @@ class FakeEngine:
     failures: dict[str, Exception] = attrs.field(factory=dict)  # method -> raise this
     queues: dict[str, list[tuple[int, str]]] = attrs.field(factory=dict)  # else [(7, "later")]
     health: StorageHealth = attrs.field(factory=lambda: StorageHealth(None, None, None, 0))
+    people_waiting: int = 0  # requests being answered inside `person_waiting`
+    seen_waiting: dict[str, int] = attrs.field(factory=dict)  # method -> people_waiting then
 
     def add(self, conv_id: str, n_events: int = 0) -> ConversationInfo:
         t0 = "2025-01-01T00:00:00Z"
@@ -147,6 +151,7 @@ class FakeEngine:
 
     async def _enter(self, method: str, *args: object) -> None:
         self.calls.append((method, *args))
+        self.seen_waiting[method] = self.people_waiting
         if (gate := self.gates.get(method)) is not None:
             await gate.wait()
         await trio.lowlevel.checkpoint()
@@ -304,6 +309,14 @@ class FakeEngine:
 
     def storage(self) -> StorageHealth:
         return self.health
+
+    @contextlib.contextmanager
+    def person_waiting(self) -> Iterator[None]:
+        self.people_waiting += 1
+        try:
+            yield
+        finally:
+            self.people_waiting -= 1
 
     def live_count(self) -> int:
         return 1

@@ -103,6 +103,23 @@ async def test_every_method_routes(engine: FakeEngine) -> None:
                 assert engine.calls == [call], method
 
 
+async def test_the_agents_hold_off_while_a_person_waits_for_a_small_write(
+    engine: FakeEngine,
+) -> None:
+    """Sends, queue edits and interrupts are answered inside `person_waiting` (the agents'
+    bulk work holds off from the moment they are read); reads, and writes that wait for an
+    agent or are big, are not; a failing one lets go too."""
+    async with open_client(make_dispatcher(engine)) as client:
+        for method, (params, _, _) in ROUTES.items():
+            await client.call(method, params)
+        engine.failures["send"] = StorageUnavailable(DISK_FULL, "no space")
+        await client.error("messages/send", {"id": "abc", "text": "hi"})
+    waited = {m for m, n in engine.seen_waiting.items() if n}
+    assert waited == {"send", "remove", "edit", "move", "interrupt"}
+    assert engine.seen_waiting.keys() >= {"get", "list", "delete", "set_mode", "subscribe"}
+    assert engine.people_waiting == 0
+
+
 async def test_options_for_the_acp_front_door(engine: FakeEngine) -> None:
     async with open_client(make_dispatcher(engine)) as client:
         await client.call("conversations/list", {"limit": 5, "cwd": "/w"})
