@@ -5,11 +5,12 @@ await on the per-chunk path. One recorder task per conversation drains them in o
 subscriber sees text, tool calls and text again in the order the agent sent them.
 Consecutive text chunks are coalesced into one `conversation/delta` per batch (encoded once
 for every subscriber, at most `DELTA_CHARS` of text per notification), and the text is
-persisted as a draft at least every `draft_interval` (and every `DRAFT_CHARS`, so no one
-write holds the store's writer long), so a crash loses at most about a second of output.
-A message's text becomes a durable `agent_message` when something else durable follows it,
-the turn ends, or it reaches `SEGMENT_CHARS` (a longer one is stored in parts, in order,
-however it was chunked).
+persisted as a draft every `draft_interval`, so a crash loses at most about a second of
+output. A message's text becomes a durable `agent_message` when something else durable
+follows it, the turn ends, or it reaches `SEGMENT_CHARS` (a longer one is stored in parts, in
+order, however it was chunked). So no draft holds more than one open segment's text, and
+no one write holds the store's writer long; and a flood's text, whose segments fill well
+within a draft interval, is written once, in its segments, not first as drafts too.
 
 The hand-off is bounded: once `BUFFER_CHARS` of handed-over text and bodies wait to be
 stored, `wait_for_space` blocks the agent's reader (once per read batch), so the agent's
@@ -41,11 +42,8 @@ from protocol import events as ev
 from protocol.api import DELTA_METHOD, DeltaParams
 from protocol.jsonrpc import Notification, encode_line
 
-__all__ = ["BUFFER_CHARS", "DELTA_CHARS", "DRAFT_CHARS", "Recorder", "RecorderStatistics"]
+__all__ = ["BUFFER_CHARS", "DELTA_CHARS", "Recorder", "RecorderStatistics"]
 
-# A draft is saved once this much text is unsaved, whatever the time: a flooding agent's
-# second of output would otherwise be one multi-megabyte write that every send queues behind.
-DRAFT_CHARS = 64 * 1024
 # The most text one `conversation/delta` carries: a huge chunk becomes several notifications,
 # so no client meets a line longer than it accepts.
 DELTA_CHARS = 256 * 1024
@@ -283,10 +281,8 @@ class Recorder:
                 await self._process(self._batch)
                 self._done_with(self._batch)
                 # Drafts are paced by time: that bounds what a crash loses, and each save
-                # stores only the text since the last one.
-                if self._unsaved >= DRAFT_CHARS or (
-                    self._unsaved and trio.current_time() >= self._draft_due
-                ):
+                # stores only the text since the last one (at most an open segment's).
+                if self._unsaved and trio.current_time() >= self._draft_due:
                     await self._save_drafts()
         except LogClosed:
             # Deleted (or retired) under us: store nothing more, and hold up no flush or reader.

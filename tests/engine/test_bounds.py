@@ -28,7 +28,7 @@ async def test_a_stalled_store_pushes_back_on_the_agent_and_loses_nothing(
     """Invariant: with the store stalled, what the reader holds stays bounded and the agent's
     writes block; once the store resumes, every chunk is stored, in order."""
     monkeypatch.setattr(recorder, "BUFFER_CHARS", 1000)
-    monkeypatch.setattr(recorder, "DRAFT_CHARS", 300)  # the recorder writes drafts early
+    monkeypatch.setattr(recorder, "SEGMENT_CHARS", 300)  # the recorder writes early
     stalled = trio.Event()
     resume = trio.Event()
     for lane in ("write", "write_bulk"):

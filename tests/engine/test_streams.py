@@ -12,6 +12,7 @@ import trio.testing
 
 from daemon.engine import reads as reads_mod
 from daemon.engine import recorder
+from daemon.engine.eventlog import SEGMENT_CHARS, EventLog
 from protocol import acp
 from protocol import events as ev
 from protocol.jsonrpc import CONFLICT, INVALID_PARAMS, NOT_FOUND, RpcFailure
@@ -153,25 +154,52 @@ async def test_grouped_chunks_keep_parts_and_deltas_exact(
 
 
 async def test_drafts_grow_by_appending_what_is_new(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    monkeypatch.setattr(recorder, "DRAFT_CHARS", 4)
-    async with harness(tmp_path) as h:
+    async with harness(tmp_path, draft_interval=0.05) as h:
         cid = await h.create()
         h.script(Chunk("abcd"), Sleep(0.1), Chunk("ef"), Sleep(0.1), Chunk("gh"), WaitForCancel())
         await h.e.send(cid, "go", run=True, interrupt=False)
-        await trio.sleep(0.5)  # every chunk is in; well before the 1 s draft interval
+        await trio.sleep(0.5)  # every chunk is in, and a draft interval has passed after each
 
         def parts(s: Store) -> list[str]:
             rows = s._conn.execute("SELECT text FROM drafts WHERE conversation_id = ?", (cid,))
             return [r[0] for r in rows.fetchall()]
 
-        # Saved by size, not time: each save holds only the text since the one before.
-        assert await h.e.io.read(parts) == ["abcd", "efgh"]
+        # Each save holds only the text since the one before.
+        assert await h.e.io.read(parts) == ["abcd", "ef", "gh"]
         assert await h.e.io.read(lambda s: s.drafts(cid)) == [(1, "message", "abcdefgh")]
         await h.e.interrupt(cid)
         await wait_turn_ended(h, cid)
         assert await h.e.io.read(lambda s: s.drafts(cid)) == []  # the turn's end took them
+
+
+async def test_a_floods_text_is_written_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Text whose segments fill within a draft interval goes to the store once, in its
+    segments; only the open segment's rest is saved as a draft (when the interval is up)."""
+    drafted: list[int] = []
+    real = EventLog.append_draft
+
+    async def append_draft(self: EventLog, prompt_seq: int, kind: str, text: str) -> None:
+        drafted.append(len(text))
+        await real(self, prompt_seq, kind, text)
+
+    monkeypatch.setattr(EventLog, "append_draft", append_draft)
+    size = 10_000
+    chunks = [Chunk(str(i % 10) * size) for i in range(30)]  # 300,000 characters at once
+    async with harness(tmp_path) as h:
+        cid = await h.create()
+        h.script(*chunks, WaitForCancel())
+        await h.e.send(cid, "go", run=True, interrupt=False)
+        await trio.sleep(5)  # every chunk in, and past the draft interval
+        await h.e.interrupt(cid)
+        await wait_turn_ended(h, cid)
+        events = await h.events(cid)
+    text = "".join(e["text"] for e in events if e["type"] == "agent_message")
+    assert text == "".join(str(i % 10) * size for i in range(30))
+    assert drafted == [30 * size - SEGMENT_CHARS]  # the open segment's rest, once
 
 
 async def test_one_batch_of_chunks_becomes_one_delta(
