@@ -8,6 +8,8 @@ start-up from its launch until it has answered `session/new` (`in_start_up`), wh
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
@@ -154,13 +156,20 @@ def hang_first(h: Harness) -> None:
     h.prepare = prepare
 
 
-async def test_a_conversation_in_line_to_start_can_be_interrupted_and_resumed(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    async with harness(tmp_path, max_agents=4, max_starting=1) as h:
+@asynccontextmanager
+async def lined_up(tmp: Path) -> AsyncIterator[tuple[Harness, str, str]]:
+    """One start-up permit, held by a's agent hanging in `initialize`; b and c in line."""
+    async with harness(tmp, max_agents=4, max_starting=1) as h:
         hang_first(h)
         a, b, c = [await h.create() for _ in range(3)]
         await start_a_and_line_up(h, a, b, c)
+        yield h, b, c
+
+
+async def test_a_conversation_in_line_to_start_can_be_interrupted_and_resumed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with lined_up(tmp_path) as (h, b, c):
         t0 = trio.current_time()
         assert await h.e.interrupt(b) is True  # it counts: its turn would have run
         assert trio.current_time() == t0  # no wait for the start-up ahead
@@ -177,10 +186,7 @@ async def test_a_conversation_in_line_to_start_can_be_interrupted_and_resumed(
 async def test_a_conversation_in_line_to_start_can_have_its_queue_changed(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with harness(tmp_path, max_agents=4, max_starting=1) as h:
-        hang_first(h)
-        a, b, c = [await h.create() for _ in range(3)]
-        await start_a_and_line_up(h, a, b, c)
+    async with lined_up(tmp_path) as (h, b, c):
         b2, _ = await send(h, b, "b2")
         c2, _ = await send(h, c, "c2")
         queue = await h.e.queue(b)
@@ -205,10 +211,7 @@ async def test_a_conversation_in_line_to_start_can_have_its_queue_changed(
 async def test_a_conversation_in_line_to_start_can_be_deleted(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with harness(tmp_path, max_agents=4, max_starting=1) as h:
-        hang_first(h)
-        a, b, c = [await h.create() for _ in range(3)]
-        await start_a_and_line_up(h, a, b, c)
+    async with lined_up(tmp_path) as (h, b, c):
         t0 = trio.current_time()
         await h.e.delete(b)
         assert trio.current_time() == t0  # no wait for the start-up ahead
