@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACPD_VERSION", "acpd_version"]
+__all__ = ["ACPD_VERSION"]
 
 ACPD_VERSION: Final = "0.1.0"
-
-
-def acpd_version() -> str:
-    return ACPD_VERSION

@@ -36,7 +36,7 @@ from daemon.agents.detail import error_detail, failure_detail
 from daemon.agents.peer import AgentExited, AgentPeer, PeerHandlers
 from daemon.agents.requests import SessionRequests, SessionSetUp
 from daemon.agents.tree import AgentTree
-from daemon.version import acpd_version
+from daemon.version import ACPD_VERSION
 from protocol import acp
 from protocol.framing import LineSplitter
 from protocol.jsonrpc import RpcFailure
@@ -64,7 +64,7 @@ _KILL_BOUND: Final = 5.0
 
 def client_info() -> acp.Implementation:
     """Our `clientInfo`."""
-    return acp.Implementation(name="acpd", version=acpd_version())
+    return acp.Implementation(name="acpd", version=ACPD_VERSION)
 
 
 class AgentStartError(Exception):

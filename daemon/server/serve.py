@@ -69,7 +69,7 @@ from daemon.server.systemd import (
     watchdog_interval,
 )
 from daemon.server.unix import ListenError, serve_unix
-from daemon.version import acpd_version
+from daemon.version import ACPD_VERSION
 from store import DataDirLock, LockedError, StorageUnavailable, StoreError
 
 __all__ = ["DataDirError", "add_serve_arguments", "main", "prepare_data_dir", "serve_main"]
@@ -171,7 +171,7 @@ async def _run(
         served = name if isinstance(name, str) and name else None
     async with open_engine(control.config, data_dir, cgroups=containment.cgroups) as engine:
         control.engine = engine
-        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, acpd_version(), started, served))
+        dispatcher = Dispatcher(engine, DaemonInfo(data_dir, ACPD_VERSION, started, served))
         async with trio.open_nursery() as fronts:
             if activated is not None:  # systemd's socket: it stays bound when we stop
                 where = f"{served or '?'} (from systemd)"

@@ -33,7 +33,7 @@ import trio
 from daemon.agents.peer import AgentExited, AgentPeer
 from daemon.server.acp.link import Connector, DaemonConn, checked, open_daemon_conn
 from daemon.server.acp.session import Attachment
-from daemon.version import acpd_version
+from daemon.version import ACPD_VERSION
 from protocol import acp, api
 from protocol.jsonrpc import (
     INTERNAL_ERROR,
@@ -51,7 +51,7 @@ log = logging.getLogger("acpd.acp")
 T = TypeVar("T")
 
 AGENT_INFO: Final = acp.Implementation(
-    name="acpd", title="acpd (durable conversations)", version=acpd_version()
+    name="acpd", title="acpd (durable conversations)", version=ACPD_VERSION
 )
 # How long one write to the client may block before it counts as gone (an editor that stopped
 # reading our stdout); generous: editors pause.
